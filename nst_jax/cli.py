@@ -1,0 +1,225 @@
+"""The ``nst-jax`` command: argument parsing and progress reporting, nothing else.
+
+Every action is a library call a notebook could make. Exit status: 0 on success, 2 on bad
+input or missing weights (one line on stderr), 1 on an internal error, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+
+from nst_jax import image, weights
+from nst_jax.config import StyleConfig
+from nst_jax.errors import InputError
+
+EXIT_INPUT = 2
+DEFAULTS = StyleConfig()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (no usage block), with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def _add_stylize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stylize",
+        help="stylise an image",
+        description="Optimise CONTENT to take on the style of STYLE (Gatys et al.).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("content", metavar="CONTENT", help="content image")
+    p.add_argument("--style", "-s", required=True, metavar="STYLE", help="style image")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help=".png, .jpg or .webp")
+    p.add_argument("--steps", type=_positive_int, default=DEFAULTS.steps)
+    p.add_argument(
+        "--max-dim",
+        type=_positive_int,
+        default=DEFAULTS.max_dim,
+        help="longest side of content and style after loading, in px",
+    )
+    p.add_argument("--content-weight", type=_non_negative_float, default=DEFAULTS.content_weight)
+    p.add_argument("--style-weight", type=_non_negative_float, default=DEFAULTS.style_weight)
+    p.add_argument("--tv-weight", type=_non_negative_float, default=DEFAULTS.tv_weight)
+    p.add_argument("--learning-rate", type=_non_negative_float, default=DEFAULTS.learning_rate)
+    p.add_argument(
+        "--optimizer",
+        choices=("keras_adam", "adam"),
+        default=DEFAULTS.optimizer,
+        help="keras_adam reproduces the tutorial; adam is optax.adam (epsilon after bias "
+        "correction)",
+    )
+    p.add_argument("--init", choices=("content", "noise"), default=DEFAULTS.init)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for noise init")
+    p.add_argument(
+        "--steps-per-call",
+        type=_positive_int,
+        default=DEFAULTS.steps_per_call,
+        help="steps per compiled call, and the progress interval",
+    )
+    p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_stylize)
+
+
+def _add_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="fetch, convert or describe VGG19 weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    fetch = wsub.add_parser("fetch", help="download the official Keras file and convert it")
+    fetch.set_defaults(func=_cmd_weights_fetch)
+    convert = wsub.add_parser("convert", help="convert a Keras .h5 to the Flax-native file")
+    convert.add_argument("source", metavar="IN")
+    convert.add_argument("dest", metavar="OUT", nargs="?")
+    convert.set_defaults(func=_cmd_weights_convert)
+    info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
+    info.add_argument("path", metavar="PATH", nargs="?")
+    info.set_defaults(func=_cmd_weights_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nst-jax`` argument parser."""
+    parser = _Parser(prog="nst-jax", description="Neural style transfer in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_stylize(sub)
+    _add_weights(sub)
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> StyleConfig:
+    try:
+        return _make_config(args)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def _make_config(args: argparse.Namespace) -> StyleConfig:
+    return StyleConfig(
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        steps=args.steps,
+        steps_per_call=args.steps_per_call,
+        init=args.init,
+        seed=args.seed,
+        max_dim=args.max_dim,
+    )
+
+
+class _Progress:
+    """A tqdm bar over steps showing the current loss; timing for the closing line."""
+
+    def __init__(self, total: int, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, leave=False)
+        self.start = time.perf_counter()
+        self.first_chunk: tuple[int, float] | None = None  # (steps, time) incl. compilation
+        self.done = 0
+
+    def __call__(self, done: int, chunk_losses) -> None:
+        if self.first_chunk is None:
+            self.first_chunk = (done, time.perf_counter())
+        self.bar.set_postfix(loss=f"{float(chunk_losses[..., -1].mean()):.4g}", refresh=False)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def summary(self) -> str:
+        """Steps per second after the first chunk (which includes compilation)."""
+        self.bar.close()
+        end = time.perf_counter()
+        first_steps, first_time = self.first_chunk or (0, self.start)
+        if self.done > first_steps:
+            rate = (self.done - first_steps) / (end - first_time)
+        else:
+            rate = self.done / (end - self.start)
+        return f"{self.done} steps in {end - self.start:.1f} s ({rate:.2f} steps/s after compile)"
+
+
+def _cmd_stylize(args: argparse.Namespace) -> int:
+    from nst_jax import optimize
+
+    config = _config_from_args(args)
+    out = image.check_output_path(args.output)
+    content = image.load(args.content, config.max_dim)
+    style = image.load(args.style, config.max_dim)
+    plan = optimize.Plan.from_config(config)
+    for path, array, layers in (
+        (args.content, content, plan.layers),
+        (args.style, style, plan.style_layers),
+    ):
+        try:
+            optimize.check_size(layers, array.shape, "image")
+        except ValueError as e:
+            raise InputError(f"{path}: {e} (after scaling to --max-dim {config.max_dim})") from None
+    params = weights.load_vgg19(args.weights)
+    progress = _Progress(config.steps, args.quiet)
+    result = optimize.stylize(content, style, params=params, config=config, callback=progress)
+    image.save(out, result.image)
+    print(f"{progress.summary()} -> {out}")
+    return 0
+
+
+def _cmd_weights_fetch(args: argparse.Namespace) -> int:
+    downloaded, converted = weights.fetch()
+    print(f"official weights: {downloaded}\nconverted: {converted}")
+    return 0
+
+
+def _cmd_weights_convert(args: argparse.Namespace) -> int:
+    print(f"converted: {weights.convert(args.source, args.dest)}")
+    return 0
+
+
+def _cmd_weights_info(args: argparse.Namespace) -> int:
+    for key, value in weights.info(args.path).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nst-jax``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"nst-jax: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("nst-jax: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("nst-jax: internal error (the traceback above helps a bug report)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

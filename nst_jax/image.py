@@ -1,0 +1,159 @@
+"""Image files <-> float32 RGB arrays in [0, 1]: decode, orient, convert, resize, save."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nst_jax.atomic import atomic_write
+from nst_jax.errors import ImageError
+
+# Output format by extension (Pillow format name).
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> ``(H, W, 3)`` float32 in [0, 1].
+
+    Transparent pixels are composited over white: their stored colour is arbitrary (often
+    black), and white is what a viewer shows behind them.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit integer) greyscale: keep the precision 8-bit conversion would lose.
+        grey = np.asarray(img, dtype=np.float32)
+        scale = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(grey / scale, 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "F":
+        return np.repeat(np.clip(np.asarray(img, np.float32), 0, 1)[..., None], 3, axis=-1)
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("LA", "PA", "La"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        return rgba[..., :3] * alpha + (1.0 - alpha)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def decode(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` float32 RGB in [0, 1], EXIF orientation applied.
+
+    Handles what Pillow reads (PNG, JPEG, WebP, BMP, TIFF, ...) in any mode: palette (with or
+    without transparency), grey, grey+alpha, RGBA, 16-bit grey, CMYK.
+
+    Raises:
+      ImageError: missing, empty, not an image, or truncated.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about huge images; the size check belongs to the caller.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                array = _to_rgb_array(img)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # Pillow reports truncation and corrupt data as OSError/SyntaxError with a short text.
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+    if array.size == 0:
+        raise ImageError(f"{path}: image has no pixels")
+    return array
+
+
+def scaled_shape(height: int, width: int, max_dim: int) -> tuple[int, int]:
+    """``(height, width)`` scaled so the longer side is ``max_dim``, truncated to integers as
+    the tutorial does (``tf.cast(shape * scale, tf.int32)``)."""
+    scale = max_dim / max(height, width)
+    return int(height * scale), int(width * scale)
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of ``(H, W, 3)`` to ``(height, width, 3)``, like ``tf.image.resize``'s
+    default (half-pixel centres, no antialiasing), so the tutorial's inputs are reproduced."""
+    if image.shape[:2] == (height, width):
+        return image
+    resized = jax.image.resize(image, (height, width, 3), method="linear", antialias=False)
+    return np.asarray(resized, dtype=np.float32)
+
+
+def load(path: str | os.PathLike, max_dim: int | None = None) -> np.ndarray:
+    """Read an image and scale it so its longer side is ``max_dim`` (up or down, as the
+    tutorial does); ``None`` keeps the size.
+
+    Returns:
+      ``(H, W, 3)`` float32 RGB in [0, 1].
+
+    Raises:
+      ImageError: unreadable file, or an image that scales to zero pixels on a side.
+    """
+    image = decode(path)
+    if max_dim is None:
+        return image
+    height, width = scaled_shape(*image.shape[:2], max_dim)
+    if min(height, width) < 1:
+        raise ImageError(
+            f"{path}: {image.shape[1]}x{image.shape[0]} px scales to {width}x{height} "
+            f"at max-dim {max_dim}; too thin"
+        )
+    return resize(image, height, width)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can be written as an image (known extension, parent a directory).
+
+    Raises:
+      ImageError: unknown extension, or a parent that is not a directory.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SAVE_FORMATS:
+        raise ImageError(
+            f"{path}: unknown output extension {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(SAVE_FORMATS)}"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ImageError(f"{path}: {parent} is not a directory")
+            break
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory")
+    return path
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``[0, 1]`` float -> uint8, rounding to nearest."""
+    return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
+    """Write ``(H, W, 3)`` float RGB in [0, 1] as PNG, JPEG or WebP (by extension), atomically:
+    a temporary file beside the target is renamed over it, so no reader sees half a file.
+
+    Raises:
+      ImageError: unknown extension, a parent that is not a directory, or a non-finite image.
+    """
+    path = check_output_path(path)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ImageError(f"{path}: refusing to write an image with non-finite values")
+    pil = Image.fromarray(to_uint8(image), "RGB")
+    fmt = SAVE_FORMATS[path.suffix.lower()]
+    options = {} if fmt == "PNG" else {"quality": quality}
+    atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options))
+    return path

@@ -1,0 +1,335 @@
+"""The optimisation: targets, loss closure, optimizers, the jitted step, the chunked loop.
+
+Everything here is written for one image and batched with ``jax.vmap``. Only the image is
+differentiated; VGG params are an argument of every jitted function (never a closed-over
+constant), so one compiled program serves any weights of the same shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nst_jax import losses, vgg
+from nst_jax.config import StyleConfig
+
+Pytree = Mapping[str, jax.Array]
+HPARAMS = ("content_weight", "style_weight", "tv_weight", "learning_rate")
+
+
+class StyleResult(NamedTuple):
+    """What :func:`stylize` returns.
+
+    Attributes:
+      image: float32 in [0, 1], same leading shape as the content: ``(H, W, 3)`` or
+        ``(N, H, W, 3)``.
+      losses: total loss *before* each step, ``(steps,)`` or ``(N, steps)``.
+    """
+
+    image: jax.Array
+    losses: np.ndarray
+
+
+class KerasAdamState(NamedTuple):
+    """State of :func:`keras_adam`: step count and the two moment estimates."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def keras_adam(
+    learning_rate: float | jax.Array,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-7,
+) -> optax.GradientTransformation:
+    """Adam exactly as Keras (and so the TensorFlow tutorial) computes it.
+
+    Keras folds the bias corrections into the step size and adds ``eps`` to the *uncorrected*
+    ``sqrt(v)``: ``x -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``. optax's
+    ``adam`` adds ``eps`` to the corrected ``sqrt(v_hat)`` instead, which is the same update
+    with ``eps * sqrt(1 - b2^t)`` in place of ``eps``; with the tutorial's ``eps = 0.1`` early
+    steps differ visibly. The moment updates use Keras' ``m += (g - m) * (1 - b1)`` form so
+    float32 rounding matches too.
+
+    Args:
+      learning_rate: step size (may be traced, for sweeps).
+      b1: first-moment decay.
+      b2: second-moment decay.
+      eps: added to ``sqrt(v)``.
+
+    Returns:
+      An optax ``GradientTransformation`` whose updates are to be *added* to the params.
+    """
+
+    def init(params: optax.Params) -> KerasAdamState:
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return KerasAdamState(jnp.zeros([], jnp.int32), zeros(), zeros())
+
+    def update(updates, state, params=None):
+        del params
+        count = state.count + 1
+        t = count.astype(jax.tree.leaves(state.mu)[0].dtype)
+        mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.mu, updates)
+        nu = jax.tree.map(lambda v, g: v + (jnp.square(g) - v) * (1 - b2), state.nu, updates)
+        alpha = learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        new_updates = jax.tree.map(lambda m, v: -(m * alpha) / (jnp.sqrt(v) + eps), mu, nu)
+        return new_updates, KerasAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+class Plan(NamedTuple):
+    """The static (compile-time) part of a config: changing any of it recompiles."""
+
+    content_layers: tuple[str, ...]
+    style_layers: tuple[str, ...]
+    pooling: str
+    optimizer: str
+    beta1: float
+    beta2: float
+    epsilon: float
+    steps_per_call: int
+
+    @classmethod
+    def from_config(cls, config: StyleConfig) -> Plan:
+        return cls(*(getattr(config, field) for field in cls._fields))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.style_layers + self.content_layers))
+
+
+def make_optimizer(plan: Plan, learning_rate: float | jax.Array) -> optax.GradientTransformation:
+    """The optimizer named by ``plan.optimizer``, with a possibly traced learning rate."""
+    if plan.optimizer == "keras_adam":
+        return keras_adam(learning_rate, plan.beta1, plan.beta2, plan.epsilon)
+    return optax.adam(learning_rate, plan.beta1, plan.beta2, plan.epsilon)
+
+
+def style_grams(plan: Plan, params: Pytree, style: jax.Array) -> dict[str, jax.Array]:
+    """``{layer: (c, c)}`` Gram matrices of one ``(h, w, 3)`` style image."""
+    features = vgg.image_features(params, style, plan.style_layers, plan.pooling)
+    return {name: losses.gram_matrix(f) for name, f in features.items()}
+
+
+def loss_terms(
+    plan: Plan,
+    params: Pytree,
+    image: jax.Array,
+    targets: Mapping[str, Pytree],
+    hparams: Pytree,
+) -> dict[str, jax.Array]:
+    """The three weighted loss terms of one ``(H, W, 3)`` image."""
+    features = vgg.image_features(params, image, plan.layers, plan.pooling)
+    content = {name: features[name] for name in plan.content_layers}
+    grams = {name: losses.gram_matrix(features[name]) for name in plan.style_layers}
+    return {
+        "content": losses.content_loss(content, targets["content"], hparams["content_weight"]),
+        "style": losses.style_loss(grams, targets["style"], hparams["style_weight"]),
+        "tv": losses.total_variation_loss(image, hparams["tv_weight"]),
+    }
+
+
+def total_loss(
+    plan: Plan,
+    params: Pytree,
+    image: jax.Array,
+    targets: Mapping[str, Pytree],
+    hparams: Pytree,
+) -> jax.Array:
+    """Style + content + total variation, the quantity minimised."""
+    terms = loss_terms(plan, params, image, targets, hparams)
+    return terms["style"] + terms["content"] + terms["tv"]
+
+
+def step(
+    plan: Plan,
+    params: Pytree,
+    targets: Mapping[str, Pytree],
+    hparams: Pytree,
+    image: jax.Array,
+    opt_state: optax.OptState,
+) -> tuple[jax.Array, optax.OptState, jax.Array]:
+    """One optimisation step of one image.
+
+    Returns:
+      ``(new image clipped to [0, 1], new optimizer state, loss of the image before the step)``.
+    """
+    loss, grad = jax.value_and_grad(total_loss, argnums=2)(plan, params, image, targets, hparams)
+    optimizer = make_optimizer(plan, hparams["learning_rate"])
+    updates, opt_state = optimizer.update(grad, opt_state, image)
+    image = jnp.clip(optax.apply_updates(image, updates), 0.0, 1.0)
+    return image, opt_state, loss
+
+
+def run_steps(
+    plan: Plan,
+    params: Pytree,
+    targets: Mapping[str, Pytree],
+    hparams: Pytree,
+    image: jax.Array,
+    opt_state: optax.OptState,
+    n_steps: jax.Array,
+) -> tuple[jax.Array, optax.OptState, jax.Array]:
+    """Up to ``plan.steps_per_call`` steps of one image inside one compiled loop.
+
+    ``n_steps`` is traced, so a shorter last chunk reuses the same compiled program.
+
+    Returns:
+      ``(image, opt_state, losses)`` with ``losses`` of length ``plan.steps_per_call``; entries
+      from ``n_steps`` on are zero.
+    """
+
+    def body(i, carry):
+        image, opt_state, history = carry
+        image, opt_state, loss = step(plan, params, targets, hparams, image, opt_state)
+        return image, opt_state, history.at[i].set(loss)
+
+    history = jnp.zeros(plan.steps_per_call, image.dtype)
+    return jax.lax.fori_loop(0, n_steps, body, (image, opt_state, history))
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _batch_content_targets(plan: Plan, params: Pytree, content: jax.Array):
+    return jax.vmap(lambda im: vgg.image_features(params, im, plan.content_layers, plan.pooling))(
+        content
+    )
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _single_style_grams(plan: Plan, params: Pytree, style: jax.Array):
+    return style_grams(plan, params, style)
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _batch_init(plan: Plan, images: jax.Array, hparams: Pytree):
+    return jax.vmap(lambda im, hp: make_optimizer(plan, hp["learning_rate"]).init(im))(
+        images, hparams
+    )
+
+
+@functools.partial(jax.jit, static_argnames="plan", donate_argnames=("images", "opt_states"))
+def _batch_run_steps(plan, params, targets, hparams, images, opt_states, n_steps):
+    per_image = lambda t, hp, im, st: run_steps(plan, params, t, hp, im, st, n_steps)  # noqa: E731
+    return jax.vmap(per_image)(targets, hparams, images, opt_states)
+
+
+def _as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
+    """``(N, H, W, 3)`` float images; float32 unless float64 is given with x64 enabled."""
+    images = jnp.asarray(images)
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        images = images.astype(jnp.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"{name}: expected (H, W, 3) or (N, H, W, 3), got {tuple(images.shape)}")
+    return images
+
+
+def _style_targets(
+    plan: Plan, params: Pytree, style: jax.Array | np.ndarray | Sequence, n: int
+) -> dict[str, jax.Array]:
+    """``{layer: (n, c, c)}`` style Grams: one style for all, or one per image of any size."""
+    if isinstance(style, (list, tuple)):
+        styles = [_as_batch("style", s)[0] for s in style]
+    else:
+        styles = list(_as_batch("style", style))
+    for s in styles:
+        check_size(plan.style_layers, s.shape, "style")
+    grams = [_single_style_grams(plan, params, s) for s in styles]
+    if len(grams) not in (1, n):
+        raise ValueError(f"got {len(grams)} style images for {n} content images; give 1 or {n}")
+    stacked = jax.tree.map(lambda *g: jnp.stack(g), *grams)
+    return jax.tree.map(lambda g: jnp.broadcast_to(g, (n, *g.shape[1:])), stacked)
+
+
+def batch_hparams(config: StyleConfig, n: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """``{name: (n,)}`` hyperparameters: a number is broadcast, a sweep is checked."""
+    hparams = {}
+    for name in HPARAMS:
+        value = np.asarray(getattr(config, name), dtype)
+        if value.ndim == 1 and value.shape[0] != n:
+            raise ValueError(f"{name} has {value.shape[0]} values for a batch of {n}")
+        hparams[name] = jnp.broadcast_to(jnp.asarray(value), (n,))
+    return hparams
+
+
+def initial_images(config: StyleConfig, content: jax.Array) -> jax.Array:
+    """The starting images: the content itself, or uniform noise seeded by ``config.seed``."""
+    if config.init == "noise":
+        key = jax.random.key(config.seed)
+        return jax.random.uniform(key, content.shape, content.dtype)
+    # A copy, because the loop donates (and so invalidates) the buffer it is given.
+    return jnp.array(content, copy=True)
+
+
+def check_size(layers: Sequence[str], shape: Sequence[int], what: str = "image") -> None:
+    """Raise ``ValueError`` when an image is too small for the deepest of ``layers``."""
+    need = 2 ** vgg.pools_before(layers)
+    height, width = shape[-3], shape[-2]
+    if min(height, width) < need:
+        raise ValueError(
+            f"{what} is {width}x{height} px; the layers used need both sides >= {need} px"
+        )
+
+
+def stylize(
+    content: jax.Array | np.ndarray,
+    style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],
+    *,
+    params: Pytree,
+    config: StyleConfig | None = None,
+    callback: Callable[[int, np.ndarray], None] | None = None,
+) -> StyleResult:
+    """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
+
+    Args:
+      content: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1], used as given (resizing
+        is the loader's job).
+      style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
+        ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image).
+      params: VGG19 params from :func:`nst_jax.load_vgg19`.
+      config: settings; defaults to the tutorial's.
+      callback: called after each compiled chunk with ``(steps done, losses of the chunk as
+        (N, k))``; for progress reporting.
+
+    Returns:
+      A :class:`StyleResult`.
+    """
+    config = config or StyleConfig()
+    plan = Plan.from_config(config)
+    single = jnp.ndim(content) == 3
+    content = _as_batch("content", content)
+    check_size(plan.layers, content.shape, "content")
+    n = content.shape[0]
+    params = jax.tree.map(lambda p: jnp.asarray(p, content.dtype), params)
+    hparams = batch_hparams(config, n, content.dtype)
+    targets = {
+        "content": _batch_content_targets(plan, params, content),
+        "style": _style_targets(plan, params, style, n),
+    }
+    images = initial_images(config, content)
+    opt_states = _batch_init(plan, images, hparams)
+    history = []
+    done = 0
+    while done < config.steps:
+        k = min(config.steps_per_call, config.steps - done)
+        images, opt_states, chunk = _batch_run_steps(
+            plan, params, targets, hparams, images, opt_states, k
+        )
+        history.append(np.asarray(chunk[:, :k]))
+        done += k
+        if callback is not None:
+            callback(done, history[-1])
+    all_losses = np.concatenate(history, axis=1)
+    if single:
+        return StyleResult(images[0], all_losses[0])
+    return StyleResult(images, all_losses)

@@ -1,0 +1,175 @@
+"""VGG19 feature extractor in Flax, with Keras' "caffe" preprocessing.
+
+The network is the convolutional part of VGG19 ("notop") exactly as Keras builds it, so the
+official Keras weights load without any transposition: kernels are HWIO ``(3, 3, in, out)``,
+which is Flax's layout too. Layer names are Keras' names (``block1_conv1`` ... ``block5_conv4``,
+``block1_pool`` ... ``block5_pool``) and a conv layer's output is its activation *after* ReLU,
+as in Keras where ``Conv2D`` carries ``activation="relu"``.
+
+This module knows no files: params come from :mod:`nst_jax.weights`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Keras' ImageNet mean in BGR order ("caffe" mode of keras.applications.imagenet_utils).
+BGR_MEAN = (103.939, 116.779, 123.68)
+
+# (number of convs, filters) per block, from Simonyan & Zisserman, configuration E.
+BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
+
+CONV_LAYERS: tuple[str, ...] = tuple(
+    f"block{b}_conv{c}" for b, (n, _) in enumerate(BLOCKS, start=1) for c in range(1, n + 1)
+)
+POOL_LAYERS: tuple[str, ...] = tuple(f"block{b}_pool" for b in range(1, len(BLOCKS) + 1))
+# Every named output in network order.
+LAYERS: tuple[str, ...] = tuple(
+    name
+    for b, (n, _) in enumerate(BLOCKS, start=1)
+    for name in [f"block{b}_conv{c}" for c in range(1, n + 1)] + [f"block{b}_pool"]
+)
+
+Params = Mapping[str, Mapping[str, jax.Array]]
+
+
+def conv_shapes() -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The expected ``(kernel shape, bias shape)`` of every conv layer, keyed by Keras name."""
+    shapes = {}
+    in_channels = 3
+    for b, (n, filters) in enumerate(BLOCKS, start=1):
+        for c in range(1, n + 1):
+            shapes[f"block{b}_conv{c}"] = ((3, 3, in_channels, filters), (filters,))
+            in_channels = filters
+    return shapes
+
+
+def preprocess(image: jax.Array) -> jax.Array:
+    """Map an RGB image in [0, 1] to VGG input: ``x * 255``, RGB -> BGR, minus the BGR mean.
+
+    Args:
+      image: ``(..., 3)`` float RGB in [0, 1].
+
+    Returns:
+      ``(..., 3)`` float BGR, mean-subtracted (Keras ``preprocess_input``, caffe mode).
+    """
+    return image[..., ::-1] * 255.0 - jnp.asarray(BGR_MEAN, dtype=image.dtype)
+
+
+def deprocess(x: jax.Array) -> jax.Array:
+    """Inverse of :func:`preprocess`: add the mean back, BGR -> RGB, divide by 255."""
+    return (x + jnp.asarray(BGR_MEAN, dtype=x.dtype))[..., ::-1] / 255.0
+
+
+def check_layers(layers: Iterable[str]) -> tuple[str, ...]:
+    """Return ``layers`` as a tuple, or raise ``ValueError`` naming any unknown layer."""
+    layers = tuple(layers)
+    unknown = [name for name in layers if name not in LAYERS]
+    if unknown:
+        raise ValueError(f"unknown VGG19 layer(s) {', '.join(unknown)}; known: {', '.join(LAYERS)}")
+    return layers
+
+
+def pools_before(layers: Iterable[str]) -> int:
+    """How many 2x2 pools the image passes through before the deepest of ``layers``.
+
+    An image needs both sides at least ``2 ** pools_before(layers)`` pixels for every requested
+    layer to have a non-empty output.
+    """
+    deepest = max(LAYERS.index(name) for name in check_layers(layers))
+    return sum(1 for name in LAYERS[:deepest] if name.endswith("_pool"))
+
+
+class VGG19(nn.Module):
+    """VGG19 convolutional base for one image (batch it with ``jax.vmap``).
+
+    Attributes:
+      layers: names of the outputs to return. Layers past the deepest one requested are not
+        computed at all.
+      pooling: ``"max"`` (Keras) or ``"avg"`` (Gatys et al. suggest average pooling for
+        smoother gradients).
+    """
+
+    layers: Sequence[str]
+    pooling: str = "max"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+        """Map a preprocessed ``(H, W, 3)`` BGR image to ``{layer: (h, w, c)}``."""
+        wanted = set(self.layers)
+        last = max(LAYERS.index(name) for name in self.layers)
+        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+        out = {}
+        for name in LAYERS[: last + 1]:
+            if name.endswith("_pool"):
+                x = pool(x, (2, 2), strides=(2, 2), padding="VALID")
+            else:
+                filters = conv_shapes()[name][0][-1]
+                x = nn.relu(nn.Conv(filters, (3, 3), padding="SAME", name=name)(x))
+            if name in wanted:
+                out[name] = x
+        return out
+
+
+def image_features(
+    params: Params, image: jax.Array, layers: Sequence[str], pooling: str = "max"
+) -> dict[str, jax.Array]:
+    """Features of one RGB image.
+
+    Args:
+      params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19``.
+      image: ``(H, W, 3)`` float RGB in [0, 1].
+      layers: names of the layers to return (see ``LAYERS``).
+      pooling: ``"max"`` or ``"avg"``.
+
+    Returns:
+      ``{layer: (h, w, c)}`` activations; conv outputs are after ReLU.
+    """
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {tuple(image.shape)}")
+    module = VGG19(layers=tuple(layers), pooling=pooling)
+    return module.apply({"params": params}, preprocess(image))
+
+
+def vgg19_features(
+    params: Params, images: jax.Array, layers: Sequence[str], pooling: str = "max"
+) -> dict[str, jax.Array]:
+    """Features of a batch of RGB images.
+
+    Args:
+      params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19``.
+      images: ``(N, H, W, 3)`` float RGB in [0, 1].
+      layers: names of the layers to return (see ``LAYERS``).
+      pooling: ``"max"`` or ``"avg"``.
+
+    Returns:
+      ``{layer: (N, h, w, c)}`` activations; conv outputs are after ReLU.
+    """
+    layers = check_layers(layers)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) images, got shape {tuple(images.shape)}")
+    return jax.vmap(lambda im: image_features(params, im, layers, pooling))(images)
+
+
+def random_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Random VGG19 params with He-normal kernels, for tests and benchmarks.
+
+    He scaling keeps activations of a similar size through all 16 ReLU layers, so tests exercise
+    realistic magnitudes instead of values that vanish or overflow.
+
+    Returns:
+      ``{layer: {"kernel": (3, 3, in, out), "bias": (out,)}}`` float32 NumPy arrays.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, (kernel_shape, bias_shape) in conv_shapes().items():
+        fan_in = kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
+        kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), kernel_shape).astype(np.float32)
+        bias = rng.normal(0.0, 0.1, bias_shape).astype(np.float32)
+        params[name] = {"kernel": kernel, "bias": bias}
+    return params

@@ -1,0 +1,95 @@
+"""Shared fixtures: one official-layout weights file per session, loaded once, and small
+8-bit test images, so every test reuses the same params and jit caches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import vgg, weights
+
+WEIGHTS_SEED = 0
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weight_places(tmp_path_factory, monkeypatch):
+    """Keep every test away from the user's real weights and caches."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NST_JAX_WEIGHTS_DIR", str(home / "weights"))
+    monkeypatch.setenv("NST_JAX_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
+    monkeypatch.delenv("NST_JAX_WEIGHTS", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+
+@pytest.fixture(scope="session")
+def numpy_params() -> dict:
+    """The random params written into the test weights file (He-normal, seed 0)."""
+    return vgg.random_params(WEIGHTS_SEED)
+
+
+@pytest.fixture(scope="session")
+def weights_h5(tmp_path_factory, numpy_params) -> str:
+    """A weights file in the official Keras layout (``_W_1:0`` names), random values."""
+    path = tmp_path_factory.mktemp("weights") / weights.OFFICIAL_NAME
+    weights.write_keras_h5(numpy_params, path, naming="official")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def params(weights_h5):
+    """Params loaded through the users' path (``load_vgg19``) from the official-layout file."""
+    return nst_jax.load_vgg19(weights_h5)
+
+
+def eight_bit_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A photo-like test image: smooth shapes plus blocks of flat colour, quantised to 8 bits.
+
+    Flat areas give many equal neighbours, as decoded 8-bit photos have, which is where the
+    total-variation subgradient at 0 matters.
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    phase = rng.random(3) * 6.28
+    smooth = 0.5 + 0.4 * np.sin(6 * x[..., None] + 4 * y[..., None] + phase)
+    blocks = rng.random((height // 8 + 1, width // 8 + 1, 3)).repeat(8, 0).repeat(8, 1)
+    image = np.where(blocks[:height, :width] > 0.6, blocks[:height, :width], smooth)
+    return (np.round(image * 255) / 255).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def content_image() -> np.ndarray:
+    """64 x 96 content image (H x W)."""
+    return eight_bit_image(64, 96, seed=1)
+
+
+def texture_image(height: int, width: int) -> np.ndarray:
+    """A colourful texture (stripes, waves, checks) whose Grams differ strongly from the
+    content's, so the style term has somewhere to go even with random VGG weights."""
+    y, x = np.mgrid[0:height, 0:width]
+    channels = [
+        (np.sin(x * 0.9) + 1) / 2,
+        (np.sin(y * 0.7 + x * 0.3) + 1) / 2,
+        ((x // 4 + y // 4) % 2).astype(float),
+    ]
+    return (np.round(np.stack(channels, -1) * 255) / 255).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def style_image() -> np.ndarray:
+    """64 x 96 style texture; style targets are Grams, so its size need not match."""
+    return texture_image(64, 96)
+
+
+@pytest.fixture(scope="session")
+def noisy_content(content_image) -> np.ndarray:
+    """The content image plus sub-8-bit noise: no two neighbours are equal.
+
+    Max pooling's gradient jumps where a window has tied maxima, and convolution rounding that
+    differs between two correct implementations (jitted vs op-by-op, XLA vs TensorFlow) breaks
+    near-ties differently; comparisons meant to be tight over many steps use this image.
+    """
+    noise = np.random.default_rng(5).uniform(-0.5 / 255, 0.5 / 255, content_image.shape)
+    return np.clip(content_image + noise, 0, 1).astype(np.float32)

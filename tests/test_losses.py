@@ -1,0 +1,110 @@
+"""Losses against closed-form NumPy computations (float64), jitted and not."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nst_jax import losses
+
+import reference
+
+REL_TOL = 1e-6  # acceptance bound; float32 sums over a few thousand terms stay well inside
+
+
+@pytest.fixture(scope="module")
+def maps():
+    rng = np.random.default_rng(7)
+    return {
+        "a": rng.normal(size=(5, 7, 4)).astype(np.float32),
+        "b": rng.normal(size=(3, 2, 6)).astype(np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def targets():
+    rng = np.random.default_rng(8)
+    return {
+        "a": rng.normal(size=(5, 7, 4)).astype(np.float32),
+        "b": rng.normal(size=(3, 2, 6)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_gram_matrix_closed_form(maps, jit):
+    fn = jax.jit(losses.gram_matrix) if jit else losses.gram_matrix
+    f = maps["a"]
+    # G[c, d] = sum_ij F[i,j,c] F[i,j,d] / (h w), written as explicit loops' worth of einsum.
+    expected = np.einsum("ijc,ijd->cd", f.astype(np.float64), f.astype(np.float64)) / (5 * 7)
+    np.testing.assert_allclose(fn(f), expected, rtol=REL_TOL, atol=0)
+    np.testing.assert_allclose(fn(f), reference.gram(f), rtol=REL_TOL)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_content_loss_closed_form(maps, targets, jit):
+    fn = jax.jit(losses.content_loss) if jit else losses.content_loss
+    expected = (
+        3.5 / 2 * sum(np.mean((maps[k].astype(np.float64) - targets[k]) ** 2) for k in ("a", "b"))
+    )
+    np.testing.assert_allclose(fn(maps, targets, 3.5), expected, rtol=REL_TOL)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_style_loss_closed_form(maps, targets, jit):
+    fn = jax.jit(losses.style_loss) if jit else losses.style_loss
+    grams = {k: losses.gram_matrix(v) for k, v in maps.items()}
+    target_grams = {k: losses.gram_matrix(v) for k, v in targets.items()}
+    expected = (
+        0.01
+        / 2
+        * sum(
+            np.mean((reference.gram(maps[k]) - reference.gram(targets[k])) ** 2) for k in ("a", "b")
+        )
+    )
+    np.testing.assert_allclose(fn(grams, target_grams, 0.01), expected, rtol=REL_TOL)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_total_variation_is_sum_of_absolute_differences(jit):
+    image = np.random.default_rng(9).random((6, 9, 3)).astype(np.float32)
+    fn = jax.jit(losses.total_variation_loss) if jit else losses.total_variation_loss
+    # The definition, as explicit loops over neighbouring pixel pairs.
+    expected = 0.0
+    for i in range(6):
+        for j in range(9):
+            for c in range(3):
+                if i + 1 < 6:
+                    expected += abs(float(image[i + 1, j, c]) - float(image[i, j, c]))
+                if j + 1 < 9:
+                    expected += abs(float(image[i, j + 1, c]) - float(image[i, j, c]))
+    np.testing.assert_allclose(fn(image, 30.0), 30.0 * expected, rtol=REL_TOL)
+    np.testing.assert_allclose(fn(image), reference.total_variation(image), rtol=REL_TOL)
+
+
+def test_tf_abs_subgradient_is_zero_at_zero():
+    # tf.abs's gradient is sign(x): 0 at 0 (jnp.abs's is 1 there).
+    grad = jax.grad(lambda x: losses.tf_abs(x).sum())(jnp.array([-2.0, 0.0, 3.0]))
+    np.testing.assert_array_equal(grad, [-1.0, 0.0, 1.0])
+
+
+def test_total_variation_gradient_on_flat_image_is_zero():
+    # A constant image has every difference 0: TensorFlow's gradient is exactly 0 there.
+    grad = jax.grad(losses.total_variation_loss)(jnp.full((4, 5, 3), 0.5))
+    np.testing.assert_array_equal(grad, np.zeros((4, 5, 3)))
+
+
+def test_losses_are_zero_at_their_targets(maps):
+    grams = {k: losses.gram_matrix(v) for k, v in maps.items()}
+    assert float(losses.content_loss(maps, maps, 1e4)) == 0.0
+    assert float(losses.style_loss(grams, grams, 1e-2)) == 0.0
+
+
+def test_shape_errors_quote_the_shape(maps, targets):
+    with pytest.raises(ValueError, match=r"\(5, 7\)"):
+        losses.gram_matrix(np.zeros((5, 7)))
+    with pytest.raises(ValueError, match="do not match"):
+        losses.content_loss(maps, {"a": targets["a"]})
+    with pytest.raises(ValueError, match=r"\(5, 7, 4\)"):
+        losses.content_loss({"a": maps["a"]}, {"a": targets["b"]})
+    with pytest.raises(ValueError, match="Gram"):
+        losses.style_loss(maps, targets)

@@ -1,0 +1,102 @@
+"""VGG19 features against the independent NumPy reference in ``reference.py``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import vgg
+
+import reference
+
+# float32 features vs a float64 reference through up to 16 conv layers; measured max relative
+# error is about 1e-6, the acceptance bound is 1e-4.
+REL_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def odd_image():
+    """37 x 53: non-square and odd, so every VALID pool drops a row or column somewhere."""
+    return np.random.default_rng(3).random((37, 53, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reference_features(numpy_params, odd_image):
+    return reference.vgg19_all(numpy_params, odd_image)
+
+
+def max_relative_error(actual, expected):
+    """max |a - e| / max |e|: relative to the layer's scale, since ReLU makes many entries 0."""
+    return float(
+        np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected))
+    )
+
+
+def test_every_layer_matches_numpy_reference(params, odd_image, reference_features):
+    features = nst_jax.vgg19_features(params, jnp.asarray(odd_image)[None], vgg.LAYERS)
+    errors = {}
+    for name in vgg.LAYERS:
+        assert features[name].shape[1:] == reference_features[name].shape, name
+        errors[name] = max_relative_error(features[name][0], reference_features[name])
+    print("max relative error per layer:", {k: f"{v:.1e}" for k, v in errors.items()})
+    assert max(errors.values()) <= REL_TOL, errors
+    assert len([n for n in errors if "conv" in n]) == 16
+
+
+def test_reference_is_not_trivial(reference_features):
+    # Guard against a vacuous comparison: deep layers must still carry signal.
+    assert np.max(reference_features["block5_conv4"]) > 0
+    assert np.mean(reference_features["block5_conv2"] > 0) > 0.01
+
+
+def test_jit_and_no_jit_agree(params, odd_image):
+    layers = ("block1_conv1", "block3_conv2", "block5_conv2")
+    images = jnp.asarray(odd_image)[None]
+    jitted = jax.jit(nst_jax.vgg19_features, static_argnums=2)(params, images, layers)
+    with jax.disable_jit():
+        eager = nst_jax.vgg19_features(params, images, layers)
+    for name in layers:
+        np.testing.assert_allclose(
+            jitted[name], eager[name], rtol=1e-5, atol=1e-4 * np.max(eager[name])
+        )
+
+
+def test_batch_equals_items(params, odd_image):
+    images = jnp.stack([odd_image, odd_image[::-1], 1 - odd_image])
+    batch = nst_jax.vgg19_features(params, images, ("block4_conv1",))["block4_conv1"]
+    for i in range(3):
+        single = nst_jax.vgg19_features(params, images[i : i + 1], ("block4_conv1",))
+        np.testing.assert_allclose(batch[i], single["block4_conv1"][0], rtol=1e-5, atol=1e-3)
+
+
+def test_preprocess_is_caffe_mode_and_invertible():
+    image = np.array([[[0.0, 0.5, 1.0]]], np.float32)
+    # By hand: BGR = (255, 127.5, 0) minus the BGR mean.
+    expected = np.array([[[255 - 103.939, 127.5 - 116.779, 0 - 123.68]]])
+    np.testing.assert_allclose(vgg.preprocess(jnp.asarray(image)), expected, rtol=1e-6)
+    np.testing.assert_allclose(vgg.deprocess(vgg.preprocess(jnp.asarray(image))), image, atol=1e-6)
+
+
+def test_only_layers_up_to_the_deepest_are_computed(params, odd_image):
+    # Flax would fail on a missing param only if the layer were used, so params for blocks
+    # 2-5 are dropped to prove block1 features need nothing deeper.
+    block1 = {k: v for k, v in params.items() if k.startswith("block1")}
+    out = nst_jax.vgg19_features(block1, jnp.asarray(odd_image)[None], ("block1_conv2",))
+    assert set(out) == {"block1_conv2"}
+
+
+def test_unknown_layer_is_refused(params, odd_image):
+    with pytest.raises(ValueError, match="block6_conv1"):
+        nst_jax.vgg19_features(params, jnp.asarray(odd_image)[None], ("block6_conv1",))
+
+
+def test_bad_image_shape_is_quoted(params):
+    with pytest.raises(ValueError, match=r"\(37, 53\)"):
+        nst_jax.vgg19_features(params, jnp.zeros((37, 53)), ("block1_conv1",))
+
+
+def test_pools_before():
+    assert vgg.pools_before(["block1_conv1"]) == 0
+    assert vgg.pools_before(["block5_conv2", "block1_conv1"]) == 4
+    assert vgg.pools_before(["block5_pool"]) == 4

@@ -57,17 +57,25 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("content", metavar="CONTENT", help="content image")
     p.add_argument("--style", "-s", required=True, metavar="STYLE", help="style image")
     p.add_argument("--output", "-o", required=True, metavar="OUT", help=".png, .jpg or .webp")
-    p.add_argument("--steps", type=_positive_int, default=DEFAULTS.steps)
+    p.add_argument("--steps", type=_positive_int, default=DEFAULTS.steps, help="Adam steps")
     p.add_argument(
         "--max-dim",
         type=_positive_int,
         default=DEFAULTS.max_dim,
         help="longest side of content and style after loading, in px",
     )
-    p.add_argument("--content-weight", type=_non_negative_float, default=DEFAULTS.content_weight)
-    p.add_argument("--style-weight", type=_non_negative_float, default=DEFAULTS.style_weight)
-    p.add_argument("--tv-weight", type=_non_negative_float, default=DEFAULTS.tv_weight)
-    p.add_argument("--learning-rate", type=_non_negative_float, default=DEFAULTS.learning_rate)
+    for option, help_text in (
+        ("content_weight", "weight of the content term"),
+        ("style_weight", "weight of the style (Gram) term"),
+        ("tv_weight", "weight of the total-variation term"),
+        ("learning_rate", "Adam learning rate"),
+    ):
+        p.add_argument(
+            f"--{option.replace('_', '-')}",
+            type=_non_negative_float,
+            default=getattr(DEFAULTS, option),
+            help=help_text,
+        )
     p.add_argument(
         "--optimizer",
         choices=("keras_adam", "adam"),
@@ -75,7 +83,9 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         help="keras_adam reproduces the tutorial; adam is optax.adam (epsilon after bias "
         "correction)",
     )
-    p.add_argument("--init", choices=("content", "noise"), default=DEFAULTS.init)
+    p.add_argument(
+        "--init", choices=("content", "noise"), default=DEFAULTS.init, help="starting image"
+    )
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for noise init")
     p.add_argument(
         "--steps-per-call",

@@ -220,7 +220,8 @@ def write_keras_h5(params: Mapping, path: str | os.PathLike, naming: str = "offi
     if naming not in ("official", "keras2"):
         raise ValueError(f"naming must be 'official' or 'keras2', got {naming!r}")
     with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = [name.encode() for name in ("input_1",) + vgg.LAYERS]
+        # Fixed-length byte strings, as Keras' save_attributes_to_hdf5_group writes them.
+        f.attrs["layer_names"] = np.array([n.encode() for n in ("input_1",) + vgg.LAYERS], "S")
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = b"2.2.4" if naming == "official" else b"2.15.0"
         f.create_group("input_1").attrs["weight_names"] = np.array([], dtype="S1")
@@ -233,7 +234,7 @@ def write_keras_h5(params: Mapping, path: str | os.PathLike, naming: str = "offi
                 names = [f"{layer}_W_1:0", f"{layer}_b_1:0"]
             else:
                 names = [f"{layer}/kernel:0", f"{layer}/bias:0"]
-            group.attrs["weight_names"] = [n.encode() for n in names]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names], "S")
             for name, key in zip(names, ("kernel", "bias"), strict=True):
                 group.create_dataset(name, data=np.asarray(params[layer][key], np.float32))
 
@@ -257,6 +258,8 @@ def read_converted(path: str | os.PathLike) -> NumpyParams:
     data = path.read_bytes()
     if not data:
         raise WeightsError(f"{path}: empty file")
+    if not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):  # a msgpack map starts so
+        raise WeightsError(f"{path}: neither a Keras HDF5 file nor an nst_jax weights file")
     try:
         payload = serialization.msgpack_restore(data)
     except Exception as e:  # msgpack raises several unrelated types for corrupt input

@@ -1,7 +1,8 @@
 """The TensorFlow tutorial's own algorithm (``../shared/seed/tutorial.txt``), as a reference.
 
-Its code is kept as the tutorial writes it (Keras VGG19, ``tf.GradientTape``, ``tf.optimizers.Adam``,
-``tf.image.total_variation``), with the weights file as an argument instead of a download.
+Its code is kept as the tutorial writes it (Keras VGG19, ``tf.GradientTape``,
+``tf.optimizers.Adam``, ``tf.image.total_variation``), with the weights file as an argument
+instead of a download.
 ``tests/test_tutorial_tf.py`` runs it beside nst_jax; run this file to compare by hand:
 
     pip install -e '.[tf]'

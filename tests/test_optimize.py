@@ -105,7 +105,7 @@ def test_result_is_an_image_of_the_content_shape(run50, content_image):
     assert run50.image.shape == content_image.shape
     assert run50.image.dtype == jnp.float32
     assert run50.losses.shape == (50,)
-    assert 0.0 <= float(run50.image.min()) and float(run50.image.max()) <= 1.0
+    assert float(run50.image.min()) >= 0.0 and float(run50.image.max()) <= 1.0
     assert np.all(np.isfinite(run50.losses))
 
 

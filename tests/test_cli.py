@@ -1,0 +1,180 @@
+"""The nst-jax command: a real run, and every kind of bad input (exit 2, one line, nothing
+left on disk)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import cli, image
+
+# The same chunk size and image size as test_optimize, so the compiled program is reused.
+FAST = ["--steps-per-call", "10", "--max-dim", "96"]
+
+
+@pytest.fixture
+def files(tmp_path, content_image, style_image):
+    """A content and style PNG (64 x 96), and an empty output folder."""
+    to_pil = lambda a: Image.fromarray(image.to_uint8(a))  # noqa: E731
+    to_pil(content_image).save(tmp_path / "content.png")
+    to_pil(style_image).save(tmp_path / "style.png")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def run(files, *args, weights=None):
+    argv = ["stylize", *args, *FAST]
+    if weights:
+        argv += ["--weights", weights]
+    return cli.main(argv)
+
+
+def test_stylize_writes_the_image_and_reports(files, weights_h5, capsys):
+    out = files / "out" / "result.png"
+    code = run(files, str(files / "content.png"), "--style", str(files / "style.png"),
+               "-o", str(out), "--steps", "12", "-q", weights=weights_h5)  # fmt: skip
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "12 steps" in last and "steps/s" in last and str(out) in last
+    result = image.decode(out)
+    assert result.shape == (64, 96, 3)
+    assert [p.name for p in (files / "out").iterdir()] == ["result.png"]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".webp"])
+def test_other_output_formats(files, weights_h5, ext, capsys):
+    out = files / "out" / f"result{ext}"
+    assert run(files, str(files / "content.png"), "--style", str(files / "style.png"),
+               "-o", str(out), "--steps", "1", "-q", weights=weights_h5) == 0  # fmt: skip
+    assert image.decode(out).shape == (64, 96, 3)
+
+
+def make_mode(kind, path):
+    """Write a 96 x 64 (W x H) image of one awkward kind; EXIF-rotated stores it as 64 x 96."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (64, 96, 3), np.uint8)
+    if kind == "cmyk":
+        Image.fromarray(rgb).convert("CMYK").save(path.with_suffix(".jpg"))
+        return path.with_suffix(".jpg")
+    if kind == "16bit":
+        Image.fromarray(rng.integers(0, 65535, (64, 96), np.uint16)).save(path)
+    elif kind == "palette_alpha":
+        Image.fromarray(rgb).quantize(16).save(path, transparency=3)
+    elif kind == "rgba":
+        Image.fromarray(np.dstack([rgb, rgb[..., :1]]), "RGBA").save(path)
+    elif kind == "grey":
+        Image.fromarray(rgb[..., 0], "L").save(path)
+    elif kind == "exif_rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 8  # rotate 90 CCW to display: stored 64 wide x 96 high
+        Image.fromarray(np.rot90(rgb, k=-1).copy()).save(path.with_suffix(".jpg"), exif=exif)
+        return path.with_suffix(".jpg")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["cmyk", "16bit", "palette_alpha", "rgba", "grey", "exif_rotated"])
+def test_awkward_inputs_work(files, weights_h5, kind, capsys):
+    content = make_mode(kind, files / f"{kind}.png")
+    out = files / "out" / "r.png"
+    assert run(files, str(content), "--style", str(content), "-o", str(out), "--steps", "1",
+               "-q", weights=weights_h5) == 0  # fmt: skip
+    assert image.decode(out).shape == (64, 96, 3)  # EXIF rotation applied: 96 wide
+
+
+def bad_cases(files, weights_h5):
+    """(argv, fragment of the one-line message) for each kind of bad input."""
+    c, s, out = str(files / "content.png"), str(files / "style.png"), str(files / "out" / "r.png")
+    (files / "text.jpg").write_text("not an image\n")
+    (files / "empty.png").write_bytes(b"")
+    data = (files / "content.png").read_bytes()
+    (files / "cut.png").write_bytes(data[: len(data) // 2])
+    Image.new("RGB", (2000, 12)).save(files / "thin.png")
+    Image.new("RGB", (2000, 400)).save(files / "narrow.png")
+    (files / "regular").write_text("x")
+    (files / "broken.h5").write_text("not hdf5")
+    w = ["--weights", weights_h5]
+    return {
+        "missing_content": ([files / "nope.jpg", "--style", s, "-o", out, *w], "no such file"),
+        "missing_style": ([c, "--style", files / "nope.png", "-o", out, *w], "no such file"),
+        "text_as_jpg": ([files / "text.jpg", "--style", s, "-o", out, *w], "not an image"),
+        "truncated_png": ([files / "cut.png", "--style", s, "-o", out, *w], "truncated"),
+        "empty_file": ([c, "--style", files / "empty.png", "-o", out, *w], "empty file"),
+        "too_thin": (
+            [files / "thin.png", "--style", s, "-o", out, *w, "--max-dim", "48"],
+            "too thin",
+        ),  # fmt: skip
+        "too_small_for_layers": (
+            [files / "narrow.png", "--style", s, "-o", out, *w, "--max-dim", "48"],
+            "need both sides >= 16",
+        ),
+        "output_under_file": (
+            [c, "--style", s, "-o", files / "regular" / "r.png", *w],
+            "not a directory",
+        ),  # fmt: skip
+        "unknown_extension": (
+            [c, "--style", s, "-o", files / "out" / "r.gif", *w],
+            "unknown output extension",
+        ),  # fmt: skip
+        "missing_weights": ([c, "--style", s, "-o", out], "weights not found"),
+        "broken_weights": (
+            [c, "--style", s, "-o", out, "--weights", files / "broken.h5"],
+            "not an HDF5 file",
+        ),  # fmt: skip
+        "negative_steps": (
+            [c, "--style", s, "-o", out, *w, "--steps", "-3"],
+            "expected a positive integer",
+        ),  # fmt: skip
+        "negative_weight": (
+            [c, "--style", s, "-o", out, *w, "--style-weight", "-1"],
+            "expected a number >= 0",
+        ),  # fmt: skip
+    }
+
+
+CASES = [
+    "missing_content", "missing_style", "text_as_jpg", "truncated_png", "empty_file",
+    "too_thin", "too_small_for_layers", "output_under_file", "unknown_extension",
+    "missing_weights", "broken_weights", "negative_steps", "negative_weight",
+]  # fmt: skip
+
+
+def exit_code(argv):
+    """``main``'s status, whether it returns it or argparse exits with it."""
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line_and_no_files(files, weights_h5, case, capsys):
+    argv, fragment = bad_cases(files, weights_h5)[case]
+    before = sorted(p.relative_to(files) for p in files.rglob("*"))
+    assert exit_code(["stylize", *map(str, argv), "--steps-per-call", "10"]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1, err
+    assert fragment in err and "Traceback" not in err
+    assert sorted(p.relative_to(files) for p in files.rglob("*")) == before
+
+
+def test_bad_input_in_a_real_process_has_no_traceback(files):
+    # In-process tests cannot see what the interpreter itself would print; one real process.
+    result = subprocess.run(
+        [sys.executable, "-m", "nst_jax.cli", "stylize", str(files / "nope.jpg"),
+         "--style", str(files / "style.png"), "-o", str(files / "out" / "r.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no such file" in result.stderr
+    assert not list((files / "out").iterdir())
+
+
+def test_help_lists_options_with_defaults(capsys):
+    assert exit_code(["stylize", "--help"]) == 0
+    text = capsys.readouterr().out
+    for option in ("--steps", "--max-dim", "--content-weight", "--style-weight", "--tv-weight",
+                   "--learning-rate", "--weights", "--seed"):  # fmt: skip
+        assert option in text
+    assert "default: 1000" in text and "default: 0.02" in text

@@ -10,6 +10,7 @@ from nst_jax import vgg
 OPTIMIZERS = ("keras_adam", "adam")
 INITS = ("content", "noise")
 POOLINGS = ("max", "avg")
+LOOPS = ("auto", "device", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +34,11 @@ class StyleConfig:
         as Keras does, so the tutorial's trajectory is reproduced) or ``"adam"`` (optax's
         ``adam``, epsilon added after bias correction).
       steps: number of optimisation steps (tutorial: 10 epochs x 100).
-      steps_per_call: steps run inside one compiled call; also the progress interval.
+      steps_per_call: steps per chunk: the progress interval, and on accelerators the steps
+        run inside one compiled call.
+      loop: where a chunk's steps loop: ``"device"`` (one compiled ``fori_loop``), ``"host"``
+        (a Python loop over a jitted step, asynchronously dispatched), or ``"auto"`` (host on
+        CPU, where XLA runs convolutions inside loops ~2.7x slower; device elsewhere).
       init: starting image, ``"content"`` (tutorial) or ``"noise"`` (uniform, from ``seed``).
       seed: PRNG seed, used by noise initialisation.
       pooling: ``"max"`` (Keras VGG19) or ``"avg"``.
@@ -59,6 +64,7 @@ class StyleConfig:
     optimizer: str = "keras_adam"
     steps: int = 1000
     steps_per_call: int = 50
+    loop: str = "auto"
     init: str = "content"
     seed: int = 0
     pooling: str = "max"
@@ -88,7 +94,12 @@ class StyleConfig:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if not self.epsilon >= 0:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
-        for field, choices in (("optimizer", OPTIMIZERS), ("init", INITS), ("pooling", POOLINGS)):
+        for field, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("init", INITS),
+            ("pooling", POOLINGS),
+            ("loop", LOOPS),
+        ):
             if getattr(self, field) not in choices:
                 raise ValueError(f"{field} must be one of {', '.join(choices)}")
         for field in ("steps", "steps_per_call", "max_dim"):

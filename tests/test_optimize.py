@@ -62,31 +62,46 @@ def eager_losses(params, content, style, cfg, n_steps):
     return np.array(history)
 
 
-def test_jitted_loop_equals_eager_single_steps_float64(params, noisy_content, style_image):
+@pytest.fixture(scope="module")
+def eager64(params, noisy_content, style_image):
+    """20 eager float64 steps (about 2 s each): computed once for both loop kinds."""
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        content = jnp.asarray(noisy_content, jnp.float64)
+        style = jnp.asarray(style_image, jnp.float64)
+        return eager_losses(params64, content, style, config(), 20)
+
+
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_jitted_loop_equals_eager_single_steps_float64(
+    params, noisy_content, style_image, eager64, loop
+):
     # Adam is scale-invariant: a pixel whose gradient is near 0 moves by about the learning rate
     # in whichever direction rounding tips it, so two correct float32 programs that round
     # differently (XLA fuses the jitted loop, not the op-by-op one) drift apart by ~1e-4 after
     # a handful of steps. In float64 the rounding is 1e-16 and the comparison isolates what
     # this test is about: the compiled loop computes exactly the steps it claims to.
-    cfg = config(steps=20)
+    # Both chunk loops are checked: "host" (CPU default) and "device" (accelerator default).
+    cfg = config(steps=20, loop=loop)
     with jax.enable_x64(True):
         params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         content = jnp.asarray(noisy_content, jnp.float64)
         style = jnp.asarray(style_image, jnp.float64)
         jitted = nst_jax.stylize(content, style, params=params64, config=cfg)
-        eager = eager_losses(params64, content, style, cfg, 20)
     assert jitted.image.dtype == jnp.float64
-    rel = np.max(np.abs(jitted.losses - eager) / eager)
-    print(f"float64 jitted vs eager, max relative difference over 20 steps: {rel:.2e}")
-    np.testing.assert_allclose(jitted.losses, eager, rtol=1e-4)
+    rel = np.max(np.abs(jitted.losses - eager64) / eager64)
+    print(f"float64 {loop} loop vs eager, max relative difference over 20 steps: {rel:.2e}")
+    np.testing.assert_allclose(jitted.losses, eager64, rtol=1e-4)
 
 
-def test_jitted_loop_equals_eager_single_steps_float32(params, noisy_content, style_image):
+@pytest.mark.parametrize("loop", ["host", "device"])
+def test_jitted_loop_equals_eager_single_steps_float32(params, noisy_content, style_image, loop):
     # float32, as users run it: identical until rounding differences are amplified (above).
-    jitted = nst_jax.stylize(noisy_content, style_image, params=params, config=config(steps=10))
+    cfg = config(steps=10, loop=loop)
+    jitted = nst_jax.stylize(noisy_content, style_image, params=params, config=cfg)
     eager = eager_losses(params, jnp.asarray(noisy_content), style_image, config(), 4)
     rel = np.abs(jitted.losses[:4] - eager) / eager
-    print(f"float32 jitted vs eager, relative difference of steps 1-4: {rel}")
+    print(f"float32 {loop} loop vs eager, relative difference of steps 1-4: {rel}")
     np.testing.assert_allclose(jitted.losses[:4], eager, rtol=1e-5)
 
 

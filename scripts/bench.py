@@ -1,0 +1,103 @@
+"""Benchmark the CLI's code path: compile time, ms per step, peak RSS, per image size.
+
+Each size runs in its own process, so peak RSS is that size's alone. The weights are a random
+file in the official layout (same shapes as the real ones, so the same speed); the images are
+the shipped samples resized to N x N.
+
+    python scripts/bench.py                       # 128, 256, 512 px, batch 1
+    python scripts/bench.py --sizes 256 --repeats 5 --steps-per-call 10
+
+Compile time is the first chunk's time minus a steady chunk's (the CLI compiles inside its
+first call). ms per step is a chunk's time over its step count: median, min and max over
+``--repeats`` chunks after the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(size: int, batch: int, steps_per_call: int, repeats: int, weights: str) -> dict:
+    """Run stylize like the CLI does and time each compiled chunk."""
+    import jax
+
+    from nst_jax import StyleConfig, image, load_vgg19, stylize
+
+    params = load_vgg19(weights)
+    content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
+    style = image.load(ROOT / "samples" / "hubble.jpg", size)
+    contents = content if batch == 1 else jax.numpy.stack([content] * batch)
+    config = StyleConfig(steps=steps_per_call * (repeats + 1), steps_per_call=steps_per_call)
+    marks = [time.perf_counter()]
+    stylize(contents, style, params=params, config=config,
+            callback=lambda done, losses: marks.append(time.perf_counter()))  # fmt: skip
+    chunks = [b - a for a, b in zip(marks[1:], marks[2:], strict=False)]
+    per_step = [1000 * c / steps_per_call for c in chunks]
+    return {
+        "size": size,
+        "batch": batch,
+        "backend": jax.default_backend(),
+        "compile_s": (marks[1] - marks[0]) - statistics.median(chunks),
+        "ms_per_step": statistics.median(per_step),
+        "ms_min": min(per_step),
+        "ms_max": max(per_step),
+        "image_steps_per_s": batch * 1000 / statistics.median(per_step),
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1])
+    parser.add_argument("--steps-per-call", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed chunks after the first")
+    parser.add_argument("--weights", help="weights file (default: a random official-layout one)")
+    parser.add_argument("--one", type=str, help=argparse.SUPPRESS)  # "size,batch": child mode
+    args = parser.parse_args()
+
+    if args.one:
+        size, batch = map(int, args.one.split(","))
+        print(json.dumps(measure(size, batch, args.steps_per_call, args.repeats, args.weights)))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = args.weights
+        if weights is None:
+            from nst_jax import vgg
+            from nst_jax import weights as nst_weights
+
+            weights = str(Path(tmp) / "vgg19_random.h5")
+            nst_weights.write_keras_h5(vgg.random_params(0), weights)
+        print(
+            "| size | batch | compile s | ms/step median (min-max) | image-steps/s | peak RSS MiB |"
+        )
+        print("|---|---|---|---|---|---|")
+        for size in args.sizes:
+            for batch in args.batches:
+                child = [sys.executable, __file__, "--one", f"{size},{batch}", "--weights", weights,
+                         "--steps-per-call", str(args.steps_per_call),
+                         "--repeats", str(args.repeats)]  # fmt: skip
+                out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                print(
+                    f"| {r['size']} | {r['batch']} | {r['compile_s']:.1f} | "
+                    f"{r['ms_per_step']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
+                    f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -90,6 +90,7 @@ class StyleConfig:
             for v in values if isinstance(values, tuple) else (values,):
                 if not v >= 0:  # also rejects NaN
                     raise ValueError(f"{field} must be >= 0, got {v}")
+        _ = self.sweep_size  # sweeps must agree in length
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if not self.epsilon >= 0:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from nst_jax import losses, vgg
 from nst_jax.config import StyleConfig
@@ -297,12 +299,34 @@ def batch_hparams(config: StyleConfig, n: int, dtype=jnp.float32) -> dict[str, j
 
 
 def initial_images(config: StyleConfig, content: jax.Array) -> jax.Array:
-    """The starting images: the content itself, or uniform noise seeded by ``config.seed``."""
+    """The starting images: the content itself, or uniform noise seeded by ``config.seed``.
+
+    Noise is drawn once per image shape and shared by the batch, so an image starts the same
+    whatever batch (or padding) it runs in.
+    """
     if config.init == "noise":
-        key = jax.random.key(config.seed)
-        return jax.random.uniform(key, content.shape, content.dtype)
+        noise = jax.random.uniform(jax.random.key(config.seed), content.shape[1:], content.dtype)
+        return jnp.broadcast_to(noise, content.shape)
     # A copy, because the loop donates (and so invalidates) the buffer it is given.
     return jnp.array(content, copy=True)
+
+
+def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A 1-D ``("batch",)`` mesh over ``devices`` (default: every local device), or ``None``
+    when there is only one device."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    return Mesh(np.array(devices), ("batch",)) if len(devices) > 1 else None
+
+
+def _pad(tree, extra: int):
+    """Append ``extra`` copies of each leaf's last item along axis 0 (a ragged last batch)."""
+    if not extra:
+        return tree
+    return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]), tree)
+
+
+def _place(tree, mesh: Mesh | None, spec: P):
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, spec))
 
 
 def check_size(layers: Sequence[str], shape: Sequence[int], what: str = "image") -> None:
@@ -322,8 +346,12 @@ def stylize(
     params: Pytree,
     config: StyleConfig | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
+
+    A batch runs as one compiled program (per-image code under ``jax.vmap``); with several
+    devices its batch axis is sharded over them (padded to a multiple of their count).
 
     Args:
       content: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1], used as given (resizing
@@ -331,24 +359,37 @@ def stylize(
       style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
         ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image).
       params: VGG19 params from :func:`nst_jax.load_vgg19`.
-      config: settings; defaults to the tutorial's.
-      callback: called after each compiled chunk with ``(steps done, losses of the chunk as
-        (N, k))``; for progress reporting.
+      config: settings; defaults to the tutorial's. Weights and learning rate given as N
+        values sweep them over the batch; a single content image is repeated N times.
+      callback: called after each chunk with ``(steps done, losses of the chunk as (N, k))``;
+        for progress reporting.
+      devices: devices to shard the batch over; default every local device.
 
     Returns:
-      A :class:`StyleResult`.
+      A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
+      sweep, else ``(N, H, W, 3)``.
     """
     config = config or StyleConfig()
     plan = Plan.from_config(config)
-    single = jnp.ndim(content) == 3
+    single = jnp.ndim(content) == 3 and config.sweep_size is None
     content = _as_batch("content", content)
     check_size(plan.layers, content.shape, "content")
+    if config.sweep_size is not None and content.shape[0] == 1:
+        content = jnp.broadcast_to(content, (config.sweep_size, *content.shape[1:]))
     n = content.shape[0]
     params = jax.tree.map(lambda p: jnp.asarray(p, content.dtype), params)
-    hparams = batch_hparams(config, n, content.dtype)
+    per_image = {
+        "content": content,
+        "hparams": batch_hparams(config, n, content.dtype),
+        "grams": _style_targets(plan, params, style, n),
+    }
+    mesh = batch_mesh(devices)
+    per_image = _place(_pad(per_image, (-n) % mesh.size if mesh else 0), mesh, P("batch"))
+    params = _place(params, mesh, P())
+    content, hparams = per_image["content"], per_image["hparams"]
     targets = {
         "content": _batch_content_targets(plan, params, content),
-        "style": _style_targets(plan, params, style, n),
+        "style": per_image["grams"],
     }
     images = initial_images(config, content)
     opt_states = _batch_init(plan, images, hparams)
@@ -360,11 +401,11 @@ def stylize(
         images, opt_states, chunk = _run_chunk(
             plan, params, targets, hparams, images, opt_states, k, loop
         )
-        history.append(chunk)
+        history.append(chunk[:n])
         done += k
         if callback is not None:
             callback(done, history[-1])
     all_losses = np.concatenate(history, axis=1)
     if single:
         return StyleResult(images[0], all_losses[0])
-    return StyleResult(images, all_losses)
+    return StyleResult(images[:n], all_losses)

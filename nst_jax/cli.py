@@ -11,6 +11,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from nst_jax import image, weights
 from nst_jax.config import StyleConfig
@@ -54,9 +55,35 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         description="Optimise CONTENT to take on the style of STYLE (Gatys et al.).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("content", metavar="CONTENT", help="content image")
-    p.add_argument("--style", "-s", required=True, metavar="STYLE", help="style image")
-    p.add_argument("--output", "-o", required=True, metavar="OUT", help=".png, .jpg or .webp")
+    p.add_argument("content", metavar="CONTENT", nargs="+", help="content images or folders")
+    p.add_argument(
+        "--style",
+        "-s",
+        required=True,
+        action="append",
+        metavar="STYLE",
+        help="style image; repeat for one result per style",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="OUT",
+        help="a .png/.jpg/.webp file for one result, else a folder (results keep input names)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("png", "jpg", "webp"),
+        default="png",
+        help="format of results written into an output folder",
+    )
+    p.add_argument("--sheet", metavar="PATH", help="also write a labelled grid of all results")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=8,
+        help="most images stylised at once (images of equal size share a batch)",
+    )
     p.add_argument("--steps", type=_positive_int, default=DEFAULTS.steps, help="Adam steps")
     p.add_argument(
         "--max-dim",
@@ -72,9 +99,9 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     ):
         p.add_argument(
             f"--{option.replace('_', '-')}",
-            type=_non_negative_float,
+            type=_sweep,
             default=getattr(DEFAULTS, option),
-            help=help_text,
+            help=f"{help_text}; comma-separated values sweep it (one result each)",
         )
     p.add_argument(
         "--optimizer",
@@ -96,6 +123,12 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_stylize)
+
+
+def _sweep(text: str) -> float | tuple[float, ...]:
+    """One number >= 0, or a comma-separated list of them (a sweep)."""
+    values = tuple(_non_negative_float(part) for part in text.split(","))
+    return values[0] if len(values) == 1 else values
 
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
@@ -144,57 +177,69 @@ def _make_config(args: argparse.Namespace) -> StyleConfig:
 
 
 class _Progress:
-    """A tqdm bar over steps showing the current loss; timing for the closing line."""
+    """A tqdm bar over image-steps showing the current loss; timing for the closing line."""
 
     def __init__(self, total: int, quiet: bool):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, leave=False)
         self.start = time.perf_counter()
-        self.first_chunk: tuple[int, float] | None = None  # (steps, time) incl. compilation
+        self.first_chunk: tuple[int, float] | None = None  # (image-steps, time) incl. compile
         self.done = 0
 
-    def __call__(self, done: int, chunk_losses) -> None:
+    def __call__(self, steps: int, chunk_losses) -> None:
+        self.done += steps * chunk_losses.shape[0]
         if self.first_chunk is None:
-            self.first_chunk = (done, time.perf_counter())
+            self.first_chunk = (self.done, time.perf_counter())
         self.bar.set_postfix(loss=f"{float(chunk_losses[..., -1].mean()):.4g}", refresh=False)
-        self.bar.update(done - self.done)
-        self.done = done
+        self.bar.update(steps * chunk_losses.shape[0])
 
-    def summary(self) -> str:
-        """Steps per second after the first chunk (which includes compilation)."""
+    def summary(self, images: int, steps: int) -> str:
+        """Image-steps per second after the first chunk (which includes compilation)."""
         self.bar.close()
         end = time.perf_counter()
-        first_steps, first_time = self.first_chunk or (0, self.start)
-        if self.done > first_steps:
-            rate = (self.done - first_steps) / (end - first_time)
+        first_done, first_time = self.first_chunk or (0, self.start)
+        if self.done > first_done:
+            rate = (self.done - first_done) / (end - first_time)
         else:
             rate = self.done / (end - self.start)
-        return f"{self.done} steps in {end - self.start:.1f} s ({rate:.2f} steps/s after compile)"
+        noun = "image" if images == 1 else "images"
+        return (
+            f"{images} {noun} x {steps} steps in {end - self.start:.1f} s "
+            f"({rate:.2f} image-steps/s after compile)"
+        )
+
+
+def _sheet_path(path: str, process_index: int, process_count: int) -> Path:
+    """The sheet's path; with several hosts each writes its own, ``NAME.hostI.EXT``."""
+    sheet = image.check_output_path(path)
+    return sheet.with_suffix(f".host{process_index}{sheet.suffix}") if process_count > 1 else sheet
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    from nst_jax import optimize
+    from nst_jax import batch
 
     config = _config_from_args(args)
-    out = image.check_output_path(args.output)
-    content = image.load(args.content, config.max_dim)
-    style = image.load(args.style, config.max_dim)
-    plan = optimize.Plan.from_config(config)
-    for path, array, layers in (
-        (args.content, content, plan.layers),
-        (args.style, style, plan.style_layers),
-    ):
-        try:
-            optimize.check_size(layers, array.shape, "image")
-        except ValueError as e:
-            raise InputError(f"{path}: {e} (after scaling to --max-dim {config.max_dim})") from None
-    params = weights.load_vgg19(args.weights)
-    progress = _Progress(config.steps, args.quiet)
-    result = optimize.stylize(content, style, params=params, config=config, callback=progress)
-    image.save(out, result.image)
-    print(f"{progress.summary()} -> {out}")
-    return 0
+    index, count = batch.init_distributed()
+    sheet = _sheet_path(args.sheet, index, count) if args.sheet else None
+    work = batch.prepare(args.content, args.style, config, args.batch_size, index, count)
+    outputs = batch.output_paths(work.jobs, args.output, f".{args.format}")
+    if work.jobs:
+        params = weights.load_vgg19(args.weights)
+        progress = _Progress(config.steps * len(work.jobs), args.quiet)
+        thumbnails = []
+        for job, result in batch.run(work, outputs, params=params, callback=progress):
+            if sheet is not None:
+                thumbnails.append((image.thumbnail(result, 192), job.name))
+        if sheet is not None:
+            columns = min(len(thumbnails), len(work.styles) * len(batch.settings(config)))
+            images, labels = zip(*thumbnails, strict=True)
+            image.save(sheet, image.contact_sheet(list(images), list(labels), columns))
+        destination = next(iter(outputs.values())) if len(outputs) == 1 else Path(args.output)
+        print(f"{progress.summary(len(work.jobs), config.steps)} -> {destination}")
+    for error in work.errors:
+        print(f"nst-jax: error: {error}", file=sys.stderr)
+    return EXIT_INPUT if work.errors else 0
 
 
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:

@@ -152,7 +152,8 @@ def exit_code(argv):
 def test_bad_input_exits_2_with_one_line_and_no_files(files, weights_h5, case, capsys):
     argv, fragment = bad_cases(files, weights_h5)[case]
     before = sorted(p.relative_to(files) for p in files.rglob("*"))
-    assert exit_code(["stylize", *map(str, argv), "--steps-per-call", "10"]) == 2
+    # --steps 2: should a case wrongly pass validation, it fails fast instead of running 1000.
+    assert exit_code(["stylize", *map(str, argv), "--steps-per-call", "10", "--steps", "2"]) == 2
     out, err = capsys.readouterr()
     assert err.count("\n") == 1, err
     assert fragment in err and "Traceback" not in err
@@ -178,3 +179,77 @@ def test_help_lists_options_with_defaults(capsys):
                    "--learning-rate", "--weights", "--seed"):  # fmt: skip
         assert option in text
     assert "default: 1000" in text and "default: 0.02" in text
+
+
+def write_folder(folder):
+    """Five images of three sizes and one corrupt file, as a folder of photos would have."""
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    sizes = {"a": (32, 24), "b": (32, 24), "c": (24, 32), "d": (32, 32), "e": (24, 32)}
+    for name, (w, h) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(folder / f"{name}.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return sizes
+
+
+def test_folder_with_a_corrupt_file(tmp_path, files, weights_h5, capsys):
+    sizes = write_folder(tmp_path / "photos")
+    out = tmp_path / "results"
+    code = exit_code(["stylize", str(tmp_path / "photos"), "--style", str(files / "style.png"),
+                      "-o", str(out), "--max-dim", "32", "--steps", "2", "-q",
+                      "--batch-size", "2", "--weights", weights_h5])  # fmt: skip
+    assert code == 2  # only because of the corrupt file
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "corrupt.jpg" in err
+    assert sorted(p.name for p in out.iterdir()) == [f"{n}.png" for n in sorted(sizes)]
+    for name, (w, h) in sizes.items():
+        assert image.decode(out / f"{name}.png").shape == (h, w, 3)
+
+
+def test_sweep_and_styles_with_sheet(tmp_path, files, content_image, weights_h5, capsys):
+    out, sheet = tmp_path / "sweep", tmp_path / "sheet.png"
+    Image.fromarray(image.to_uint8(content_image[::2, ::2])).save(tmp_path / "small.png")
+    code = exit_code(["stylize", str(tmp_path / "small.png"), "--style", str(files / "style.png"),
+                      "--style", str(files / "content.png"), "--style-weight", "1e-3,1e-2,1e-1",
+                      "-o", str(out), "--max-dim", "48", "--steps", "2", "-q",
+                      "--sheet", str(sheet), "--weights", weights_h5])  # fmt: skip
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        f"small_{style}_sw{w}.png"
+        for style in ("style", "content")
+        for w in ("0.001", "0.01", "0.1")
+    )
+    # The sheet: one row per content, a column per style x setting, each tile 192 + label 16.
+    assert image.decode(sheet).shape == (192 + 16, 6 * 192, 3)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "6 images x 2 steps" in last
+
+
+def test_several_results_need_a_folder(files, weights_h5, capsys):
+    code = exit_code(["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
+                      "--tv-weight", "1,2", "-o", str(files / "out" / "r.png"), "--steps", "2",
+                      "--weights", weights_h5])  # fmt: skip
+    assert code == 2
+    assert "2 results need an output folder" in capsys.readouterr().err
+    assert not list((files / "out").iterdir())
+
+
+def test_hosts_split_the_jobs(tmp_path, files):
+    from nst_jax import StyleConfig, batch
+
+    write_folder(tmp_path / "photos")
+    config = StyleConfig(max_dim=32, style_weight=(1.0, 2.0))
+    whole = batch.prepare([tmp_path / "photos"], [files / "style.png"], config)
+    parts = [
+        batch.prepare([tmp_path / "photos"], [files / "style.png"], config, 8, i, 3)
+        for i in range(3)
+    ]
+    # Every job runs on exactly one host (10 jobs: 5 good images x 2 settings).
+    assert len(whole.jobs) == 10
+    assert sorted(j.name for p in parts for j in p.jobs) == sorted(j.name for j in whole.jobs)
+    # Batches hold images of one size, at most batch_size of them.
+    small = batch.prepare([tmp_path / "photos"], [files / "style.png"], config, batch_size=3)
+    for jobs in small.batches:
+        assert len(jobs) <= 3
+        assert len({small.contents[j.content].shape for j in jobs}) == 1

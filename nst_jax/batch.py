@@ -1,0 +1,242 @@
+"""Stylising many files: folders expanded, jobs planned (content x style x setting), grouped by
+shape into batches, each result saved under its input's name, and an optional contact sheet.
+
+The CLI's multi-file mode is these calls; a notebook can make them too::
+
+    work = batch.prepare(["photos/"], ["style.jpg"], config)
+    for job, path in batch.run(work, batch.output_paths(work.jobs, "out/"), params=params):
+        ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nst_jax import image, optimize
+from nst_jax.config import StyleConfig
+from nst_jax.errors import ImageError, InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Short labels of the swept settings, used in output names and sheet labels.
+SHORT = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "learning_rate": "lr"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One result: a content file, a style (index), a setting (values of the swept fields)."""
+
+    content: Path
+    style: int
+    setting: tuple[tuple[str, float], ...]
+    name: str  # output file stem, also its label on a contact sheet
+
+
+@dataclasses.dataclass
+class Work:
+    """What :func:`prepare` found: loaded images, jobs in batches, and per-file errors."""
+
+    contents: dict[Path, np.ndarray]
+    styles: list[np.ndarray]
+    jobs: list[Job]
+    batches: list[list[Job]]
+    errors: list[str]
+    config: StyleConfig
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders replaced by their image files (by suffix, sorted, not recursive)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            files.append(path)
+    return files
+
+
+def settings(config: StyleConfig) -> list[tuple[tuple[str, float], ...]]:
+    """The swept settings as ``((field, value), ...)`` per setting; ``[()]`` without a sweep."""
+    size = config.sweep_size
+    if size is None:
+        return [()]
+    swept = [f for f in SHORT if isinstance(getattr(config, f), tuple)]
+    return [tuple((f, getattr(config, f)[i]) for f in swept) for i in range(size)]
+
+
+def plan_jobs(
+    contents: Sequence[Path], style_paths: Sequence[Path], config: StyleConfig
+) -> list[Job]:
+    """Every content x style x setting, named ``content[_style][_sw0.01...]``.
+
+    Raises:
+      InputError: two jobs would get the same name (inputs with the same stem).
+    """
+    jobs = []
+    for content in contents:
+        for s, style in enumerate(style_paths):
+            for setting in settings(config):
+                parts = [content.stem]
+                if len(style_paths) > 1:
+                    parts.append(style.stem)
+                parts.extend(f"{SHORT[field]}{value:g}" for field, value in setting)
+                jobs.append(Job(content, s, setting, "_".join(parts)))
+    seen: dict[str, Path] = {}
+    for job in jobs:
+        if job.name in seen and seen[job.name] != job.content:
+            raise InputError(
+                f"{job.content}: same output name {job.name!r} as {seen[job.name]}; rename one"
+            )
+        seen[job.name] = job.content
+    return jobs
+
+
+def prepare(
+    contents: Sequence[str | os.PathLike],
+    styles: Sequence[str | os.PathLike],
+    config: StyleConfig,
+    batch_size: int = 8,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Work:
+    """Load images, plan jobs and group them into batches of equal shape.
+
+    A content file that cannot be used becomes one line in ``errors`` and its jobs are dropped;
+    a style that cannot be used raises, since no job could run without it.
+
+    Args:
+      contents: files or folders.
+      styles: style files.
+      config: settings (sweeps as tuples).
+      batch_size: most images per batch (bounds memory).
+      process_index: this host's index, for multi-host runs (each host takes every
+        ``process_count``-th job).
+      process_count: number of hosts.
+
+    Raises:
+      InputError: a style file is unreadable or too small, or two outputs would share a name.
+    """
+    plan = optimize.Plan.from_config(config)
+    style_arrays = []
+    for path in styles:
+        array = image.load(path, config.max_dim)
+        _check_size(path, array, plan.style_layers, config.max_dim)
+        style_arrays.append(array)
+    files = expand_inputs(contents)
+    if not files:
+        raise InputError(f"no image files in {', '.join(map(str, contents))}")
+    jobs = plan_jobs(files, [Path(s) for s in styles], config)[process_index::process_count]
+    loaded, errors = {}, []
+    for path in dict.fromkeys(job.content for job in jobs):
+        try:
+            array = image.load(path, config.max_dim)
+            _check_size(path, array, plan.layers, config.max_dim)
+            loaded[path] = array
+        except ImageError as e:
+            errors.append(str(e))
+    jobs = [job for job in jobs if job.content in loaded]
+    by_shape: dict[tuple[int, ...], list[Job]] = {}
+    for job in jobs:
+        by_shape.setdefault(loaded[job.content].shape, []).append(job)
+    batches = [
+        group[i : i + batch_size]
+        for group in by_shape.values()
+        for i in range(0, len(group), batch_size)
+    ]
+    return Work(loaded, style_arrays, jobs, batches, errors, config)
+
+
+def _check_size(path, array: np.ndarray, layers, max_dim: int) -> None:
+    try:
+        optimize.check_size(layers, array.shape, "image")
+    except ValueError as e:
+        raise ImageError(f"{path}: {e} (after scaling to max-dim {max_dim})") from None
+
+
+def output_paths(jobs: Sequence[Job], out: str | os.PathLike, ext: str = ".png") -> dict[Job, Path]:
+    """Where each job's result goes: ``out`` itself for a single job whose ``out`` has an image
+    extension, else ``out/<job name><ext>``.
+
+    Raises:
+      ImageError: several results but ``out`` names an image file, ``out`` has an extension
+        that is not an image format's, or ``out`` is a file.
+    """
+    out = Path(out)
+    if out.suffix and not out.is_dir():
+        # A name with an extension is meant as a file: check it (unknown extensions included).
+        image.check_output_path(out)
+    if out.suffix.lower() in image.SAVE_FORMATS:
+        if len(jobs) > 1:
+            raise ImageError(f"{out}: {len(jobs)} results need an output folder, not a file")
+        return {job: image.check_output_path(out) for job in jobs}
+    if out.exists() and not out.is_dir():
+        raise ImageError(f"{out}: exists and is not a folder")
+    return {job: image.check_output_path(out / f"{job.name}{ext}") for job in jobs}
+
+
+def _batch_config(config: StyleConfig, jobs: Sequence[Job]) -> StyleConfig:
+    """``config`` with each swept field replaced by the batch's per-image values."""
+    swept = {field for job in jobs for field, _ in job.setting}
+    return config.replace(**{f: tuple(dict(job.setting)[f] for job in jobs) for f in swept})
+
+
+def run(
+    work: Work,
+    outputs: dict[Job, Path],
+    *,
+    params,
+    callback: Callable[[int, np.ndarray], None] | None = None,
+) -> Iterator[tuple[Job, np.ndarray]]:
+    """Stylise every batch and save each result atomically as soon as its batch ends.
+
+    Args:
+      work: from :func:`prepare`.
+      outputs: from :func:`output_paths`.
+      params: VGG19 params.
+      callback: called after each chunk with ``(steps advanced, chunk losses (N, k))``.
+
+    Yields:
+      ``(job, result image)`` after each result is written.
+    """
+    for jobs in work.batches:
+        config = _batch_config(work.config, jobs)
+        contents = np.stack([work.contents[job.content] for job in jobs])
+        styles = [work.styles[job.style] for job in jobs]
+        done = [0]
+
+        def advance(steps_done: int, losses: np.ndarray, done=done) -> None:
+            if callback is not None:
+                callback(steps_done - done[0], losses)
+            done[0] = steps_done
+
+        result = optimize.stylize(contents, styles, params=params, config=config, callback=advance)
+        for job, result_image in zip(jobs, np.asarray(result.image), strict=True):
+            image.save(outputs[job], result_image)
+            yield job, result_image
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join a multi-host run if asked to; return ``(process index, process count)``.
+
+    ``NST_JAX_DISTRIBUTED=1`` calls ``jax.distributed.initialize()`` with JAX's own cluster
+    detection (Cloud TPU pod slices, Slurm, Open MPI). Elsewhere set ``JAX_COORDINATOR_ADDRESS``
+    (host:port of process 0), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` on every host.
+    Each host then stylises every ``count``-th job on its own devices and writes only its own
+    results, so hosts never wait for each other.
+    """
+    import jax
+
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]),
+            process_id=int(env["JAX_PROCESS_ID"]),
+        )
+    elif env.get("NST_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+    return jax.process_index(), jax.process_count()

@@ -102,6 +102,7 @@ def prepare(
     batch_size: int = 8,
     process_index: int = 0,
     process_count: int = 1,
+    max_pixels: int | None = image.MAX_PIXELS,
 ) -> Work:
     """Load images, plan jobs and group them into batches of equal shape.
 
@@ -116,6 +117,7 @@ def prepare(
       process_index: this host's index, for multi-host runs (each host takes every
         ``process_count``-th job).
       process_count: number of hosts.
+      max_pixels: larger inputs are refused (decompression bombs).
 
     Raises:
       InputError: a style file is unreadable or too small, or two outputs would share a name.
@@ -123,7 +125,7 @@ def prepare(
     plan = optimize.Plan.from_config(config)
     style_arrays = []
     for path in styles:
-        array = image.load(path, config.max_dim)
+        array = image.load(path, config.max_dim, max_pixels)
         _check_size(path, array, plan.style_layers, config.max_dim)
         style_arrays.append(array)
     files = expand_inputs(contents)
@@ -133,7 +135,7 @@ def prepare(
     loaded, errors = {}, []
     for path in dict.fromkeys(job.content for job in jobs):
         try:
-            array = image.load(path, config.max_dim)
+            array = image.load(path, config.max_dim, max_pixels)
             _check_size(path, array, plan.layers, config.max_dim)
             loaded[path] = array
         except ImageError as e:
@@ -190,6 +192,8 @@ def run(
     *,
     params,
     callback: Callable[[int, np.ndarray], None] | None = None,
+    metadata: dict | None = None,
+    **stylize_options,
 ) -> Iterator[tuple[Job, np.ndarray]]:
     """Stylise every batch and save each result atomically as soon as its batch ends.
 
@@ -198,6 +202,8 @@ def run(
       outputs: from :func:`output_paths`.
       params: VGG19 params.
       callback: called after each chunk with ``(steps advanced, chunk losses (N, k))``.
+      metadata: provenance stored in each PNG result, with the job's own inputs added.
+      **stylize_options: passed to :func:`nst_jax.stylize` (``resume``, ``on_chunk``, ...).
 
     Yields:
       ``(job, result image)`` after each result is written.
@@ -213,10 +219,20 @@ def run(
                 callback(steps_done - done[0], losses)
             done[0] = steps_done
 
-        result = optimize.stylize(contents, styles, params=params, config=config, callback=advance)
-        for job, result_image in zip(jobs, np.asarray(result.image), strict=True):
-            image.save(outputs[job], result_image)
+        result = optimize.stylize(
+            contents, styles, params=params, config=config, callback=advance, **stylize_options
+        )
+        images = np.asarray(result.image).reshape(len(jobs), *contents.shape[1:])
+        for job, result_image in zip(jobs, images, strict=True):
+            image.save(outputs[job], result_image, metadata=job_metadata(job, metadata))
             yield job, result_image
+
+
+def job_metadata(job: Job, metadata: dict | None) -> dict | None:
+    """``metadata`` with the job's content file and setting added (``None`` stays ``None``)."""
+    if metadata is None:
+        return None
+    return {**metadata, "content": str(job.content), "setting": dict(job.setting)}
 
 
 def init_distributed() -> tuple[int, int]:

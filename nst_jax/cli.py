@@ -7,6 +7,8 @@ input or missing weights (one line on stderr), 1 on an internal error, 130 on Ct
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 import traceback
@@ -16,6 +18,7 @@ from pathlib import Path
 from nst_jax import image, weights
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
+from nst_jax.optimize import DivergedError
 
 EXIT_INPUT = 2
 DEFAULTS = StyleConfig()
@@ -55,11 +58,10 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         description="Optimise CONTENT to take on the style of STYLE (Gatys et al.).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("content", metavar="CONTENT", nargs="+", help="content images or folders")
+    p.add_argument("content", metavar="CONTENT", nargs="*", help="content images or folders")
     p.add_argument(
         "--style",
         "-s",
-        required=True,
         action="append",
         metavar="STYLE",
         help="style image; repeat for one result per style",
@@ -67,7 +69,6 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--output",
         "-o",
-        required=True,
         metavar="OUT",
         help="a .png/.jpg/.webp file for one result, else a folder (results keep input names)",
     )
@@ -122,7 +123,43 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_watch_options(p)
     p.set_defaults(func=_cmd_stylize)
+
+
+def _add_watch_options(p: argparse.ArgumentParser) -> None:
+    """Options of long single-image runs: checkpoints, resume, previews, logs, provenance."""
+    g = p.add_argument_group("long runs (one result at a time)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        metavar="N",
+        help="write OUT.ckpt/ every N steps (and on exit)",
+    )
+    g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/")
+    g.add_argument(
+        "--save-every", type=_positive_int, metavar="N", help="write OUT_0100.png ... every N steps"
+    )
+    g.add_argument("--log", metavar="PATH", help="JSON lines: step, each loss term, seconds")
+    g.add_argument("--plot", metavar="PATH", help="plot of the loss terms (needs matplotlib)")
+    g.add_argument(
+        "--animate",
+        metavar="PATH",
+        help=".gif (or .mp4 with imageio-ffmpeg) of the --save-every images",
+    )
+    g.add_argument(
+        "--from",
+        dest="from_png",
+        metavar="PNG",
+        help="rerun the command stored in a PNG written by nst-jax",
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=image.MAX_PIXELS,
+        help="refuse larger inputs (decompression bombs)",
+    )
+    g.add_argument("--force", action="store_true", help="allow the output to replace an input")
 
 
 def _sweep(text: str) -> float | tuple[float, ...]:
@@ -151,7 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_stylize(sub)
     _add_weights(sub)
+    info = sub.add_parser("info", help="print the provenance stored in an output PNG")
+    info.add_argument("path", metavar="PNG")
+    info.set_defaults(func=_cmd_info)
     return parser
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    print(json.dumps(image.read_provenance(args.path), indent=2, sort_keys=True))
+    return 0
 
 
 def _config_from_args(args: argparse.Namespace) -> StyleConfig:
@@ -217,20 +262,51 @@ def _sheet_path(path: str, process_index: int, process_count: int) -> Path:
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
-    from nst_jax import batch
+    from nst_jax import batch, watch
 
+    if args.from_png:
+        return main(image.read_provenance(args.from_png)["command"])
+    if not args.content or not args.style or not args.output:
+        raise InputError("CONTENT, --style and -o are required (or --from PNG)")
     config = _config_from_args(args)
     index, count = batch.init_distributed()
     sheet = _sheet_path(args.sheet, index, count) if args.sheet else None
-    work = batch.prepare(args.content, args.style, config, args.batch_size, index, count)
+    work = batch.prepare(
+        args.content, args.style, config, args.batch_size, index, count, max_pixels=args.max_pixels
+    )
     outputs = batch.output_paths(work.jobs, args.output, f".{args.format}")
+    _refuse_overwriting_inputs(outputs, args)
+    watcher = _watcher(args, work, outputs)
     if work.jobs:
-        params = weights.load_vgg19(args.weights)
+        weights_path = weights.find_weights(args.weights)
+        params = weights.load_vgg19(weights_path)
+        metadata = {
+            "command": args.argv,
+            "config": dataclasses.asdict(config),
+            "weights_md5": weights.md5sum(weights_path),
+            "style": [str(s) for s in args.style],
+        }
+        options = {}
+        if watcher is not None:
+            watcher.meta = batch.job_metadata(work.jobs[0], metadata)
+            options = _watch_options(args, watcher, config)
         progress = _Progress(config.steps * len(work.jobs), args.quiet)
         thumbnails = []
-        for job, result in batch.run(work, outputs, params=params, callback=progress):
-            if sheet is not None:
-                thumbnails.append((image.thumbnail(result, 192), job.name))
+        try:
+            for job, result in batch.run(
+                work, outputs, params=params, callback=progress, metadata=metadata, **options
+            ):
+                if sheet is not None:
+                    thumbnails.append((image.thumbnail(result, 192), job.name))
+        except watch.RunInterruptedError as e:
+            progress.bar.close()
+            print(f"nst-jax: {e}", file=sys.stderr)
+            return e.exit_status
+        except DivergedError as e:
+            last = watcher.last_checkpoint if watcher is not None else None
+            raise InputError(f"{e}; last good checkpoint: {last or 'none'}") from None
+        if watcher is not None:
+            watcher.finish(watcher.final_state, _path(args.plot))
         if sheet is not None:
             columns = min(len(thumbnails), len(work.styles) * len(batch.settings(config)))
             images, labels = zip(*thumbnails, strict=True)
@@ -240,6 +316,66 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     for error in work.errors:
         print(f"nst-jax: error: {error}", file=sys.stderr)
     return EXIT_INPUT if work.errors else 0
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
+
+
+def _watcher(args: argparse.Namespace, work, outputs):
+    """A :class:`nst_jax.watch.Watcher` for a single-result run that asked for one, else None."""
+    from nst_jax import watch
+
+    asked = [name for name in WATCH_OPTIONS if getattr(args, name)]
+    if not asked:
+        return None
+    if len(work.jobs) != 1:
+        names = ", ".join("--" + name.replace("_", "-") for name in asked)
+        raise InputError(f"{names}: one result at a time, and this run has {len(work.jobs)}")
+    watch.check_extras(_path(args.plot), _path(args.animate))
+    for option in ("log", "plot", "animate"):
+        if getattr(args, option):
+            image.check_output_path(args.output)  # the run's own output is checked too
+            target = Path(getattr(args, option))
+            if target.parent != Path("") and target.parent.exists() and not target.parent.is_dir():
+                raise InputError(f"{target}: {target.parent} is not a directory")
+    if args.log:
+        Path(args.log).unlink(missing_ok=True)  # a fresh log per run
+    return watch.Watcher(
+        output=next(iter(outputs.values())),
+        meta={},
+        checkpoint_every=args.checkpoint_every,
+        save_every=args.save_every,
+        log=_path(args.log),
+        animate=_path(args.animate),
+    )
+
+
+def _watch_options(args: argparse.Namespace, watcher, config: StyleConfig) -> dict:
+    """``stylize`` options of a watched run: the hook, terms for logs, a checkpoint to resume."""
+    from nst_jax import checkpoint
+
+    options = {"on_chunk": watcher, "chunk_terms": bool(args.log or args.plot)}
+    if args.resume:
+        saved, meta = checkpoint.load(watcher.checkpoint_dir)
+        checkpoint.check_compatible(meta, watcher.meta, watcher.checkpoint_dir)
+        watcher.last_step, watcher.final_state = saved.step, saved
+        options["resume"] = saved
+    watcher.install_signal_handlers()
+    return options
+
+
+def _refuse_overwriting_inputs(outputs, args: argparse.Namespace) -> None:
+    """An output may not replace an input file unless ``--force`` says so."""
+    if args.force:
+        return
+    inputs = {Path(p).resolve() for p in [*args.content, *args.style]}
+    for path in outputs.values():
+        if path.resolve() in inputs:
+            raise InputError(f"{path}: is also an input; refusing to overwrite it without --force")
 
 
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:
@@ -261,7 +397,9 @@ def _cmd_weights_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nst-jax``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # stored in outputs' provenance, for --from
     try:
         return args.func(args)
     except InputError as e:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from nst_jax.atomic import atomic_write
 from nst_jax.errors import ImageError
@@ -40,7 +41,11 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def decode(path: str | os.PathLike) -> np.ndarray:
+# Pillow's own default limit (about 89.5 megapixels, a 0.25 GB RGB image in 8 bits).
+MAX_PIXELS = 89_478_485
+
+
+def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` float32 RGB in [0, 1], EXIF orientation applied.
 
     Handles what Pillow reads (PNG, JPEG, WebP, BMP, TIFF, ...) in any mode: palette (with or
@@ -58,12 +63,21 @@ def decode(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path}: empty file")
     try:
         with warnings.catch_warnings():
-            # Pillow warns about huge images; the size check belongs to the caller.
+            # Pillow warns (or refuses) by its own limit; ours, below, is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None
             with Image.open(path) as img:
+                # Refuse decompression bombs from the header, before decoding any pixels.
+                if max_pixels is not None and img.width * img.height > max_pixels:
+                    raise ImageError(
+                        f"{path}: {img.width}x{img.height} px is over the limit of "
+                        f"{max_pixels} pixels (--max-pixels raises it)"
+                    )
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 array = _to_rgb_array(img)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -90,7 +104,9 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def load(path: str | os.PathLike, max_dim: int | None = None) -> np.ndarray:
+def load(
+    path: str | os.PathLike, max_dim: int | None = None, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
     """Read an image and scale it so its longer side is ``max_dim`` (up or down, as the
     tutorial does); ``None`` keeps the size.
 
@@ -100,7 +116,7 @@ def load(path: str | os.PathLike, max_dim: int | None = None) -> np.ndarray:
     Raises:
       ImageError: unreadable file, or an image that scales to zero pixels on a side.
     """
-    image = decode(path)
+    image = decode(path, max_pixels)
     if max_dim is None:
         return image
     height, width = scaled_shape(*image.shape[:2], max_dim)
@@ -139,9 +155,19 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def save(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
+PROVENANCE_KEY = "nst_jax"
+
+
+def save(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    quality: int = 95,
+    metadata: dict | None = None,
+) -> Path:
     """Write ``(H, W, 3)`` float RGB in [0, 1] as PNG, JPEG or WebP (by extension), atomically:
     a temporary file beside the target is renamed over it, so no reader sees half a file.
+
+    ``metadata`` (JSON-able) is stored in a PNG text chunk; see :func:`read_provenance`.
 
     Raises:
       ImageError: unknown extension, a parent that is not a directory, or a non-finite image.
@@ -155,6 +181,11 @@ def save(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> Path:
     pil = Image.fromarray(to_uint8(image), "RGB")
     fmt = SAVE_FORMATS[path.suffix.lower()]
     options = {} if fmt == "PNG" else {"quality": quality}
+    if metadata is not None and fmt == "PNG":
+        # Provenance: a PNG text chunk holding the command, settings and weights hash.
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PROVENANCE_KEY, json.dumps(metadata, sort_keys=True))
+        options["pnginfo"] = info
     atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options))
     return path
 
@@ -190,3 +221,18 @@ def contact_sheet(
         sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
         draw.text((x + 4, y + tile + 2), label, fill="black")
     return np.asarray(sheet, np.float32) / 255.0
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """The metadata :func:`save` stored in a PNG.
+
+    Raises:
+      ImageError: unreadable file, or no nst_jax provenance in it.
+    """
+    path = Path(path)
+    decode(path)  # the same one-line errors as any input
+    with Image.open(path) as img:
+        text = getattr(img, "text", {}).get(PROVENANCE_KEY)
+    if text is None:
+        raise ImageError(f"{path}: no nst_jax provenance (only PNGs written by nst-jax have it)")
+    return json.loads(text)

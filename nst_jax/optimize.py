@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from nst_jax import losses, vgg
 from nst_jax.config import StyleConfig
+from nst_jax.errors import InputError
 
 Pytree = Mapping[str, jax.Array]
 HPARAMS = ("content_weight", "style_weight", "tv_weight", "learning_rate")
@@ -36,6 +37,33 @@ class StyleResult(NamedTuple):
 
     image: jax.Array
     losses: np.ndarray
+
+
+class RunState(NamedTuple):
+    """A run between chunks: enough to save, inspect or resume it.
+
+    Attributes:
+      step: steps done.
+      images: ``(N, H, W, 3)`` current images (padded batch rows excluded).
+      opt_states: the optimizer state pytree of the batch (batch rows as its leading axis).
+      losses: ``(N, step)`` total loss before each step so far.
+      terms: ``{"content", "style", "tv": (N,)}`` loss terms of ``images``, when asked for
+        (``stylize(..., chunk_terms=True)``), else ``None``.
+    """
+
+    step: int
+    images: jax.Array
+    opt_states: optax.OptState
+    losses: np.ndarray
+    terms: dict[str, np.ndarray] | None = None
+
+
+class DivergedError(InputError):
+    """The loss or the image became non-finite (too large a learning rate, usually)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"the run diverged: non-finite loss or image at step {step}")
+        self.step = step
 
 
 class KerasAdamState(NamedTuple):
@@ -224,6 +252,12 @@ def _batch_run_steps(plan, params, targets, hparams, images, opt_states, n_steps
     return jax.vmap(per_image)(targets, hparams, images, opt_states)
 
 
+@functools.partial(jax.jit, static_argnames="plan")
+def _batch_terms(plan, params, targets, hparams, images):
+    per_image = lambda t, hp, im: loss_terms(plan, params, im, t, hp)  # noqa: E731
+    return jax.vmap(per_image)(targets, hparams, images)
+
+
 @functools.partial(jax.jit, static_argnames="plan", donate_argnames=("images", "opt_states"))
 def _batch_step(plan, params, targets, hparams, images, opt_states):
     per_image = lambda t, hp, im, st: step(plan, params, t, hp, im, st)  # noqa: E731
@@ -339,6 +373,30 @@ def check_size(layers: Sequence[str], shape: Sequence[int], what: str = "image")
         )
 
 
+def _check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
+    """Raise :class:`DivergedError` naming the first step whose loss (or result) is not finite."""
+    finite_steps = np.all(np.isfinite(chunk), axis=0)
+    if not finite_steps.all():
+        raise DivergedError(done + 1 + int(np.argmin(finite_steps)))
+    if not bool(jnp.all(jnp.isfinite(images))):
+        raise DivergedError(done + chunk.shape[1])  # the chunk's last update broke the image
+
+
+def _restore(resume: RunState, images: jax.Array, opt_states, mesh: Mesh | None):
+    """Put a saved run's images and optimizer state where a fresh run's would be."""
+    if tuple(resume.images.shape[1:]) != tuple(images.shape[1:]):
+        raise ValueError(
+            f"resumed images have shape {tuple(resume.images.shape)}, this run {images.shape}"
+        )
+    extra = images.shape[0] - resume.images.shape[0]
+    # Saved states may be a flat list of leaves (a checkpoint): give them this run's structure.
+    states = jax.tree.unflatten(jax.tree.structure(opt_states), jax.tree.leaves(resume.opt_states))
+    saved = jax.tree.map(jnp.asarray, (resume.images, states))
+    restored = _pad(saved, extra) if extra else saved
+    restored = jax.tree.map(lambda r, f: r.astype(f.dtype), restored, (images, opt_states))
+    return _place(restored, mesh, P("batch"))
+
+
 def stylize(
     content: jax.Array | np.ndarray,
     style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],
@@ -347,6 +405,9 @@ def stylize(
     config: StyleConfig | None = None,
     callback: Callable[[int, np.ndarray], None] | None = None,
     devices: Sequence[jax.Device] | None = None,
+    resume: RunState | None = None,
+    on_chunk: Callable[[RunState], None] | None = None,
+    chunk_terms: bool = False,
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -364,6 +425,15 @@ def stylize(
       callback: called after each chunk with ``(steps done, losses of the chunk as (N, k))``;
         for progress reporting.
       devices: devices to shard the batch over; default every local device.
+      resume: a :class:`RunState` saved from an earlier run of the same inputs and config;
+        the run continues from its step, with its images, optimizer state and losses.
+      on_chunk: called after each chunk with the :class:`RunState` (for checkpoints, previews
+        and interrupts; it may raise to stop the run).
+      chunk_terms: also evaluate the loss terms of the images at each chunk end for
+        ``on_chunk`` (one extra forward pass per chunk), for logs and plots.
+
+    Raises:
+      DivergedError: a loss or image became non-finite; nothing non-finite is returned.
 
     Returns:
       A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
@@ -393,18 +463,29 @@ def stylize(
     }
     images = initial_images(config, content)
     opt_states = _batch_init(plan, images, hparams)
+    history, done = [np.zeros((n, 0), np.float32)], 0
+    if resume is not None:
+        images, opt_states = _restore(resume, images, opt_states, mesh)
+        history, done = [np.asarray(resume.losses)], resume.step
     loop = resolve_loop(config.loop)
-    history = []
-    done = 0
     while done < config.steps:
         k = min(config.steps_per_call, config.steps - done)
         images, opt_states, chunk = _run_chunk(
             plan, params, targets, hparams, images, opt_states, k, loop
         )
+        _check_finite(chunk, images, done)
         history.append(chunk[:n])
         done += k
         if callback is not None:
             callback(done, history[-1])
+        if on_chunk is not None:
+            terms = None
+            if chunk_terms:
+                terms = jax.tree.map(
+                    lambda t: np.asarray(t)[:n],
+                    _batch_terms(plan, params, targets, hparams, images),
+                )
+            on_chunk(RunState(done, images[:n], opt_states, np.concatenate(history, axis=1), terms))
     all_losses = np.concatenate(history, axis=1)
     if single:
         return StyleResult(images[0], all_losses[0])

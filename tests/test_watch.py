@@ -1,0 +1,171 @@
+"""Long runs: checkpoints and resume, interrupts, divergence, logs, plots, animations,
+provenance, and input protection."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import checkpoint, cli, image
+
+# The 64 x 96 test images at --max-dim 96 and chunks of 10: the programs other tests compiled.
+FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q"]
+
+
+@pytest.fixture
+def inputs(tmp_path, content_image, style_image):
+    Image.fromarray(image.to_uint8(content_image)).save(tmp_path / "content.png")
+    Image.fromarray(image.to_uint8(style_image)).save(tmp_path / "style.png")
+    return tmp_path
+
+
+def argv(inputs, out, weights_h5, *extra):
+    return ["stylize", str(inputs / "content.png"), "--style", str(inputs / "style.png"),
+            "-o", str(out), "--weights", weights_h5, *FAST, *extra]  # fmt: skip
+
+
+def no_temporaries(folder):
+    return not [p for p in folder.rglob("*") if p.name.endswith(".part")]
+
+
+def test_killed_run_resumes_to_the_same_image(inputs, weights_h5):
+    steps = ["--steps", "40", "--checkpoint-every", "10"]
+    reference = inputs / "reference.png"
+    assert cli.main(argv(inputs, reference, weights_h5, *steps)) == 0
+    killed = inputs / "killed.png"
+    process = subprocess.Popen([sys.executable, "-m", "nst_jax.cli",
+                                *argv(inputs, killed, weights_h5, *steps)])  # fmt: skip
+    ckpt = checkpoint.directory(killed) / checkpoint.FILE
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved, _ = checkpoint.load(checkpoint.directory(killed))
+    assert 10 <= saved.step < 40, f"killed after step {saved.step}: too late to test resuming"
+    assert not killed.exists()
+    assert cli.main(argv(inputs, killed, weights_h5, *steps, "--resume")) == 0
+    final, _ = checkpoint.load(checkpoint.directory(killed))
+    expected, _ = checkpoint.load(checkpoint.directory(reference))
+    assert final.step == expected.step == 40
+    difference = np.max(np.abs(final.images - expected.images))
+    print(f"killed at step {saved.step}, resumed: max abs difference {difference:.1e}")
+    assert difference <= 1e-6
+    np.testing.assert_allclose(final.losses, expected.losses, rtol=1e-6)
+    np.testing.assert_array_equal(image.decode(killed), image.decode(reference))
+
+
+def test_resume_refuses_another_setting(inputs, weights_h5, capsys):
+    out = inputs / "a.png"
+    assert cli.main(argv(inputs, out, weights_h5, "--steps", "10", "--checkpoint-every", "10")) == 0
+    code = cli.main(argv(inputs, out, weights_h5, "--steps", "20", "--resume", "--tv-weight", "3"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tv_weight=30.0" in err and "tv_weight=3.0" in err
+
+
+def test_sigint_saves_image_and_checkpoint(inputs, weights_h5):
+    out = inputs / "interrupted.png"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nst_jax.cli", *argv(inputs, out, weights_h5, "--steps", "100000",
+                                                     "--save-every", "10")],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first_preview = inputs / "interrupted_0010.png"
+    deadline = time.monotonic() + 300
+    while not first_preview.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "SIGINT at step" in err and "--resume" in err and "Traceback" not in err
+    assert image.decode(out).shape == (64, 96, 3)
+    state, meta = checkpoint.load(checkpoint.directory(out))
+    assert state.step >= 10 and meta["config"]["steps"] == 100000
+    assert np.all(np.isfinite(state.images))
+    assert no_temporaries(inputs)
+
+
+def test_divergence_stops_with_the_step_and_writes_nothing(inputs, weights_h5, capsys):
+    # A style weight near float32's maximum makes the loss overflow to inf, then NaN.
+    out = inputs / "diverged.png"
+    code = cli.main(argv(inputs, out, weights_h5, "--steps", "30", "--style-weight", "1e38",
+                         "--checkpoint-every", "10"))  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "diverged" in err and "at step" in err
+    assert not out.exists()
+    if checkpoint.directory(out).exists():  # any checkpoint is from before the divergence
+        state, _ = checkpoint.load(checkpoint.directory(out))
+        assert np.all(np.isfinite(state.images))
+
+
+def test_log_plot_previews_animation_and_provenance(inputs, weights_h5, capsys):
+    out = inputs / "watched.png"
+    log, plot, gif = inputs / "run.jsonl", inputs / "loss.png", inputs / "progress.gif"
+    watch = ["--save-every", "10", "--log", str(log), "--plot", str(plot), "--animate", str(gif)]
+    code = cli.main(argv(inputs, out, weights_h5, "--steps", "30", *watch))
+    assert code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [10, 20, 30]
+    for r in records:
+        assert set(r) == {"step", "content", "style", "tv", "total", "seconds"}
+        assert r["total"] == pytest.approx(r["content"] + r["style"] + r["tv"])
+    assert Image.open(plot).format == "PNG" and Image.open(plot).size[0] > 100
+    with Image.open(gif) as animation:
+        assert animation.format == "GIF" and animation.n_frames == 3
+    for step in (10, 20, 30):
+        assert image.decode(inputs / f"watched_{step:04d}.png").shape == (64, 96, 3)
+    capsys.readouterr()
+    assert cli.main(["info", str(out)]) == 0
+    provenance = json.loads(capsys.readouterr().out)
+    assert provenance["command"][:2] == ["stylize", str(inputs / "content.png")]
+    assert provenance["config"]["steps"] == 30
+    assert len(provenance["weights_md5"]) == 32
+    # Previews and plots carry no provenance: --from refuses them with one line.
+    assert cli.main(["stylize", "--from", str(inputs / "loss.png")]) == 2
+    assert "no nst_jax provenance" in capsys.readouterr().err
+
+
+def test_from_reruns_the_stored_command(inputs, weights_h5, capsys):
+    out = inputs / "first.png"
+    assert cli.main(argv(inputs, out, weights_h5, "--steps", "3")) == 0
+    first = image.decode(out)
+    copy = inputs / "copy.png"
+    copy.write_bytes(out.read_bytes())
+    out.unlink()
+    assert cli.main(["stylize", "--from", str(copy)]) == 0
+    np.testing.assert_array_equal(image.decode(out), first)
+
+
+def test_watch_options_need_a_single_result(inputs, weights_h5, capsys):
+    code = cli.main(argv(inputs, inputs / "outdir", weights_h5, "--steps", "2",
+                         "--tv-weight", "1,2", "--log", str(inputs / "x.jsonl")))  # fmt: skip
+    assert code == 2
+    assert "one result at a time" in capsys.readouterr().err
+
+
+def test_decompression_bomb_is_refused(inputs, weights_h5, capsys):
+    Image.new("RGB", (4000, 3000)).save(inputs / "big.png")
+    code = cli.main(["stylize", str(inputs / "big.png"), "--style", str(inputs / "style.png"),
+                     "-o", str(inputs / "o.png"), "--max-pixels", "1000000", "--steps", "1",
+                     "--weights", weights_h5])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "4000x3000 px is over the limit of 1000000 pixels" in err and "--max-pixels" in err
+
+
+def test_output_may_not_replace_an_input(inputs, weights_h5, capsys):
+    before = (inputs / "content.png").read_bytes()
+    code = cli.main(argv(inputs, inputs / "content.png", weights_h5, "--steps", "1"))
+    assert code == 2
+    assert "--force" in capsys.readouterr().err
+    assert (inputs / "content.png").read_bytes() == before
+    assert (
+        cli.main(argv(inputs, inputs / "content.png", weights_h5, "--steps", "1", "--force")) == 0
+    )

@@ -1,0 +1,70 @@
+"""What watching a run costs: the progress bar and the JSON-lines log vs a bare run, at 128 px.
+
+Both variants run interleaved in one process (after a warm-up that compiles everything), and
+the medians are compared:
+
+    python scripts/bench_watch.py [--size 128] [--steps 100] [--repeats 5]
+
+"watched" is what `nst-jax stylize --log run.jsonl` does: a tqdm bar updated every chunk,
+plus the loss terms evaluated at each chunk end and appended to a log file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--steps-per-call", type=int, default=50, help="the CLI's default")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from tqdm import tqdm
+
+    from nst_jax import StyleConfig, image, stylize, vgg, watch
+
+    params = vgg.random_params(0)
+    content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), args.size, args.size)
+    style = image.load(ROOT / "samples" / "hubble.jpg", args.size)
+    config = StyleConfig(steps=args.steps, steps_per_call=args.steps_per_call)
+
+    def bare() -> None:
+        stylize(content, style, params=params, config=config)
+
+    def watched() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            bar = tqdm(total=args.steps, file=io.StringIO())  # drawn, not shown
+            log = watch.Watcher(output=Path(tmp) / "out.png", meta={}, log=Path(tmp) / "run.jsonl")
+            stylize(content, style, params=params, config=config,
+                    callback=lambda done, losses: bar.update(losses.shape[1]),
+                    on_chunk=log, chunk_terms=True)  # fmt: skip
+            bar.close()
+
+    times: dict[str, list[float]] = {"bare": [], "watched": []}
+    for run in (bare, watched):  # warm-up: compile everything first
+        run()
+    for _ in range(args.repeats):
+        for name, run in (("bare", bare), ("watched", watched)):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    bare_s, watched_s = (statistics.median(times[k]) for k in ("bare", "watched"))
+    print(f"{args.size} px, {args.steps} steps, chunks of {args.steps_per_call}, "
+          f"median of {args.repeats} interleaved runs:")  # fmt: skip
+    print(f"  bare    {bare_s:.2f} s  (all: {', '.join(f'{t:.2f}' for t in times['bare'])})")
+    print(f"  watched {watched_s:.2f} s  (all: {', '.join(f'{t:.2f}' for t in times['watched'])})")
+    print(f"  overhead {100 * (watched_s / bare_s - 1):+.2f}%")
+
+
+if __name__ == "__main__":
+    main()

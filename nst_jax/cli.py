@@ -358,7 +358,7 @@ def _watch_options(args: argparse.Namespace, watcher, config: StyleConfig) -> di
     """``stylize`` options of a watched run: the hook, terms for logs, a checkpoint to resume."""
     from nst_jax import checkpoint
 
-    options = {"on_chunk": watcher, "chunk_terms": bool(args.log or args.plot)}
+    options = {"on_chunk": watcher}
     if args.resume:
         saved, meta = checkpoint.load(watcher.checkpoint_dir)
         checkpoint.check_compatible(meta, watcher.meta, watcher.checkpoint_dir)

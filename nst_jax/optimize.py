@@ -47,8 +47,8 @@ class RunState(NamedTuple):
       images: ``(N, H, W, 3)`` current images (padded batch rows excluded).
       opt_states: the optimizer state pytree of the batch (batch rows as its leading axis).
       losses: ``(N, step)`` total loss before each step so far.
-      terms: ``{"content", "style", "tv": (N,)}`` loss terms of ``images``, when asked for
-        (``stylize(..., chunk_terms=True)``), else ``None``.
+      terms: ``{"content", "style", "tv", "total": (N,)}`` loss terms before the last step
+        (``losses[:, -1]`` is their total); computed by the step itself, so free.
     """
 
     step: int
@@ -174,10 +174,12 @@ def total_loss(
     image: jax.Array,
     targets: Mapping[str, Pytree],
     hparams: Pytree,
-) -> jax.Array:
-    """Style + content + total variation, the quantity minimised."""
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Style + content + total variation, the quantity minimised, and the terms themselves
+    (as ``value_and_grad``'s auxiliary output, so logs cost no extra pass)."""
     terms = loss_terms(plan, params, image, targets, hparams)
-    return terms["style"] + terms["content"] + terms["tv"]
+    total = terms["style"] + terms["content"] + terms["tv"]
+    return total, {**terms, "total": total}
 
 
 def step(
@@ -187,17 +189,19 @@ def step(
     hparams: Pytree,
     image: jax.Array,
     opt_state: optax.OptState,
-) -> tuple[jax.Array, optax.OptState, jax.Array]:
+) -> tuple[jax.Array, optax.OptState, dict[str, jax.Array]]:
     """One optimisation step of one image.
 
     Returns:
-      ``(new image clipped to [0, 1], new optimizer state, loss of the image before the step)``.
+      ``(new image clipped to [0, 1], new optimizer state, losses)``; ``losses`` holds
+      ``"total"``, ``"content"``, ``"style"`` and ``"tv"`` of the image *before* the step.
     """
-    loss, grad = jax.value_and_grad(total_loss, argnums=2)(plan, params, image, targets, hparams)
+    grad_fn = jax.value_and_grad(total_loss, argnums=2, has_aux=True)
+    (_, losses_), grad = grad_fn(plan, params, image, targets, hparams)
     optimizer = make_optimizer(plan, hparams["learning_rate"])
     updates, opt_state = optimizer.update(grad, opt_state, image)
     image = jnp.clip(optax.apply_updates(image, updates), 0.0, 1.0)
-    return image, opt_state, loss
+    return image, opt_state, losses_
 
 
 def run_steps(
@@ -214,17 +218,19 @@ def run_steps(
     ``n_steps`` is traced, so a shorter last chunk reuses the same compiled program.
 
     Returns:
-      ``(image, opt_state, losses)`` with ``losses`` of length ``plan.steps_per_call``; entries
-      from ``n_steps`` on are zero.
+      ``(image, opt_state, history, last)``: ``history`` holds the total loss before each step,
+      length ``plan.steps_per_call`` (entries from ``n_steps`` on are zero); ``last`` the loss
+      terms before the last step.
     """
 
     def body(i, carry):
-        image, opt_state, history = carry
-        image, opt_state, loss = step(plan, params, targets, hparams, image, opt_state)
-        return image, opt_state, history.at[i].set(loss)
+        image, opt_state, history, _ = carry
+        image, opt_state, losses_ = step(plan, params, targets, hparams, image, opt_state)
+        return image, opt_state, history.at[i].set(losses_["total"]), losses_
 
     history = jnp.zeros(plan.steps_per_call, image.dtype)
-    return jax.lax.fori_loop(0, n_steps, body, (image, opt_state, history))
+    last = dict.fromkeys(("content", "style", "tv", "total"), jnp.zeros((), image.dtype))
+    return jax.lax.fori_loop(0, n_steps, body, (image, opt_state, history, last))
 
 
 @functools.partial(jax.jit, static_argnames="plan")
@@ -252,12 +258,6 @@ def _batch_run_steps(plan, params, targets, hparams, images, opt_states, n_steps
     return jax.vmap(per_image)(targets, hparams, images, opt_states)
 
 
-@functools.partial(jax.jit, static_argnames="plan")
-def _batch_terms(plan, params, targets, hparams, images):
-    per_image = lambda t, hp, im: loss_terms(plan, params, im, t, hp)  # noqa: E731
-    return jax.vmap(per_image)(targets, hparams, images)
-
-
 @functools.partial(jax.jit, static_argnames="plan", donate_argnames=("images", "opt_states"))
 def _batch_step(plan, params, targets, hparams, images, opt_states):
     per_image = lambda t, hp, im, st: step(plan, params, t, hp, im, st)  # noqa: E731
@@ -279,17 +279,23 @@ def resolve_loop(loop: str) -> str:
 
 
 def _run_chunk(plan, params, targets, hparams, images, opt_states, k: int, loop: str):
-    """``k`` steps of the batch; returns images, states and ``(N, k)`` losses on the host."""
+    """``k`` steps of the batch.
+
+    Returns:
+      images, states, ``(N, k)`` total losses on the host, and ``{term: (N,)}`` loss terms
+      before the chunk's last step.
+    """
     if loop == "device":
-        images, opt_states, history = _batch_run_steps(
+        images, opt_states, history, last = _batch_run_steps(
             plan, params, targets, hparams, images, opt_states, k
         )
-        return images, opt_states, np.asarray(history[:, :k])
+        return images, opt_states, np.asarray(history[:, :k]), jax.tree.map(np.asarray, last)
     history = []
     for _ in range(k):
-        images, opt_states, loss = _batch_step(plan, params, targets, hparams, images, opt_states)
-        history.append(loss)
-    return images, opt_states, np.stack([np.asarray(h) for h in history], axis=1)
+        images, opt_states, last = _batch_step(plan, params, targets, hparams, images, opt_states)
+        history.append(last["total"])
+    totals = np.stack([np.asarray(h) for h in history], axis=1)
+    return images, opt_states, totals, jax.tree.map(np.asarray, last)
 
 
 def _as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
@@ -407,7 +413,6 @@ def stylize(
     devices: Sequence[jax.Device] | None = None,
     resume: RunState | None = None,
     on_chunk: Callable[[RunState], None] | None = None,
-    chunk_terms: bool = False,
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -429,8 +434,6 @@ def stylize(
         the run continues from its step, with its images, optimizer state and losses.
       on_chunk: called after each chunk with the :class:`RunState` (for checkpoints, previews
         and interrupts; it may raise to stop the run).
-      chunk_terms: also evaluate the loss terms of the images at each chunk end for
-        ``on_chunk`` (one extra forward pass per chunk), for logs and plots.
 
     Raises:
       DivergedError: a loss or image became non-finite; nothing non-finite is returned.
@@ -470,7 +473,7 @@ def stylize(
     loop = resolve_loop(config.loop)
     while done < config.steps:
         k = min(config.steps_per_call, config.steps - done)
-        images, opt_states, chunk = _run_chunk(
+        images, opt_states, chunk, last = _run_chunk(
             plan, params, targets, hparams, images, opt_states, k, loop
         )
         _check_finite(chunk, images, done)
@@ -479,13 +482,9 @@ def stylize(
         if callback is not None:
             callback(done, history[-1])
         if on_chunk is not None:
-            terms = None
-            if chunk_terms:
-                terms = jax.tree.map(
-                    lambda t: np.asarray(t)[:n],
-                    _batch_terms(plan, params, targets, hparams, images),
-                )
-            on_chunk(RunState(done, images[:n], opt_states, np.concatenate(history, axis=1), terms))
+            terms = {name: value[:n] for name, value in last.items()}
+            history_so_far = np.concatenate(history, axis=1)
+            on_chunk(RunState(done, images[:n], opt_states, history_so_far, terms))
     all_losses = np.concatenate(history, axis=1)
     if single:
         return StyleResult(images[0], all_losses[0])

@@ -48,7 +48,8 @@ class Watcher:
       meta: settings, weights hash and inputs, stored with each checkpoint and in the output.
       checkpoint_every: steps between checkpoints (``None``: only on interrupt and at the end).
       save_every: steps between intermediate images.
-      log: JSON-lines file, one line per chunk (step, each loss term, seconds).
+      log: JSON-lines file, one line per chunk: step, each loss term and their total before
+        that step (as ``losses``), seconds.
       animate: ``.gif`` (Pillow) or ``.mp4`` (needs imageio-ffmpeg) of the intermediate images.
     """
 
@@ -81,8 +82,7 @@ class Watcher:
 
     def __call__(self, state: RunState) -> None:
         self.final_state = state
-        if state.terms is not None:
-            self._log(state)
+        self._log(state)
         if _crossed(self.last_step, state.step, self.save_every):
             frame = np.asarray(state.images[0])
             path = self.output.with_name(f"{self.output.stem}_{state.step:04d}.png")
@@ -103,11 +103,10 @@ class Watcher:
         self.last_checkpoint = checkpoint.save(self.checkpoint_dir, state, self.meta)
 
     def _log(self, state: RunState) -> None:
-        terms = {k: float(v[0]) for k, v in state.terms.items()}
+        # The terms the step computed for its last image: the loss before step `state.step`.
         record = {
             "step": state.step,
-            **terms,
-            "total": sum(terms.values()),
+            **{name: float(value[0]) for name, value in state.terms.items()},
             "seconds": round(time.perf_counter() - self.start, 3),
         }
         self.records.append(record)

@@ -57,8 +57,8 @@ def eager_losses(params, content, style, cfg, n_steps):
     history = []
     with jax.disable_jit():
         for _ in range(n_steps):
-            image, state, loss = optimize.step(plan, params, targets, hparams, image, state)
-            history.append(float(loss))
+            image, state, losses = optimize.step(plan, params, targets, hparams, image, state)
+            history.append(float(losses["total"]))
     return np.array(history)
 
 

@@ -28,3 +28,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def nearest_existing_parent(path: str | os.PathLike) -> Path:
+    """The closest ancestor of ``path`` that exists (where ``mkdir(parents=True)`` would start);
+    callers check that it is a directory before promising a write."""
+    # A path's parents end with "." or "/", which exist, so the search always succeeds.
+    return next(parent for parent in Path(path).parents if parent.exists())

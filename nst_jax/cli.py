@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nst_jax import image, weights
+from nst_jax.atomic import nearest_existing_parent
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 from nst_jax.optimize import DivergedError
@@ -289,7 +290,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         options = {}
         if watcher is not None:
             watcher.meta = batch.job_metadata(work.jobs[0], metadata)
-            options = _watch_options(args, watcher, config)
+            options = _watch_options(args, watcher)
         progress = _Progress(config.steps * len(work.jobs), args.quiet)
         thumbnails = []
         try:
@@ -336,14 +337,12 @@ def _watcher(args: argparse.Namespace, work, outputs):
         names = ", ".join("--" + name.replace("_", "-") for name in asked)
         raise InputError(f"{names}: one result at a time, and this run has {len(work.jobs)}")
     watch.check_extras(_path(args.plot), _path(args.animate))
-    for option in ("log", "plot", "animate"):
-        if getattr(args, option):
-            image.check_output_path(args.output)  # the run's own output is checked too
-            target = Path(getattr(args, option))
-            if target.parent != Path("") and target.parent.exists() and not target.parent.is_dir():
-                raise InputError(f"{target}: {target.parent} is not a directory")
-    if args.log:
-        Path(args.log).unlink(missing_ok=True)  # a fresh log per run
+    for target in filter(None, (args.log, args.plot, args.animate)):
+        parent = nearest_existing_parent(target)
+        if not parent.is_dir():
+            raise InputError(f"{target}: {parent} is not a directory")
+    if args.log and not args.resume:
+        Path(args.log).unlink(missing_ok=True)  # a fresh log per run; a resumed one goes on
     return watch.Watcher(
         output=next(iter(outputs.values())),
         meta={},
@@ -354,7 +353,7 @@ def _watcher(args: argparse.Namespace, work, outputs):
     )
 
 
-def _watch_options(args: argparse.Namespace, watcher, config: StyleConfig) -> dict:
+def _watch_options(args: argparse.Namespace, watcher) -> dict:
     """``stylize`` options of a watched run: the hook, terms for logs, a checkpoint to resume."""
     from nst_jax import checkpoint
 

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from nst_jax.atomic import atomic_write
+from nst_jax.atomic import atomic_write, nearest_existing_parent
 from nst_jax.errors import ImageError
 
 # Output format by extension (Pillow format name).
@@ -140,11 +140,9 @@ def check_output_path(path: str | os.PathLike) -> Path:
             f"{path}: unknown output extension {path.suffix or '(none)'!r}; "
             f"use one of {', '.join(SAVE_FORMATS)}"
         )
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ImageError(f"{path}: {parent} is not a directory")
-            break
+    parent = nearest_existing_parent(path)
+    if not parent.is_dir():
+        raise ImageError(f"{path}: {parent} is not a directory")
     if path.is_dir():
         raise ImageError(f"{path}: is a directory")
     return path

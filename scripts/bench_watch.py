@@ -41,29 +41,48 @@ def main() -> None:
     def bare() -> None:
         stylize(content, style, params=params, config=config)
 
+    hook_seconds = [0.0]
+
+    def timed(fn):
+        """``fn``, with the time spent in it added to ``hook_seconds``."""
+
+        def wrapper(*a):
+            start = time.perf_counter()
+            fn(*a)
+            hook_seconds[0] += time.perf_counter() - start
+
+        return wrapper
+
     def watched() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             bar = tqdm(total=args.steps, file=io.StringIO())  # drawn, not shown
             log = watch.Watcher(output=Path(tmp) / "out.png", meta={}, log=Path(tmp) / "run.jsonl")
-            stylize(content, style, params=params, config=config,
-                    callback=lambda done, losses: bar.update(losses.shape[1]),
-                    on_chunk=log)  # fmt: skip
+            progress = timed(lambda done, losses: bar.update(losses.shape[1]))
+            stylize(content, style, params=params, config=config, callback=progress,
+                    on_chunk=timed(log))  # fmt: skip
             bar.close()
 
     times: dict[str, list[float]] = {"bare": [], "watched": []}
     for run in (bare, watched):  # warm-up: compile everything first
         run()
-    for _ in range(args.repeats):
-        for name, run in (("bare", bare), ("watched", watched)):
+    hook_seconds[0] = 0.0
+    # ABBA order, so a slow drift of the machine favours neither variant.
+    order = [("bare", bare), ("watched", watched)]
+    for i in range(args.repeats):
+        for name, run in order if i % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
     bare_s, watched_s = (statistics.median(times[k]) for k in ("bare", "watched"))
     print(f"{args.size} px, {args.steps} steps, chunks of {args.steps_per_call}, "
-          f"median of {args.repeats} interleaved runs:")  # fmt: skip
-    print(f"  bare    {bare_s:.2f} s  (all: {', '.join(f'{t:.2f}' for t in times['bare'])})")
-    print(f"  watched {watched_s:.2f} s  (all: {', '.join(f'{t:.2f}' for t in times['watched'])})")
-    print(f"  overhead {100 * (watched_s / bare_s - 1):+.2f}%")
+          f"median of {args.repeats} interleaved runs (ABBA order):")  # fmt: skip
+    for name in ("bare", "watched"):
+        all_runs = ", ".join(f"{t:.2f}" for t in times[name])
+        print(f"  {name:8s}{statistics.median(times[name]):.2f} s  (all: {all_runs})")
+    print(f"  difference of medians {100 * (watched_s / bare_s - 1):+.2f}%")
+    in_hooks = hook_seconds[0] / args.repeats
+    share = 100 * in_hooks / watched_s
+    print(f"  inside the progress and log hooks: {1000 * in_hooks:.1f} ms a run ({share:.3f}%)")
 
 
 if __name__ == "__main__":

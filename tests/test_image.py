@@ -133,6 +133,16 @@ def test_save_round_trip_and_no_temporary_left(tmp_path, ext):
     assert np.mean(np.abs(loaded - data)) < 2 / 255
 
 
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    # A temporary file is private (0600); the saved image must be readable like any other file.
+    import os
+
+    path = image.save(tmp_path / "out.png", np.zeros((4, 4, 3)))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_save_is_atomic_when_encoding_fails(tmp_path, monkeypatch):
     target = tmp_path / "out.png"
     target.write_bytes(b"previous")

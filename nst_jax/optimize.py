@@ -310,17 +310,24 @@ def _as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
     return images
 
 
+def _grams_of(plan: Plan, params: Pytree, style: jax.Array) -> dict[str, jax.Array]:
+    check_size(plan.style_layers, style.shape, "style")
+    return _single_style_grams(plan, params, style)
+
+
 def _style_targets(
     plan: Plan, params: Pytree, style: jax.Array | np.ndarray | Sequence, n: int
 ) -> dict[str, jax.Array]:
     """``{layer: (n, c, c)}`` style Grams: one style for all, or one per image of any size."""
     if isinstance(style, (list, tuple)):
-        styles = [_as_batch("style", s)[0] for s in style]
+        # A style shared by several images (the same array object) is computed once.
+        once: dict[int, dict[str, jax.Array]] = {}
+        for s in style:
+            if id(s) not in once:
+                once[id(s)] = _grams_of(plan, params, _as_batch("style", s)[0])
+        grams = [once[id(s)] for s in style]
     else:
-        styles = list(_as_batch("style", style))
-    for s in styles:
-        check_size(plan.style_layers, s.shape, "style")
-    grams = [_single_style_grams(plan, params, s) for s in styles]
+        grams = [_grams_of(plan, params, s) for s in _as_batch("style", style)]
     if len(grams) not in (1, n):
         raise ValueError(f"got {len(grams)} style images for {n} content images; give 1 or {n}")
     stacked = jax.tree.map(lambda *g: jnp.stack(g), *grams)

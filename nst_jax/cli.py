@@ -327,15 +327,16 @@ WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "ani
 
 
 def _watcher(args: argparse.Namespace, work, outputs):
-    """A :class:`nst_jax.watch.Watcher` for a single-result run that asked for one, else None."""
+    """A :class:`nst_jax.watch.Watcher` for every single-result run (so Ctrl-C always saves the
+    image and a checkpoint); ``None`` for several results, which the watch options refuse."""
     from nst_jax import watch
 
     asked = [name for name in WATCH_OPTIONS if getattr(args, name)]
-    if not asked:
-        return None
     if len(work.jobs) != 1:
-        names = ", ".join("--" + name.replace("_", "-") for name in asked)
-        raise InputError(f"{names}: one result at a time, and this run has {len(work.jobs)}")
+        if asked:
+            names = ", ".join("--" + name.replace("_", "-") for name in asked)
+            raise InputError(f"{names}: one result at a time, and this run has {len(work.jobs)}")
+        return None
     watch.check_extras(_path(args.plot), _path(args.animate))
     for target in filter(None, (args.log, args.plot, args.animate)):
         parent = nearest_existing_parent(target)

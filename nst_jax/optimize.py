@@ -45,7 +45,7 @@ class RunState(NamedTuple):
     Attributes:
       step: steps done.
       images: ``(N, H, W, 3)`` current images (padded batch rows excluded).
-      opt_states: the optimizer state pytree of the batch (batch rows as its leading axis).
+      opt_states: the optimizer state pytree of the batch (its N rows as the leading axis).
       losses: ``(N, step)`` total loss before each step so far.
       terms: ``{"content", "style", "tv", "total": (N,)}`` loss terms before the last step
         (``losses[:, -1]`` is their total); computed by the step itself, so free.
@@ -491,7 +491,8 @@ def stylize(
         if on_chunk is not None:
             terms = {name: value[:n] for name, value in last.items()}
             history_so_far = np.concatenate(history, axis=1)
-            on_chunk(RunState(done, images[:n], opt_states, history_so_far, terms))
+            states = jax.tree.map(lambda x: x[:n], opt_states)  # without padding rows
+            on_chunk(RunState(done, images[:n], states, history_so_far, terms))
     all_losses = np.concatenate(history, axis=1)
     if single:
         return StyleResult(images[0], all_losses[0])

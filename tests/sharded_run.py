@@ -29,10 +29,17 @@ def main(weights_path: str) -> None:
         content_layers=("block3_conv2",),
         style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
     )
+    halfway = {}
     sharded = nst_jax.stylize(
         contents.astype(jnp.float64), style, params=params, config=config,
-        callback=lambda done, losses: None,
+        on_chunk=lambda state: halfway.setdefault("state", state),
     )  # fmt: skip
+    # Resuming a sharded, padded batch (6 on 4 devices) from step 10 reaches the same images.
+    resumed = nst_jax.stylize(
+        contents.astype(jnp.float64), style, params=params, config=config,
+        resume=halfway["state"],
+    )  # fmt: skip
+    resume_diff = float(np.max(np.abs(np.asarray(resumed.image) - np.asarray(sharded.image))))
     # The result lives where the optimisation ran: on every device of the mesh.
     shards = len(sharded.image.sharding.device_set)
     unsharded = nst_jax.stylize(
@@ -41,7 +48,8 @@ def main(weights_path: str) -> None:
     )  # fmt: skip
     diff = float(np.max(np.abs(np.asarray(sharded.image) - np.asarray(unsharded.image))))
     print(json.dumps({"devices": jax.local_device_count(), "shards": shards,
-                      "max_abs_pixel_difference": diff}))  # fmt: skip
+                      "max_abs_pixel_difference": diff,
+                      "resume_difference": resume_diff}))  # fmt: skip
 
 
 if __name__ == "__main__":

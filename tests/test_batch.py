@@ -143,3 +143,4 @@ def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
     assert report["devices"] == 4
     assert report["shards"] == 4  # the batch really was split over the four devices
     assert report["max_abs_pixel_difference"] <= PIXEL_TOL
+    assert report["resume_difference"] <= 1e-12  # resumed from step 10 of the sharded run

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from nst_jax import image, weights
 from nst_jax.atomic import nearest_existing_parent
-from nst_jax.config import StyleConfig
+from nst_jax.config import INITS, OPTIMIZERS, StyleConfig
 from nst_jax.errors import InputError
 from nst_jax.optimize import DivergedError
 
@@ -107,14 +107,12 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         )
     p.add_argument(
         "--optimizer",
-        choices=("keras_adam", "adam"),
+        choices=OPTIMIZERS,
         default=DEFAULTS.optimizer,
         help="keras_adam reproduces the tutorial; adam is optax.adam (epsilon after bias "
         "correction)",
     )
-    p.add_argument(
-        "--init", choices=("content", "noise"), default=DEFAULTS.init, help="starting image"
-    )
+    p.add_argument("--init", choices=INITS, default=DEFAULTS.init, help="starting image")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for noise init")
     p.add_argument(
         "--steps-per-call",

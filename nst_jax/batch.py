@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nst_jax import image, optimize
-from nst_jax.config import StyleConfig
+from nst_jax.config import INITS, StyleConfig
 from nst_jax.errors import ImageError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -77,11 +77,13 @@ def plan_jobs(
       InputError: two jobs would get the same name (inputs with the same stem).
     """
     jobs = []
+    # A blend makes one style of all the style files (style index -1: all of them).
+    styles = [(-1, None)] if config.style_blend is not None else list(enumerate(style_paths))
     for content in contents:
-        for s, style in enumerate(style_paths):
+        for s, style in styles:
             for setting in settings(config):
                 parts = [content.stem]
-                if len(style_paths) > 1:
+                if style is not None and len(style_paths) > 1:
                     parts.append(style.stem)
                 parts.extend(f"{SHORT[field]}{value:g}" for field, value in setting)
                 jobs.append(Job(content, s, setting, "_".join(parts)))
@@ -123,11 +125,22 @@ def prepare(
       InputError: a style file is unreadable or too small, or two outputs would share a name.
     """
     plan = optimize.Plan.from_config(config)
+    if config.style_blend is not None and len(config.style_blend) != len(styles):
+        raise InputError(
+            f"style_blend has {len(config.style_blend)} weights for {len(styles)} style images"
+        )
+    # With --style-scale the style is resized relative to the content (max_dim long), so
+    # load it at that size rather than upsample it from max_dim later.
+    style_dim = config.max_dim
+    if config.style_scale is not None:
+        style_dim = max(1, round(config.style_scale * config.max_dim))
     style_arrays = []
     for path in styles:
-        array = image.load(path, config.max_dim, max_pixels)
-        _check_size(path, array, plan.style_layers, config.max_dim)
+        array = image.load(path, style_dim, max_pixels)
+        _check_size(path, array, plan.style_layers, style_dim)
         style_arrays.append(array)
+    if config.init not in INITS:
+        image.load(config.init, None, max_pixels)  # fail now, naming the file, not mid-run
     files = expand_inputs(contents)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, contents))}")
@@ -211,7 +224,10 @@ def run(
     for jobs in work.batches:
         config = _batch_config(work.config, jobs)
         contents = np.stack([work.contents[job.content] for job in jobs])
-        styles = [work.styles[job.style] for job in jobs]
+        if work.config.style_blend is not None:
+            styles = work.styles  # every image blends all of them
+        else:
+            styles = [work.styles[job.style] for job in jobs]
         done = [0]
 
         def advance(steps_done: int, losses: np.ndarray, done=done) -> None:

@@ -40,6 +40,10 @@ def save(folder: str | os.PathLike, state: RunState, meta: dict[str, Any]) -> Pa
             str(i): np.asarray(x) for i, x in enumerate(jax.tree.leaves(state.opt_states))
         },
         "losses": np.asarray(state.losses),
+        "scale": state.scale,
+        "evaluations": np.asarray(
+            state.evaluations if state.evaluations is not None else np.zeros(len(state.images))
+        ),
         "meta": json.dumps(meta, sort_keys=True),
     }
     path = Path(folder) / FILE
@@ -64,7 +68,14 @@ def load(folder: str | os.PathLike) -> tuple[RunState, dict[str, Any]]:
     if not isinstance(payload, dict) or payload.get("version") != VERSION:
         raise InputError(f"{path}: not an nst_jax checkpoint of version {VERSION}")
     leaves = [payload["opt_leaves"][str(i)] for i in range(len(payload["opt_leaves"]))]
-    state = RunState(int(payload["step"]), payload["images"], leaves, payload["losses"])
+    state = RunState(
+        step=int(payload["step"]),
+        images=payload["images"],
+        opt_states=leaves,
+        losses=payload["losses"],
+        scale=int(payload.get("scale", 0)),
+        evaluations=payload.get("evaluations"),
+    )
     return state, json.loads(payload["meta"])
 
 

@@ -15,11 +15,20 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from nst_jax import image, weights
+from nst_jax import image, multiscale, weights
 from nst_jax.atomic import nearest_existing_parent
-from nst_jax.config import INITS, OPTIMIZERS, StyleConfig
+from nst_jax.config import (
+    INITS,
+    OPTIMIZER_ALIASES,
+    OPTIMIZERS,
+    POOLINGS,
+    PRESERVE_COLOR,
+    PRESETS,
+    StyleConfig,
+)
 from nst_jax.errors import InputError
 from nst_jax.optimize import DivergedError
+from nst_jax.vgg import LAYERS
 
 EXIT_INPUT = 2
 DEFAULTS = StyleConfig()
@@ -30,6 +39,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states it (the
+    preset-controlled options state the tutorial's value, since their argparse default is
+    ``None``: the preset fills it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or not action.option_strings or action.nargs == 0:
+            return text
+        default = "none" if action.default is None else action.default
+        return f"{text} (default: {default})"
 
 
 def _positive_int(text: str) -> int:
@@ -57,7 +79,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         "stylize",
         help="stylise an image",
         description="Optimise CONTENT to take on the style of STYLE (Gatys et al.).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument("content", metavar="CONTENT", nargs="*", help="content images or folders")
     p.add_argument(
@@ -65,7 +87,7 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         "-s",
         action="append",
         metavar="STYLE",
-        help="style image; repeat for one result per style",
+        help="style image; repeat for one result per style (or one blend: --style-blend)",
     )
     p.add_argument(
         "--output",
@@ -86,12 +108,37 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         default=8,
         help="most images stylised at once (images of equal size share a batch)",
     )
-    p.add_argument("--steps", type=_positive_int, default=DEFAULTS.steps, help="Adam steps")
-    p.add_argument(
+    _add_algorithm_options(p)
+    p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_watch_options(p)
+    p.set_defaults(func=_cmd_stylize)
+
+
+def _default(field: str) -> str:
+    value = getattr(DEFAULTS, field)
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value))
+    return f"(default: {value}; a --preset may change it)"
+
+
+def _add_algorithm_options(p: argparse.ArgumentParser) -> None:
+    """Options that set :class:`StyleConfig` fields. Their argparse default is ``None`` so that
+    a preset fills what the command line leaves out; ``--help`` shows the tutorial's values."""
+    g = p.add_argument_group("algorithm (defaults: the tutorial preset)")
+    g.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tutorial",
+        help="starting settings; other options override them (default: tutorial)",
+    )
+    g.add_argument(
+        "--steps", type=_positive_int, help=f"steps at the full-size scale {_default('steps')}"
+    )
+    g.add_argument(
         "--max-dim",
         type=_positive_int,
-        default=DEFAULTS.max_dim,
-        help="longest side of content and style after loading, in px",
+        help=f"longest side of content and style after loading, in px {_default('max_dim')}",
     )
     for option, help_text in (
         ("content_weight", "weight of the content term"),
@@ -99,31 +146,121 @@ def _add_stylize(sub: argparse._SubParsersAction) -> None:
         ("tv_weight", "weight of the total-variation term"),
         ("learning_rate", "Adam learning rate"),
     ):
-        p.add_argument(
+        g.add_argument(
             f"--{option.replace('_', '-')}",
             type=_sweep,
-            default=getattr(DEFAULTS, option),
-            help=f"{help_text}; comma-separated values sweep it (one result each)",
+            help=f"{help_text}; comma-separated values sweep it (one result each) "
+            f"{_default(option)}",
         )
-    p.add_argument(
+    g.add_argument(
         "--optimizer",
-        choices=OPTIMIZERS,
-        default=DEFAULTS.optimizer,
-        help="keras_adam reproduces the tutorial; adam is optax.adam (epsilon after bias "
-        "correction)",
+        type=_optimizer,
+        metavar="{" + ",".join(OPTIMIZERS) + "}",
+        help="adam: Keras' Adam, as the tutorial; optax_adam: optax.adam (epsilon after bias "
+        "correction); lbfgs: optax L-BFGS with zoom line search, image projected into [0, 1] "
+        f"{_default('optimizer')}",
     )
-    p.add_argument("--init", choices=INITS, default=DEFAULTS.init, help="starting image")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed for noise init")
-    p.add_argument(
+    g.add_argument(
+        "--lbfgs-memory",
+        type=_positive_int,
+        help=f"past steps L-BFGS keeps {_default('lbfgs_memory')}",
+    )
+    g.add_argument(
+        "--init",
+        metavar="{" + ",".join(INITS) + ",PATH}",
+        help=f"starting image: content, noise (from --seed), style, or an image file "
+        f"{_default('init')}",
+    )
+    g.add_argument("--seed", type=int, help=f"seed for noise init {_default('seed')}")
+    g.add_argument("--pooling", choices=POOLINGS, help=f"VGG pooling {_default('pooling')}")
+    g.add_argument(
+        "--content-layers",
+        type=_layers,
+        metavar="LAYER[:W],...",
+        help=f"content layers, each with an optional weight {_default('content_layers')}",
+    )
+    g.add_argument(
+        "--style-layers",
+        type=_layers,
+        metavar="LAYER[:W],...",
+        help=f"style layers, each with an optional weight {_default('style_layers')}",
+    )
+    g.add_argument(
+        "--scales",
+        type=_positive_int,
+        help="coarse-to-fine: optimise at N sizes growing by sqrt(2), the last full size "
+        f"{_default('scales')}",
+    )
+    g.add_argument(
+        "--min-size",
+        type=_positive_int,
+        metavar="PX",
+        help="coarse-to-fine from this longest side (instead of --scales) (default: none)",
+    )
+    g.add_argument(
+        "--coarse-steps",
+        type=_positive_int,
+        metavar="N",
+        help="steps at each scale before the last (default: --steps)",
+    )
+    g.add_argument(
+        "--preserve-color",
+        choices=PRESERVE_COLOR,
+        help="keep the content's colours: luminance-only transfer, or the style's colours "
+        f"matched to the content's {_default('preserve_color')}",
+    )
+    g.add_argument(
+        "--style-blend",
+        type=_weights,
+        metavar="W,W,...",
+        help="blend the --style images into one style, one weight each (default: none: one "
+        "result per style)",
+    )
+    g.add_argument(
+        "--style-scale",
+        type=_positive_float,
+        metavar="F",
+        help="style resized to F times the content's longest side (default: none: --max-dim)",
+    )
+    g.add_argument(
         "--steps-per-call",
         type=_positive_int,
-        default=DEFAULTS.steps_per_call,
-        help="steps per compiled call, and the progress interval",
+        help=f"steps per compiled call, and the progress interval {_default('steps_per_call')}",
     )
-    p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    _add_watch_options(p)
-    p.set_defaults(func=_cmd_stylize)
+
+
+def _optimizer(text: str) -> str:
+    name = OPTIMIZER_ALIASES.get(text, text)
+    if name not in OPTIMIZERS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(OPTIMIZERS)}, got {text!r}")
+    return name
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers >= 0."""
+    return tuple(_non_negative_float(part) for part in text.split(","))
+
+
+def _layers(text: str) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+    """``LAYER[:WEIGHT],...`` -> (layer names, weights or ``None`` when none is given)."""
+    names, weights, weighted = [], [], False
+    for part in text.split(","):
+        name, _, weight = part.strip().partition(":")
+        if name not in LAYERS:
+            raise argparse.ArgumentTypeError(
+                f"unknown VGG19 layer {name!r}; known: {', '.join(LAYERS)}"
+            )
+        names.append(name)
+        weighted = weighted or bool(weight)
+        weights.append(_non_negative_float(weight) if weight else 1.0)
+    return tuple(names), tuple(weights) if weighted else None
 
 
 def _add_watch_options(p: argparse.ArgumentParser) -> None:
@@ -205,19 +342,39 @@ def _config_from_args(args: argparse.Namespace) -> StyleConfig:
         raise InputError(str(e)) from None
 
 
+CONFIG_OPTIONS = (
+    "steps",
+    "max_dim",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "learning_rate",
+    "optimizer",
+    "lbfgs_memory",
+    "init",
+    "seed",
+    "pooling",
+    "scales",
+    "min_size",
+    "coarse_steps",
+    "preserve_color",
+    "style_blend",
+    "style_scale",
+    "steps_per_call",
+)
+
+
 def _make_config(args: argparse.Namespace) -> StyleConfig:
-    return StyleConfig(
-        content_weight=args.content_weight,
-        style_weight=args.style_weight,
-        tv_weight=args.tv_weight,
-        learning_rate=args.learning_rate,
-        optimizer=args.optimizer,
-        steps=args.steps,
-        steps_per_call=args.steps_per_call,
-        init=args.init,
-        seed=args.seed,
-        max_dim=args.max_dim,
-    )
+    """The preset, with every option the command line gave replacing its field."""
+    changes = {f: getattr(args, f) for f in CONFIG_OPTIONS if getattr(args, f) is not None}
+    for kind in ("content", "style"):
+        layers = getattr(args, f"{kind}_layers")
+        if layers is not None:
+            changes[f"{kind}_layers"], changes[f"{kind}_layer_weights"] = layers
+    if args.style_blend is not None and len(args.style_blend) != len(args.style):
+        counts = f"{len(args.style_blend)} weights for {len(args.style)} --style images"
+        raise ValueError(f"--style-blend has {counts}")
+    return PRESETS[args.preset].replace(**changes)
 
 
 class _Progress:
@@ -289,7 +446,11 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         if watcher is not None:
             watcher.meta = batch.job_metadata(work.jobs[0], metadata)
             options = _watch_options(args, watcher)
-        progress = _Progress(config.steps * len(work.jobs), args.quiet)
+        steps = [
+            multiscale.total_steps(*work.contents[job.content].shape[:2], config)
+            for job in work.jobs
+        ]
+        progress = _Progress(sum(steps), args.quiet)
         thumbnails = []
         try:
             for job, result in batch.run(
@@ -311,7 +472,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
             images, labels = zip(*thumbnails, strict=True)
             image.save(sheet, image.contact_sheet(list(images), list(labels), columns))
         destination = next(iter(outputs.values())) if len(outputs) == 1 else Path(args.output)
-        print(f"{progress.summary(len(work.jobs), config.steps)} -> {destination}")
+        print(f"{progress.summary(len(work.jobs), max(steps))} -> {destination}")
     for error in work.errors:
         print(f"nst-jax: error: {error}", file=sys.stderr)
     return EXIT_INPUT if work.errors else 0

@@ -39,9 +39,13 @@ def gram_matrix(features: jax.Array) -> jax.Array:
 
 
 def _mean_squared_sum(
-    name: str, values: Mapping[str, jax.Array], targets: Mapping[str, jax.Array]
+    name: str,
+    values: Mapping[str, jax.Array],
+    targets: Mapping[str, jax.Array],
+    layer_weights: Mapping[str, float] | None = None,
 ) -> jax.Array:
-    """``sum_l mean((values[l] - targets[l]) ** 2)`` over the layers of ``values``."""
+    """``sum_l w_l * mean((values[l] - targets[l]) ** 2)`` over the layers of ``values``
+    (``w_l`` = 1 without ``layer_weights``)."""
     if set(values) != set(targets):
         raise ValueError(f"{name}: layers {sorted(values)} do not match targets {sorted(targets)}")
     terms = []
@@ -53,7 +57,8 @@ def _mean_squared_sum(
             )
         # At least float32, so lower-precision features still give an accurate mean.
         value = value.astype(jnp.promote_types(value.dtype, jnp.float32))
-        terms.append(jnp.mean(jnp.square(value - targets[layer])))
+        term = jnp.mean(jnp.square(value - targets[layer]))
+        terms.append(term if layer_weights is None else layer_weights[layer] * term)
     return sum(terms)
 
 
@@ -61,38 +66,43 @@ def content_loss(
     features: Mapping[str, jax.Array],
     targets: Mapping[str, jax.Array],
     weight: float | jax.Array = 1.0,
+    layer_weights: Mapping[str, float] | None = None,
 ) -> jax.Array:
-    """``weight / n_layers * sum_l mean((F_l - P_l) ** 2)``.
+    """``weight / n_layers * sum_l w_l * mean((F_l - P_l) ** 2)``.
 
     Args:
       features: ``{layer: (h, w, c)}`` features of the image being optimised.
       targets: ``{layer: (h, w, c)}`` features of the content image.
       weight: content weight (may be a traced scalar, for sweeps).
+      layer_weights: ``{layer: w_l}``; default 1 for every layer (the tutorial).
 
     Returns:
       Scalar loss.
     """
-    return weight / len(features) * _mean_squared_sum("content_loss", features, targets)
+    total = _mean_squared_sum("content_loss", features, targets, layer_weights)
+    return weight / len(features) * total
 
 
 def style_loss(
     grams: Mapping[str, jax.Array],
     targets: Mapping[str, jax.Array],
     weight: float | jax.Array = 1.0,
+    layer_weights: Mapping[str, float] | None = None,
 ) -> jax.Array:
-    """``weight / n_layers * sum_l mean((G_l - A_l) ** 2)`` over Gram matrices.
+    """``weight / n_layers * sum_l w_l * mean((G_l - A_l) ** 2)`` over Gram matrices.
 
     Args:
       grams: ``{layer: (c, c)}`` Grams of the image being optimised (see :func:`gram_matrix`).
-      targets: ``{layer: (c, c)}`` Grams of the style image.
+      targets: ``{layer: (c, c)}`` Grams of the style image (or a blend of several).
       weight: style weight (may be a traced scalar, for sweeps).
+      layer_weights: ``{layer: w_l}``; default 1 for every layer (the tutorial).
 
     Returns:
       Scalar loss.
     """
     for layer, gram in grams.items():
         _check_rank(f"style_loss[{layer}]", gram, 2, "a (c, c) Gram matrix")
-    return weight / len(grams) * _mean_squared_sum("style_loss", grams, targets)
+    return weight / len(grams) * _mean_squared_sum("style_loss", grams, targets, layer_weights)
 
 
 @jax.custom_jvp

@@ -18,7 +18,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from nst_jax import losses, vgg
+from nst_jax import color, image, losses, multiscale, vgg
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 
@@ -32,23 +32,31 @@ class StyleResult(NamedTuple):
     Attributes:
       image: float32 in [0, 1], same leading shape as the content: ``(H, W, 3)`` or
         ``(N, H, W, 3)``.
-      losses: total loss *before* each step, ``(steps,)`` or ``(N, steps)``.
+      losses: total loss *before* each step, ``(steps,)`` or ``(N, steps)`` (with several
+        scales, the steps of every scale in order).
+      evaluations: loss-and-gradient evaluations (VGG forward + backward passes) each image
+        took, ``()`` or ``(N,)``: one per Adam step; for L-BFGS, one to start each scale plus
+        each line-search trial.
     """
 
     image: jax.Array
     losses: np.ndarray
+    evaluations: np.ndarray | None = None
 
 
 class RunState(NamedTuple):
     """A run between chunks: enough to save, inspect or resume it.
 
     Attributes:
-      step: steps done.
-      images: ``(N, H, W, 3)`` current images (padded batch rows excluded).
+      step: steps done, counted over all scales of a coarse-to-fine run.
+      images: ``(N, H, W, 3)`` current images (padded batch rows excluded), at the size of
+        scale ``scale``.
       opt_states: the optimizer state pytree of the batch (its N rows as the leading axis).
       losses: ``(N, step)`` total loss before each step so far.
       terms: ``{"content", "style", "tv", "total": (N,)}`` loss terms before the last step
         (``losses[:, -1]`` is their total); computed by the step itself, so free.
+      scale: index of the scale of a coarse-to-fine run (0 for a single-scale run).
+      evaluations: ``(N,)`` loss-and-gradient evaluations so far.
     """
 
     step: int
@@ -56,6 +64,8 @@ class RunState(NamedTuple):
     opt_states: optax.OptState
     losses: np.ndarray
     terms: dict[str, np.ndarray] | None = None
+    scale: int = 0
+    evaluations: np.ndarray | None = None
 
 
 class DivergedError(InputError):
@@ -121,11 +131,14 @@ class Plan(NamedTuple):
 
     content_layers: tuple[str, ...]
     style_layers: tuple[str, ...]
+    content_layer_weights: tuple[float, ...] | None
+    style_layer_weights: tuple[float, ...] | None
     pooling: str
     optimizer: str
     beta1: float
     beta2: float
     epsilon: float
+    lbfgs_memory: int
     steps_per_call: int
 
     @classmethod
@@ -138,10 +151,21 @@ class Plan(NamedTuple):
 
 
 def make_optimizer(plan: Plan, learning_rate: float | jax.Array) -> optax.GradientTransformation:
-    """The optimizer named by ``plan.optimizer``, with a possibly traced learning rate."""
-    if plan.optimizer == "keras_adam":
+    """The optimizer named by ``plan.optimizer``, with a possibly traced learning rate.
+
+    ``"lbfgs"`` is optax's L-BFGS with its zoom line search (strong Wolfe conditions); it has
+    no learning rate. Its ``update`` needs ``value``, ``grad`` and ``value_fn`` (see
+    :func:`lbfgs_step`).
+    """
+    if plan.optimizer == "adam":
         return keras_adam(learning_rate, plan.beta1, plan.beta2, plan.epsilon)
-    return optax.adam(learning_rate, plan.beta1, plan.beta2, plan.epsilon)
+    if plan.optimizer == "optax_adam":
+        return optax.adam(learning_rate, plan.beta1, plan.beta2, plan.epsilon)
+    return optax.lbfgs(memory_size=plan.lbfgs_memory)
+
+
+def _layer_weights(layers: Sequence[str], weights: Sequence[float] | None):
+    return None if weights is None else dict(zip(layers, weights, strict=True))
 
 
 def style_grams(plan: Plan, params: Pytree, style: jax.Array) -> dict[str, jax.Array]:
@@ -161,9 +185,13 @@ def loss_terms(
     features = vgg.image_features(params, image, plan.layers, plan.pooling)
     content = {name: features[name] for name in plan.content_layers}
     grams = {name: losses.gram_matrix(features[name]) for name in plan.style_layers}
+    content_weights = _layer_weights(plan.content_layers, plan.content_layer_weights)
+    style_weights = _layer_weights(plan.style_layers, plan.style_layer_weights)
     return {
-        "content": losses.content_loss(content, targets["content"], hparams["content_weight"]),
-        "style": losses.style_loss(grams, targets["style"], hparams["style_weight"]),
+        "content": losses.content_loss(
+            content, targets["content"], hparams["content_weight"], content_weights
+        ),
+        "style": losses.style_loss(grams, targets["style"], hparams["style_weight"], style_weights),
         "tv": losses.total_variation_loss(image, hparams["tv_weight"]),
     }
 
@@ -182,6 +210,9 @@ def total_loss(
     return total, {**terms, "total": total}
 
 
+TERMS = ("content", "style", "tv", "total")
+
+
 def step(
     plan: Plan,
     params: Pytree,
@@ -194,14 +225,70 @@ def step(
 
     Returns:
       ``(new image clipped to [0, 1], new optimizer state, losses)``; ``losses`` holds
-      ``"total"``, ``"content"``, ``"style"`` and ``"tv"`` of the image *before* the step.
+      ``"total"``, ``"content"``, ``"style"`` and ``"tv"`` of the image *before* the step, and
+      ``"evaluations"``, the loss-and-gradient evaluations the step made. (L-BFGS steps leave
+      the three terms NaN: see :func:`lbfgs_step`.)
     """
+    if plan.optimizer == "lbfgs":
+        return lbfgs_step(plan, params, targets, hparams, image, opt_state)
     grad_fn = jax.value_and_grad(total_loss, argnums=2, has_aux=True)
     (_, losses_), grad = grad_fn(plan, params, image, targets, hparams)
     optimizer = make_optimizer(plan, hparams["learning_rate"])
     updates, opt_state = optimizer.update(grad, opt_state, image)
     image = jnp.clip(optax.apply_updates(image, updates), 0.0, 1.0)
-    return image, opt_state, losses_
+    return image, opt_state, {**losses_, "evaluations": jnp.ones((), jnp.int32)}
+
+
+def projected_loss(
+    plan: Plan, params: Pytree, targets, hparams
+) -> Callable[[jax.Array], jax.Array]:
+    """``x -> total_loss(clip(x, 0, 1))``: the function L-BFGS minimises.
+
+    Evaluating at the clipped point means the value and gradient the line search stores for its
+    accepted point stay exact after the image is projected back into [0, 1], so no step needs an
+    extra evaluation; pixels the projection moved get gradient 0 (a projected-gradient step).
+    """
+    return lambda x: total_loss(plan, params, jnp.clip(x, 0.0, 1.0), targets, hparams)[0]
+
+
+def lbfgs_init(plan: Plan, params: Pytree, targets, hparams, image: jax.Array) -> optax.OptState:
+    """L-BFGS state for ``image``, holding the value and gradient there (one evaluation)."""
+    value_fn = projected_loss(plan, params, targets, hparams)
+    state = make_optimizer(plan, 0.0).init(image)
+    value, grad = jax.value_and_grad(value_fn)(image)
+    return optax.tree_utils.tree_set(state, value=value, grad=grad)
+
+
+def lbfgs_step(
+    plan: Plan,
+    params: Pytree,
+    targets: Mapping[str, Pytree],
+    hparams: Pytree,
+    image: jax.Array,
+    opt_state: optax.OptState,
+) -> tuple[jax.Array, optax.OptState, dict[str, jax.Array]]:
+    """One L-BFGS step: direction from the stored gradient, zoom line search, projection.
+
+    The value and gradient at ``image`` come from the state (the line search evaluated them),
+    so the step costs exactly its line-search trials. The total loss before the step is
+    exact; the separate terms are NaN here, because the line search returns only totals (the
+    chunk loop evaluates them once per chunk instead).
+    """
+    value_fn = projected_loss(plan, params, targets, hparams)
+    value = optax.tree_utils.tree_get(opt_state, "value")
+    grad = optax.tree_utils.tree_get(opt_state, "grad")
+    updates, opt_state = make_optimizer(plan, 0.0).update(
+        grad, opt_state, image, value=value, grad=grad, value_fn=value_fn
+    )
+    image = jnp.clip(optax.apply_updates(image, updates), 0.0, 1.0)
+    evaluations = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
+    nan = jnp.full((), jnp.nan, value.dtype)
+    terms = {"content": nan, "style": nan, "tv": nan, "total": value}
+    return image, opt_state, {**terms, "evaluations": jnp.asarray(evaluations, jnp.int32)}
+
+
+def _empty_losses(dtype) -> dict[str, jax.Array]:
+    return {**{t: jnp.zeros((), dtype) for t in TERMS}, "evaluations": jnp.zeros((), jnp.int32)}
 
 
 def run_steps(
@@ -212,25 +299,27 @@ def run_steps(
     image: jax.Array,
     opt_state: optax.OptState,
     n_steps: jax.Array,
-) -> tuple[jax.Array, optax.OptState, jax.Array]:
+):
     """Up to ``plan.steps_per_call`` steps of one image inside one compiled loop.
 
     ``n_steps`` is traced, so a shorter last chunk reuses the same compiled program.
 
     Returns:
-      ``(image, opt_state, history, last)``: ``history`` holds the total loss before each step,
-      length ``plan.steps_per_call`` (entries from ``n_steps`` on are zero); ``last`` the loss
-      terms before the last step.
+      ``(image, opt_state, history, last, evaluations, before)``: ``history`` holds the total
+      loss before each step, length ``plan.steps_per_call`` (entries from ``n_steps`` on are
+      zero); ``last`` the loss terms before the last step; ``evaluations`` their count over the
+      chunk; ``before`` the image before the last step.
     """
 
     def body(i, carry):
-        image, opt_state, history, _ = carry
-        image, opt_state, losses_ = step(plan, params, targets, hparams, image, opt_state)
-        return image, opt_state, history.at[i].set(losses_["total"]), losses_
+        image, opt_state, history, _, evaluations, _ = carry
+        new, opt_state, losses_ = step(plan, params, targets, hparams, image, opt_state)
+        evaluations = evaluations + losses_["evaluations"]
+        return new, opt_state, history.at[i].set(losses_["total"]), losses_, evaluations, image
 
     history = jnp.zeros(plan.steps_per_call, image.dtype)
-    last = dict.fromkeys(("content", "style", "tv", "total"), jnp.zeros((), image.dtype))
-    return jax.lax.fori_loop(0, n_steps, body, (image, opt_state, history, last))
+    carry = (image, opt_state, history, _empty_losses(image.dtype), jnp.zeros((), jnp.int32), image)
+    return jax.lax.fori_loop(0, n_steps, body, carry)
 
 
 @functools.partial(jax.jit, static_argnames="plan")
@@ -246,22 +335,45 @@ def _single_style_grams(plan: Plan, params: Pytree, style: jax.Array):
 
 
 @functools.partial(jax.jit, static_argnames="plan")
-def _batch_init(plan: Plan, images: jax.Array, hparams: Pytree):
-    return jax.vmap(lambda im, hp: make_optimizer(plan, hp["learning_rate"]).init(im))(
-        images, hparams
-    )
+def _batch_init(plan: Plan, params: Pytree, targets, hparams: Pytree, images: jax.Array):
+    def init(t, hp, im):
+        if plan.optimizer == "lbfgs":
+            return lbfgs_init(plan, params, t, hp, im)
+        return make_optimizer(plan, hp["learning_rate"]).init(im)
+
+    return jax.vmap(init)(targets, hparams, images)
+
+
+@functools.partial(jax.jit, static_argnames="plan")
+def _batch_terms(plan: Plan, params: Pytree, targets, hparams: Pytree, images: jax.Array):
+    """Loss terms of a batch (a forward pass only): L-BFGS's once-per-chunk log entry."""
+    per_image = lambda t, hp, im: total_loss(plan, params, im, t, hp)[1]  # noqa: E731
+    return jax.vmap(per_image)(targets, hparams, images)
+
+
+def _over_batch(plan: Plan, per_image: Callable) -> Callable:
+    """``per_image`` mapped over the leading (batch) axis of all its arguments.
+
+    ``jax.vmap`` for Adam. L-BFGS runs image by image (``lax.map``) instead: its line search
+    chooses between two branches that each evaluate the loss (``lax.cond``), and under
+    ``vmap`` a cond with a batched predicate evaluates both, doubling the cost of every trial
+    (measured: 10 evaluations for 5 trials).
+    """
+    if plan.optimizer != "lbfgs":
+        return jax.vmap(per_image)
+    return lambda *args: jax.lax.map(lambda xs: per_image(*xs), args)
 
 
 @functools.partial(jax.jit, static_argnames="plan", donate_argnames=("images", "opt_states"))
 def _batch_run_steps(plan, params, targets, hparams, images, opt_states, n_steps):
     per_image = lambda t, hp, im, st: run_steps(plan, params, t, hp, im, st, n_steps)  # noqa: E731
-    return jax.vmap(per_image)(targets, hparams, images, opt_states)
+    return _over_batch(plan, per_image)(targets, hparams, images, opt_states)
 
 
 @functools.partial(jax.jit, static_argnames="plan", donate_argnames=("images", "opt_states"))
 def _batch_step(plan, params, targets, hparams, images, opt_states):
     per_image = lambda t, hp, im, st: step(plan, params, t, hp, im, st)  # noqa: E731
-    return jax.vmap(per_image)(targets, hparams, images, opt_states)
+    return _over_batch(plan, per_image)(targets, hparams, images, opt_states)
 
 
 def resolve_loop(loop: str) -> str:
@@ -282,20 +394,32 @@ def _run_chunk(plan, params, targets, hparams, images, opt_states, k: int, loop:
     """``k`` steps of the batch.
 
     Returns:
-      images, states, ``(N, k)`` total losses on the host, and ``{term: (N,)}`` loss terms
-      before the chunk's last step.
+      images, states, ``(N, k)`` total losses on the host, ``{term: (N,)}`` loss terms before
+      the chunk's last step, and ``(N,)`` evaluations made.
     """
     if loop == "device":
-        images, opt_states, history, last = _batch_run_steps(
+        images, opt_states, history, last, evaluations, before = _batch_run_steps(
             plan, params, targets, hparams, images, opt_states, k
         )
-        return images, opt_states, np.asarray(history[:, :k]), jax.tree.map(np.asarray, last)
-    history = []
-    for _ in range(k):
-        images, opt_states, last = _batch_step(plan, params, targets, hparams, images, opt_states)
-        history.append(last["total"])
-    totals = np.stack([np.asarray(h) for h in history], axis=1)
-    return images, opt_states, totals, jax.tree.map(np.asarray, last)
+        totals = np.asarray(history[:, :k])
+    else:
+        history, evaluations, before = [], 0, None
+        for i in range(k):
+            if i == k - 1 and plan.optimizer == "lbfgs":
+                # Terms of the image before the last step; computed now since the step
+                # donates (reuses) the image's buffer.
+                before = _batch_terms(plan, params, targets, hparams, images)
+            images, opt_states, last = _batch_step(
+                plan, params, targets, hparams, images, opt_states
+            )
+            history.append(last["total"])
+            evaluations = evaluations + last["evaluations"]
+        totals = np.stack([np.asarray(h) for h in history], axis=1)
+    last = {name: last[name] for name in TERMS}
+    if plan.optimizer == "lbfgs":
+        terms = before if loop == "host" else _batch_terms(plan, params, targets, hparams, before)
+        last = {**terms, "total": last["total"]}
+    return images, opt_states, totals, jax.tree.map(np.asarray, last), np.asarray(evaluations)
 
 
 def _as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
@@ -315,23 +439,108 @@ def _grams_of(plan: Plan, params: Pytree, style: jax.Array) -> dict[str, jax.Arr
     return _single_style_grams(plan, params, style)
 
 
-def _style_targets(
-    plan: Plan, params: Pytree, style: jax.Array | np.ndarray | Sequence, n: int
-) -> dict[str, jax.Array]:
-    """``{layer: (n, c, c)}`` style Grams: one style for all, or one per image of any size."""
+def blend_grams(grams: Sequence[Pytree], weights: Sequence[float] | None) -> Pytree:
+    """``sum_k w_k G_k / sum_k w_k`` per layer: one style target from several styles.
+
+    Weights ``(1, 0)`` give the first style's Grams exactly (``x * 1 + y * 0 == x``).
+    """
+    if weights is None:
+        (only,) = grams
+        return only
+    total = sum(weights)
+    return jax.tree.map(
+        lambda *g: sum(w / total * x for w, x in zip(weights, g, strict=True)), *grams
+    )
+
+
+def _style_sets(style, n: int, config: StyleConfig) -> list[list[jax.Array]]:
+    """The style images of each of the ``n`` content images, as ``(h, w, 3)`` arrays.
+
+    Without a blend each image has one style: one shared by all, or one per image. With
+    ``config.style_blend`` every image shares the same K styles (K = number of weights).
+    A style shared by several images is the same array object, so its Grams are computed once.
+    """
     if isinstance(style, (list, tuple)):
-        # A style shared by several images (the same array object) is computed once.
-        once: dict[int, dict[str, jax.Array]] = {}
-        for s in style:
-            if id(s) not in once:
-                once[id(s)] = _grams_of(plan, params, _as_batch("style", s)[0])
-        grams = [once[id(s)] for s in style]
+        styles = [_as_batch("style", s)[0] for s in _dedupe(style)]
+        order = [styles[i] for i in _dedupe_index(style)]
     else:
-        grams = [_grams_of(plan, params, s) for s in _as_batch("style", style)]
-    if len(grams) not in (1, n):
-        raise ValueError(f"got {len(grams)} style images for {n} content images; give 1 or {n}")
-    stacked = jax.tree.map(lambda *g: jnp.stack(g), *grams)
-    return jax.tree.map(lambda g: jnp.broadcast_to(g, (n, *g.shape[1:])), stacked)
+        order = list(_as_batch("style", style))
+    if config.style_blend is not None:
+        if len(order) != len(config.style_blend):
+            raise ValueError(
+                f"style_blend has {len(config.style_blend)} weights for {len(order)} style images"
+            )
+        return [order] * n
+    if len(order) not in (1, n):
+        raise ValueError(f"got {len(order)} style images for {n} content images; give 1 or {n}")
+    return [[order[0]]] * n if len(order) == 1 else [[s] for s in order]
+
+
+def _dedupe(items: Sequence) -> list:
+    return list({id(x): x for x in items}.values())
+
+
+def _dedupe_index(items: Sequence) -> list[int]:
+    firsts = list({id(x): None for x in items})
+    return [firsts.index(id(x)) for x in items]
+
+
+def _colour_inputs(config: StyleConfig, content: jax.Array, style_sets):
+    """Content and styles as the optimisation sees them under ``config.preserve_color``."""
+    if config.preserve_color == "none":
+        return content, style_sets
+    if config.preserve_color == "histogram":
+        adapt = color.match_histogram
+        run_content = content
+    else:  # luminance: grey images, the style's luminance matched to the content's
+        adapt = lambda s, c: color.grey(color.match_luminance(s, c))  # noqa: E731
+        run_content = color.grey(color.luminance(content))
+    sets = [[adapt(s, c) for s in styles] for styles, c in zip(style_sets, content, strict=True)]
+    return run_content, sets
+
+
+def _scaled_style(
+    style: jax.Array, shape: tuple[int, int], style_scale: float | None, factor: float = 1.0
+):
+    """The style at the size one scale uses.
+
+    With ``style_scale``, its longest side is ``style_scale`` times the content's at this
+    scale. Without, it keeps its loaded size at the full scale and shrinks by the same
+    ``factor`` as the content at coarser scales, so a texture keeps its size relative to the
+    image from scale to scale (else what a coarse scale paints is too coarse for the next).
+    """
+    if style_scale is None and factor == 1.0:
+        return style
+    if style_scale is None:
+        longest = max(1, round(factor * max(style.shape[:2])))
+    else:
+        longest = max(1, round(style_scale * max(shape)))
+    h, w = image.scaled_shape(style.shape[0], style.shape[1], longest)
+    return multiscale.resize_batch(style[None], max(h, 1), max(w, 1))[0]
+
+
+def _style_targets(
+    plan: Plan,
+    params: Pytree,
+    style_sets,
+    config: StyleConfig,
+    shape: tuple[int, int],
+    factor: float = 1.0,
+) -> dict[str, jax.Array]:
+    """``{layer: (n, c, c)}`` style targets of the images, for content of size ``shape``
+    (``factor`` times the full size)."""
+    once: dict[tuple, Pytree] = {}
+    targets = []
+    for styles in style_sets:
+        grams = []
+        for s in styles:
+            key = (id(s), shape, factor)
+            if key not in once:
+                scaled = _scaled_style(s, shape, config.style_scale, factor)
+                once[key] = _grams_of(plan, params, scaled)
+            grams.append(once[key])
+        targets.append(blend_grams(grams, config.style_blend))
+    return jax.tree.map(lambda *g: jnp.stack(g), *targets)
 
 
 def batch_hparams(config: StyleConfig, n: int, dtype=jnp.float32) -> dict[str, jax.Array]:
@@ -345,17 +554,32 @@ def batch_hparams(config: StyleConfig, n: int, dtype=jnp.float32) -> dict[str, j
     return hparams
 
 
-def initial_images(config: StyleConfig, content: jax.Array) -> jax.Array:
-    """The starting images: the content itself, or uniform noise seeded by ``config.seed``.
+def initial_images(config: StyleConfig, content: jax.Array, style_sets=None) -> jax.Array:
+    """The starting images, at the content's size.
 
-    Noise is drawn once per image shape and shared by the batch, so an image starts the same
-    whatever batch (or padding) it runs in.
+    ``"content"``: the content itself. ``"noise"``: uniform noise seeded by ``config.seed``,
+    drawn once per image shape and shared by the batch, so an image starts the same whatever
+    batch (or padding) it runs in. ``"style"``: each image's (most heavily blended) style,
+    resized. Anything else is an image file's path, loaded and resized.
     """
+    n, height, width, _ = content.shape
+    if config.init == "content":
+        # A copy, because the loop donates (and so invalidates) the buffer it is given.
+        return jnp.array(content, copy=True)
     if config.init == "noise":
         noise = jax.random.uniform(jax.random.key(config.seed), content.shape[1:], content.dtype)
         return jnp.broadcast_to(noise, content.shape)
-    # A copy, because the loop donates (and so invalidates) the buffer it is given.
-    return jnp.array(content, copy=True)
+    if config.init == "style":
+        pick = 0 if config.style_blend is None else int(np.argmax(config.style_blend))
+        starts = [
+            multiscale.resize_batch(styles[pick][None], height, width)[0] for styles in style_sets
+        ]
+        return jnp.clip(jnp.stack(starts), 0.0, 1.0).astype(content.dtype)
+    start = image.load(config.init)
+    start = jnp.asarray(image.resize(start, height, width), content.dtype)
+    if config.preserve_color == "luminance":
+        start = color.grey(color.luminance(start))
+    return jnp.broadcast_to(start, content.shape)
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
@@ -410,6 +634,35 @@ def _restore(resume: RunState, images: jax.Array, opt_states, mesh: Mesh | None)
     return _place(restored, mesh, P("batch"))
 
 
+class _Scale(NamedTuple):
+    """What one scale of a run needs: its targets and hyperparameters, placed on devices."""
+
+    targets: dict[str, Pytree]
+    hparams: Pytree
+    content: jax.Array
+
+
+def _prepare_scale(plan, config, params, content, style_sets, shape, mesh) -> _Scale:
+    """Targets of one scale: content features at ``shape``, style Grams, padded and placed."""
+    n = content.shape[0]
+    factor = max(shape) / max(content.shape[1:3])
+    content = multiscale.resize_batch(content, *shape)
+    what = "content" if shape == tuple(content.shape[1:3]) else f"content at scale {shape}"
+    check_size(plan.layers, content.shape, what)
+    per_image = {
+        "content": content,
+        "hparams": batch_hparams(config, n, content.dtype),
+        "grams": _style_targets(plan, params, style_sets, config, shape, factor),
+    }
+    per_image = _place(_pad(per_image, (-n) % mesh.size if mesh else 0), mesh, P("batch"))
+    content = per_image["content"]
+    targets = {
+        "content": _batch_content_targets(plan, params, content),
+        "style": per_image["grams"],
+    }
+    return _Scale(targets, per_image["hparams"], content)
+
+
 def stylize(
     content: jax.Array | np.ndarray,
     style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],
@@ -425,12 +678,16 @@ def stylize(
 
     A batch runs as one compiled program (per-image code under ``jax.vmap``); with several
     devices its batch axis is sharded over them (padded to a multiple of their count).
+    With ``config.scales > 1`` (or ``min_size``) it runs coarse to fine; with
+    ``config.preserve_color`` it keeps the content's colours (see :mod:`nst_jax.color`).
 
     Args:
       content: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1], used as given (resizing
         is the loader's job).
       style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
-        ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image).
+        ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image). With
+        ``config.style_blend``: the K styles to blend (a sequence or ``(K, h, w, 3)``),
+        shared by all images.
       params: VGG19 params from :func:`nst_jax.load_vgg19`.
       config: settings; defaults to the tutorial's. Weights and learning rate given as N
         values sweep them over the batch; a single content image is repeated N times.
@@ -438,7 +695,8 @@ def stylize(
         for progress reporting.
       devices: devices to shard the batch over; default every local device.
       resume: a :class:`RunState` saved from an earlier run of the same inputs and config;
-        the run continues from its step, with its images, optimizer state and losses.
+        the run continues from its scale and step, with its images, optimizer state and
+        losses.
       on_chunk: called after each chunk with the :class:`RunState` (for checkpoints, previews
         and interrupts; it may raise to stop the run).
 
@@ -456,44 +714,82 @@ def stylize(
     check_size(plan.layers, content.shape, "content")
     if config.sweep_size is not None and content.shape[0] == 1:
         content = jnp.broadcast_to(content, (config.sweep_size, *content.shape[1:]))
-    n = content.shape[0]
+    n, height, width, _ = content.shape
     params = jax.tree.map(lambda p: jnp.asarray(p, content.dtype), params)
-    per_image = {
-        "content": content,
-        "hparams": batch_hparams(config, n, content.dtype),
-        "grams": _style_targets(plan, params, style, n),
-    }
+    run_content, style_sets = _colour_inputs(config, content, _style_sets(style, n, config))
+    start = initial_images(config, run_content, style_sets)
     mesh = batch_mesh(devices)
-    per_image = _place(_pad(per_image, (-n) % mesh.size if mesh else 0), mesh, P("batch"))
     params = _place(params, mesh, P())
-    content, hparams = per_image["content"], per_image["hparams"]
-    targets = {
-        "content": _batch_content_targets(plan, params, content),
-        "style": per_image["grams"],
-    }
-    images = initial_images(config, content)
-    opt_states = _batch_init(plan, images, hparams)
-    history, done = [np.zeros((n, 0), np.float32)], 0
-    if resume is not None:
-        images, opt_states = _restore(resume, images, opt_states, mesh)
-        history, done = [np.asarray(resume.losses)], resume.step
+    shapes = multiscale.scale_shapes(height, width, config)
+    coarse = config.coarse_steps or config.steps
+    steps = [coarse] * (len(shapes) - 1) + [config.steps]
+    offsets = np.cumsum([0, *steps])
+    first = resume.scale if resume is not None else 0
+    if first >= len(shapes):
+        raise ValueError(f"resumed run is at scale {first}; this run has {len(shapes)} scales")
+    history = [np.zeros((n, 0), np.float32)] if resume is None else [np.asarray(resume.losses)]
+    evaluations = np.zeros(n, np.int64)
+    if resume is not None and resume.evaluations is not None:
+        evaluations = np.array(resume.evaluations, np.int64)  # a writable copy
+    images = opt_states = None
     loop = resolve_loop(config.loop)
-    while done < config.steps:
-        k = min(config.steps_per_call, config.steps - done)
-        images, opt_states, chunk, last = _run_chunk(
-            plan, params, targets, hparams, images, opt_states, k, loop
-        )
-        _check_finite(chunk, images, done)
-        history.append(chunk[:n])
-        done += k
-        if callback is not None:
-            callback(done, history[-1])
-        if on_chunk is not None:
-            terms = {name: value[:n] for name, value in last.items()}
-            history_so_far = np.concatenate(history, axis=1)
-            states = jax.tree.map(lambda x: x[:n], opt_states)  # without padding rows
-            on_chunk(RunState(done, images[:n], states, history_so_far, terms))
+    for index in range(first, len(shapes)):
+        shape = shapes[index]
+        scale = _prepare_scale(plan, config, params, run_content, style_sets, shape, mesh)
+        padded = scale.content.shape[0]
+        start_padded = _place(_pad(start, padded - n), mesh, P("batch"))
+        if images is None:
+            images = multiscale.resize_batch(start_padded, *shape)
+            images = jnp.array(images, copy=True)  # the loop donates it
+        else:
+            images = multiscale.upsample_images(images, start_padded, *shape)
+        if plan.optimizer == "lbfgs" or opt_states is None:
+            fresh = _batch_init(plan, params, scale.targets, scale.hparams, images)
+            evaluations += np.asarray(fresh_evaluations(plan, padded))[:n]
+            opt_states = fresh
+        else:
+            opt_states = multiscale.carry_state(opt_states, *shape)
+        done = int(offsets[index])
+        if resume is not None and index == first:
+            images, opt_states = _restore(resume, images, opt_states, mesh)
+            done = resume.step
+        while done < offsets[index + 1]:
+            k = min(config.steps_per_call, int(offsets[index + 1]) - done)
+            images, opt_states, chunk, last, used = _run_chunk(
+                plan, params, scale.targets, scale.hparams, images, opt_states, k, loop
+            )
+            _check_finite(chunk, images, done)
+            history.append(chunk[:n])
+            evaluations += used[:n]
+            done += k
+            if callback is not None:
+                callback(done, history[-1])
+            if on_chunk is not None:
+                terms = {name: value[:n] for name, value in last.items()}
+                # Copies without the padding rows: the next chunk donates (reuses) the live
+                # buffers, and a hook may keep the state (to resume from, say).
+                images_now, states = jax.tree.map(
+                    lambda x: jnp.array(x[:n], copy=True), (images, opt_states)
+                )
+                state = RunState(
+                    done,
+                    images_now,
+                    states,
+                    np.concatenate(history, axis=1),
+                    terms,
+                    index,
+                    evaluations.copy(),
+                )
+                on_chunk(state)
+    images = images[:n]
+    if config.preserve_color == "luminance":
+        images = jax.vmap(color.recombine)(images, content)
     all_losses = np.concatenate(history, axis=1)
     if single:
-        return StyleResult(images[0], all_losses[0])
-    return StyleResult(images[:n], all_losses)
+        return StyleResult(images[0], all_losses[0], evaluations[0])
+    return StyleResult(images, all_losses, evaluations)
+
+
+def fresh_evaluations(plan: Plan, n: int) -> np.ndarray:
+    """Evaluations an optimizer's start costs: L-BFGS evaluates the starting point once."""
+    return np.full(n, 1 if plan.optimizer == "lbfgs" else 0)

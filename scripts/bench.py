@@ -6,6 +6,7 @@ the shipped samples resized to N x N.
 
     python scripts/bench.py                       # 128, 256, 512 px, batch 1
     python scripts/bench.py --sizes 256 --repeats 5 --steps-per-call 10
+    python scripts/bench.py --race 256            # coarse-to-fine vs single-scale Adam
 
 Compile time is the first chunk's time minus a steady chunk's (the CLI compiles inside its
 first call). ms per step is a chunk's time over its step count: median, min and max over
@@ -57,6 +58,56 @@ def measure(size: int, batch: int, steps_per_call: int, repeats: int, weights: s
     }
 
 
+class _OutOfTime(Exception):
+    pass
+
+
+def _timed_run(content, style, params, config, deadline=None) -> list[tuple[float, int, float]]:
+    """``(seconds since start, steps done, loss before the chunk's last step)`` per chunk;
+    stopped after the first chunk past ``deadline`` seconds."""
+    from nst_jax import stylize
+
+    start, marks = time.perf_counter(), []
+
+    def record(done, losses):
+        marks.append((time.perf_counter() - start, done, float(losses[..., -1].mean())))
+        if deadline is not None and marks[-1][0] > deadline:
+            raise _OutOfTime
+
+    try:
+        stylize(content, style, params=params, config=config, callback=record)
+    except _OutOfTime:
+        pass
+    return marks
+
+
+def race(size: int, steps: int, scales: int, coarse_steps: int, weights: str) -> dict:
+    """Seconds for single-scale Adam to do ``steps`` steps at ``size``, and for coarse-to-fine
+    Adam (``scales`` sizes) to reach that run's last loss at full size, compile included.
+    The coarse-to-fine run stops once it has taken as long as the single-scale one."""
+    from nst_jax import StyleConfig, image, load_vgg19, multiscale
+
+    params = load_vgg19(weights)
+    content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
+    style = image.load(ROOT / "samples" / "hubble.jpg", size)
+    single = StyleConfig(steps=steps, steps_per_call=25)
+    base = _timed_run(content, style, params, single)
+    target = base[-1][2]
+    pyramid = single.replace(scales=scales, coarse_steps=coarse_steps)
+    marks = _timed_run(content, style, params, pyramid, deadline=base[-1][0])
+    final_from = (scales - 1) * coarse_steps  # steps done before the full-size scale
+    reached = [t for t, done, loss in marks if done > final_from and loss <= target]
+    return {
+        "size": size,
+        "shapes": multiscale.scale_shapes(size, size, pyramid),
+        "single_s": base[-1][0],
+        "target_loss": target,
+        "pyramid_s": reached[0] if reached else None,
+        "pyramid_final_loss": marks[-1][2],
+        "pyramid_total_s": marks[-1][0],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
@@ -64,8 +115,25 @@ def main() -> None:
     parser.add_argument("--steps-per-call", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="timed chunks after the first")
     parser.add_argument("--weights", help="weights file (default: a random official-layout one)")
+    parser.add_argument("--race", type=int, metavar="SIZE", help="coarse-to-fine race at SIZE")
+    parser.add_argument("--race-steps", type=int, default=1000, help="single-scale Adam steps")
+    parser.add_argument("--scales", type=int, default=3, help="coarse-to-fine scales (race)")
+    parser.add_argument("--coarse-steps", type=int, default=200, help="steps per coarse scale")
     parser.add_argument("--one", type=str, help=argparse.SUPPRESS)  # "size,batch": child mode
     args = parser.parse_args()
+
+    if args.race:
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = args.weights or _random_weights(tmp)
+            r = race(args.race, args.race_steps, args.scales, args.coarse_steps, weights)
+        print(json.dumps(r))
+        reached = f"{r['pyramid_s']:.0f} s" if r["pyramid_s"] else "not reached"
+        print(
+            f"{r['size']} px: single-scale Adam {args.race_steps} steps {r['single_s']:.0f} s "
+            f"(loss {r['target_loss']:.6g}); coarse-to-fine {r['shapes']} reached it in "
+            f"{reached} (final loss {r['pyramid_final_loss']:.6g} at {r['pyramid_total_s']:.0f} s)"
+        )
+        return
 
     if args.one:
         size, batch = map(int, args.one.split(","))
@@ -73,13 +141,7 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = args.weights
-        if weights is None:
-            from nst_jax import vgg
-            from nst_jax import weights as nst_weights
-
-            weights = str(Path(tmp) / "vgg19_random.h5")
-            nst_weights.write_keras_h5(vgg.random_params(0), weights)
+        weights = args.weights or _random_weights(tmp)
         print(
             "| size | batch | compile s | ms/step median (min-max) | image-steps/s | peak RSS MiB |"
         )
@@ -97,6 +159,16 @@ def main() -> None:
                     f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} |",
                     flush=True,
                 )
+
+
+def _random_weights(folder: str) -> str:
+    """A random weights file in the official layout (same shapes, so the same speed)."""
+    from nst_jax import vgg
+    from nst_jax import weights as nst_weights
+
+    path = str(Path(folder) / "vgg19_random.h5")
+    nst_weights.write_keras_h5(vgg.random_params(0), path)
+    return path
 
 
 if __name__ == "__main__":

@@ -130,6 +130,42 @@ def bad_cases(files, weights_h5):
             [c, "--style", s, "-o", out, *w, "--style-weight", "-1"],
             "expected a number >= 0",
         ),  # fmt: skip
+        "unknown_layer": (
+            [c, "--style", s, "-o", out, *w, "--style-layers", "block1_conv1,block9_conv1"],
+            "unknown VGG19 layer 'block9_conv1'",
+        ),
+        "negative_layer_weight": (
+            [c, "--style", s, "-o", out, *w, "--content-layers", "block4_conv2:-2"],
+            "expected a number >= 0",
+        ),
+        "blend_count": (
+            [c, "--style", s, "--style", s, "-o", out, *w, "--style-blend", "0.7,0.2,0.1"],
+            "--style-blend has 3 weights for 2 --style images",
+        ),
+        "negative_blend": (
+            [c, "--style", s, "--style", s, "-o", out, *w, "--style-blend", "1,-1"],
+            "expected a number >= 0",
+        ),
+        "zero_blend": (
+            [c, "--style", s, "--style", s, "-o", out, *w, "--style-blend", "0,0"],
+            "style_blend needs at least one weight > 0",
+        ),
+        "missing_init": (
+            [c, "--style", s, "-o", out, *w, "--init", files / "nope.png"],
+            "no such file",
+        ),
+        "zero_style_scale": (
+            [c, "--style", s, "-o", out, *w, "--style-scale", "0"],
+            "expected a number > 0",
+        ),
+        "unknown_optimizer": (
+            [c, "--style", s, "-o", out, *w, "--optimizer", "sgd"],
+            "expected one of adam, optax_adam, lbfgs",
+        ),
+        "unknown_preset": (
+            [c, "--style", s, "-o", out, *w, "--preset", "fast"],
+            "invalid choice: 'fast'",
+        ),
     }
 
 
@@ -137,6 +173,8 @@ CASES = [
     "missing_content", "missing_style", "text_as_jpg", "truncated_png", "empty_file",
     "too_thin", "too_small_for_layers", "output_under_file", "unknown_extension",
     "missing_weights", "broken_weights", "negative_steps", "negative_weight",
+    "unknown_layer", "negative_layer_weight", "blend_count", "negative_blend", "zero_blend",
+    "missing_init", "zero_style_scale", "unknown_optimizer", "unknown_preset",
 ]  # fmt: skip
 
 
@@ -173,12 +211,20 @@ def test_bad_input_in_a_real_process_has_no_traceback(files):
 
 
 def test_help_lists_options_with_defaults(capsys):
+    """Every stylize option is in --help with its default (issue 4, acceptance 5)."""
     assert exit_code(["stylize", "--help"]) == 0
-    text = capsys.readouterr().out
-    for option in ("--steps", "--max-dim", "--content-weight", "--style-weight", "--tv-weight",
-                   "--learning-rate", "--weights", "--seed"):  # fmt: skip
-        assert option in text
-    assert "default: 1000" in text and "default: 0.02" in text
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    stylize = cli.build_parser()._subparsers._group_actions[0].choices["stylize"]
+    formatter = stylize._get_formatter()
+    for action in stylize._actions:
+        if not action.option_strings or action.nargs == 0:  # positional, or a flag
+            continue
+        assert next(o for o in action.option_strings if o.startswith("--")) in text
+        assert "(default: " in formatter._get_help_string(action), action.option_strings
+    for default in ("default: 1000", "default: 0.02", "default: adam", "default: content",
+                    "default: block5_conv2", "default: none", "default: tutorial"):  # fmt: skip
+        assert default in text, default
+    assert "default: None" not in text
 
 
 def write_folder(folder):
@@ -253,3 +299,34 @@ def test_hosts_split_the_jobs(tmp_path, files):
     for jobs in small.batches:
         assert len(jobs) <= 3
         assert len({small.contents[j.content].shape for j in jobs}) == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--preset", "gatys", "--steps", "2", "--steps-per-call", "2"],
+        ["--preserve-color", "luminance", "--scales", "2", "--coarse-steps", "2", "--steps", "2"],
+        ["--init", "style", "--style-layers", "block1_conv1:2,block2_conv1", "--steps", "2"],
+    ],
+    ids=["gatys", "luminance_scales", "layers_init"],
+)
+def test_quality_options_run(files, weights_h5, extra, capsys):
+    out = files / "out" / "r.png"
+    argv = [str(files / "content.png"), "--style", str(files / "style.png"), "-o", str(out)]
+    assert run(files, *argv, "-q", *extra, weights=weights_h5) == 0
+    assert image.decode(out).shape == (64, 96, 3)
+    config = image.read_provenance(out)["config"]
+    assert config["steps"] == 2
+
+
+def test_blend_writes_one_result_and_init_from_a_file(files, weights_h5, capsys):
+    flipped = files / "flipped.png"
+    Image.open(files / "style.png").transpose(Image.FLIP_TOP_BOTTOM).save(flipped)
+    out = files / "out"
+    argv = [str(files / "content.png"), "--style", str(files / "style.png"), "--style",
+            str(flipped), "--style-blend", "0.7,0.3", "-o", str(out), "--init",
+            str(files / "style.png"), "--steps", "2", "-q"]  # fmt: skip
+    assert run(files, *argv, weights=weights_h5) == 0
+    assert [p.name for p in out.iterdir()] == ["content.png"]
+    config = image.read_provenance(out / "content.png")["config"]
+    assert config["style_blend"] == [0.7, 0.3]

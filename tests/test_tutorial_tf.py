@@ -82,7 +82,7 @@ def test_total_variation_gradient_matches_tf(content_image):
 
 def test_optax_adam_would_not_match(tf_losses, params, content_image, style_image):
     # optax.adam puts epsilon after bias correction; with eps = 0.1 step 2 differs.
-    ours = jax_losses(params, content_image, style_image, optimizer="adam")
+    ours = jax_losses(params, content_image, style_image, optimizer="optax_adam")
     assert relative(ours[1], tf_losses[1]) > 1e-4
 
 

@@ -16,6 +16,7 @@ first call). ms per step is a chunk's time over its step count: median, min and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -58,8 +59,8 @@ def measure(size: int, batch: int, steps_per_call: int, repeats: int, weights: s
     }
 
 
-class _OutOfTime(Exception):
-    pass
+class _OutOfTimeError(Exception):
+    """Raised from the progress callback to stop a run at its deadline."""
 
 
 def _timed_run(content, style, params, config, deadline=None) -> list[tuple[float, int, float]]:
@@ -72,12 +73,10 @@ def _timed_run(content, style, params, config, deadline=None) -> list[tuple[floa
     def record(done, losses):
         marks.append((time.perf_counter() - start, done, float(losses[..., -1].mean())))
         if deadline is not None and marks[-1][0] > deadline:
-            raise _OutOfTime
+            raise _OutOfTimeError
 
-    try:
+    with contextlib.suppress(_OutOfTimeError):
         stylize(content, style, params=params, config=config, callback=record)
-    except _OutOfTime:
-        pass
     return marks
 
 

@@ -8,6 +8,8 @@ The public API::
     result.image, result.losses
 """
 
+# First: sets XLA's defaults before anything starts a JAX backend.
+from nst_jax import _xla_defaults  # noqa: F401, I001
 from nst_jax import image, losses
 from nst_jax.config import PRESETS, StyleConfig
 from nst_jax.errors import ImageError, InputError, WeightsError

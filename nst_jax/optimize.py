@@ -140,6 +140,7 @@ class Plan(NamedTuple):
     epsilon: float
     lbfgs_memory: int
     steps_per_call: int
+    remat: bool
 
     @classmethod
     def from_config(cls, config: StyleConfig) -> Plan:
@@ -182,7 +183,7 @@ def loss_terms(
     hparams: Pytree,
 ) -> dict[str, jax.Array]:
     """The three weighted loss terms of one ``(H, W, 3)`` image."""
-    features = vgg.image_features(params, image, plan.layers, plan.pooling)
+    features = vgg.image_features(params, image, plan.layers, plan.pooling, plan.remat)
     content = {name: features[name] for name in plan.content_layers}
     grams = {name: losses.gram_matrix(features[name]) for name in plan.style_layers}
     content_weights = _layer_weights(plan.content_layers, plan.content_layer_weights)

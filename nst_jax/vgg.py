@@ -85,8 +85,44 @@ def pools_before(layers: Iterable[str]) -> int:
     return sum(1 for name in LAYERS[:deepest] if name.endswith("_pool"))
 
 
+class _Block(nn.Module):
+    """One VGG block: its convolutions (each followed by ReLU) and its pool.
+
+    Attributes:
+      index: block number, 1 to 5.
+      wanted: names of the outputs to return.
+      last: index in ``LAYERS`` of the deepest layer needed; later layers are not computed.
+      pooling: ``"max"`` or ``"avg"``.
+    """
+
+    index: int
+    wanted: tuple[str, ...]
+    last: int
+    pooling: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
+        out = {}
+        for name in LAYERS[: self.last + 1]:
+            if not name.startswith(f"block{self.index}_"):
+                continue
+            if name.endswith("_pool"):
+                x = pool(x, (2, 2), strides=(2, 2), padding="VALID")
+            else:
+                filters = conv_shapes()[name][0][-1]
+                # Keras' names at the leaves: the params tree is {layer: {kernel, bias}}.
+                x = nn.relu(nn.Conv(filters, (3, 3), padding="SAME", name=name)(x))
+            if name in self.wanted:
+                out[name] = x
+        return x, out
+
+
 class VGG19(nn.Module):
     """VGG19 convolutional base for one image (batch it with ``jax.vmap``).
+
+    Its params are ``{"block1": {"block1_conv1": {kernel, bias}, ...}, ...}``;
+    :func:`image_features` takes the flat ``{layer: {kernel, bias}}`` tree and nests it.
 
     Attributes:
       layers: names of the outputs to return. Layers past the deepest one requested are not
@@ -101,23 +137,35 @@ class VGG19(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """Map a preprocessed ``(H, W, 3)`` BGR image to ``{layer: (h, w, c)}``."""
-        wanted = set(self.layers)
-        last = max(LAYERS.index(name) for name in self.layers)
-        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
         out = {}
-        for name in LAYERS[: last + 1]:
-            if name.endswith("_pool"):
-                x = pool(x, (2, 2), strides=(2, 2), padding="VALID")
-            else:
-                filters = conv_shapes()[name][0][-1]
-                x = nn.relu(nn.Conv(filters, (3, 3), padding="SAME", name=name)(x))
-            if name in wanted:
-                out[name] = x
+        for block in _blocks(self.layers, self.pooling):
+            x, found = block(x)
+            out.update(found)
         return out
 
 
+def _blocks(layers: Sequence[str], pooling: str) -> list[_Block]:
+    """The blocks that compute ``layers``, in order (named ``block1`` ...)."""
+    last = max(LAYERS.index(name) for name in layers)
+    count = int(LAYERS[last][len("block")])
+    return [_Block(i, tuple(layers), last, pooling, name=f"block{i}") for i in range(1, count + 1)]
+
+
+def nest_params(params: Params) -> dict[str, dict[str, Mapping[str, jax.Array]]]:
+    """``{layer: {kernel, bias}}`` -> ``{"blockB": {layer: {kernel, bias}}}`` (the module's
+    tree)."""
+    nested: dict[str, dict[str, Mapping[str, jax.Array]]] = {}
+    for name, leaves in params.items():
+        nested.setdefault(name.split("_")[0], {})[name] = leaves
+    return nested
+
+
 def image_features(
-    params: Params, image: jax.Array, layers: Sequence[str], pooling: str = "max"
+    params: Params,
+    image: jax.Array,
+    layers: Sequence[str],
+    pooling: str = "max",
+    remat: bool = False,
 ) -> dict[str, jax.Array]:
     """Features of one RGB image.
 
@@ -126,14 +174,27 @@ def image_features(
       image: ``(H, W, 3)`` float RGB in [0, 1].
       layers: names of the layers to return (see ``LAYERS``).
       pooling: ``"max"`` or ``"avg"``.
+      remat: under differentiation, keep only each block's input and recompute the block's
+        activations during the backward pass (``jax.checkpoint`` per block), at the cost of
+        about one more forward pass. The first block, at full resolution, holds most of
+        VGG's activations and must be live for its own backward pass anyway, so the saving
+        is bounded (README, "Memory").
 
     Returns:
       ``{layer: (h, w, c)}`` activations; conv outputs are after ReLU.
     """
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"expected an (H, W, 3) image, got shape {tuple(image.shape)}")
-    module = VGG19(layers=tuple(layers), pooling=pooling)
-    return module.apply({"params": params}, preprocess(image))
+    nested = nest_params(params)
+    x = preprocess(image)
+    if not remat:
+        return VGG19(layers=tuple(layers), pooling=pooling).apply({"params": nested}, x)
+    out = {}
+    for block in _blocks(layers, pooling):
+        apply = jax.checkpoint(lambda p, x, block=block: block.apply({"params": p}, x))
+        x, found = apply(nested[block.name], x)
+        out.update(found)
+    return out
 
 
 def vgg19_features(

@@ -29,17 +29,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(size: int, batch: int, steps_per_call: int, repeats: int, weights: str) -> dict:
-    """Run stylize like the CLI does and time each compiled chunk."""
+def measure(
+    size: int,
+    batch: int,
+    steps_per_call: int,
+    repeats: int,
+    weights: str,
+    remat: bool = False,
+    cache: str | None = None,
+    estimate: bool = False,
+) -> dict:
+    """Run stylize like the CLI does and time each compiled chunk.
+
+    With ``cache``, JAX's persistent compilation cache is on in that folder (as in the CLI);
+    with ``estimate``, the memory estimate is made first, as the CLI does before a run.
+    """
+    start = time.perf_counter()
     import jax
 
-    from nst_jax import StyleConfig, image, load_vgg19, stylize
+    from nst_jax import StyleConfig, compile_cache, image, load_vgg19, memory, stylize
 
+    if cache:
+        compile_cache.enable(cache)
     params = load_vgg19(weights)
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
     style = image.load(ROOT / "samples" / "hubble.jpg", size)
     contents = content if batch == 1 else jax.numpy.stack([content] * batch)
-    config = StyleConfig(steps=steps_per_call * (repeats + 1), steps_per_call=steps_per_call)
+    config = StyleConfig(
+        steps=steps_per_call * (repeats + 1), steps_per_call=steps_per_call, remat=remat
+    )
+    estimate_bytes = memory.estimate_bytes(config, batch, size, size) if estimate else None
     marks = [time.perf_counter()]
     stylize(contents, style, params=params, config=config,
             callback=lambda done, losses: marks.append(time.perf_counter()))  # fmt: skip
@@ -50,6 +69,9 @@ def measure(size: int, batch: int, steps_per_call: int, repeats: int, weights: s
         "batch": batch,
         "backend": jax.default_backend(),
         "compile_s": (marks[1] - marks[0]) - statistics.median(chunks),
+        "startup_s": marks[0] - start,  # imports, weights, the estimate's compile
+        "estimate_mib": estimate_bytes / 2**20 if estimate else None,
+        "remat": remat,
         "ms_per_step": statistics.median(per_step),
         "ms_min": min(per_step),
         "ms_max": max(per_step),
@@ -118,6 +140,14 @@ def main() -> None:
     parser.add_argument("--race-steps", type=int, default=1000, help="single-scale Adam steps")
     parser.add_argument("--scales", type=int, default=3, help="coarse-to-fine scales (race)")
     parser.add_argument("--coarse-steps", type=int, default=200, help="steps per coarse scale")
+    parser.add_argument("--remat", action="store_true", help="jax.checkpoint per VGG block")
+    parser.add_argument("--estimate", action="store_true", help="memory estimate vs peak RSS")
+    parser.add_argument("--cache", help="persistent compilation cache folder for the runs")
+    parser.add_argument(
+        "--cache-check",
+        action="store_true",
+        help="run each size twice on a fresh compilation cache: compile time cold and warm",
+    )
     parser.add_argument("--one", type=str, help=argparse.SUPPRESS)  # "size,batch": child mode
     args = parser.parse_args()
 
@@ -136,28 +166,51 @@ def main() -> None:
 
     if args.one:
         size, batch = map(int, args.one.split(","))
-        print(json.dumps(measure(size, batch, args.steps_per_call, args.repeats, args.weights)))
+        r = measure(size, batch, args.steps_per_call, args.repeats, args.weights,
+                    args.remat, args.cache, args.estimate)  # fmt: skip
+        print(json.dumps(r))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or _random_weights(tmp)
         print(
-            "| size | batch | compile s | ms/step median (min-max) | image-steps/s | peak RSS MiB |"
+            "| size | batch | remat | compile s | startup s | ms/step median (min-max) "
+            "| image-steps/s | peak RSS MiB | estimate MiB |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for size in args.sizes:
             for batch in args.batches:
-                child = [sys.executable, __file__, "--one", f"{size},{batch}", "--weights", weights,
-                         "--steps-per-call", str(args.steps_per_call),
-                         "--repeats", str(args.repeats)]  # fmt: skip
-                out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
-                r = json.loads(out.strip().splitlines()[-1])
-                print(
-                    f"| {r['size']} | {r['batch']} | {r['compile_s']:.1f} | "
-                    f"{r['ms_per_step']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
-                    f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} |",
-                    flush=True,
-                )
+                cache = args.cache
+                if args.cache_check:
+                    cache = tempfile.mkdtemp(dir=tmp)  # cold: a new, empty cache
+                for _ in range(2 if args.cache_check else 1):
+                    child = [sys.executable, __file__, "--one", f"{size},{batch}",
+                             "--weights", weights, "--steps-per-call", str(args.steps_per_call),
+                             "--repeats", str(args.repeats)]  # fmt: skip
+                    child += ["--remat"] * args.remat + ["--estimate"] * args.estimate
+                    child += ["--cache", cache] if cache else []
+                    _print_row(_child(child))
+
+
+def _child(argv: list[str]) -> dict:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _print_row(r: dict) -> None:
+    if "error" in r:
+        print(f"| failed: {r['error']} |", flush=True)
+        return
+    estimate = f"{r['estimate_mib']:.0f}" if r.get("estimate_mib") else "-"
+    print(
+        f"| {r['size']} | {r['batch']} | {'yes' if r['remat'] else 'no'} | "
+        f"{r['compile_s']:.1f} | {r['startup_s']:.1f} | "
+        f"{r['ms_per_step']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
+        f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {estimate} |",
+        flush=True,
+    )
 
 
 def _random_weights(folder: str) -> str:

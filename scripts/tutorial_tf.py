@@ -39,6 +39,28 @@ def tutorial_losses(
       style_image: ``(h, w, 3)`` float32 in [0, 1].
       steps: number of ``train_step`` calls.
     """
+    train_step, image = tutorial_train_step(
+        weights_path, content_image, style_image, style_weight, content_weight,
+        total_variation_weight,
+    )  # fmt: skip
+    losses = [float(np.squeeze(train_step().numpy())) for _ in range(steps)]
+    return np.asarray(losses), image.numpy()[0]
+
+
+def tutorial_train_step(
+    weights_path: str,
+    content_image: np.ndarray,
+    style_image: np.ndarray,
+    style_weight: float = 1e-2,
+    content_weight: float = 1e4,
+    total_variation_weight: float = 30,
+):
+    """The tutorial's model, targets, optimizer and ``train_step``, ready to call.
+
+    Returns:
+      ``(step, image)``: ``step()`` runs one ``train_step`` and returns its loss (a tensor);
+      ``image`` is the ``tf.Variable`` being optimised.
+    """
     import tensorflow as tf
 
     def vgg_layers(layer_names):
@@ -112,8 +134,7 @@ def tutorial_losses(
         image.assign(tf.clip_by_value(image, clip_value_min=0.0, clip_value_max=1.0))
         return loss
 
-    losses = [float(np.squeeze(train_step(image).numpy())) for _ in range(steps)]
-    return np.asarray(losses), image.numpy()[0]
+    return (lambda: train_step(image)), image
 
 
 def tf_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -21,6 +21,9 @@ def _isolated_weight_places(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("NST_JAX_CACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("KERAS_HOME", str(home / "keras"))
     monkeypatch.delenv("NST_JAX_WEIGHTS", raising=False)
+    # JAX's compilation cache is process-wide: tests keep it off (one test turns it on in a
+    # subprocess of its own).
+    monkeypatch.setenv("NST_JAX_COMPILE_CACHE", "off")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
 
 

@@ -260,7 +260,7 @@ def test_presets_are_valid_and_tutorial_is_the_default():
     assert gatys.optimizer == "lbfgs"
     # alpha/beta = 1e-3 in Gatys' normalisation; block4_conv2 of 512x512 is 64 x 64 x 512.
     assert gatys_weights() == (64 * 64 * 512 / 2, 1e3 / 4)
-    assert PRESETS["quality"].optimizer == "lbfgs"
+    assert PRESETS["quality"].replace(learning_rate=0.02) == StyleConfig()
 
 
 def test_old_optimizer_name_still_accepted():

@@ -1,0 +1,159 @@
+"""How much memory a run will need, and how much there is, before any work starts.
+
+The estimate is XLA's own account of the compiled step (``memory_analysis()``: arguments,
+outputs, temporaries, code) plus what the process already holds. It compiles the step, which
+the run then finds in the compilation caches; with ``remat`` the temporaries shrink, and so
+does the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from nst_jax import vgg
+from nst_jax.config import StyleConfig
+
+GIB = 2**30
+
+
+def process_rss_bytes() -> int:
+    """This process's resident memory now (Linux ``/proc``), else its peak so far."""
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cgroup_free_bytes() -> int | None:
+    """Room left under a container's memory limit (cgroup v2), if there is one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else int(limit) - used
+
+
+def available_bytes(device: jax.Device | None = None) -> int | None:
+    """Memory a run on ``device`` may still take, or ``None`` when unknown.
+
+    Accelerators: the device's limit minus what is in use. CPU: ``MemAvailable`` (and any
+    container limit), plus this process's own resident memory, since the estimate counts it.
+    """
+    device = device or jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" not in stats:
+            return None
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in meminfo.splitlines()
+                if line.startswith("MemAvailable:")), None)  # fmt: skip
+    if kib is None:
+        return None
+    free = kib * 1024
+    cgroup = _cgroup_free_bytes()
+    if cgroup is not None:
+        free = min(free, cgroup)
+    return free + process_rss_bytes()
+
+
+def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.float32) -> int:
+    """Bytes XLA needs for one compiled step of an ``(n, height, width, 3)`` batch."""
+    from nst_jax import optimize  # here, not at import: optimize is the larger module
+
+    plan = optimize.Plan.from_config(config)
+    spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    params = {
+        name: {"kernel": spec(kernel), "bias": spec(bias)}
+        for name, (kernel, bias) in vgg.conv_shapes().items()
+    }
+    content = jax.eval_shape(
+        lambda p, x: vgg.image_features(p, x, plan.content_layers, plan.pooling),
+        params,
+        spec((height, width, 3)),
+    )
+    channels = {name: vgg.conv_shapes()[name][1][0] for name in plan.style_layers}
+    grams = {name: spec((n, c, c)) for name, c in channels.items()}
+    targets = {
+        "content": {k: spec((n, *v.shape)) for k, v in content.items()},
+        "style": grams,
+    }
+    hparams = {name: spec((n,)) for name in optimize.HPARAMS}
+    images = spec((n, height, width, 3))
+    opt_states = jax.eval_shape(
+        lambda p, t, hp, im: optimize._batch_init(plan, p, t, hp, im),
+        params,
+        targets,
+        hparams,
+        images,
+    )
+    compiled = optimize._batch_step.lower(
+        plan, params, targets, hparams, images, opt_states
+    ).compile()
+    stats = compiled.memory_analysis()
+    return int(
+        stats.argument_size_in_bytes
+        + stats.output_size_in_bytes
+        - stats.alias_size_in_bytes
+        + stats.temp_size_in_bytes
+        + stats.generated_code_size_in_bytes
+    )
+
+
+def estimate_bytes(config: StyleConfig, n: int, height: int, width: int) -> int:
+    """Peak memory of a run: what the process holds once the step is compiled (compilers'
+    memory is not all handed back to the system) plus what the step itself needs."""
+    step = step_bytes(config, n, height, width)
+    return process_rss_bytes() + step
+
+
+def largest_side(
+    config: StyleConfig, n: int, height: int, width: int, needed: int, available: int
+) -> int:
+    """The longest side (aspect kept) whose run would fit in ``available`` bytes, assuming
+    the part of ``needed`` above the process's present memory grows with the pixel count."""
+    fixed = process_rss_bytes()
+    per_pixel = max(needed - fixed, 1) / (height * width)
+    pixels = max(available - fixed, 0) / per_pixel
+    return int(math.sqrt(pixels * max(height, width) / min(height, width)))
+
+
+def check_fits(
+    config: StyleConfig,
+    n: int,
+    height: int,
+    width: int,
+    available: int | None = None,
+    what: str = "this run",
+) -> int:
+    """Return the estimate, or raise ``MemoryError`` naming the largest size that fits.
+
+    Args:
+      config: the run's settings (``remat`` changes the estimate).
+      n: batch size.
+      height: image height at the largest scale.
+      width: image width.
+      available: bytes allowed (default: :func:`available_bytes`; unknown means no check).
+      what: named in the message.
+    """
+    needed = estimate_bytes(config, n, height, width)
+    available = available if available is not None else available_bytes()
+    if available is not None and needed > available:
+        side = largest_side(config, n, height, width, needed, available)
+        hint = "" if config.remat else ", or add --remat"
+        raise MemoryError(
+            f"{what}: {n} x {width}x{height} needs about {needed / GIB:.1f} GiB, "
+            f"{available / GIB:.1f} GiB available; about --max-dim {side} fits{hint}"
+        )
+    return needed

@@ -1,0 +1,81 @@
+"""Resources: remat, the memory estimate and refusal, the persistent compilation cache."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import cli, compile_cache, memory, optimize, vgg
+from nst_jax.config import StyleConfig
+
+FAST = StyleConfig(steps=2, steps_per_call=2)
+
+
+def _total(plan, params, targets, hparams, image):
+    return optimize.total_loss(plan, params, image, targets, hparams)[0]
+
+
+def test_remat_gives_the_same_loss_and_gradient(params, content_image, style_image):
+    """jax.checkpoint per block recomputes, it does not change the function (float32, 1e-5)."""
+    image = jnp.asarray(content_image)
+    results = []
+    for remat in (False, True):
+        plan = optimize.Plan.from_config(FAST.replace(remat=remat))
+        targets = {
+            "content": vgg.image_features(params, image, plan.content_layers),
+            "style": optimize.style_grams(plan, params, jnp.asarray(style_image)),
+        }
+        hparams = {k: jnp.asarray(float(getattr(FAST, k))) for k in optimize.HPARAMS}
+        loss_fn = functools.partial(_total, plan, params, targets, hparams)
+        results.append(jax.jit(jax.value_and_grad(loss_fn))(image + 0.01))
+    (loss, grad), (loss_r, grad_r) = results
+    np.testing.assert_allclose(loss_r, loss, rtol=1e-5)
+    np.testing.assert_allclose(grad_r, grad, rtol=1e-4, atol=1e-5 * float(jnp.abs(grad).max()))
+
+
+def test_estimate_refuses_a_size_that_does_not_fit():
+    needed = memory.estimate_bytes(FAST, 1, 64, 96)
+    with pytest.raises(MemoryError, match=r"about --max-dim \d+ fits, or add --remat"):
+        memory.check_fits(FAST, 1, 64, 96, available=needed // 2)
+    assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
+
+
+def test_cli_refuses_before_any_work(tmp_path, weights_h5, content_image, style_image, capsys):
+    for name, array in (("c.png", content_image), ("s.png", style_image)):
+        nst_jax.image.save(tmp_path / name, array)
+    out = tmp_path / "out.png"
+    argv = ["stylize", str(tmp_path / "c.png"), "--style", str(tmp_path / "s.png"),
+            "-o", str(out), "--weights", weights_h5, "--memory-limit", "0.01",
+            "--steps", "2", "--steps-per-call", "2", "--compile-cache", "off"]  # fmt: skip
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GiB available" in err and "--remat" in err
+    assert not out.exists() and not (tmp_path / "out.png.ckpt").exists()
+
+
+def test_compile_cache_setting(monkeypatch, tmp_path):
+    monkeypatch.delenv("NST_JAX_COMPILE_CACHE", raising=False)
+    assert compile_cache.resolve(None) == compile_cache.default_dir()
+    assert compile_cache.resolve("off") is None
+    assert compile_cache.resolve(str(tmp_path)) == tmp_path
+    monkeypatch.setenv("NST_JAX_COMPILE_CACHE", "off")
+    assert compile_cache.resolve(None) is None
+
+
+def test_compile_cache_stores_programs(tmp_path):
+    """In a process of its own (the cache is process-wide): a compiled program lands there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp; from nst_jax import compile_cache; "
+        f"compile_cache.enable({str(tmp_path / 'cache')!r}); "
+        "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert any((tmp_path / "cache").iterdir())

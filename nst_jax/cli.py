@@ -510,9 +510,14 @@ def _check_memory(work, config: StyleConfig, limit_gib: float | None) -> None:
     from nst_jax import memory
 
     available = int(limit_gib * memory.GIB) if limit_gib else None
-    for shape in {(len(jobs), *work.contents[jobs[0].content].shape[:2]) for jobs in work.batches}:
+    checked = set()
+    for jobs in work.batches:
+        shape = (len(jobs), *work.contents[jobs[0].content].shape[:2])
+        if shape in checked:
+            continue
+        checked.add(shape)
         try:
-            memory.check_fits(config, *shape, available=available, what="this run")
+            memory.check_fits(config, *shape, available=available, what=str(jobs[0].content))
         except MemoryError as e:
             raise InputError(str(e)) from None
 

@@ -151,9 +151,13 @@ def check_fits(
     available = available if available is not None else available_bytes()
     if available is not None and needed > available:
         side = largest_side(config, n, height, width, needed, available)
-        hint = "" if config.remat else ", or add --remat"
+        batch = f"a batch of {n} at " if n > 1 else ""
+        # On XLA:CPU --remat was measured to save nothing (README, "Memory and start-up"), so
+        # it is suggested only where it can help.
+        cpu = jax.default_backend() == "cpu"
+        hint = "" if config.remat or cpu else ", or add --remat"
         raise MemoryError(
-            f"{what}: {n} x {width}x{height} needs about {needed / GIB:.1f} GiB, "
+            f"{what}: {batch}{width}x{height} px needs about {needed / GIB:.1f} GiB, "
             f"{available / GIB:.1f} GiB available; about --max-dim {side} fits{hint}"
         )
     return needed

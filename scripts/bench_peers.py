@@ -162,7 +162,7 @@ def _torch_worker(weights: str, content: np.ndarray, style: np.ndarray):
             alpha = lr * (1 - b2**t) ** 0.5 / (1 - b1**t)
             image.sub_(m * alpha / (v.sqrt() + eps))
             image.clamp_(0.0, 1.0)
-        return float(loss)
+        return float(loss.detach())
 
     return step
 

@@ -309,17 +309,28 @@ def run_steps(
       ``(image, opt_state, history, last, evaluations, before)``: ``history`` holds the total
       loss before each step, length ``plan.steps_per_call`` (entries from ``n_steps`` on are
       zero); ``last`` the loss terms before the last step; ``evaluations`` their count over the
-      chunk; ``before`` the image before the last step.
+      chunk; ``before`` the image before the last step, for L-BFGS's loss terms (``None``
+      for Adam, whose step returns its terms, so the loop carries no extra image).
     """
+    keep_before = plan.optimizer == "lbfgs"
 
     def body(i, carry):
         image, opt_state, history, _, evaluations, _ = carry
         new, opt_state, losses_ = step(plan, params, targets, hparams, image, opt_state)
         evaluations = evaluations + losses_["evaluations"]
-        return new, opt_state, history.at[i].set(losses_["total"]), losses_, evaluations, image
+        before = image if keep_before else None
+        return new, opt_state, history.at[i].set(losses_["total"]), losses_, evaluations, before
 
     history = jnp.zeros(plan.steps_per_call, image.dtype)
-    carry = (image, opt_state, history, _empty_losses(image.dtype), jnp.zeros((), jnp.int32), image)
+    before = image if keep_before else None
+    carry = (
+        image,
+        opt_state,
+        history,
+        _empty_losses(image.dtype),
+        jnp.zeros((), jnp.int32),
+        before,
+    )
     return jax.lax.fori_loop(0, n_steps, body, carry)
 
 
@@ -462,8 +473,11 @@ def _style_sets(style, n: int, config: StyleConfig) -> list[list[jax.Array]]:
     A style shared by several images is the same array object, so its Grams are computed once.
     """
     if isinstance(style, (list, tuple)):
-        styles = [_as_batch("style", s)[0] for s in _dedupe(style)]
-        order = [styles[i] for i in _dedupe_index(style)]
+        converted: dict[int, jax.Array] = {}  # by id: a shared style stays one object
+        for s in style:
+            if id(s) not in converted:
+                converted[id(s)] = _as_batch("style", s)[0]
+        order = [converted[id(s)] for s in style]
     else:
         order = list(_as_batch("style", style))
     if config.style_blend is not None:
@@ -475,15 +489,6 @@ def _style_sets(style, n: int, config: StyleConfig) -> list[list[jax.Array]]:
     if len(order) not in (1, n):
         raise ValueError(f"got {len(order)} style images for {n} content images; give 1 or {n}")
     return [[order[0]]] * n if len(order) == 1 else [[s] for s in order]
-
-
-def _dedupe(items: Sequence) -> list:
-    return list({id(x): x for x in items}.values())
-
-
-def _dedupe_index(items: Sequence) -> list[int]:
-    firsts = list({id(x): None for x in items})
-    return [firsts.index(id(x)) for x in items]
 
 
 def _colour_inputs(config: StyleConfig, content: jax.Array, style_sets):
@@ -734,26 +739,27 @@ def stylize(
         evaluations = np.array(resume.evaluations, np.int64)  # a writable copy
     images = opt_states = None
     loop = resolve_loop(config.loop)
+    start = _place(_pad(start, (-n) % mesh.size if mesh else 0), mesh, P("batch"))
     for index in range(first, len(shapes)):
         shape = shapes[index]
         scale = _prepare_scale(plan, config, params, run_content, style_sets, shape, mesh)
-        padded = scale.content.shape[0]
-        start_padded = _place(_pad(start, padded - n), mesh, P("batch"))
+        init_args = (params, scale.targets, scale.hparams)
+        done = int(offsets[index])
         if images is None:
-            images = multiscale.resize_batch(start_padded, *shape)
+            images = multiscale.resize_batch(start, *shape)
             images = jnp.array(images, copy=True)  # the loop donates it
         else:
-            images = multiscale.upsample_images(images, start_padded, *shape)
-        if plan.optimizer == "lbfgs" or opt_states is None:
-            fresh = _batch_init(plan, params, scale.targets, scale.hparams, images)
-            evaluations += np.asarray(fresh_evaluations(plan, padded))[:n]
-            opt_states = fresh
+            images = multiscale.upsample_images(images, start, *shape)
+        if resume is not None and index == first:
+            # Only the state's structure is needed here, so nothing is evaluated.
+            structure = jax.eval_shape(functools.partial(_batch_init, plan), *init_args, images)
+            images, opt_states = _restore(resume, images, structure, mesh)
+            done = resume.step
+        elif plan.optimizer == "lbfgs" or opt_states is None:
+            opt_states = _batch_init(plan, *init_args, images)
+            evaluations += plan.optimizer == "lbfgs"  # L-BFGS evaluates its start once
         else:
             opt_states = multiscale.carry_state(opt_states, *shape)
-        done = int(offsets[index])
-        if resume is not None and index == first:
-            images, opt_states = _restore(resume, images, opt_states, mesh)
-            done = resume.step
         while done < offsets[index + 1]:
             k = min(config.steps_per_call, int(offsets[index + 1]) - done)
             images, opt_states, chunk, last, used = _run_chunk(
@@ -789,8 +795,3 @@ def stylize(
     if single:
         return StyleResult(images[0], all_losses[0], evaluations[0])
     return StyleResult(images, all_losses, evaluations)
-
-
-def fresh_evaluations(plan: Plan, n: int) -> np.ndarray:
-    """Evaluations an optimizer's start costs: L-BFGS evaluates the starting point once."""
-    return np.full(n, 1 if plan.optimizer == "lbfgs" else 0)

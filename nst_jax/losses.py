@@ -31,11 +31,32 @@ def gram_matrix(features: jax.Array) -> jax.Array:
       ``(c, c)`` Gram matrix, at least float32 even for lower-precision features.
     """
     _check_rank("gram_matrix", features, 3, "an (h, w, c) feature map")
-    h, w, _ = features.shape
-    # Accumulate in float32 at least: Gram sums run over h * w products.
-    accumulate = jnp.promote_types(features.dtype, jnp.float32)
-    gram = jnp.einsum("ijc,ijd->cd", features, features, preferred_element_type=accumulate)
-    return gram / (h * w)
+    h, w, c = features.shape
+    return _gram(features.reshape(h * w, c)) / (h * w)
+
+
+def _accumulator(f: jax.Array):
+    # At least float32: Gram sums run over h * w products.
+    return jnp.promote_types(f.dtype, jnp.float32)
+
+
+@jax.custom_jvp
+def _gram(f: jax.Array) -> jax.Array:
+    """``f.T @ f`` of an ``(n, c)`` matrix.
+
+    As one 2-D matrix product, XLA:CPU runs it as a single GEMM reading ``f`` transposed in
+    place (an einsum over ``(h, w)`` made the 512 px step 310 ms slower). The custom JVP
+    writes the tangent as ``t + t.T`` with ``t = f.T @ df``, so that its transpose, the
+    gradient, is the single product ``f @ (g + g.T)`` instead of autodiff's two.
+    """
+    return jnp.matmul(f.T, f, preferred_element_type=_accumulator(f))
+
+
+@_gram.defjvp
+def _gram_jvp(primals, tangents):
+    (f,), (df,) = primals, tangents
+    t = jnp.matmul(f.T, df, preferred_element_type=_accumulator(f))
+    return _gram(f), t + t.T
 
 
 def _mean_squared_sum(

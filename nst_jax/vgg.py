@@ -85,6 +85,47 @@ def pools_before(layers: Iterable[str]) -> int:
     return sum(1 for name in LAYERS[:deepest] if name.endswith("_pool"))
 
 
+def pool_2x2(x: jax.Array, pooling: str = "max") -> jax.Array:
+    """2x2 pooling, stride 2, VALID padding (an odd last row or column is dropped), of
+    ``(..., H, W, C)`` features.
+
+    Written with a reshape rather than ``reduce_window``: XLA:CPU runs the window's four
+    strided views and their gradient far faster than ``reduce_window`` and its
+    ``select_and_scatter`` gradient (512 px step: 3665 -> 3477 ms). Values and gradients are
+    identical to Keras' and Flax's pools, ties included (see :func:`_max4`).
+
+    Args:
+      x: ``(..., H, W, C)`` features.
+      pooling: ``"max"`` or ``"avg"``.
+    """
+    *lead, h, w, c = x.shape
+    x = x[..., : h // 2 * 2, : w // 2 * 2, :].reshape(*lead, h // 2, 2, w // 2, 2, c)
+    # The window's elements in row-major order, each an (..., H/2, W/2, C) strided view.
+    window = [x[..., :, i, :, j, :] for i in (0, 1) for j in (0, 1)]
+    if pooling == "max":
+        return _max4(*window)
+    return (window[0] + window[1] + window[2] + window[3]) / 4
+
+
+@jax.custom_jvp
+def _max4(a: jax.Array, b: jax.Array, c: jax.Array, d: jax.Array) -> jax.Array:
+    """Element-wise maximum of a pooling window's four elements.
+
+    Its derivative follows the *first* maximal element in row-major order, as TensorFlow's
+    and XLA's max-pool gradients do. ``jnp.max`` would share it among tied elements, and ties
+    are common: flat areas of 8-bit images give equal activations in block 1.
+    """
+    return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+@_max4.defjvp
+def _max4_jvp(primals, tangents):
+    a, b, c, _ = primals
+    ta, tb, tc, td = tangents
+    out = _max4(*primals)
+    return out, jnp.where(a == out, ta, jnp.where(b == out, tb, jnp.where(c == out, tc, td)))
+
+
 class _Block(nn.Module):
     """One VGG block: its convolutions (each followed by ReLU) and its pool.
 
@@ -102,13 +143,12 @@ class _Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-        pool = nn.max_pool if self.pooling == "max" else nn.avg_pool
         out = {}
         for name in LAYERS[: self.last + 1]:
             if not name.startswith(f"block{self.index}_"):
                 continue
             if name.endswith("_pool"):
-                x = pool(x, (2, 2), strides=(2, 2), padding="VALID")
+                x = pool_2x2(x, self.pooling)
             else:
                 filters = conv_shapes()[name][0][-1]
                 # Keras' names at the leaves: the params tree is {layer: {kernel, bias}}.

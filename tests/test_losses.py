@@ -108,3 +108,23 @@ def test_shape_errors_quote_the_shape(maps, targets):
         losses.content_loss({"a": maps["a"]}, {"a": targets["b"]})
     with pytest.raises(ValueError, match="Gram"):
         losses.style_loss(maps, targets)
+
+
+def test_gram_derivatives_closed_form(maps):
+    """Gram's custom JVP and the gradient it implies, against the product rule in float64:
+    dG = (F^T dF + dF^T F) / n, and d<W, G>/dF = F (W + W^T) / n, with n = h * w."""
+    f = maps["a"].astype(np.float64)
+    rng = np.random.default_rng(9)
+    df = rng.normal(size=f.shape)
+    weights = rng.normal(size=(4, 4))
+    flat, dflat, n = f.reshape(-1, 4), df.reshape(-1, 4), 5 * 7
+
+    _, tangent = jax.jvp(losses.gram_matrix, (maps["a"],), (df.astype(np.float32),))
+    expected_tangent = (flat.T @ dflat + dflat.T @ flat) / n
+    np.testing.assert_allclose(tangent, expected_tangent, rtol=1e-5, atol=1e-6)
+
+    grad = jax.grad(lambda x: jnp.sum(weights.astype(np.float32) * losses.gram_matrix(x)))(
+        maps["a"]
+    )
+    expected_grad = (flat @ (weights + weights.T) / n).reshape(f.shape)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)

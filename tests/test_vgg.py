@@ -1,5 +1,6 @@
 """VGG19 features against the independent NumPy reference in ``reference.py``."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,3 +101,25 @@ def test_pools_before():
     assert vgg.pools_before(["block1_conv1"]) == 0
     assert vgg.pools_before(["block5_conv2", "block1_conv1"]) == 4
     assert vgg.pools_before(["block5_pool"]) == 4
+
+
+@pytest.mark.parametrize("shape", [(6, 8, 3), (7, 9, 2), (2, 5, 4, 3)], ids=str)
+def test_pool_2x2_matches_reference_and_reduce_window(shape):
+    """Values against NumPy (max: reference.max_pool2x2; avg: the mean of each 2x2 window), and
+    the max-pool gradient against Flax's reduce_window pool (XLA's select_and_scatter),
+    exactly, on input with many ties: values from {0, 1, 2}, as ReLU zeros and flat image areas
+    make them. A tie's gradient goes to the window's first maximum in both."""
+    x = np.random.default_rng(3).integers(0, 3, size=shape).astype(np.float32)
+    if len(shape) == 3:
+        np.testing.assert_array_equal(vgg.pool_2x2(x, "max"), reference.max_pool2x2(x))
+    h, w = shape[-3] // 2 * 2, shape[-2] // 2 * 2
+    windows = x[..., :h, :w, :].reshape(*shape[:-3], h // 2, 2, w // 2, 2, shape[-1])
+    np.testing.assert_allclose(vgg.pool_2x2(x, "avg"), windows.mean(axis=(-4, -2)), rtol=1e-6)
+
+    def flax_max(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+
+    weights = np.random.default_rng(4).normal(size=flax_max(x).shape).astype(np.float32)
+    ours = jax.grad(lambda v: jnp.sum(weights * vgg.pool_2x2(v, "max")))(x)
+    flax = jax.grad(lambda v: jnp.sum(weights * flax_max(v)))(x)
+    np.testing.assert_array_equal(ours, flax)

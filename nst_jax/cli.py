@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from nst_jax import compile_cache, image, multiscale, weights
+from nst_jax import compile_cache, image, multiscale, vgg, weights
 from nst_jax.atomic import nearest_existing_parent
 from nst_jax.config import (
     INITS,
@@ -236,6 +236,13 @@ def _add_algorithm_options(p: argparse.ArgumentParser) -> None:
         "memory, steps take ~1/3 longer (default: off)",
     )
     r.add_argument(
+        "--conv",
+        choices=vgg.CONV_METHODS,
+        help="how convolutions are computed: Winograd F(2x2,3x3) (fewer multiplications, same "
+        "result up to float rounding; compiles ~5 s longer), direct, or auto: Winograd on CPU "
+        f"when the run is long enough to repay that, else direct {_default('conv')}",
+    )
+    r.add_argument(
         "--memory-limit",
         type=_positive_float,
         metavar="GIB",
@@ -382,6 +389,7 @@ CONFIG_OPTIONS = (
     "style_scale",
     "steps_per_call",
     "remat",
+    "conv",
 )
 
 

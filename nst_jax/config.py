@@ -66,6 +66,10 @@ class StyleConfig:
         arrays as given).
       remat: recompute each VGG block's activations in the backward pass instead of keeping
         them (``jax.checkpoint`` per block): less memory for large images, ~1/3 more time.
+      conv: how the network's 3x3 convolutions are computed: ``"direct"``, ``"winograd"``
+        (Winograd F(2x2, 3x3): fewer multiplications, same result up to float rounding; see
+        :mod:`nst_jax.winograd`), or ``"auto"`` (Winograd on CPU for runs long enough to
+        repay its longer compile, direct otherwise: :func:`nst_jax.vgg.resolve_conv`).
     """
 
     content_layers: tuple[str, ...] = ("block5_conv2",)
@@ -101,6 +105,7 @@ class StyleConfig:
     pooling: str = "max"
     max_dim: int = 512
     remat: bool = False
+    conv: str = "auto"
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience but stored as tuples so configs stay hashable.
@@ -155,6 +160,7 @@ class StyleConfig:
             ("pooling", POOLINGS),
             ("loop", LOOPS),
             ("preserve_color", PRESERVE_COLOR),
+            ("conv", vgg.CONV_METHODS),
         ):
             if getattr(self, field) not in choices:
                 raise ValueError(f"{field} must be one of {', '.join(choices)}")

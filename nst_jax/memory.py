@@ -78,6 +78,8 @@ def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.f
         name: {"kernel": spec(kernel), "bias": spec(bias)}
         for name, (kernel, bias) in vgg.conv_shapes().items()
     }
+    work = optimize.pixel_steps(config, n, height, width)
+    params = jax.eval_shape(lambda p: vgg.prepare_params(p, config.conv, pixel_steps=work), params)
     content = jax.eval_shape(
         lambda p, x: vgg.image_features(p, x, plan.content_layers, plan.pooling),
         params,

@@ -684,6 +684,15 @@ def _prepare_scale(plan, config, params, content, style_sets, shape, mesh) -> _S
     return _Scale(targets, per_image["hparams"], content)
 
 
+def pixel_steps(config: StyleConfig, n: int, height: int, width: int) -> int:
+    """Images x pixels x steps of a run, over all its scales: what ``conv="auto"`` weighs
+    against Winograd's longer compile (:func:`nst_jax.vgg.resolve_conv`)."""
+    shapes = multiscale.scale_shapes(height, width, config)
+    coarse = config.coarse_steps or config.steps
+    steps = [coarse] * (len(shapes) - 1) + [config.steps]
+    return n * sum(s * h * w for s, (h, w) in zip(steps, shapes, strict=True))
+
+
 def stylize(
     content: jax.Array | np.ndarray,
     style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],
@@ -740,7 +749,9 @@ def stylize(
     run_content, style_sets = _colour_inputs(config, content, _style_sets(style, n, config))
     start = initial_images(config, run_content, style_sets)
     mesh = batch_mesh(devices)
-    params = _place(params, mesh, P())
+    # Once per run: Winograd's kernel transform does not depend on the image.
+    work = pixel_steps(config, n, height, width)
+    params = _place(vgg.prepare_params(params, config.conv, pixel_steps=work), mesh, P())
     shapes = multiscale.scale_shapes(height, width, config)
     coarse = config.coarse_steps or config.steps
     steps = [coarse] * (len(shapes) - 1) + [config.steps]

@@ -38,11 +38,14 @@ def measure(
     remat: bool = False,
     cache: str | None = None,
     estimate: bool = False,
+    conv: str = "auto",
 ) -> dict:
     """Run stylize like the CLI does and time each compiled chunk.
 
     With ``cache``, JAX's persistent compilation cache is on in that folder (as in the CLI);
     with ``estimate``, the memory estimate is made first, as the CLI does before a run.
+    ``conv`` "auto" is resolved as for a default-length (1000-step) CLI run: a benchmark's few
+    steps must not switch "auto" to the short-run choice.
     """
     start = time.perf_counter()
     import jax
@@ -55,8 +58,14 @@ def measure(
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
     style = image.load(ROOT / "samples" / "hubble.jpg", size)
     contents = content if batch == 1 else jax.numpy.stack([content] * batch)
+    from nst_jax import optimize, vgg
+
+    conv = vgg.resolve_conv(conv, optimize.pixel_steps(StyleConfig(), batch, size, size))
     config = StyleConfig(
-        steps=steps_per_call * (repeats + 1), steps_per_call=steps_per_call, remat=remat
+        steps=steps_per_call * (repeats + 1),
+        steps_per_call=steps_per_call,
+        remat=remat,
+        conv=conv,
     )
     estimate_bytes = memory.estimate_bytes(config, batch, size, size) if estimate else None
     marks = [time.perf_counter()]
@@ -72,6 +81,7 @@ def measure(
         "startup_s": marks[0] - start,  # imports, weights, the estimate's compile
         "estimate_mib": estimate_bytes / 2**20 if estimate else None,
         "remat": remat,
+        "conv": conv,
         "ms_per_step": statistics.median(per_step),
         "ms_min": min(per_step),
         "ms_max": max(per_step),
@@ -142,6 +152,10 @@ def main() -> None:
     parser.add_argument("--coarse-steps", type=int, default=200, help="steps per coarse scale")
     parser.add_argument("--remat", action="store_true", help="jax.checkpoint per VGG block")
     parser.add_argument("--estimate", action="store_true", help="memory estimate vs peak RSS")
+    parser.add_argument(
+        "--conv", choices=("auto", "direct", "winograd"), default="auto",
+        help="convolution method (auto: as a 1000-step CLI run would choose)",
+    )  # fmt: skip
     parser.add_argument("--cache", help="persistent compilation cache folder for the runs")
     parser.add_argument(
         "--cache-check",
@@ -167,17 +181,17 @@ def main() -> None:
     if args.one:
         size, batch = map(int, args.one.split(","))
         r = measure(size, batch, args.steps_per_call, args.repeats, args.weights,
-                    args.remat, args.cache, args.estimate)  # fmt: skip
+                    args.remat, args.cache, args.estimate, args.conv)  # fmt: skip
         print(json.dumps(r))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights or _random_weights(tmp)
         print(
-            "| size | batch | remat | compile s | startup s | ms/step median (min-max) "
+            "| size | batch | conv | remat | compile s | startup s | ms/step median (min-max) "
             "| image-steps/s | peak RSS MiB | estimate MiB |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for size in args.sizes:
             for batch in args.batches:
                 cache = args.cache
@@ -186,7 +200,7 @@ def main() -> None:
                 for _ in range(2 if args.cache_check else 1):
                     child = [sys.executable, __file__, "--one", f"{size},{batch}",
                              "--weights", weights, "--steps-per-call", str(args.steps_per_call),
-                             "--repeats", str(args.repeats)]  # fmt: skip
+                             "--repeats", str(args.repeats), "--conv", args.conv]  # fmt: skip
                     child += ["--remat"] * args.remat + ["--estimate"] * args.estimate
                     child += ["--cache", cache] if cache else []
                     _print_row(_child(child))
@@ -205,7 +219,7 @@ def _print_row(r: dict) -> None:
         return
     estimate = f"{r['estimate_mib']:.0f}" if r.get("estimate_mib") else "-"
     print(
-        f"| {r['size']} | {r['batch']} | {'yes' if r['remat'] else 'no'} | "
+        f"| {r['size']} | {r['batch']} | {r['conv']} | {'yes' if r['remat'] else 'no'} | "
         f"{r['compile_s']:.1f} | {r['startup_s']:.1f} | "
         f"{r['ms_per_step']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
         f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {estimate} |",

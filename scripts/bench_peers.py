@@ -9,7 +9,8 @@ steps, so machine noise falls on all of them alike. Reported: median ms per step
 peak RSS, the ratio to the faster baseline, achieved GFLOP/s (analytic FLOPs of one step:
 forward to the deepest layer, input-only backward, Grams) against the fp32 matrix-multiply peak
 measured here (``jnp.matmul`` and NumPy, 4096 x 4096, best of several), and whether the first
-steps' losses agree (relative 1e-2; the first step, before any update, to 1e-4).
+steps' losses agree (relative 1e-2; the first step, before any update, to 1e-4). The FLOPs are
+the direct algorithm's, so for Winograd (fewer multiplications) the rate is an effective one.
 
 The TensorFlow worker is the tutorial's own code (``scripts/tutorial_tf.py``). The PyTorch
 worker builds VGG19 by hand from the same ``.h5`` and uses Keras-form Adam, so its trajectory
@@ -35,7 +36,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 CONTENT_LAYERS = ["block5_conv2"]
 STYLE_LAYERS = ["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"]
-WORKERS = ("tensorflow", "torch", "nst_jax")
+# nst_jax runs as users run it (conv="auto": Winograd on CPU) and, beside it, with direct
+# convolutions (the same FLOPs as the peers, so its GFLOP/s is a true efficiency).
+WORKERS = ("tensorflow", "torch", "nst_jax", "nst_jax_direct")
 
 
 def images(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,13 +170,13 @@ def _torch_worker(weights: str, content: np.ndarray, style: np.ndarray):
     return step
 
 
-def _nst_jax_worker(weights: str, content: np.ndarray, style: np.ndarray, chunk: int):
+def _nst_jax_worker(weights: str, content: np.ndarray, style: np.ndarray, chunk: int, conv: str):
     """nst_jax runs through ``stylize`` itself; its ``on_chunk`` hook is where it waits for
     the parent, so the timed steps are exactly what users run."""
     import nst_jax
 
     params = nst_jax.load_vgg19(weights)
-    config = nst_jax.StyleConfig(steps=10**6, steps_per_call=chunk)
+    config = nst_jax.StyleConfig(steps=10**6, steps_per_call=chunk, conv=conv)
     state = {"start": time.perf_counter(), "first": True}
 
     def on_chunk(run_state) -> None:
@@ -204,10 +207,11 @@ def _wait_for_run(chunk: int) -> None:
 
 def worker(kind: str, weights: str, size: int, steps: int) -> None:
     content, style = images(size)
-    if kind == "nst_jax":
+    if kind.startswith("nst_jax"):
         # Two warm-up chunks would be 2 * steps; one chunk of `steps` is the warm-up instead,
         # and its first two losses are the reported ones.
-        _nst_jax_worker(weights, content, style, steps)
+        conv = "direct" if kind == "nst_jax_direct" else "auto"
+        _nst_jax_worker(weights, content, style, steps, conv)
         return
     step = _tensorflow_worker(weights, content, style) if kind == "tensorflow" else None
     step = step or _torch_worker(weights, content, style)

@@ -34,8 +34,10 @@ def max_relative_error(actual, expected):
     )
 
 
-def test_every_layer_matches_numpy_reference(params, odd_image, reference_features):
-    features = nst_jax.vgg19_features(params, jnp.asarray(odd_image)[None], vgg.LAYERS)
+@pytest.mark.parametrize("conv", ["direct", "winograd"])
+def test_every_layer_matches_numpy_reference(params, odd_image, reference_features, conv):
+    prepared = vgg.prepare_params(params, conv)
+    features = nst_jax.vgg19_features(prepared, jnp.asarray(odd_image)[None], vgg.LAYERS)
     errors = {}
     for name in vgg.LAYERS:
         assert features[name].shape[1:] == reference_features[name].shape, name

@@ -1,0 +1,148 @@
+"""Winograd F(2x2, 3x3) convolution: VGG's 3x3 SAME convolutions in fewer multiplications.
+
+A direct 3x3 convolution spends 36 multiplications per 2x2 block of outputs and input channel;
+Winograd's minimal filtering algorithm (Lavin & Gray, "Fast Algorithms for Convolutional
+Neural Networks", 2016) spends 16. The image is cut into overlapping 4x4 tiles (stride 2) and
+each tile is transformed, ``V = Bt d B``; the kernel is transformed once, ``U = G g Gt``; the
+product becomes 16 independent matrix products ``M[k, l] = V[k, l] @ U[k, l]`` over channels;
+and each 2x2 output block is ``At M A``. The transforms only add and subtract, so nearly all the
+time is in the 16 products, which XLA:CPU runs as ordinary matrix multiplications.
+
+Why here: on a CPU nst_jax's step is the convolutions and their input gradients, and those
+already ran at 80-90% of the machine's matrix-multiply peak, so only fewer multiplications
+could make it faster (README, "Performance"). On XLA:CPU the whole step ran 1.5x faster with
+every layer but the first by Winograd (:data:`nst_jax.vgg.WINOGRAD_MIN_CHANNELS`). GPU
+libraries choose Winograd-style algorithms themselves, so nst_jax uses this on CPU only (see
+:func:`nst_jax.vgg.resolve_conv`).
+
+Precision: the transforms' constants are 0, 1 and 1/2, exact in floating point; in float32 the
+result differs from a direct convolution by about 1e-7 relative (tests bound it).
+
+All functions take one ``(H, W, C)`` image; batch them with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# The kernel transform maps tile rows (k) and columns (l) of U through this permutation when
+# the kernel is rotated by 180 degrees: G @ reversed(g) == P @ G @ g, with P swapping 0 and 3.
+_ROTATED = (3, 1, 2, 0)
+
+
+def _input_rows(d0, d1, d2, d3):
+    """``Bt @ d`` along one axis for the four rows (or columns) of a 4x4 tile."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+def _output_rows(m0, m1, m2, m3):
+    """``At @ m`` along one axis: four transformed rows (or columns) -> two outputs."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+def _kernel_rows(g0, g1, g2):
+    """``G @ g`` along one axis: three kernel rows (or columns) -> four."""
+    return g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2
+
+
+def transform_kernel(kernel: jax.Array) -> jax.Array:
+    """``(3, 3, C, O)`` HWIO kernel -> ``(4, 4, C, O)`` Winograd kernel ``U = G g Gt``.
+
+    Done once per run, not per step: the weights do not change while an image is optimised.
+    """
+    rows = _kernel_rows(kernel[0], kernel[1], kernel[2])  # each (3, C, O)
+    return jnp.stack([jnp.stack(_kernel_rows(r[0], r[1], r[2])) for r in rows])
+
+
+def _tiles(x: jax.Array) -> tuple[list[list[jax.Array]], int, int]:
+    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a SAME 3x3
+    convolution's input, and the tile counts ``th, tw`` (the output padded up to even)."""
+    h, w, _ = x.shape
+    th, tw = -(-h // 2), -(-w // 2)
+    # One pixel of zero padding for SAME, plus one more row/column where a side is odd.
+    xp = jnp.pad(x, ((1, 2 * th - h + 1), (1, 2 * tw - w + 1), (0, 0)))
+    # d[i][j]: element (i, j) of every tile, as one strided view.
+    d = [[xp[i : i + 2 * th - 1 : 2, j : j + 2 * tw - 1 : 2] for j in range(4)] for i in range(4)]
+    by_row = [_input_rows(*[d[i][j] for i in range(4)]) for j in range(4)]  # [j][k]
+    return [list(_input_rows(*[by_row[j][k] for j in range(4)])) for k in range(4)], th, tw
+
+
+def _untile(m: list[list[jax.Array]], h: int, w: int) -> jax.Array:
+    """``At M A`` of every tile, put back in place: ``M[k][l]`` ``(th, tw, O)`` -> ``(h, w, O)``."""
+    th, tw, o = m[0][0].shape
+    by_row = [_output_rows(*m[k]) for k in range(4)]  # [k][j], j the output column
+    out = [_output_rows(*[by_row[k][j] for k in range(4)]) for j in range(2)]  # [j][i]
+    # (th, 2, tw, 2, O): output row 2t + i, column 2u + j.
+    y = jnp.stack([jnp.stack([out[j][i] for j in range(2)], axis=2) for i in range(2)], axis=1)
+    return y.reshape(2 * th, 2 * tw, o)[:h, :w]
+
+
+def _products(v: list[list[jax.Array]], u: jax.Array, rotated: bool) -> list[list[jax.Array]]:
+    """The 16 channel products ``V[i][j] @ U[i, j]``, as 2-D matrix multiplications.
+
+    With ``rotated``, the products of the input gradient: ``V[i][j] @ U[P i, P j].T``, the
+    transformed kernel of the kernel rotated by 180 degrees with its channels swapped.
+    Unrolled 2-D products, not one batched ``einsum``: XLA:CPU runs 16 matrix
+    multiplications faster than the batched one (a 64 x 64 x 256 layer: 46 vs 72 ms).
+    """
+    th, tw, c = v[0][0].shape
+
+    def product(i: int, j: int) -> jax.Array:
+        flat = v[i][j].reshape(th * tw, c)
+        if rotated:
+            kernel = u[_ROTATED[i], _ROTATED[j]]
+            out = jax.lax.dot_general(flat, kernel, (((1,), (1,)), ((), ())))
+        else:
+            out = flat @ u[i, j]
+        return out.reshape(th, tw, -1)
+
+    return [[product(i, j) for j in range(4)] for i in range(4)]
+
+
+def _conv(x: jax.Array, u: jax.Array, rotated: bool = False) -> jax.Array:
+    v, _, _ = _tiles(x)
+    return _untile(_products(v, u, rotated), x.shape[0], x.shape[1])
+
+
+@jax.custom_vjp
+def conv3x3(x: jax.Array, u: jax.Array) -> jax.Array:
+    """SAME, stride-1 3x3 convolution of one image (no bias), by Winograd F(2x2, 3x3).
+
+    Equal, up to rounding, to ``lax.conv_general_dilated`` with the kernel ``g`` whose
+    transform is ``u``.
+
+    Args:
+      x: ``(H, W, C)`` input.
+      u: ``(4, 4, C, O)`` transformed kernel from :func:`transform_kernel`.
+
+    Returns:
+      ``(H, W, O)``.
+    """
+    return _conv(x, u)
+
+
+def _conv3x3_fwd(x, u):
+    return _conv(x, u), (x, u)
+
+
+def _conv3x3_bwd(residuals, g):
+    x, u = residuals
+    # The input gradient of a SAME 3x3 convolution is the SAME 3x3 convolution of the output
+    # gradient with the kernel rotated 180 degrees and its channels swapped: Winograd again,
+    # instead of the transposes of the forward's slices and pads that autodiff would write.
+    dx = _conv(g, u, rotated=True)
+    # The kernel gradient (unused when only the image is optimised; XLA then removes it):
+    # dU[i, j] = V[i][j].T @ dM[i][j], with dM the transpose of the output transform.
+    v, th, tw = _tiles(x)
+    m_shape = jax.ShapeDtypeStruct((th, tw, u.shape[-1]), g.dtype)
+    untile = lambda m: _untile(m, x.shape[0], x.shape[1])  # noqa: E731
+    (dm,) = jax.linear_transpose(untile, [[m_shape] * 4 for _ in range(4)])(g)
+    flat = lambda a: a.reshape(th * tw, -1)  # noqa: E731
+    du = jnp.stack(
+        [jnp.stack([flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)]) for i in range(4)]
+    )
+    return dx, du
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)

@@ -1,0 +1,133 @@
+"""Winograd F(2x2, 3x3) convolution against the NumPy direct convolution and lax's gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import multiscale, optimize, vgg, winograd
+
+import reference
+
+# Odd and even sides (an odd side pads the last tile), 1 x 1, and one output channel.
+SHAPES = [(7, 10, 3, 5), (8, 8, 4, 4), (1, 1, 2, 3), (5, 2, 6, 1)]
+
+
+def linear_reference(x, kernel):
+    """Direct SAME 3x3 cross-correlation in float64, from ``reference.conv3x3_same_relu``:
+    ``relu(z) - relu(-z) == z`` undoes its ReLU."""
+    zero = np.zeros(kernel.shape[-1])
+    return reference.conv3x3_same_relu(x, kernel, zero) - reference.conv3x3_same_relu(
+        x, -kernel, zero
+    )
+
+
+def lax_conv(x, kernel):
+    return jax.lax.conv_general_dilated(
+        x[None], kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+def inputs(shape, dtype, seed=0):
+    h, w, c, o = shape
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(h, w, c)).astype(dtype), rng.normal(size=(3, 3, c, o)).astype(dtype)
+
+
+def relative_error(actual, expected):
+    expected = np.asarray(expected, np.float64)
+    return np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_conv3x3_matches_direct_convolution(shape):
+    """float64: equal to rounding (measured <= 4e-16, bound 1e-13); float32: the transforms'
+    extra additions cost a little precision (measured <= 2e-7 relative, bound 1e-6)."""
+    x, kernel = inputs(shape, np.float64)
+    expected = linear_reference(x, kernel)
+    with jax.enable_x64(True):
+        got = winograd.conv3x3(jnp.asarray(x), winograd.transform_kernel(jnp.asarray(kernel)))
+        assert got.dtype == jnp.float64
+        assert relative_error(got, expected) <= 1e-13
+    x32, kernel32 = x.astype(np.float32), kernel.astype(np.float32)
+    got32 = winograd.conv3x3(jnp.asarray(x32), winograd.transform_kernel(jnp.asarray(kernel32)))
+    assert got32.shape == expected.shape
+    assert relative_error(got32, expected) <= 1e-6
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_conv3x3_gradients_match_lax(shape):
+    """The custom VJP's input gradient (Winograd with the rotated kernel) and kernel gradient
+    (through ``transform_kernel``) equal autodiff of lax's convolution, in float64 (measured
+    <= 2e-15 relative, bound 1e-12). A nonlinear loss, so the cotangent is not uniform."""
+    x, kernel = inputs(shape, np.float64, seed=1)
+    with jax.enable_x64(True):
+        x, kernel = jnp.asarray(x), jnp.asarray(kernel)
+
+        def loss(conv):
+            return lambda x, k: jnp.sum(jnp.sin(conv(x, k)) * (1 + jnp.arange(k.shape[-1])))
+
+        by_winograd = lambda x, k: winograd.conv3x3(x, winograd.transform_kernel(k))  # noqa: E731
+        ours = jax.grad(loss(by_winograd), (0, 1))
+        theirs = jax.grad(loss(lax_conv), (0, 1))
+        for got, expected in zip(ours(x, kernel), theirs(x, kernel), strict=True):
+            assert relative_error(got, expected) <= 1e-12
+
+
+def test_conv3x3_batches_under_vmap():
+    x, kernel = inputs((6, 5, 4, 3), np.float32)
+    batch = jnp.stack([jnp.asarray(x), -2 * jnp.asarray(x)])
+    u = winograd.transform_kernel(jnp.asarray(kernel))
+    got = jax.vmap(winograd.conv3x3, in_axes=(0, None))(batch, u)
+    for image, out in zip(batch, got, strict=True):
+        np.testing.assert_allclose(out, winograd.conv3x3(image, u), rtol=1e-6, atol=1e-6)
+
+
+def test_prepare_params_transforms_every_layer_from_min_channels(numpy_params):
+    params = jax.tree.map(jnp.asarray, numpy_params)
+    prepared = vgg.prepare_params(params, "winograd")
+    for name, (kernel_shape, _) in vgg.conv_shapes().items():
+        leaves = prepared[name]
+        if kernel_shape[2] >= vgg.WINOGRAD_MIN_CHANNELS:
+            assert set(leaves) == {"winograd", "bias"}, name
+            assert leaves["winograd"].shape == (4, 4, *kernel_shape[2:]), name
+        else:
+            assert leaves is params[name], name
+    assert "kernel" in prepared["block1_conv1"]  # 3 input channels: direct
+    assert vgg.prepare_params(params, "direct") is params
+    on_cpu = jax.default_backend() == "cpu"
+    assert vgg.resolve_conv("auto") == ("winograd" if on_cpu else "direct")
+    long_run = vgg.WINOGRAD_MIN_PIXEL_STEPS
+    assert vgg.resolve_conv("auto", long_run) == ("winograd" if on_cpu else "direct")
+    assert vgg.resolve_conv("auto", long_run - 1) == "direct"  # compile time would dominate
+    assert vgg.resolve_conv("winograd", 1) == "winograd"
+    with pytest.raises(ValueError, match="unknown convolution method 'fft'"):
+        vgg.prepare_params(params, "fft")
+
+
+def test_stylize_is_the_same_either_way(params, content_image, style_image):
+    """A whole run in float64, Winograd vs direct: the same losses and image to rounding
+    (measured ~1e-15 relative, bound 1e-10), so ``conv`` changes speed, not results."""
+    runs = {}
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        for conv in ("direct", "winograd"):
+            cfg = nst_jax.StyleConfig(steps=3, steps_per_call=3, conv=conv)
+            # A 32 x 48 crop: float64 programs compile slowly, and every layer is still hit.
+            content = jnp.asarray(content_image[:32, :48], jnp.float64)
+            runs[conv] = nst_jax.stylize(content, style_image, params=params64, config=cfg)
+    np.testing.assert_allclose(runs["winograd"].losses, runs["direct"].losses, rtol=1e-10)
+    np.testing.assert_allclose(runs["winograd"].image, runs["direct"].image, rtol=0, atol=1e-10)
+
+
+def test_pixel_steps_count_every_scale_and_image():
+    cfg = nst_jax.StyleConfig(steps=10, scales=2, coarse_steps=4)
+    # scale_shapes(64, 96) is [(45, 68), (64, 96)]: coarse by 1/sqrt(2), rounded.
+    assert multiscale.scale_shapes(64, 96, cfg) == [(45, 68), (64, 96)]
+    assert optimize.pixel_steps(cfg, 3, 64, 96) == 3 * (4 * 45 * 68 + 10 * 64 * 96)
+
+
+def test_config_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match="conv must be one of auto, direct, winograd"):
+        nst_jax.StyleConfig(conv="fft")

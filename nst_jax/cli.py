@@ -470,7 +470,8 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         if cache is not None:
             compile_cache.enable(cache)
         params = weights.load_vgg19(weights_path)
-        _check_memory(work, config, args.memory_limit)
+        config = _check_memory(work, config, args.memory_limit)
+        work = dataclasses.replace(work, config=config)
         metadata = {
             "command": args.argv,
             "config": dataclasses.asdict(config),
@@ -513,8 +514,11 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     return EXIT_INPUT if work.errors else 0
 
 
-def _check_memory(work, config: StyleConfig, limit_gib: float | None) -> None:
-    """Refuse, before any work, a batch whose estimated memory exceeds what is available."""
+def _check_memory(work, config: StyleConfig, limit_gib: float | None) -> StyleConfig:
+    """Refuse, before any work, a batch whose estimated memory exceeds what is available.
+
+    Returns the config to run: with ``--conv auto``, the direct convolution where only that
+    fits (said in one line on stderr)."""
     from nst_jax import memory
 
     available = int(limit_gib * memory.GIB) if limit_gib else None
@@ -524,10 +528,16 @@ def _check_memory(work, config: StyleConfig, limit_gib: float | None) -> None:
         if shape in checked:
             continue
         checked.add(shape)
+        what = str(jobs[0].content)
         try:
-            memory.check_fits(config, *shape, available=available, what=str(jobs[0].content))
+            fitting = memory.fitting_config(config, *shape, available=available, what=what)
         except MemoryError as e:
             raise InputError(str(e)) from None
+        if fitting.conv != config.conv:
+            print(f"nst-jax: {what}: Winograd would not fit in memory; using --conv direct",
+                  file=sys.stderr)  # fmt: skip
+            config = fitting
+    return config
 
 
 def _path(text: str | None) -> Path | None:

@@ -79,7 +79,9 @@ def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.f
         for name, (kernel, bias) in vgg.conv_shapes().items()
     }
     work = optimize.pixel_steps(config, n, height, width)
-    params = jax.eval_shape(lambda p: vgg.prepare_params(p, config.conv, pixel_steps=work), params)
+    params = jax.eval_shape(
+        lambda p: vgg.prepare_params(p, config.conv, pixel_steps=work, layers=plan.layers), params
+    )
     content = jax.eval_shape(
         lambda p, x: vgg.image_features(p, x, plan.content_layers, plan.pooling),
         params,
@@ -131,6 +133,36 @@ def largest_side(
     return int(math.sqrt(pixels * max(height, width) / min(height, width)))
 
 
+def uses_winograd(config: StyleConfig, n: int, height: int, width: int) -> bool:
+    """Whether a run of these settings and size computes its convolutions by Winograd."""
+    from nst_jax import optimize
+
+    work = optimize.pixel_steps(config, n, height, width)
+    return vgg.resolve_conv(config.conv, work) == "winograd"
+
+
+def fitting_config(
+    config: StyleConfig,
+    n: int,
+    height: int,
+    width: int,
+    available: int | None = None,
+    what: str = "this run",
+) -> StyleConfig:
+    """``config`` if the run fits; with ``conv="auto"`` choosing Winograd, the direct
+    convolution if only that fits (Winograd's tile planes and larger kernels need more
+    memory); else ``MemoryError`` as :func:`check_fits` raises it."""
+    try:
+        check_fits(config, n, height, width, available, what)
+        return config
+    except MemoryError:
+        if config.conv != "auto" or not uses_winograd(config, n, height, width):
+            raise
+    direct = config.replace(conv="direct")
+    check_fits(direct, n, height, width, available, what)
+    return direct
+
+
 def check_fits(
     config: StyleConfig,
     n: int,
@@ -158,6 +190,8 @@ def check_fits(
         # it is suggested only where it can help.
         cpu = jax.default_backend() == "cpu"
         hint = "" if config.remat or cpu else ", or add --remat"
+        if uses_winograd(config, n, height, width):
+            hint += ", or --conv direct (less memory, slower)"
         raise MemoryError(
             f"{what}: {batch}{width}x{height} px needs about {needed / GIB:.1f} GiB, "
             f"{available / GIB:.1f} GiB available; about --max-dim {side} fits{hint}"

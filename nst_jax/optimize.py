@@ -749,9 +749,12 @@ def stylize(
     run_content, style_sets = _colour_inputs(config, content, _style_sets(style, n, config))
     start = initial_images(config, run_content, style_sets)
     mesh = batch_mesh(devices)
-    # Once per run: Winograd's kernel transform does not depend on the image.
+    params = _place(params, mesh, P())
+    # Once per run, for the steps: Winograd's kernel transform does not depend on the image.
+    # Targets, computed once per scale, use the direct convolution: a second big program to
+    # compile would cost more time and memory than Winograd saves in one forward pass.
     work = pixel_steps(config, n, height, width)
-    params = _place(vgg.prepare_params(params, config.conv, pixel_steps=work), mesh, P())
+    step_params = vgg.prepare_params(params, config.conv, pixel_steps=work, layers=plan.layers)
     shapes = multiscale.scale_shapes(height, width, config)
     coarse = config.coarse_steps or config.steps
     steps = [coarse] * (len(shapes) - 1) + [config.steps]
@@ -769,7 +772,7 @@ def stylize(
     for index in range(first, len(shapes)):
         shape = shapes[index]
         scale = _prepare_scale(plan, config, params, run_content, style_sets, shape, mesh)
-        init_args = (params, scale.targets, scale.hparams)
+        init_args = (step_params, scale.targets, scale.hparams)
         done = int(offsets[index])
         if images is None:
             images = multiscale.resize_batch(start, *shape)
@@ -789,7 +792,7 @@ def stylize(
         while done < offsets[index + 1]:
             k = min(config.steps_per_call, int(offsets[index + 1]) - done)
             images, opt_states, chunk, last, used = _run_chunk(
-                plan, params, scale.targets, scale.hparams, images, opt_states, k, loop
+                plan, step_params, scale.targets, scale.hparams, images, opt_states, k, loop
             )
             _check_finite(chunk, images, done)
             history.append(chunk[:n])

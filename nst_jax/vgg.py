@@ -142,8 +142,11 @@ class _Conv3x3(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         if self.has_variable("params", "winograd"):
             # Like nn.Conv, compute in the promoted dtype of the input and the params.
-            x, u, bias = nn.dtypes.promote_dtype(x, self.get_variable("params", "winograd"), bias)
-            y = winograd.conv3x3(x, u)
+            u = self.get_variable("params", "winograd")
+            dtype = jnp.result_type(x, bias, u[0][0])
+            cast = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+            y = winograd.conv3x3(cast(x), jax.tree.map(cast, u))
+            bias = cast(bias)
         else:
             shape = (3, 3, x.shape[-1], self.features)
             kernel = self.param("kernel", nn.initializers.lecun_normal(), shape)
@@ -257,29 +260,47 @@ def prepare_params(
     conv: str = "auto",
     min_channels: int = WINOGRAD_MIN_CHANNELS,
     pixel_steps: int | None = None,
+    layers: Sequence[str] | None = None,
 ) -> Params:
     """Params made ready for the convolution method ``conv``, once per run.
 
     With ``"winograd"``, every layer with at least ``min_channels`` input channels has its
-    ``kernel`` replaced by its Winograd transform, ``{winograd: (4, 4, in, out), bias}``, and
-    the network computes it by :func:`nst_jax.winograd.conv3x3`. With ``"direct"`` the params
+    ``kernel`` replaced by its Winograd transform, ``{winograd: 4 x 4 (in, out) arrays, bias}``,
+    and the network computes it by :func:`nst_jax.winograd.conv3x3`. With ``"direct"`` the params
     are returned as they are. Either way the features are the same up to float rounding.
 
     Args:
       params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19``.
       conv: ``"auto"``, ``"direct"`` or ``"winograd"`` (see :func:`resolve_conv`).
       min_channels: input channels from which a layer uses Winograd.
-      pixel_steps: the run's steps times pixels per image, for ``"auto"``.
+      pixel_steps: images x pixels x steps of the run, for ``"auto"``.
+      layers: the layers the run uses; with Winograd, params of later layers are left out
+        (the transformed kernels are 16/9 the size of the originals).
     """
     if resolve_conv(conv, pixel_steps) == "direct":
         return params
-    prepared = {}
-    for name, leaves in params.items():
-        if "kernel" in leaves and leaves["kernel"].shape[2] >= min_channels:
-            kernel = leaves["kernel"]
-            leaves = {"winograd": winograd.transform_kernel(kernel), "bias": leaves["bias"]}
-        prepared[name] = leaves
-    return prepared
+    if layers is not None:
+        last = max(LAYERS.index(name) for name in check_layers(layers))
+        params = {name: leaves for name, leaves in params.items() if LAYERS.index(name) <= last}
+    chosen = {
+        name: leaves["kernel"]
+        for name, leaves in params.items()
+        if "kernel" in leaves and leaves["kernel"].shape[2] >= min_channels
+    }
+    transformed = _transform_kernels(chosen)
+    return {
+        name: {"winograd": transformed[name], "bias": leaves["bias"]}
+        if name in transformed
+        else leaves
+        for name, leaves in params.items()
+    }
+
+
+@jax.jit
+def _transform_kernels(kernels: Mapping[str, jax.Array]) -> dict[str, winograd.WinogradKernel]:
+    # One compiled program for all layers: op by op, each transform's intermediates would
+    # each be a separate allocation (and a separate small compilation).
+    return {name: winograd.transform_kernel(kernel) for name, kernel in kernels.items()}
 
 
 def nest_params(params: Params) -> dict[str, dict[str, Mapping[str, jax.Array]]]:

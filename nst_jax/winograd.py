@@ -46,13 +46,19 @@ def _kernel_rows(g0, g1, g2):
     return g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2
 
 
-def transform_kernel(kernel: jax.Array) -> jax.Array:
-    """``(3, 3, C, O)`` HWIO kernel -> ``(4, 4, C, O)`` Winograd kernel ``U = G g Gt``.
+WinogradKernel = tuple[tuple[jax.Array, ...], ...]
+
+
+def transform_kernel(kernel: jax.Array) -> WinogradKernel:
+    """``(3, 3, C, O)`` HWIO kernel -> Winograd kernel ``U = G g Gt``: 4 x 4 ``(C, O)`` arrays.
 
     Done once per run, not per step: the weights do not change while an image is optimised.
+    Sixteen separate arrays rather than one ``(4, 4, C, O)``: XLA copies a slice of an array
+    before multiplying by it, so a stacked kernel cost a copy of every layer's kernel in each
+    step's temporaries (512 px: 536 vs 310 MiB).
     """
     rows = _kernel_rows(kernel[0], kernel[1], kernel[2])  # each (3, C, O)
-    return jnp.stack([jnp.stack(_kernel_rows(r[0], r[1], r[2])) for r in rows])
+    return tuple(_kernel_rows(r[0], r[1], r[2]) for r in rows)
 
 
 def _tiles(x: jax.Array) -> tuple[list[list[jax.Array]], int, int]:
@@ -78,7 +84,7 @@ def _untile(m: list[list[jax.Array]], h: int, w: int) -> jax.Array:
     return y.reshape(2 * th, 2 * tw, o)[:h, :w]
 
 
-def _products(v: list[list[jax.Array]], u: jax.Array, rotated: bool) -> list[list[jax.Array]]:
+def _products(v: list[list[jax.Array]], u: WinogradKernel, rotated: bool) -> list[list[jax.Array]]:
     """The 16 channel products ``V[i][j] @ U[i, j]``, as 2-D matrix multiplications.
 
     With ``rotated``, the products of the input gradient: ``V[i][j] @ U[P i, P j].T``, the
@@ -91,22 +97,22 @@ def _products(v: list[list[jax.Array]], u: jax.Array, rotated: bool) -> list[lis
     def product(i: int, j: int) -> jax.Array:
         flat = v[i][j].reshape(th * tw, c)
         if rotated:
-            kernel = u[_ROTATED[i], _ROTATED[j]]
+            kernel = u[_ROTATED[i]][_ROTATED[j]]
             out = jax.lax.dot_general(flat, kernel, (((1,), (1,)), ((), ())))
         else:
-            out = flat @ u[i, j]
+            out = flat @ u[i][j]
         return out.reshape(th, tw, -1)
 
     return [[product(i, j) for j in range(4)] for i in range(4)]
 
 
-def _conv(x: jax.Array, u: jax.Array, rotated: bool = False) -> jax.Array:
+def _conv(x: jax.Array, u: WinogradKernel, rotated: bool = False) -> jax.Array:
     v, _, _ = _tiles(x)
     return _untile(_products(v, u, rotated), x.shape[0], x.shape[1])
 
 
 @jax.custom_vjp
-def conv3x3(x: jax.Array, u: jax.Array) -> jax.Array:
+def conv3x3(x: jax.Array, u: WinogradKernel) -> jax.Array:
     """SAME, stride-1 3x3 convolution of one image (no bias), by Winograd F(2x2, 3x3).
 
     Equal, up to rounding, to ``lax.conv_general_dilated`` with the kernel ``g`` whose
@@ -114,7 +120,7 @@ def conv3x3(x: jax.Array, u: jax.Array) -> jax.Array:
 
     Args:
       x: ``(H, W, C)`` input.
-      u: ``(4, 4, C, O)`` transformed kernel from :func:`transform_kernel`.
+      u: the transformed kernel from :func:`transform_kernel`, 4 x 4 ``(C, O)`` arrays.
 
     Returns:
       ``(H, W, O)``.
@@ -123,26 +129,37 @@ def conv3x3(x: jax.Array, u: jax.Array) -> jax.Array:
 
 
 def _conv3x3_fwd(x, u):
-    return _conv(x, u), (x, u)
+    # With symbolic zeros each leaf comes as (value, perturbed): the kernel gradient, and the
+    # input it needs kept, are only made when the kernel is differentiated. When only the
+    # image is optimised they would be dropped by XLA anyway, but tracing them cost a quarter
+    # of the step's trace time, which no compilation cache saves.
+    wants_kernel = any(leaf.perturbed for leaf in jax.tree.leaves(u, is_leaf=_is_primal))
+    x, u = x.value, jax.tree.map(lambda leaf: leaf.value, u, is_leaf=_is_primal)
+    return _conv(x, u), (x if wants_kernel else None, u)
+
+
+def _is_primal(leaf) -> bool:
+    return isinstance(leaf, jax.custom_derivatives.CustomVJPPrimal)
 
 
 def _conv3x3_bwd(residuals, g):
     x, u = residuals
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):  # the output was not used
+        return None, None
     # The input gradient of a SAME 3x3 convolution is the SAME 3x3 convolution of the output
     # gradient with the kernel rotated 180 degrees and its channels swapped: Winograd again,
     # instead of the transposes of the forward's slices and pads that autodiff would write.
     dx = _conv(g, u, rotated=True)
-    # The kernel gradient (unused when only the image is optimised; XLA then removes it):
+    if x is None:  # the kernel is not being differentiated
+        return dx, None
     # dU[i, j] = V[i][j].T @ dM[i][j], with dM the transpose of the output transform.
     v, th, tw = _tiles(x)
-    m_shape = jax.ShapeDtypeStruct((th, tw, u.shape[-1]), g.dtype)
+    m_shape = jax.ShapeDtypeStruct((th, tw, g.shape[-1]), g.dtype)
     untile = lambda m: _untile(m, x.shape[0], x.shape[1])  # noqa: E731
     (dm,) = jax.linear_transpose(untile, [[m_shape] * 4 for _ in range(4)])(g)
     flat = lambda a: a.reshape(th * tw, -1)  # noqa: E731
-    du = jnp.stack(
-        [jnp.stack([flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)]) for i in range(4)]
-    )
+    du = tuple(tuple(flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)) for i in range(4))
     return dx, du
 
 
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)

@@ -47,6 +47,25 @@ def test_estimate_refuses_a_size_that_does_not_fit():
     assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
 
 
+def test_auto_falls_back_to_direct_convolution_when_only_that_fits():
+    """Winograd's tile planes and transformed kernels need more memory; "auto" then runs the
+    direct convolution instead of refusing, and explicit Winograd is refused with a hint."""
+    # 200 steps at 64 x 96 are 1.2 M pixel-steps: long enough for "auto" to choose Winograd.
+    auto = StyleConfig(steps=200, steps_per_call=2)
+    assert memory.uses_winograd(auto, 1, 64, 96) == (jax.default_backend() == "cpu")
+    if not memory.uses_winograd(auto, 1, 64, 96):
+        pytest.skip("auto is direct off CPU")
+    for _ in range(2):  # the second round sees the process's memory after both compiles
+        winograd = memory.estimate_bytes(auto, 1, 64, 96)
+        direct = memory.estimate_bytes(auto.replace(conv="direct"), 1, 64, 96)
+    assert winograd > direct + 32 * 2**20  # the transformed kernels alone are ~45 MiB more
+    between = (winograd + direct) // 2
+    assert memory.fitting_config(auto, 1, 64, 96, available=between).conv == "direct"
+    assert memory.fitting_config(auto, 1, 64, 96, available=2 * winograd) is auto
+    with pytest.raises(MemoryError, match=r"or --conv direct \(less memory, slower\)$"):
+        memory.fitting_config(auto.replace(conv="winograd"), 1, 64, 96, available=between)
+
+
 def test_cli_refuses_before_any_work(tmp_path, weights_h5, content_image, style_image, capsys):
     for name, array in (("c.png", content_image), ("s.png", style_image)):
         nst_jax.image.save(tmp_path / name, array)

@@ -39,10 +39,16 @@ def scale_shapes(height: int, width: int, config: StyleConfig) -> list[tuple[int
     return shapes
 
 
+def scale_steps(height: int, width: int, config: StyleConfig) -> list[int]:
+    """Steps at each scale of :func:`scale_shapes`: ``coarse_steps`` (default ``steps``) at
+    each smaller one, ``steps`` at full size."""
+    n = len(scale_shapes(height, width, config))
+    return [config.coarse_steps or config.steps] * (n - 1) + [config.steps]
+
+
 def total_steps(height: int, width: int, config: StyleConfig) -> int:
     """Steps of a run over all its scales."""
-    n = len(scale_shapes(height, width, config))
-    return (n - 1) * (config.coarse_steps or config.steps) + config.steps
+    return sum(scale_steps(height, width, config))
 
 
 def resize_batch(images: jax.Array, height: int, width: int) -> jax.Array:

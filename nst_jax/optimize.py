@@ -688,8 +688,7 @@ def pixel_steps(config: StyleConfig, n: int, height: int, width: int) -> int:
     """Images x pixels x steps of a run, over all its scales: what ``conv="auto"`` weighs
     against Winograd's longer compile (:func:`nst_jax.vgg.resolve_conv`)."""
     shapes = multiscale.scale_shapes(height, width, config)
-    coarse = config.coarse_steps or config.steps
-    steps = [coarse] * (len(shapes) - 1) + [config.steps]
+    steps = multiscale.scale_steps(height, width, config)
     return n * sum(s * h * w for s, (h, w) in zip(steps, shapes, strict=True))
 
 
@@ -756,9 +755,7 @@ def stylize(
     work = pixel_steps(config, n, height, width)
     step_params = vgg.prepare_params(params, config.conv, pixel_steps=work, layers=plan.layers)
     shapes = multiscale.scale_shapes(height, width, config)
-    coarse = config.coarse_steps or config.steps
-    steps = [coarse] * (len(shapes) - 1) + [config.steps]
-    offsets = np.cumsum([0, *steps])
+    offsets = np.cumsum([0, *multiscale.scale_steps(height, width, config)])
     first = resume.scale if resume is not None else 0
     if first >= len(shapes):
         raise ValueError(f"resumed run is at scale {first}; this run has {len(shapes)} scales")

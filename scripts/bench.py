@@ -50,7 +50,16 @@ def measure(
     start = time.perf_counter()
     import jax
 
-    from nst_jax import StyleConfig, compile_cache, image, load_vgg19, memory, stylize
+    from nst_jax import (
+        StyleConfig,
+        compile_cache,
+        image,
+        load_vgg19,
+        memory,
+        optimize,
+        stylize,
+        vgg,
+    )
 
     if cache:
         compile_cache.enable(cache)
@@ -58,8 +67,6 @@ def measure(
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
     style = image.load(ROOT / "samples" / "hubble.jpg", size)
     contents = content if batch == 1 else jax.numpy.stack([content] * batch)
-    from nst_jax import optimize, vgg
-
     conv = vgg.resolve_conv(conv, optimize.pixel_steps(StyleConfig(), batch, size, size))
     config = StyleConfig(
         steps=steps_per_call * (repeats + 1),

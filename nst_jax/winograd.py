@@ -24,21 +24,26 @@ All functions take one ``(H, W, C)`` image; batch them with ``jax.vmap``.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 # The kernel transform maps tile rows (k) and columns (l) of U through this permutation when
 # the kernel is rotated by 180 degrees: G @ reversed(g) == P @ G @ g, with P swapping 0 and 3.
 _ROTATED = (3, 1, 2, 0)
 
+# The tile code below is written with lax primitives rather than jax.numpy: a VGG step traces
+# about 3000 of them, and tracing (which no compilation cache saves) is most of a warm start.
+
 
 def _input_rows(d0, d1, d2, d3):
     """``Bt @ d`` along one axis for the four rows (or columns) of a 4x4 tile."""
-    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+    sub, add = jax.lax.sub, jax.lax.add
+    return sub(d0, d2), add(d1, d2), sub(d2, d1), sub(d1, d3)
 
 
 def _output_rows(m0, m1, m2, m3):
     """``At @ m`` along one axis: four transformed rows (or columns) -> two outputs."""
-    return m0 + m1 + m2, m1 - m2 - m3
+    sub, add = jax.lax.sub, jax.lax.add
+    return add(add(m0, m1), m2), sub(sub(m1, m2), m3)
 
 
 def _kernel_rows(g0, g1, g2):
@@ -61,54 +66,65 @@ def transform_kernel(kernel: jax.Array) -> WinogradKernel:
     return tuple(_kernel_rows(r[0], r[1], r[2]) for r in rows)
 
 
-def _tiles(x: jax.Array) -> tuple[list[list[jax.Array]], int, int]:
-    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a SAME 3x3
-    convolution's input, and the tile counts ``th, tw`` (the output padded up to even)."""
+def _padded(x: jax.Array, th: int, tw: int) -> jax.Array:
+    """``x`` with SAME's one pixel of zeros around it, plus one more row (column) below (right)
+    where the height (width) is odd: room for ``th x tw`` tiles."""
     h, w, _ = x.shape
-    th, tw = -(-h // 2), -(-w // 2)
-    # One pixel of zero padding for SAME, plus one more row/column where a side is odd.
-    xp = jnp.pad(x, ((1, 2 * th - h + 1), (1, 2 * tw - w + 1), (0, 0)))
-    # d[i][j]: element (i, j) of every tile, as one strided view.
-    d = [[xp[i : i + 2 * th - 1 : 2, j : j + 2 * tw - 1 : 2] for j in range(4)] for i in range(4)]
+    zero = np.zeros((), x.dtype)
+    return jax.lax.pad(x, zero, ((1, 2 * th - h + 1, 0), (1, 2 * tw - w + 1, 0), (0, 0, 0)))
+
+
+def _tiles(xp: jax.Array) -> list[list[jax.Array]]:
+    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a padded input
+    ``(2 th + 2, 2 tw + 2, C)`` from :func:`_padded`."""
+    rows, cols, c = xp.shape
+
+    def element(i: int, j: int) -> jax.Array:  # element (i, j) of every tile: a strided view
+        return jax.lax.slice(xp, (i, j, 0), (rows - 3 + i, cols - 3 + j, c), (2, 2, 1))
+
+    d = [[element(i, j) for j in range(4)] for i in range(4)]
     by_row = [_input_rows(*[d[i][j] for i in range(4)]) for j in range(4)]  # [j][k]
-    return [list(_input_rows(*[by_row[j][k] for j in range(4)])) for k in range(4)], th, tw
+    return [list(_input_rows(*[by_row[j][k] for j in range(4)])) for k in range(4)]
 
 
-def _untile(m: list[list[jax.Array]], h: int, w: int) -> jax.Array:
-    """``At M A`` of every tile, put back in place: ``M[k][l]`` ``(th, tw, O)`` -> ``(h, w, O)``."""
+def _untile(m: list[list[jax.Array]]) -> jax.Array:
+    """``At M A`` of every tile, put back in place: ``M[k][l]`` ``(th, tw, O)`` ->
+    ``(2 th, 2 tw, O)``."""
     th, tw, o = m[0][0].shape
     by_row = [_output_rows(*m[k]) for k in range(4)]  # [k][j], j the output column
     out = [_output_rows(*[by_row[k][j] for k in range(4)]) for j in range(2)]  # [j][i]
     # (th, 2, tw, 2, O): output row 2t + i, column 2u + j.
-    y = jnp.stack([jnp.stack([out[j][i] for j in range(2)], axis=2) for i in range(2)], axis=1)
-    return y.reshape(2 * th, 2 * tw, o)[:h, :w]
+    column = lambda a: jax.lax.reshape(a, (th, 1, tw, 1, o))  # noqa: E731
+    rows = [jax.lax.concatenate([column(out[j][i]) for j in range(2)], 3) for i in range(2)]
+    return jax.lax.reshape(jax.lax.concatenate(rows, 1), (2 * th, 2 * tw, o))
 
 
 def _products(v: list[list[jax.Array]], u: WinogradKernel, rotated: bool) -> list[list[jax.Array]]:
-    """The 16 channel products ``V[i][j] @ U[i, j]``, as 2-D matrix multiplications.
+    """The 16 channel products ``V[i][j] @ U[i, j]``, each ``(th, tw, C)`` by ``(C, O)``.
 
     With ``rotated``, the products of the input gradient: ``V[i][j] @ U[P i, P j].T``, the
     transformed kernel of the kernel rotated by 180 degrees with its channels swapped.
-    Unrolled 2-D products, not one batched ``einsum``: XLA:CPU runs 16 matrix
-    multiplications faster than the batched one (a 64 x 64 x 256 layer: 46 vs 72 ms).
+    Sixteen unrolled products, not one batched ``einsum``: XLA:CPU runs 16 matrix
+    multiplications faster than the batched one (a 64 x 64 x 256 layer: 46 vs 72 ms). The
+    tile axes are not flattened first: XLA does that itself, for free, and the reshapes were
+    a quarter of the step's traced operations.
     """
-    th, tw, c = v[0][0].shape
 
     def product(i: int, j: int) -> jax.Array:
-        flat = v[i][j].reshape(th * tw, c)
-        if rotated:
-            kernel = u[_ROTATED[i]][_ROTATED[j]]
-            out = jax.lax.dot_general(flat, kernel, (((1,), (1,)), ((), ())))
+        if rotated:  # contract the kernel's output channels
+            kernel, contract = u[_ROTATED[i]][_ROTATED[j]], (((2,), (1,)), ((), ()))
         else:
-            out = flat @ u[i][j]
-        return out.reshape(th, tw, -1)
+            kernel, contract = u[i][j], (((2,), (0,)), ((), ()))
+        return jax.lax.dot_general(v[i][j], kernel, contract)
 
     return [[product(i, j) for j in range(4)] for i in range(4)]
 
 
 def _conv(x: jax.Array, u: WinogradKernel, rotated: bool = False) -> jax.Array:
-    v, _, _ = _tiles(x)
-    return _untile(_products(v, u, rotated), x.shape[0], x.shape[1])
+    h, w, _ = x.shape
+    th, tw = -(-h // 2), -(-w // 2)
+    y = _untile(_products(_tiles(_padded(x, th, tw)), u, rotated))
+    return y if (2 * th, 2 * tw) == (h, w) else jax.lax.slice(y, (0, 0, 0), (h, w, y.shape[2]))
 
 
 @jax.custom_vjp
@@ -153,9 +169,11 @@ def _conv3x3_bwd(residuals, g):
     if x is None:  # the kernel is not being differentiated
         return dx, None
     # dU[i, j] = V[i][j].T @ dM[i][j], with dM the transpose of the output transform.
-    v, th, tw = _tiles(x)
+    h, w, _ = x.shape
+    th, tw = -(-h // 2), -(-w // 2)
+    v = _tiles(_padded(x, th, tw))
     m_shape = jax.ShapeDtypeStruct((th, tw, g.shape[-1]), g.dtype)
-    untile = lambda m: _untile(m, x.shape[0], x.shape[1])  # noqa: E731
+    untile = lambda m: _untile(m)[:h, :w]  # noqa: E731
     (dm,) = jax.linear_transpose(untile, [[m_shape] * 4 for _ in range(4)])(g)
     flat = lambda a: a.reshape(th * tw, -1)  # noqa: E731
     du = tuple(tuple(flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)) for i in range(4))

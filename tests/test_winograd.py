@@ -132,3 +132,32 @@ def test_pixel_steps_count_every_scale_and_image():
 def test_config_refuses_an_unknown_method():
     with pytest.raises(ValueError, match="conv must be one of auto, direct, winograd"):
         nst_jax.StyleConfig(conv="fft")
+
+
+def test_host_and_traced_kernel_transforms_agree(params):
+    """Concrete kernels are transformed by NumPy, traced ones (``memory.step_bytes``) by
+    XLA: the same adds and halvings, so the same bits. Kernels that were not committed to
+    a device stay uncommitted, so the first step is placed like the later ones."""
+    on_host = vgg.prepare_params(params, "winograd")
+    traced = jax.jit(lambda p: vgg.prepare_params(p, "winograd"))(params)
+    jax.tree.map(np.testing.assert_array_equal, on_host, traced)
+    assert not on_host["block2_conv1"]["winograd"][1][2].committed
+
+
+def test_a_run_compiles_its_step_once(params, content_image, style_image):
+    """Three steps, one compilation of the step (committed kernels once made the second step
+    compile again, costing a warm start 0.5 s)."""
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        cfg = nst_jax.StyleConfig(steps=3, steps_per_call=3, conv="winograd")
+        # 26 x 42: a shape no other test compiles, so the step is compiled here.
+        nst_jax.stylize(content_image[:26, :42], style_image, params=params, config=cfg)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiled.count("jit(_batch_step)") == 1

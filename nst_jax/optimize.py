@@ -7,7 +7,9 @@ constant), so one compiled program serves any weights of the same shapes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -692,6 +694,26 @@ def pixel_steps(config: StyleConfig, n: int, height: int, width: int) -> int:
     return n * sum(s * h * w for s, (h, w) in zip(steps, shapes, strict=True))
 
 
+@contextlib.contextmanager
+def _gc_frozen():
+    """Exempt the objects alive now from Python's garbage collector while the block runs.
+
+    Tracing a step creates tens of thousands of small objects, which set off the collector's
+    full passes over everything JAX and Flax keep alive: a third of a warm start's tracing
+    time (256 px Winograd step: 0.45 vs 0.31 s). If the program froze objects itself, its
+    choice stands and nothing is done.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@_gc_frozen()
 def stylize(
     content: jax.Array | np.ndarray,
     style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],

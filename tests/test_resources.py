@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import gc
+import os
 
 import jax
 import jax.numpy as jnp
@@ -101,3 +103,50 @@ def test_compile_cache_stores_programs(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert any((tmp_path / "cache").iterdir())
+
+
+def test_xla_flags_are_added_but_never_override_the_users(monkeypatch):
+    from nst_jax import _xla_defaults
+
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    _xla_defaults._apply_flags()
+    assert os.environ["XLA_FLAGS"].split() == list(_xla_defaults.FLAGS)
+    mine = "--xla_cpu_experimental_ynn_fusion_type=dot --xla_force_host_platform_device_count=2"
+    monkeypatch.setenv("XLA_FLAGS", mine)
+    _xla_defaults._apply_flags()
+    assert os.environ["XLA_FLAGS"] == f"{mine} {_xla_defaults.SCHEDULER_FLAG}"
+
+
+def test_memory_is_trimmed_after_real_compilations_only(monkeypatch):
+    from nst_jax import _xla_defaults
+
+    calls = []
+    monkeypatch.setattr(_xla_defaults, "_malloc_trim", lambda: calls.append)
+    listener = _xla_defaults._trim_after_compiles()
+    try:
+        event = "/jax/core/compile/backend_compile_duration"  # JAX's name for it
+        jax.monitoring.record_event_duration_secs(event, 0.01, fun_name="jit(small)")
+        jax.monitoring.record_event_duration_secs("/jax/other", 5.0)
+        assert calls == []
+        jax.monitoring.record_event_duration_secs(event, 2.0, fun_name="jit(step)")
+        assert calls == [0]  # malloc_trim(0): trim every arena, keep no padding
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_stylize_leaves_the_garbage_collector_as_it_found_it(params, content_image, style_image):
+    """Objects alive at the start are exempt from collection during a run (tracing is faster)
+    and are handed back afterwards; a program's own freeze is left alone."""
+    during = []
+    cfg = StyleConfig(steps=1, steps_per_call=1)
+    run = functools.partial(nst_jax.stylize, content_image, style_image, params=params, config=cfg)
+    assert gc.get_freeze_count() == 0
+    run(on_chunk=lambda state: during.append(gc.get_freeze_count()))
+    assert during[0] > 0 and gc.get_freeze_count() == 0
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        run()
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

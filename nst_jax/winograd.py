@@ -66,37 +66,33 @@ def transform_kernel(kernel: jax.Array) -> WinogradKernel:
     return tuple(_kernel_rows(r[0], r[1], r[2]) for r in rows)
 
 
-def _padded(x: jax.Array, th: int, tw: int) -> jax.Array:
-    """``x`` with SAME's one pixel of zeros around it, plus one more row (column) below (right)
-    where the height (width) is odd: room for ``th x tw`` tiles."""
-    h, w, _ = x.shape
-    zero = np.zeros((), x.dtype)
-    return jax.lax.pad(x, zero, ((1, 2 * th - h + 1, 0), (1, 2 * tw - w + 1, 0), (0, 0, 0)))
-
-
-def _tiles(xp: jax.Array) -> list[list[jax.Array]]:
-    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a padded input
-    ``(2 th + 2, 2 tw + 2, C)`` from :func:`_padded`."""
-    rows, cols, c = xp.shape
+def _tiles(x: jax.Array) -> tuple[list[list[jax.Array]], int, int]:
+    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a SAME 3x3
+    convolution's input, and the tile counts ``th, tw`` (the output padded up to even)."""
+    h, w, c = x.shape
+    th, tw = -(-h // 2), -(-w // 2)
+    # One pixel of zero padding for SAME, plus one more row/column where a side is odd.
+    pads = ((1, 2 * th - h + 1, 0), (1, 2 * tw - w + 1, 0), (0, 0, 0))
+    xp = jax.lax.pad(x, np.zeros((), x.dtype), pads)
 
     def element(i: int, j: int) -> jax.Array:  # element (i, j) of every tile: a strided view
-        return jax.lax.slice(xp, (i, j, 0), (rows - 3 + i, cols - 3 + j, c), (2, 2, 1))
+        return jax.lax.slice(xp, (i, j, 0), (2 * th - 1 + i, 2 * tw - 1 + j, c), (2, 2, 1))
 
     d = [[element(i, j) for j in range(4)] for i in range(4)]
     by_row = [_input_rows(*[d[i][j] for i in range(4)]) for j in range(4)]  # [j][k]
-    return [list(_input_rows(*[by_row[j][k] for j in range(4)])) for k in range(4)]
+    return [list(_input_rows(*[by_row[j][k] for j in range(4)])) for k in range(4)], th, tw
 
 
-def _untile(m: list[list[jax.Array]]) -> jax.Array:
-    """``At M A`` of every tile, put back in place: ``M[k][l]`` ``(th, tw, O)`` ->
-    ``(2 th, 2 tw, O)``."""
+def _untile(m: list[list[jax.Array]], h: int, w: int) -> jax.Array:
+    """``At M A`` of every tile, put back in place: ``M[k][l]`` ``(th, tw, O)`` -> ``(h, w, O)``."""
     th, tw, o = m[0][0].shape
     by_row = [_output_rows(*m[k]) for k in range(4)]  # [k][j], j the output column
     out = [_output_rows(*[by_row[k][j] for k in range(4)]) for j in range(2)]  # [j][i]
     # (th, 2, tw, 2, O): output row 2t + i, column 2u + j.
     column = lambda a: jax.lax.reshape(a, (th, 1, tw, 1, o))  # noqa: E731
     rows = [jax.lax.concatenate([column(out[j][i]) for j in range(2)], 3) for i in range(2)]
-    return jax.lax.reshape(jax.lax.concatenate(rows, 1), (2 * th, 2 * tw, o))
+    y = jax.lax.reshape(jax.lax.concatenate(rows, 1), (2 * th, 2 * tw, o))
+    return y if (2 * th, 2 * tw) == (h, w) else jax.lax.slice(y, (0, 0, 0), (h, w, o))
 
 
 def _products(v: list[list[jax.Array]], u: WinogradKernel, rotated: bool) -> list[list[jax.Array]]:
@@ -121,10 +117,8 @@ def _products(v: list[list[jax.Array]], u: WinogradKernel, rotated: bool) -> lis
 
 
 def _conv(x: jax.Array, u: WinogradKernel, rotated: bool = False) -> jax.Array:
-    h, w, _ = x.shape
-    th, tw = -(-h // 2), -(-w // 2)
-    y = _untile(_products(_tiles(_padded(x, th, tw)), u, rotated))
-    return y if (2 * th, 2 * tw) == (h, w) else jax.lax.slice(y, (0, 0, 0), (h, w, y.shape[2]))
+    v, _, _ = _tiles(x)
+    return _untile(_products(v, u, rotated), x.shape[0], x.shape[1])
 
 
 @jax.custom_vjp
@@ -169,11 +163,9 @@ def _conv3x3_bwd(residuals, g):
     if x is None:  # the kernel is not being differentiated
         return dx, None
     # dU[i, j] = V[i][j].T @ dM[i][j], with dM the transpose of the output transform.
-    h, w, _ = x.shape
-    th, tw = -(-h // 2), -(-w // 2)
-    v = _tiles(_padded(x, th, tw))
+    v, th, tw = _tiles(x)
     m_shape = jax.ShapeDtypeStruct((th, tw, g.shape[-1]), g.dtype)
-    untile = lambda m: _untile(m)[:h, :w]  # noqa: E731
+    untile = lambda m: _untile(m, x.shape[0], x.shape[1])  # noqa: E731
     (dm,) = jax.linear_transpose(untile, [[m_shape] * 4 for _ in range(4)])(g)
     flat = lambda a: a.reshape(th * tw, -1)  # noqa: E731
     du = tuple(tuple(flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)) for i in range(4))

@@ -15,6 +15,8 @@ the direct algorithm's, so for Winograd (fewer multiplications) the rate is an e
 The TensorFlow worker is the tutorial's own code (``scripts/tutorial_tf.py``). The PyTorch
 worker builds VGG19 by hand from the same ``.h5`` and uses Keras-form Adam, so its trajectory
 is the tutorial's too. Neither TensorFlow nor torch is a runtime dependency of nst_jax.
+The peers' workers never import nst_jax (the images come as ``.npy`` files, the weights are
+read with h5py): JAX's pages in their processes had added about 160 MiB to their peak RSS.
 """
 
 from __future__ import annotations
@@ -39,6 +41,14 @@ STYLE_LAYERS = ["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 # nst_jax runs as users run it (conv="auto": Winograd on CPU) and, beside it, with direct
 # convolutions (the same FLOPs as the peers, so its GFLOP/s is a true efficiency).
 WORKERS = ("tensorflow", "torch", "nst_jax", "nst_jax_direct")
+# VGG19's layer order and Keras' BGR mean, for the PyTorch worker, which must not import
+# nst_jax (tests/test_bench_peers.py checks these against nst_jax.vgg).
+LAYERS = tuple(
+    name
+    for b, n in enumerate((2, 2, 4, 4, 4), start=1)
+    for name in [f"block{b}_conv{c}" for c in range(1, n + 1)] + [f"block{b}_pool"]
+)
+BGR_MEAN = (103.939, 116.779, 123.68)
 
 
 def images(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,29 +111,43 @@ def _tensorflow_worker(weights: str, content: np.ndarray, style: np.ndarray):
     return lambda: float(np.squeeze(train_step().numpy()))
 
 
+def _read_h5(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{layer: (kernel HWIO, bias)}`` from a Keras HDF5 file, by its ``layer_names`` and
+    ``weight_names`` attributes. The peers read the file themselves: importing nst_jax would
+    import JAX into their processes and add its pages to their peak RSS."""
+    import h5py
+
+    def names(node, attr):
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in node.attrs.get(attr, [])]
+
+    with h5py.File(path, "r") as f:
+        root = f.get("model_weights", f)
+        return {
+            layer: tuple(np.asarray(root[layer][w]) for w in names(root[layer], "weight_names"))
+            for layer in names(root, "layer_names")
+            if "_conv" in layer
+        }
+
+
 def _torch_worker(weights: str, content: np.ndarray, style: np.ndarray):
     import torch
     import torch.nn.functional as F  # noqa: N812
 
-    from nst_jax import vgg
-    from nst_jax import weights as nst_weights
-
-    params = nst_weights.read_keras_h5(weights)
     convs = {  # HWIO -> OIHW
         name: (
-            torch.from_numpy(np.ascontiguousarray(p["kernel"].transpose(3, 2, 0, 1))),
-            torch.from_numpy(np.asarray(p["bias"])),
+            torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),
+            torch.from_numpy(bias),
         )
-        for name, p in params.items()
+        for name, (kernel, bias) in _read_h5(weights).items()
     }
-    mean = torch.tensor(vgg.BGR_MEAN).view(1, 3, 1, 1)
+    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
     wanted = set(STYLE_LAYERS + CONTENT_LAYERS)
-    last = max(vgg.LAYERS.index(n) for n in wanted)
+    last = max(LAYERS.index(n) for n in wanted)
 
     def features(x):  # x: (1, 3, H, W) RGB in [0, 1]
         x = x.flip(1) * 255.0 - mean  # caffe: RGB -> BGR, minus the mean
         out = {}
-        for name in vgg.LAYERS[: last + 1]:
+        for name in LAYERS[: last + 1]:
             if name.endswith("_pool"):
                 x = F.max_pool2d(x, 2, 2)
             else:
@@ -205,8 +229,8 @@ def _wait_for_run(chunk: int) -> None:
     assert int(line[1]) == chunk, "nst_jax's chunk length is fixed when it starts"
 
 
-def worker(kind: str, weights: str, size: int, steps: int) -> None:
-    content, style = images(size)
+def worker(kind: str, weights: str, image_dir: str, steps: int) -> None:
+    content, style = (np.load(Path(image_dir) / f"{name}.npy") for name in ("content", "style"))
     if kind.startswith("nst_jax"):
         # Two warm-up chunks would be 2 * steps; one chunk of `steps` is the warm-up instead,
         # and its first two losses are the reported ones.
@@ -229,9 +253,9 @@ def worker(kind: str, weights: str, size: int, steps: int) -> None:
 
 
 class Worker:
-    def __init__(self, kind: str, weights: str, size: int, steps: int):
+    def __init__(self, kind: str, weights: str, image_dir: str, steps: int):
         argv = [sys.executable, __file__, "--worker", kind, "--weights", weights,
-                "--sizes", str(size), "--steps", str(steps)]  # fmt: skip
+                "--images", image_dir, "--steps", str(steps)]  # fmt: skip
         self.kind = kind
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.losses = self._read()["losses"]
@@ -258,8 +282,14 @@ class Worker:
         return peak
 
 
-def compare(size: int, steps: int, repeats: int, weights: str, kinds) -> dict:
-    workers = [Worker(kind, weights, size, steps) for kind in kinds]
+def compare(size: int, steps: int, repeats: int, weights: str, kinds, tmp: str) -> dict:
+    # The images are decoded here and handed over as .npy files, so that the peers' workers
+    # import only NumPy, h5py and their own framework.
+    image_dir = Path(tmp) / f"images{size}"
+    image_dir.mkdir()
+    for name, array in zip(("content", "style"), images(size), strict=True):
+        np.save(image_dir / f"{name}.npy", array)
+    workers = [Worker(kind, weights, str(image_dir), steps) for kind in kinds]
     for _ in range(repeats):
         for w in workers:
             w.run(steps)
@@ -283,9 +313,10 @@ def main() -> None:
     parser.add_argument("--weights", help="weights file (default: a random official-layout one)")
     parser.add_argument("--only", nargs="+", choices=WORKERS, default=list(WORKERS))
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    parser.add_argument("--images", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.weights, args.sizes[0], args.steps)
+        worker(args.worker, args.weights, args.images, args.steps)
         return
 
     peak = matmul_peak()
@@ -304,7 +335,7 @@ def main() -> None:
               "step-2 loss (rel.) |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|---|")
         for size in args.sizes:
-            rows = compare(size, args.steps, args.repeats, weights, args.only)
+            rows = compare(size, args.steps, args.repeats, weights, args.only, tmp)
             baselines = [rows[k]["ms"] for k in ("tensorflow", "torch") if k in rows]
             fastest = min(baselines) if baselines else None
             ours = rows.get("nst_jax")

@@ -1,0 +1,57 @@
+"""The peers benchmark's own VGG constants and weights reader (``scripts/bench_peers.py``).
+
+Its PyTorch and TensorFlow workers must not import nst_jax: JAX's pages would count in their
+peak RSS (about 160 MiB, measured), which the benchmark compares with nst_jax's. So the script
+keeps its own copy of VGG19's layer order and Keras' mean, and reads the ``.h5`` itself; these
+tests hold the copies to nst_jax's originals.
+"""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nst_jax import vgg, weights
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "scripts" / "bench_peers.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_peers = _load_script()
+
+
+def test_constants_match_nst_jax():
+    assert bench_peers.LAYERS == vgg.LAYERS
+    assert bench_peers.BGR_MEAN == vgg.BGR_MEAN
+
+
+@pytest.mark.parametrize("naming", ["official", "keras2"])
+def test_h5_reader_matches_nst_jax(tmp_path, numpy_params, naming):
+    path = tmp_path / "w.h5"
+    weights.write_keras_h5(numpy_params, path, naming=naming)
+    read = bench_peers._read_h5(str(path))
+    assert list(read) == list(vgg.CONV_LAYERS)
+    for name, (kernel, bias) in read.items():  # bit for bit: both are reads of one file
+        np.testing.assert_array_equal(kernel, numpy_params[name]["kernel"])
+        np.testing.assert_array_equal(bias, numpy_params[name]["bias"])
+
+
+def test_reader_does_not_import_jax(weights_h5):
+    code = (
+        "import sys, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('b', {str(SCRIPT)!r})\n"
+        "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)\n"
+        f"b._read_h5({weights_h5!r})\n"
+        "print('jax' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -6,27 +6,17 @@ keeps its own copy of VGG19's layer order and Keras' mean, and reads the ``.h5``
 tests hold the copies to nst_jax's originals.
 """
 
-import importlib.util
-import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from scripts_loader import SCRIPTS, load_script
 
 from nst_jax import vgg, weights
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "scripts" / "bench_peers.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_peers = _load_script()
+SCRIPT = SCRIPTS / "bench_peers.py"
+bench_peers = load_script("bench_peers")
 
 
 def test_constants_match_nst_jax():

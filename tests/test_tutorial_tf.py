@@ -4,29 +4,17 @@ Skipped where TensorFlow is not installed (``pip install -e '.[tf]'``; CI instal
 tutorial's code lives in ``scripts/tutorial_tf.py``, kept as the tutorial writes it.
 """
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
+from scripts_loader import load_script
 
 import nst_jax
 from nst_jax import image, losses
 
 tf = pytest.importorskip("tensorflow")
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "scripts" / "tutorial_tf.py"
 STEPS = 10
-
-
-def _load_tutorial():
-    spec = importlib.util.spec_from_file_location("tutorial_tf", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tutorial = _load_tutorial()
+tutorial = load_script("tutorial_tf")
 
 
 @pytest.fixture(scope="module")

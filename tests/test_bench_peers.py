@@ -6,16 +6,16 @@ keeps its own copy of VGG19's layer order and Keras' mean, and reads the ``.h5``
 tests hold the copies to nst_jax's originals.
 """
 
+import pathlib
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from scripts_loader import SCRIPTS, load_script
+from scripts_loader import load_script
 
 from nst_jax import vgg, weights
 
-SCRIPT = SCRIPTS / "bench_peers.py"
 bench_peers = load_script("bench_peers")
 
 
@@ -37,10 +37,9 @@ def test_h5_reader_matches_nst_jax(tmp_path, numpy_params, naming):
 
 def test_reader_does_not_import_jax(weights_h5):
     code = (
-        "import sys, importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('b', {str(SCRIPT)!r})\n"
-        "b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)\n"
-        f"b._read_h5({weights_h5!r})\n"
+        f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})\n"
+        "from scripts_loader import load_script\n"
+        f"load_script('bench_peers')._read_h5({weights_h5!r})\n"
         "print('jax' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

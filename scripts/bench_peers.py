@@ -12,6 +12,10 @@ measured here (``jnp.matmul`` and NumPy, 4096 x 4096, best of several), and whet
 steps' losses agree (relative 1e-2; the first step, before any update, to 1e-4). The FLOPs are
 the direct algorithm's, so for Winograd (fewer multiplications) the rate is an effective one.
 
+``--only torch nst_jax nst_jax_direct nst_jax_from128 nst_jax_from256 nst_jax_from512`` adds
+nst_jax with Winograd only from 128, 256 or 512 input channels: the speed-memory trade-off
+between its two convolution methods.
+
 The TensorFlow worker is the tutorial's own code (``scripts/tutorial_tf.py``). The PyTorch
 worker builds VGG19 by hand from the same ``.h5`` and uses Keras-form Adam, so its trajectory
 is the tutorial's too. Neither TensorFlow nor torch is a runtime dependency of nst_jax.
@@ -41,6 +45,11 @@ STYLE_LAYERS = ["block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", 
 # nst_jax runs as users run it (conv="auto": Winograd on CPU) and, beside it, with direct
 # convolutions (the same FLOPs as the peers, so its GFLOP/s is a true efficiency).
 WORKERS = ("tensorflow", "torch", "nst_jax", "nst_jax_direct")
+# Opt-in (--only): Winograd only in layers with at least N input channels, between the
+# default (N = 64) and direct. Winograd's tile planes cost memory where activations are large
+# (early blocks) and its kernels where they are wide (late blocks), so these measure the
+# speed-memory trade-off between nst_jax's two convolution methods.
+SWEEP = ("nst_jax_from128", "nst_jax_from256", "nst_jax_from512")
 # VGG19's layer order and Keras' BGR mean, for the PyTorch worker, which must not import
 # nst_jax (tests/test_bench_peers.py checks these against nst_jax.vgg).
 LAYERS = tuple(
@@ -194,10 +203,31 @@ def _torch_worker(weights: str, content: np.ndarray, style: np.ndarray):
     return step
 
 
-def _nst_jax_worker(weights: str, content: np.ndarray, style: np.ndarray, chunk: int, conv: str):
+def winograd_from(kind: str) -> int | None:
+    """The input-channel threshold of a ``SWEEP`` worker (``None`` for the others)."""
+    prefix = "nst_jax_from"
+    return int(kind[len(prefix) :]) if kind.startswith(prefix) else None
+
+
+def _nst_jax_worker(
+    weights: str,
+    content: np.ndarray,
+    style: np.ndarray,
+    chunk: int,
+    conv: str,
+    min_channels: int | None = None,
+):
     """nst_jax runs through ``stylize`` itself; its ``on_chunk`` hook is where it waits for
     the parent, so the timed steps are exactly what users run."""
+    import functools
+
     import nst_jax
+    from nst_jax import vgg
+
+    if min_channels is not None:
+        # The threshold is a tuning constant of nst_jax, not a user setting; this worker
+        # process alone overrides it, to measure it.
+        vgg.prepare_params = functools.partial(vgg.prepare_params, min_channels=min_channels)
 
     params = nst_jax.load_vgg19(weights)
     config = nst_jax.StyleConfig(steps=10**6, steps_per_call=chunk, conv=conv)
@@ -235,7 +265,7 @@ def worker(kind: str, weights: str, image_dir: str, steps: int) -> None:
         # Two warm-up chunks would be 2 * steps; one chunk of `steps` is the warm-up instead,
         # and its first two losses are the reported ones.
         conv = "direct" if kind == "nst_jax_direct" else "auto"
-        _nst_jax_worker(weights, content, style, steps, conv)
+        _nst_jax_worker(weights, content, style, steps, conv, winograd_from(kind))
         return
     step = _tensorflow_worker(weights, content, style) if kind == "tensorflow" else None
     step = step or _torch_worker(weights, content, style)
@@ -311,8 +341,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--weights", help="weights file (default: a random official-layout one)")
-    parser.add_argument("--only", nargs="+", choices=WORKERS, default=list(WORKERS))
-    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="+", choices=WORKERS + SWEEP, default=list(WORKERS))
+    parser.add_argument("--worker", choices=WORKERS + SWEEP, help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -331,8 +361,8 @@ def main() -> None:
             weights = str(Path(tmp) / "vgg19_random.h5")
             nst_weights.write_keras_h5(vgg.random_params(0), weights)
         print("| size | implementation | ms/step median (min-max) | vs faster baseline | "
-              "GFLOP/s | of matmul peak | peak RSS MiB | step-1 loss (rel. to nst_jax) | "
-              "step-2 loss (rel.) |")  # fmt: skip
+              "GFLOP/s | of matmul peak | peak RSS MiB (vs torch) | "
+              "step-1 loss (rel. to nst_jax) | step-2 loss (rel.) |")  # fmt: skip
         print("|---|---|---|---|---|---|---|---|---|")
         for size in args.sizes:
             rows = compare(size, args.steps, args.repeats, weights, args.only, tmp)
@@ -345,11 +375,13 @@ def main() -> None:
                     abs(a - b) / abs(b) for a, b in zip(r["losses"], ours["losses"], strict=True)
                 ] if ours else [float("nan")] * 2  # fmt: skip
                 ratio = f"{r['ms'] / fastest:.2f}" if fastest else "-"
+                torch_rss = rows["torch"]["peak_rss_mib"] if "torch" in rows else float("nan")
+                rss = f"{r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / torch_rss:.2f})"
                 achieved = gflop / (r["ms"] / 1000)
                 print(
                     f"| {size} | {kind} | {r['ms']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
                     f"{ratio} | {achieved:.0f} | {achieved / best_peak:.0%} | "
-                    f"{r['peak_rss_mib']:.0f} | {r['losses'][0]:.7g} ({rel[0]:.1e}) | "
+                    f"{rss} | {r['losses'][0]:.7g} ({rel[0]:.1e}) | "
                     f"{r['losses'][1]:.7g} ({rel[1]:.1e}) |",
                     flush=True,
                 )

@@ -44,3 +44,13 @@ def test_reader_does_not_import_jax(weights_h5):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_sweep_thresholds_are_vgg_input_widths():
+    # Each sweep worker must select a different set of Winograd layers: its threshold is an
+    # input-channel count that VGG19 has (vgg.conv_shapes), above the default's.
+    widths = {kernel[2] for kernel, _ in vgg.conv_shapes().values()}
+    thresholds = [bench_peers.winograd_from(kind) for kind in bench_peers.SWEEP]
+    assert all(t in widths and t > vgg.WINOGRAD_MIN_CHANNELS for t in thresholds)
+    assert len(set(thresholds)) == len(thresholds)
+    assert all(bench_peers.winograd_from(kind) is None for kind in bench_peers.WORKERS)

@@ -368,6 +368,7 @@ def main() -> None:
             rows = compare(size, args.steps, args.repeats, weights, args.only, tmp)
             baselines = [rows[k]["ms"] for k in ("tensorflow", "torch") if k in rows]
             fastest = min(baselines) if baselines else None
+            torch_rss = rows["torch"]["peak_rss_mib"] if "torch" in rows else float("nan")
             ours = rows.get("nst_jax")
             gflop = step_gflop(size)
             for kind, r in rows.items():
@@ -375,7 +376,6 @@ def main() -> None:
                     abs(a - b) / abs(b) for a, b in zip(r["losses"], ours["losses"], strict=True)
                 ] if ours else [float("nan")] * 2  # fmt: skip
                 ratio = f"{r['ms'] / fastest:.2f}" if fastest else "-"
-                torch_rss = rows["torch"]["peak_rss_mib"] if "torch" in rows else float("nan")
                 rss = f"{r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / torch_rss:.2f})"
                 achieved = gflop / (r["ms"] / 1000)
                 print(

@@ -345,6 +345,8 @@ def main() -> None:
     parser.add_argument("--worker", choices=WORKERS + SWEEP, help=argparse.SUPPRESS)
     parser.add_argument("--images", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps < 2:  # the warm-up chunk's first two losses are the ones compared
+        parser.error(f"--steps must be at least 2, got {args.steps}")
     if args.worker:
         worker(args.worker, args.weights, args.images, args.steps)
         return

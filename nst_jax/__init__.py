@@ -1,36 +1,55 @@
 """nst_jax: Gatys-style neural style transfer in JAX/Flax.
 
-The public API::
+The research core, per image and pure (``stylize`` is built from the same pieces)::
 
-    params = nst_jax.load_vgg19()                       # official Keras .h5 or converted file
-    feats = nst_jax.vgg19_features(params, images, layers)
-    result = nst_jax.stylize(content, style, params=params, config=nst_jax.StyleConfig())
-    result.image, result.losses
+    params = nst_jax.load_vgg19()                                   # Keras .h5 or converted
+    targets = nst_jax.make_targets(params, content, style, config)  # content feats, style Grams
+    loss, terms = nst_jax.loss_fn(params, x, targets, config)       # x: (H, W, 3) in [0, 1]
+    tx = nst_jax.make_optimizer(config)                             # optax (Keras Adam)
+    step = nst_jax.make_step(config, tx)        # jitted (params, targets, x, opt_state)
+                                                #   -> (x, opt_state, loss, terms)
+    result = nst_jax.stylize(content, style, params=params, config=config)
+
+Importing nst_jax changes nothing in the process (environment, Pillow, garbage collector,
+logging).
 """
 
-# First: sets XLA's defaults before anything starts a JAX backend.
-from nst_jax import _xla_defaults  # noqa: F401, I001
 from nst_jax import image, losses
+from nst_jax.batching import batch_mesh
 from nst_jax.config import PRESETS, StyleConfig
 from nst_jax.errors import ImageError, InputError, WeightsError
-from nst_jax.optimize import StyleResult, keras_adam, stylize
-from nst_jax.vgg import LAYERS, vgg19_features
+from nst_jax.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
+from nst_jax.optim import keras_adam, make_optimizer, make_step, make_step_fn, scale_by_keras_adam
+from nst_jax.run import DivergedError, RunState, StyleResult, stylize
+from nst_jax.vgg import LAYERS, prepare_params, vgg19_features
 from nst_jax.weights import load_vgg19
 
 __all__ = [
+    "CONTENT_LAYERS",
     "LAYERS",
     "PRESETS",
+    "STYLE_LAYERS",
+    "DivergedError",
     "ImageError",
     "InputError",
+    "RunState",
     "StyleConfig",
     "StyleResult",
     "WeightsError",
+    "batch_mesh",
     "image",
     "keras_adam",
     "load_vgg19",
+    "loss_fn",
     "losses",
+    "make_optimizer",
+    "make_step",
+    "make_step_fn",
+    "make_targets",
+    "prepare_params",
+    "scale_by_keras_adam",
     "stylize",
     "vgg19_features",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

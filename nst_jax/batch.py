@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from nst_jax import image, optimize
+from nst_jax import image, objective
+from nst_jax import run as runs
 from nst_jax.config import INITS, StyleConfig
 from nst_jax.errors import ImageError, InputError
 
@@ -101,6 +102,7 @@ def prepare(
     contents: Sequence[str | os.PathLike],
     styles: Sequence[str | os.PathLike],
     config: StyleConfig,
+    max_dim: int | None = 512,
     batch_size: int = 8,
     process_index: int = 0,
     process_count: int = 1,
@@ -115,6 +117,7 @@ def prepare(
       contents: files or folders.
       styles: style files.
       config: settings (sweeps as tuples).
+      max_dim: longest side of every image after loading (``None``: as stored).
       batch_size: most images per batch (bounds memory).
       process_index: this host's index, for multi-host runs (each host takes every
         ``process_count``-th job).
@@ -124,20 +127,19 @@ def prepare(
     Raises:
       InputError: a style file is unreadable or too small, or two outputs would share a name.
     """
-    plan = optimize.Plan.from_config(config)
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise InputError(
             f"style_blend has {len(config.style_blend)} weights for {len(styles)} style images"
         )
     # With --style-scale the style is resized relative to the content (max_dim long), so
     # load it at that size rather than upsample it from max_dim later.
-    style_dim = config.max_dim
-    if config.style_scale is not None:
-        style_dim = max(1, round(config.style_scale * config.max_dim))
+    style_dim = max_dim
+    if config.style_scale is not None and max_dim is not None:
+        style_dim = max(1, round(config.style_scale * max_dim))
     style_arrays = []
     for path in styles:
         array = image.load(path, style_dim, max_pixels)
-        _check_size(path, array, plan.style_layers, style_dim)
+        _check_size(path, array, config.style_layers, style_dim)
         style_arrays.append(array)
     if config.init not in INITS:
         image.load(config.init, None, max_pixels)  # fail now, naming the file, not mid-run
@@ -148,8 +150,8 @@ def prepare(
     loaded, errors = {}, []
     for path in dict.fromkeys(job.content for job in jobs):
         try:
-            array = image.load(path, config.max_dim, max_pixels)
-            _check_size(path, array, plan.layers, config.max_dim)
+            array = image.load(path, max_dim, max_pixels)
+            _check_size(path, array, objective.used_layers(config), max_dim)
             loaded[path] = array
         except ImageError as e:
             errors.append(str(e))
@@ -165,9 +167,9 @@ def prepare(
     return Work(loaded, style_arrays, jobs, batches, errors, config)
 
 
-def _check_size(path, array: np.ndarray, layers, max_dim: int) -> None:
+def _check_size(path, array: np.ndarray, layers, max_dim: int | None) -> None:
     try:
-        optimize.check_size(layers, array.shape, "image")
+        objective.check_size(layers, array.shape, "image")
     except ValueError as e:
         raise ImageError(f"{path}: {e} (after scaling to max-dim {max_dim})") from None
 
@@ -204,7 +206,6 @@ def run(
     outputs: dict[Job, Path],
     *,
     params,
-    callback: Callable[[int, np.ndarray], None] | None = None,
     metadata: dict | None = None,
     **stylize_options,
 ) -> Iterator[tuple[Job, np.ndarray]]:
@@ -214,9 +215,8 @@ def run(
       work: from :func:`prepare`.
       outputs: from :func:`output_paths`.
       params: VGG19 params.
-      callback: called after each chunk with ``(steps advanced, chunk losses (N, k))``.
       metadata: provenance stored in each PNG result, with the job's own inputs added.
-      **stylize_options: passed to :func:`nst_jax.stylize` (``resume``, ``on_chunk``, ...).
+      **stylize_options: passed to :func:`nst_jax.stylize` (``on_chunk``, ``resume``, ...).
 
     Yields:
       ``(job, result image)`` after each result is written.
@@ -228,16 +228,7 @@ def run(
             styles = work.styles  # every image blends all of them
         else:
             styles = [work.styles[job.style] for job in jobs]
-        done = [0]
-
-        def advance(steps_done: int, losses: np.ndarray, done=done) -> None:
-            if callback is not None:
-                callback(steps_done - done[0], losses)
-            done[0] = steps_done
-
-        result = optimize.stylize(
-            contents, styles, params=params, config=config, callback=advance, **stylize_options
-        )
+        result = runs.stylize(contents, styles, params=params, config=config, **stylize_options)
         images = np.asarray(result.image).reshape(len(jobs), *contents.shape[1:])
         for job, result_image in zip(jobs, images, strict=True):
             image.save(outputs[job], result_image, metadata=job_metadata(job, metadata))

@@ -18,7 +18,7 @@ from flax import serialization
 
 from nst_jax.atomic import atomic_write
 from nst_jax.errors import InputError
-from nst_jax.optimize import RunState
+from nst_jax.run import RunState
 
 FILE = "checkpoint.msgpack"
 VERSION = 1

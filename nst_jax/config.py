@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from nst_jax import vgg
@@ -17,95 +18,117 @@ PRESERVE_COLOR = ("none", "luminance", "histogram")
 SCALE_RATIO = 2**0.5  # between consecutive sizes of a coarse-to-fine run
 
 
+def _field(default, help: str, kind: str | None = None, choices=None):
+    """A config field whose metadata documents it; the CLI generates its option from it.
+
+    ``kind``: how the CLI parses it: ``"layers"`` (comma-separated names), ``"floats"``
+    (comma-separated numbers), ``"sweep"`` (a number, or comma-separated numbers: one result
+    each); else from the default's type.
+    """
+    metadata = {"help": help, "kind": kind, "choices": choices}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class StyleConfig:
-    """Settings of :func:`nst_jax.stylize`. Defaults are the TensorFlow tutorial's.
+    """Settings of a run. Defaults are the TensorFlow tutorial's.
+
+    Each field's documentation is its ``help`` metadata (``StyleConfig.help(name)``), which
+    ``nst-jax stylize --help`` shows too. Fields by concern: the objective (layers, weights,
+    pooling), the optimiser (``optimizer``, ``learning_rate``, ``beta1``, ``beta2``,
+    ``epsilon``, ``lbfgs_memory``), the schedule (``steps``, ``scales``, ``min_size``,
+    ``coarse_steps``), the inputs (``init``, ``seed``, ``preserve_color``, ``style_blend``,
+    ``style_scale``) and how it runs (``steps_per_call``, ``loop``, ``remat``, ``conv``).
 
     Weights and the learning rate may each be a number or, for a batch of N images, a sequence
     of N numbers: one setting per image, swept in one compiled program.
-
-    Attributes:
-      content_layers: VGG19 layers whose features the result should share with the content.
-      style_layers: VGG19 layers whose Gram matrices the result should share with the style.
-      content_weight: weight of the content term (tutorial: 1e4).
-      style_weight: weight of the style term (tutorial: 1e-2).
-      tv_weight: weight of the total-variation term (tutorial: 30).
-      learning_rate: Adam step size (tutorial: 0.02).
-      beta1: Adam first-moment decay (tutorial: 0.99).
-      beta2: Adam second-moment decay (tutorial and Keras default: 0.999).
-      epsilon: Adam epsilon (tutorial: 0.1; large, so its placement matters, see ``optimizer``).
-      content_layer_weights: one multiplier per content layer (default: 1 each).
-      style_layer_weights: one multiplier per style layer (default: 1 each).
-      optimizer: ``"adam"`` (default; Keras' form: epsilon added to ``sqrt(v)`` before bias
-        correction, so the tutorial's trajectory is reproduced), ``"optax_adam"`` (optax's
-        ``adam``, epsilon after bias correction), or ``"lbfgs"`` (optax's L-BFGS with its zoom
-        line search; the image is projected into [0, 1] after each step; no learning rate).
-      lbfgs_memory: number of past steps L-BFGS keeps.
-      steps: optimisation steps at the last (full) scale (tutorial: 10 epochs x 100).
-      scales: sizes of a coarse-to-fine run: the image is optimised at sizes growing by
-        sqrt(2), upsampled between scales (Adam's moments with it); the last is full size.
-      min_size: instead of ``scales``, the longest side of the first scale (the number of
-        scales follows from it).
-      coarse_steps: steps at each scale before the last (default: ``steps``).
-      preserve_color: ``"none"``, ``"luminance"`` (transfer on luminance, content's chroma
-        kept) or ``"histogram"`` (style's colours matched to the content's first).
-      style_blend: with several style images, one weight each: the style target is the
-        weighted sum of their Grams (weights are normalised to sum to 1).
-      style_scale: style image resized so its longest side is this times the content's
-        (at every scale); default: used as loaded.
-      steps_per_call: steps per chunk: the progress interval, and on accelerators the steps
-        run inside one compiled call.
-      loop: where a chunk's steps loop: ``"device"`` (one compiled ``fori_loop``), ``"host"``
-        (a Python loop over a jitted step, asynchronously dispatched), or ``"auto"`` (host on
-        CPU, where XLA runs convolutions inside loops ~2.7x slower; device elsewhere).
-      init: starting image: ``"content"`` (tutorial), ``"noise"`` (uniform, from ``seed``),
-        ``"style"`` (the style image resized to the content's size) or a path to an image.
-      seed: PRNG seed, used by noise initialisation.
-      pooling: ``"max"`` (Keras VGG19) or ``"avg"``.
-      max_dim: longest side after loading (used by the loaders and the CLI; ``stylize`` takes
-        arrays as given).
-      remat: recompute each VGG block's activations in the backward pass instead of keeping
-        them (``jax.checkpoint`` per block): less memory for large images, ~1/3 more time.
-      conv: how the network's 3x3 convolutions are computed: ``"direct"``, ``"winograd"``
-        (Winograd F(2x2, 3x3): fewer multiplications, same result up to float rounding; see
-        :mod:`nst_jax.winograd`), or ``"auto"`` (Winograd on CPU for runs long enough to
-        repay its longer compile, direct otherwise: :func:`nst_jax.vgg.resolve_conv`).
     """
 
-    content_layers: tuple[str, ...] = ("block5_conv2",)
-    style_layers: tuple[str, ...] = (
-        "block1_conv1",
-        "block2_conv1",
-        "block3_conv1",
-        "block4_conv1",
-        "block5_conv1",
+    content_layers: tuple[str, ...] = _field(
+        ("block5_conv2",), "VGG19 layers whose features the result shares with the content",
+        "layers",
+    )  # fmt: skip
+    style_layers: tuple[str, ...] = _field(
+        ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+        "VGG19 layers whose Gram matrices the result shares with the style", "layers",
+    )  # fmt: skip
+    content_layer_weights: tuple[float, ...] | None = _field(
+        None, "one multiplier per content layer (default: 1 each)", "floats"
     )
-    content_layer_weights: tuple[float, ...] | None = None
-    style_layer_weights: tuple[float, ...] | None = None
-    content_weight: float | Sequence[float] = 1e4
-    style_weight: float | Sequence[float] = 1e-2
-    tv_weight: float | Sequence[float] = 30.0
-    learning_rate: float | Sequence[float] = 0.02
-    beta1: float = 0.99
-    beta2: float = 0.999
-    epsilon: float = 0.1
-    optimizer: str = "adam"
-    lbfgs_memory: int = 10
-    steps: int = 1000
-    scales: int = 1
-    min_size: int | None = None
-    coarse_steps: int | None = None
-    preserve_color: str = "none"
-    style_blend: tuple[float, ...] | None = None
-    style_scale: float | None = None
-    steps_per_call: int = 50
-    loop: str = "auto"
-    init: str = "content"
-    seed: int = 0
-    pooling: str = "max"
-    max_dim: int = 512
-    remat: bool = False
-    conv: str = "auto"
+    style_layer_weights: tuple[float, ...] | None = _field(
+        None, "one multiplier per style layer (default: 1 each)", "floats"
+    )
+    content_weight: float | Sequence[float] = _field(1e4, "weight of the content term", "sweep")
+    style_weight: float | Sequence[float] = _field(1e-2, "weight of the style term", "sweep")
+    tv_weight: float | Sequence[float] = _field(30.0, "weight of the total-variation term", "sweep")
+    learning_rate: float | Sequence[float] = _field(0.02, "Adam's step size", "sweep")
+    beta1: float = _field(0.99, "Adam's first-moment decay")
+    beta2: float = _field(0.999, "Adam's second-moment decay")
+    epsilon: float = _field(
+        0.1, "Adam's epsilon (large, so where it is added matters: see --optimizer)"
+    )
+    optimizer: str = _field(
+        "adam",
+        "adam: Keras' Adam, epsilon added to sqrt(v) before bias correction (the tutorial's); "
+        "optax_adam: optax.adam, epsilon after; lbfgs: optax's L-BFGS with a zoom line "
+        "search on the image projected into [0, 1] (no learning rate)",
+        choices=OPTIMIZERS,
+    )
+    lbfgs_memory: int = _field(10, "past steps L-BFGS keeps")
+    steps: int = _field(1000, "optimisation steps at the last (full) scale")
+    scales: int = _field(
+        1, "coarse-to-fine: sizes growing by sqrt(2), the last full size (multiscale.py)"
+    )
+    min_size: int | None = _field(
+        None, "coarse-to-fine from this longest side in px (instead of --scales)"
+    )
+    coarse_steps: int | None = _field(
+        None, "steps at each scale before the last (default: --steps)"
+    )
+    preserve_color: str = _field(
+        "none",
+        "keep the content's colours: luminance-only transfer, or the style's colours "
+        "matched to the content's (color.py)",
+        choices=PRESERVE_COLOR,
+    )
+    style_blend: tuple[float, ...] | None = _field(
+        None, "with several styles, one weight each: one style target, their Grams' "
+        "weighted mean", "floats",
+    )  # fmt: skip
+    style_scale: float | None = _field(
+        None, "style resized so its longest side is this times the content's"
+    )
+    steps_per_call: int = _field(
+        50, "steps per chunk: the progress interval; on accelerators one compiled call"
+    )
+    loop: str = _field(
+        "auto",
+        "where a chunk's steps loop: device (one compiled fori_loop), host (a Python loop "
+        "over a jitted step), auto (host on CPU, where XLA runs convolutions in loops "
+        "slower; device elsewhere)",
+        choices=LOOPS,
+    )
+    init: str = _field(
+        "content", "starting image: content, noise (from --seed), style, or an image file"
+    )
+    seed: int = _field(0, "PRNG seed of noise initialisation")
+    pooling: str = _field("max", "VGG pooling: max (Keras) or avg (Gatys et al.)", choices=POOLINGS)
+    remat: bool = _field(
+        False, "recompute each VGG block's activations in the backward pass (less memory "
+        "on accelerators, ~1/3 more time)",
+    )  # fmt: skip
+    conv: str = _field(
+        "auto",
+        "3x3 convolutions: direct, winograd (F(2x2,3x3): fewer multiplications, same "
+        "result up to rounding, longer compile), or auto (Winograd on CPU for runs long "
+        "enough to repay its compile)",
+        choices=("auto", "direct", "winograd"),
+    )
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The documentation of field ``name``."""
+        return StyleConfig.__dataclass_fields__[name].metadata["help"]
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience but stored as tuples so configs stay hashable.
@@ -148,8 +171,8 @@ class StyleConfig:
         for field in ("content_weight", "style_weight", "tv_weight", "learning_rate"):
             values = getattr(self, field)
             for v in values if isinstance(values, tuple) else (values,):
-                if not v >= 0:  # also rejects NaN
-                    raise ValueError(f"{field} must be >= 0, got {v}")
+                if not (v >= 0 and math.isfinite(v)):  # also rejects NaN
+                    raise ValueError(f"{field} must be a finite number >= 0, got {v}")
         _ = self.sweep_size  # sweeps must agree in length
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
@@ -166,7 +189,7 @@ class StyleConfig:
                 raise ValueError(f"{field} must be one of {', '.join(choices)}")
         if not self.init:
             raise ValueError(f"init must be one of {', '.join(INITS)} or an image path")
-        for field in ("steps", "steps_per_call", "max_dim", "scales", "lbfgs_memory"):
+        for field in ("steps", "steps_per_call", "scales", "lbfgs_memory"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be a positive integer, got {getattr(self, field)}")
         for field in ("min_size", "coarse_steps"):
@@ -215,10 +238,12 @@ def gatys_weights(alpha: float = 1.0, beta: float = 1e3, reference_dim: int = 51
 _GATYS_CONTENT, _GATYS_STYLE = gatys_weights()
 
 PRESETS: dict[str, StyleConfig] = {
-    # The TensorFlow tutorial, exactly.
+    # The TensorFlow tutorial, exactly:
+    # https://www.tensorflow.org/tutorials/generative/style_transfer
     "tutorial": StyleConfig(),
-    # Gatys et al. 2016: relu4_2 content, relu1_1..relu5_1 style, L-BFGS from noise, average
-    # pooling (their recommendation), no total variation; weights converted by gatys_weights().
+    # Gatys et al., "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016:
+    # relu4_2 content, relu1_1..relu5_1 style, L-BFGS from noise, average pooling (their
+    # recommendation), no total variation; weights converted by gatys_weights().
     "gatys": StyleConfig(
         content_layers=("block4_conv2",),
         content_weight=_GATYS_CONTENT,
@@ -229,8 +254,4 @@ PRESETS: dict[str, StyleConfig] = {
         pooling="avg",
         steps=500,
     ),
-    # Chosen by measurement (README, "Presets"): the lowest tutorial loss per evaluation among
-    # Adam and L-BFGS from the content or noise, single- or multi-scale, was Adam from the
-    # content; among learning rates 0.01-0.1, 0.05 after 300 steps.
-    "quality": StyleConfig(learning_rate=0.05),
 }

@@ -63,9 +63,9 @@ def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.n
         raise ImageError(f"{path}: empty file")
     try:
         with warnings.catch_warnings():
-            # Pillow warns (or refuses) by its own limit; ours, below, is the one that counts.
+            # Pillow warns by its own limit; ours, below, is the one that counts. Pillow's
+            # global limit is the process's: a program (the CLI) may lift it, a library not.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = None
             with Image.open(path) as img:
                 # Refuse decompression bombs from the header, before decoding any pixels.
                 if max_pixels is not None and img.width * img.height > max_pixels:
@@ -78,6 +78,11 @@ def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.n
                 array = _to_rgb_array(img)
     except ImageError:
         raise
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{path}: over Pillow's pixel limit (PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS}); a program may raise it"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as e:

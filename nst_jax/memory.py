@@ -70,41 +70,29 @@ def available_bytes(device: jax.Device | None = None) -> int | None:
 
 def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.float32) -> int:
     """Bytes XLA needs for one compiled step of an ``(n, height, width, 3)`` batch."""
-    from nst_jax import optimize  # here, not at import: optimize is the larger module
+    from nst_jax import batching, objective, optim, run  # the run's modules: not at import
 
-    plan = optimize.Plan.from_config(config)
     spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
     params = {
         name: {"kernel": spec(kernel), "bias": spec(bias)}
         for name, (kernel, bias) in vgg.conv_shapes().items()
     }
-    work = optimize.pixel_steps(config, n, height, width)
-    params = jax.eval_shape(
-        lambda p: vgg.prepare_params(p, config.conv, pixel_steps=work, layers=plan.layers), params
-    )
+    params = jax.eval_shape(lambda p: run.step_params(p, config, n, height, width), params)
     content = jax.eval_shape(
-        lambda p, x: vgg.image_features(p, x, plan.content_layers, plan.pooling),
+        lambda p, x: vgg.image_features(p, x, config.content_layers, config.pooling),
         params,
         spec((height, width, 3)),
     )
-    channels = {name: vgg.conv_shapes()[name][1][0] for name in plan.style_layers}
-    grams = {name: spec((n, c, c)) for name, c in channels.items()}
+    channels = {name: vgg.conv_shapes()[name][1][0] for name in config.style_layers}
     targets = {
         "content": {k: spec((n, *v.shape)) for k, v in content.items()},
-        "style": grams,
+        "style": {name: spec((n, c, c)) for name, c in channels.items()},
+        "weights": {term: spec((n,)) for term in objective.TERMS},
     }
-    hparams = {name: spec((n,)) for name in optimize.HPARAMS}
+    tx = optim.make_optimizer(config)
     images = spec((n, height, width, 3))
-    opt_states = jax.eval_shape(
-        lambda p, t, hp, im: optimize._batch_init(plan, p, t, hp, im),
-        params,
-        targets,
-        hparams,
-        images,
-    )
-    compiled = optimize._batch_step.lower(
-        plan, params, targets, hparams, images, opt_states
-    ).compile()
+    states = jax.eval_shape(batching.init_states, tx, images)
+    compiled = batching.batch_step(config, tx).lower(params, targets, images, states).compile()
     stats = compiled.memory_analysis()
     return int(
         stats.argument_size_in_bytes
@@ -135,9 +123,9 @@ def largest_side(
 
 def uses_winograd(config: StyleConfig, n: int, height: int, width: int) -> bool:
     """Whether a run of these settings and size computes its convolutions by Winograd."""
-    from nst_jax import optimize
+    from nst_jax import run
 
-    work = optimize.pixel_steps(config, n, height, width)
+    work = run.pixel_steps(config, n, height, width)
     return vgg.resolve_conv(config.conv, work) == "winograd"
 
 
@@ -186,8 +174,8 @@ def check_fits(
     if available is not None and needed > available:
         side = largest_side(config, n, height, width, needed, available)
         batch = f"a batch of {n} at " if n > 1 else ""
-        # On XLA:CPU --remat was measured to save nothing (README, "Memory and start-up"), so
-        # it is suggested only where it can help.
+        # On XLA:CPU --remat was measured to save nothing (scripts/README.md), so it is
+        # suggested only where it can help.
         cpu = jax.default_backend() == "cpu"
         hint = "" if config.remat or cpu else ", or add --remat"
         if uses_winograd(config, n, height, width):

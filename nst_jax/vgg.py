@@ -365,20 +365,24 @@ def image_features(
 def vgg19_features(
     params: Params, images: jax.Array, layers: Sequence[str], pooling: str = "max"
 ) -> dict[str, jax.Array]:
-    """Features of a batch of RGB images.
+    """Features of one RGB image or a batch.
 
     Args:
-      params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19``.
-      images: ``(N, H, W, 3)`` float RGB in [0, 1].
+      params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19`` (or
+        :func:`prepare_params`'d).
+      images: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1].
       layers: names of the layers to return (see ``LAYERS``).
       pooling: ``"max"`` or ``"avg"``.
 
     Returns:
-      ``{layer: (N, h, w, c)}`` activations; conv outputs are after ReLU.
+      ``{layer: (h, w, c)}`` or ``{layer: (N, h, w, c)}`` activations; conv outputs are after
+      ReLU.
     """
     layers = check_layers(layers)
+    if images.ndim == 3:
+        return image_features(params, images, layers, pooling)
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected (N, H, W, 3) images, got shape {tuple(images.shape)}")
+        raise ValueError(f"expected (H, W, 3) or (N, H, W, 3) images, got {tuple(images.shape)}")
     return jax.vmap(lambda im: image_features(params, im, layers, pooling))(images)
 
 

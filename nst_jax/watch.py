@@ -16,7 +16,7 @@ import numpy as np
 
 from nst_jax import checkpoint, image
 from nst_jax.errors import InputError
-from nst_jax.optimize import RunState
+from nst_jax.run import RunState
 
 EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 

@@ -1,0 +1,219 @@
+"""Optimisers as optax transformations, and the jitted step that applies one to the image.
+
+The step is the tutorial's: loss and gradient with respect to the image only, an optimiser
+update, then the image clipped to [0, 1]. The loss it returns is that of the image it was
+given, before the update (as the tutorial and ``stylize``'s ``losses`` report it).
+
+Keras' Adam (the tutorial's, so the default) adds epsilon to ``sqrt(v)`` before the bias
+correction; optax's ``adam`` adds it after, to ``sqrt(v_hat)``. With the tutorial's
+``epsilon = 0.1`` the two trajectories differ visibly, so both are offered: ``"adam"`` (Keras
+form) and ``"optax_adam"``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nst_jax.config import StyleConfig
+from nst_jax.objective import Params, Targets, loss_fn, static_config
+
+# XLA:CPU options for the step, per compiled function (never the process's XLA_FLAGS):
+# - the memory-minimising scheduler ran the 512 px step as fast as the default
+#   concurrency-optimised one, with about a quarter less peak memory;
+# - YNNPACK for convolutions and reductions only: the Winograd step's many channel products
+#   ran faster on XLA's own dot emitter, and reductions stay with YNNPACK because XLA's own
+#   float32 sums were less exact (scripts/README.md has the figures).
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_enable_concurrency_optimized_scheduler": False,
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"
+    ),
+}
+
+
+def compiler_options() -> dict | None:
+    """The options nst_jax compiles its programs with on this backend (``None``: XLA's)."""
+    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
+
+class ScaleByKerasAdamState(NamedTuple):
+    """State of :func:`scale_by_keras_adam`: step count and the two moment estimates."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def scale_by_keras_adam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-7
+) -> optax.GradientTransformation:
+    """Adam's scaling as Keras computes it: ``sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+
+    Keras folds the bias corrections into the step size and adds ``eps`` to the *uncorrected*
+    ``sqrt(v)``; optax's ``scale_by_adam`` adds it to the corrected one, which is the same
+    update with ``eps * sqrt(1 - b2^t)`` in place of ``eps``. The moments use Keras'
+    ``m += (g - m) * (1 - b1)`` form so float32 rounding matches Keras too.
+    """
+
+    def init(params: optax.Params) -> ScaleByKerasAdamState:
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return ScaleByKerasAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update(updates, state, params=None):
+        del params
+        count = state.count + 1
+        t = count.astype(jax.tree.leaves(state.mu)[0].dtype)
+        mu = jax.tree.map(lambda m, g: m + (g - m) * (1 - b1), state.mu, updates)
+        nu = jax.tree.map(lambda v, g: v + (jnp.square(g) - v) * (1 - b2), state.nu, updates)
+        correction = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        scaled = jax.tree.map(lambda m, v: m * correction / (jnp.sqrt(v) + eps), mu, nu)
+        return scaled, ScaleByKerasAdamState(count, mu, nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def keras_adam(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-7,
+) -> optax.GradientTransformation:
+    """Adam exactly as Keras (and so the TensorFlow tutorial) computes it, built as optax
+    builds its own: ``chain(scale_by_keras_adam(b1, b2, eps), scale_by_learning_rate(lr))``.
+
+    Args:
+      learning_rate: a number, a traced scalar or an optax schedule.
+      b1: first-moment decay.
+      b2: second-moment decay.
+      eps: added to ``sqrt(v)``.
+    """
+    return optax.chain(
+        scale_by_keras_adam(b1, b2, eps), optax.scale_by_learning_rate(learning_rate)
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(kind: str, learning_rate: float, b1: float, b2: float, eps: float, memory: int):
+    if kind == "lbfgs":
+        return optax.lbfgs(memory_size=memory)
+    factory = keras_adam if kind == "adam" else optax.adam
+    # The learning rate lives in the state, so a batch can sweep it in one program; b1, b2
+    # and eps stay Python numbers, computed in double precision as Keras does.
+    inject = optax.inject_hyperparams(factory, static_args=("b1", "b2", "eps"))
+    return inject(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
+
+
+def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
+    """The optimiser ``config.optimizer`` names, as an optax transformation.
+
+    ``"adam"`` (default): :func:`keras_adam`; ``"optax_adam"``: ``optax.adam``. Both keep the
+    learning rate in their state (``optax.inject_hyperparams``: ``state.hyperparams``).
+    ``"lbfgs"``: optax's L-BFGS with its zoom line search (no learning rate); its step
+    evaluates the loss at the image projected into [0, 1].
+
+    The same settings return the same object, so :func:`make_step` compiles once for them.
+    """
+    learning_rate = config.learning_rate
+    if isinstance(learning_rate, tuple):  # a sweep: each image's rate is set in its state
+        learning_rate = learning_rate[0]
+    return _optimizer(
+        config.optimizer,
+        float(learning_rate),
+        config.beta1,
+        config.beta2,
+        config.epsilon,
+        config.lbfgs_memory,
+    )
+
+
+StepFn = Callable[..., tuple]
+
+
+def _gradient_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
+    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
+        (loss, terms), grad = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+            params, x, targets, config
+        )
+        updates, opt_state = tx.update(grad, opt_state, x)
+        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+        return x, opt_state, loss, terms, jnp.ones((), jnp.int32)
+
+    return step
+
+
+def _lbfgs_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
+    """L-BFGS minimises ``x -> loss(clip(x, 0, 1))``.
+
+    Evaluated at the clipped point, the value and gradient the line search keeps for its
+    accepted point stay exact once the image is projected back into [0, 1], so a step costs
+    exactly its line-search trials (the first also evaluates its start). The line search
+    returns totals only, so the step's terms are NaN; ``stylize`` evaluates them per chunk.
+    """
+
+    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
+        def value_fn(y):
+            return loss_fn(params, jnp.clip(y, 0.0, 1.0), targets, config)[0]
+
+        fresh = ~jnp.isfinite(optax.tree_utils.tree_get(opt_state, "value"))
+        value, grad = optax.value_and_grad_from_state(value_fn)(x, state=opt_state)
+        updates, opt_state = tx.update(
+            grad, opt_state, x, value=value, grad=grad, value_fn=value_fn
+        )
+        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+        trials = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
+        nan = jnp.full((), jnp.nan, value.dtype)
+        evaluations = jnp.asarray(trials, jnp.int32) + fresh.astype(jnp.int32)
+        return x, opt_state, value, {"content": nan, "style": nan, "tv": nan}, evaluations
+
+    return step
+
+
+def make_step_fn(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
+    """The per-image step as a pure function, not jitted (for ``jax.vmap`` or your own jit).
+
+    Returns:
+      ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms, evaluations)``:
+      :func:`make_step`'s outputs plus the loss evaluations the step made (1 for Adam; the
+      line-search trials for L-BFGS). ``config.optimizer == "lbfgs"`` selects the L-BFGS form,
+      which passes ``value``, ``grad`` and ``value_fn`` to ``tx.update``.
+    """
+    config = static_config(config)
+    if config.optimizer == "lbfgs":
+        return _lbfgs_step(config, tx)
+    return _gradient_step(config, tx)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_step(config: StyleConfig, tx: optax.GradientTransformation, donate: bool):
+    step = make_step_fn(config, tx)
+    return jax.jit(
+        lambda params, targets, x, opt_state: step(params, targets, x, opt_state)[:4],
+        donate_argnums=(2, 3) if donate else (),
+        compiler_options=compiler_options(),
+    )
+
+
+def make_step(
+    config: StyleConfig, tx: optax.GradientTransformation, *, donate: bool = False
+) -> Callable:
+    """The jitted optimisation step of one image.
+
+    Args:
+      config: layers, pooling, remat and optimiser kind (term weights come from the targets).
+      tx: the optimiser, from :func:`make_optimizer` or any optax transformation.
+      donate: let XLA reuse the buffers of ``x`` and ``opt_state`` for the outputs (less
+        memory; the arrays passed in are invalid afterwards).
+
+    Returns:
+      ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms)``: ``x`` ``(H, W,
+      3)`` updated and clipped to [0, 1]; ``loss`` and ``terms`` (``content``, ``style``,
+      ``tv``) those of the ``x`` passed in. The same arguments return the same compiled
+      function.
+    """
+    return _jitted_step(static_config(config), tx, donate)

@@ -1,0 +1,263 @@
+"""The ``nst-jax`` argument parser. Every :class:`~nst_jax.StyleConfig` field is an option of
+``stylize``, generated from the field itself (name, default, help), so the two never drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+from nst_jax import compile_cache, image
+from nst_jax.config import OPTIMIZER_ALIASES, PRESETS, StyleConfig
+from nst_jax.vgg import LAYERS
+
+EXIT_INPUT = 2
+DEFAULT_MAX_DIM = 512  # the tutorial's
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (no usage block), with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default:" in text or not action.option_strings or action.nargs == 0:
+            return text
+        default = "none" if action.default is None else action.default
+        return f"{text} (default: {default})"
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def number(text: str) -> float:
+    """A finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _numbers(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers >= 0."""
+    return tuple(non_negative(part) for part in text.split(","))
+
+
+def _sweep(text: str) -> float | tuple[float, ...]:
+    """One number >= 0, or a comma-separated list of them (a sweep)."""
+    values = _numbers(text)
+    return values[0] if len(values) == 1 else values
+
+
+def _layers(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(","))
+    for name in names:
+        if name not in LAYERS:
+            raise argparse.ArgumentTypeError(
+                f"unknown VGG19 layer {name!r}; known: {', '.join(LAYERS)}"
+            )
+    return names
+
+
+def _optimizer(text: str) -> str:
+    return OPTIMIZER_ALIASES.get(text, text)
+
+
+_PARSERS = {"layers": _layers, "floats": _numbers, "sweep": _sweep}
+_METAVARS = {"layers": "LAYER,...", "floats": "W,...", "sweep": "X[,X,...]"}
+
+
+def _field_option(field: dataclasses.Field) -> tuple[str, dict]:
+    """The option of one config field: its name and ``add_argument`` keywords."""
+    meta, default = field.metadata, field.default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    extra = "; comma-separated values sweep it, one result each" if meta["kind"] == "sweep" else ""
+    kwargs: dict = {
+        "dest": field.name,
+        "default": None,  # None: the --preset's value
+        "help": f"{meta['help']}{extra} (default: {'none' if shown is None else shown})",
+    }
+    if meta["kind"] in _PARSERS:
+        kwargs.update(type=_PARSERS[meta["kind"]], metavar=_METAVARS[meta["kind"]])
+    elif meta["choices"]:
+        kwargs.update(type=_optimizer if field.name == "optimizer" else str)
+        kwargs.update(choices=meta["choices"])
+    elif isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif field.type.startswith("int"):
+        kwargs["type"] = int
+    elif field.type.startswith("float"):
+        kwargs["type"] = number
+    return "--" + field.name.replace("_", "-"), kwargs
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """``--preset`` and one option per :class:`StyleConfig` field (``None``: the preset's)."""
+    group = parser.add_argument_group("settings (each defaults to the --preset's value)")
+    group.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tutorial",
+        help="starting settings: tutorial (the TensorFlow tutorial's) or gatys (Gatys et al. "
+        "2016, weights converted); the options below override them",
+    )
+    for field in dataclasses.fields(StyleConfig):
+        name, kwargs = _field_option(field)
+        group.add_argument(name, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> StyleConfig:
+    """The preset with every config option the command line gave replacing its field."""
+    changes = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(StyleConfig)
+        if getattr(args, field.name, None) is not None
+    }
+    return PRESETS[args.preset].replace(**changes)
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("content", metavar="CONTENT", nargs="*", help="content images or folders")
+    p.add_argument(
+        "--style",
+        "-s",
+        action="append",
+        metavar="STYLE",
+        help="style image; repeat for one result per style (or one blend: --style-blend)",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OUT",
+        help="a .png/.jpg/.webp file for one result, else a folder (results keep input names)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("png", "jpg", "webp"),
+        default="png",
+        help="format of results written into an output folder",
+    )
+    p.add_argument("--sheet", metavar="PATH", help="also write a labelled grid of all results")
+    p.add_argument(
+        "--max-dim",
+        type=positive_int,
+        default=DEFAULT_MAX_DIM,
+        help="longest side of content and style after loading, in px",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        help="most images stylised at once (images of equal size share a batch)",
+    )
+    p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def _add_resources(p: argparse.ArgumentParser) -> None:
+    r = p.add_argument_group("resources")
+    r.add_argument(
+        "--memory-limit",
+        type=positive,
+        metavar="GIB",
+        help="refuse runs estimated to need more (default: the memory available)",
+    )
+    r.add_argument(
+        "--compile-cache",
+        metavar="DIR|off",
+        help="persistent compilation cache; a second run on the same shapes skips compiling "
+        f"(default: {compile_cache.default_dir()}, or $NST_JAX_COMPILE_CACHE)",
+    )
+    r.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=image.MAX_PIXELS,
+        help="refuse larger inputs (decompression bombs)",
+    )
+
+
+def _add_watch(p: argparse.ArgumentParser) -> None:
+    """Options of long single-image runs: checkpoints, resume, previews, logs, provenance."""
+    g = p.add_argument_group("long runs (one result at a time)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        metavar="N",
+        help="write OUT.ckpt/ every N steps (and on exit)",
+    )
+    g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/")
+    g.add_argument(
+        "--save-every", type=positive_int, metavar="N", help="write OUT_0100.png ... every N steps"
+    )
+    g.add_argument("--log", metavar="PATH", help="JSON lines: step, each loss term, seconds")
+    g.add_argument("--plot", metavar="PATH", help="plot of the loss terms (needs matplotlib)")
+    g.add_argument(
+        "--animate",
+        metavar="PATH",
+        help=".gif (or .mp4 with imageio-ffmpeg) of the --save-every images",
+    )
+    g.add_argument(
+        "--from",
+        dest="from_png",
+        metavar="PNG",
+        help="rerun the command stored in a PNG written by nst-jax",
+    )
+    g.add_argument("--force", action="store_true", help="allow the output to replace an input")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nst-jax`` argument parser (each command's ``func`` is set by the CLI)."""
+    parser = Parser(prog="nst-jax", description="Neural style transfer in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "stylize",
+        help="stylise an image",
+        description="Optimise CONTENT to take on the style of STYLE (Gatys et al.).",
+        formatter_class=_HelpFormatter,
+    )
+    _add_outputs(p)
+    add_config_options(p)
+    _add_resources(p)
+    _add_watch(p)
+    weights = sub.add_parser("weights", help="fetch, convert or describe VGG19 weights")
+    wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    wsub.add_parser("fetch", help="download the official Keras file and convert it")
+    convert = wsub.add_parser("convert", help="convert a Keras .h5 to the Flax-native file")
+    convert.add_argument("source", metavar="IN")
+    convert.add_argument("dest", metavar="OUT", nargs="?")
+    info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
+    info.add_argument("path", metavar="PATH", nargs="?")
+    info = sub.add_parser("info", help="print the provenance stored in an output PNG")
+    info.add_argument("path", metavar="PNG")
+    return parser

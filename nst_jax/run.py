@@ -1,0 +1,299 @@
+"""``stylize``: the research core run for you, over batches, chunks, scales and devices.
+
+A run is a composition of public pieces: :func:`nst_jax.inputs.batch_targets` (the
+targets of :func:`nst_jax.make_targets` for every image of a scale), optimiser states
+(:func:`nst_jax.batching.init_states`), then chunks of the batched step
+(:mod:`nst_jax.batching`). A :class:`RunState` carries the run between chunks and scales; it
+is what ``on_chunk`` sees, what checkpoints hold, and what ``resume`` continues from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nst_jax import batching, color, inputs, multiscale, vgg
+from nst_jax.config import StyleConfig
+from nst_jax.objective import TERMS, used_layers
+from nst_jax.optim import make_optimizer
+
+
+class StyleResult(NamedTuple):
+    """What :func:`stylize` returns.
+
+    Attributes:
+      image: float32 in [0, 1], same leading shape as the content: ``(H, W, 3)`` or
+        ``(N, H, W, 3)``.
+      losses: total loss *before* each step, ``(steps,)`` or ``(N, steps)`` (with several
+        scales, the steps of every scale in order).
+      evaluations: loss-and-gradient evaluations (VGG forward + backward passes) each image
+        took, ``()`` or ``(N,)``: one per Adam step; for L-BFGS, its line-search trials plus
+        one to start each scale.
+    """
+
+    image: jax.Array
+    losses: np.ndarray
+    evaluations: np.ndarray | None = None
+
+
+class RunState(NamedTuple):
+    """A run between chunks: enough to save, inspect or resume it.
+
+    Attributes:
+      step: steps done, counted over all scales of a coarse-to-fine run.
+      images: ``(N, H, W, 3)`` current images, at the size of scale ``scale``.
+      opt_states: the optimiser state pytree of the batch (its N rows as the leading axis).
+      losses: ``(N, step)`` total loss before each step so far.
+      terms: ``{"content", "style", "tv", "total": (N,)}`` before the last step
+        (``losses[:, -1]`` is their total).
+      scale: index of the scale of a coarse-to-fine run (0 for a single-scale run).
+      evaluations: ``(N,)`` loss-and-gradient evaluations so far.
+    """
+
+    step: int
+    images: jax.Array
+    opt_states: optax.OptState
+    losses: np.ndarray
+    terms: dict[str, np.ndarray] | None = None
+    scale: int = 0
+    evaluations: np.ndarray | None = None
+
+
+class DivergedError(RuntimeError):
+    """The loss or the image became non-finite (too large a learning rate, usually)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"the run diverged: non-finite loss or image at step {step}")
+        self.step = step
+
+
+def pixel_steps(config: StyleConfig, n: int, height: int, width: int) -> int:
+    """Images x pixels x steps of a run, over all its scales: what ``conv="auto"`` weighs
+    against Winograd's longer compile (:func:`nst_jax.vgg.resolve_conv`)."""
+    shapes = multiscale.scale_shapes(height, width, config)
+    steps = multiscale.scale_steps(height, width, config)
+    return n * sum(s * h * w for s, (h, w) in zip(steps, shapes, strict=True))
+
+
+def step_params(params, config: StyleConfig, n: int, height: int, width: int):
+    """``params`` prepared for the step's convolutions (Winograd on CPU for long runs)."""
+    work = pixel_steps(config, n, height, width)
+    return vgg.prepare_params(params, config.conv, pixel_steps=work, layers=used_layers(config))
+
+
+class _Run(NamedTuple):
+    """What every chunk of a run needs, fixed for the whole run."""
+
+    config: StyleConfig
+    tx: optax.GradientTransformation
+    params: dict
+    step_params: dict
+    mesh: jax.sharding.Mesh | None
+    n: int
+    on_chunk: Callable[[RunState], None] | None
+
+
+def _check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
+    finite_steps = np.all(np.isfinite(chunk), axis=0)
+    if not finite_steps.all():
+        raise DivergedError(done + 1 + int(np.argmin(finite_steps)))
+    if not bool(jnp.all(jnp.isfinite(images))):
+        raise DivergedError(done + chunk.shape[1])  # the chunk's last update broke the image
+
+
+def run_chunk(run: _Run, targets, images, states, k: int):
+    """``k`` steps of the (padded, placed) batch.
+
+    Returns:
+      images, states, ``(N, k)`` total losses, ``{term: (N,)}`` terms before the last step
+      (with ``"total"``), and ``(N,)`` evaluations made.
+    """
+    config, lbfgs = run.config, run.config.optimizer == "lbfgs"
+    if batching.resolve_loop(config.loop) == "device":
+        chunk = batching.batch_chunk(config, run.tx)
+        images, states, history, terms, evaluations, before = chunk(
+            run.step_params, targets, images, states, k
+        )
+        totals = np.asarray(history[:, :k])
+        if lbfgs:
+            before = batching.batch_terms(config)(run.step_params, targets, before)
+    else:
+        step = batching.batch_step(config, run.tx)
+        totals, evaluations, before = [], 0, None
+        for i in range(k):
+            if i == k - 1 and lbfgs:  # the step donates the image: its terms first
+                before = batching.batch_terms(config)(run.step_params, targets, images)
+            images, states, loss, terms, used = step(run.step_params, targets, images, states)
+            totals.append(loss)
+            evaluations = evaluations + used
+        totals = np.stack([np.asarray(t) for t in totals], axis=1)
+    terms = before if lbfgs else terms
+    terms = {**{t: np.asarray(terms[t]) for t in TERMS}, "total": totals[:, -1]}
+    return images, states, totals, terms, np.asarray(evaluations)
+
+
+def _scale_start(run: _Run, state: RunState | None, start, shape, targets, lrs, resumed):
+    """Images and optimiser states at the start of a scale (placed, padded)."""
+    config = run.config
+    if state is None:
+        images = jnp.array(multiscale.resize_batch(start, *shape), copy=True)  # donated later
+    elif resumed:
+        images = jnp.asarray(state.images, start.dtype)
+        if images.shape[1:3] != tuple(shape):
+            raise ValueError(
+                f"resumed images are {images.shape[2]}x{images.shape[1]} px, this run's scale "
+                f"{shape[1]}x{shape[0]} px"
+            )
+    else:
+        images = multiscale.upsample_images(jnp.asarray(state.images), start, *shape)
+    if state is not None and (resumed or config.optimizer != "lbfgs"):
+        states = state.opt_states
+        if resumed:
+            structure = jax.eval_shape(batching.init_states, run.tx, images, lrs)
+            states = _restore_states(structure, states)
+        else:
+            states = multiscale.carry_state(states, *shape)
+    else:
+        states = batching.init_states(run.tx, images, lrs)
+    images, states = batching.place((images, states), run.mesh)
+    return images, states
+
+
+def _restore_states(structure, saved):
+    """Saved states (maybe a checkpoint's flat list of leaves) in this run's structure."""
+    leaves = jax.tree.leaves(saved)
+    wanted = jax.tree.leaves(structure)
+    if len(leaves) != len(wanted):
+        raise ValueError(
+            f"the saved optimizer state has {len(leaves)} arrays, this run's optimizer "
+            f"{len(wanted)}: it was saved with other optimizer settings"
+        )
+    for leaf, want in zip(leaves, wanted, strict=True):
+        if tuple(np.shape(leaf)) != tuple(want.shape):
+            raise ValueError(
+                f"the saved optimizer state has an array of shape {np.shape(leaf)} where this "
+                f"run has {want.shape}"
+            )
+    restored = [jnp.asarray(leaf, want.dtype) for leaf, want in zip(leaves, wanted, strict=True)]
+    return jax.tree.unflatten(jax.tree.structure(structure), restored)
+
+
+def _run_scale(run: _Run, state: RunState, targets, images, states, end: int) -> RunState:
+    """Chunks of this scale until step ``end``; the state after each goes to ``on_chunk``."""
+    history = [np.asarray(state.losses)]
+    evaluations = np.array(state.evaluations, np.int64)
+    done, terms = state.step, state.terms
+    while done < end:
+        k = min(run.config.steps_per_call, end - done)
+        images, states, chunk, terms, used = run_chunk(run, targets, images, states, k)
+        chunk = chunk[: run.n]
+        _check_finite(chunk, images, done)
+        history.append(chunk)
+        evaluations = evaluations + used[: run.n]
+        done += k
+        if run.on_chunk is not None:
+            # Copies without padding rows: the next chunk donates the live buffers, and a
+            # hook may keep the state (to resume from, say).
+            now = jax.tree.map(lambda x: jnp.array(x[: run.n], copy=True), (images, states))
+            terms_now = {name: value[: run.n] for name, value in terms.items()}
+            losses = np.concatenate(history, axis=1)
+            run.on_chunk(RunState(done, *now, losses, terms_now, state.scale, evaluations))
+    images, states = jax.tree.map(lambda x: x[: run.n], (images, states))
+    losses = np.concatenate(history, axis=1)
+    return RunState(done, images, states, losses, terms, state.scale, evaluations)
+
+
+def stylize(
+    content: jax.Array | np.ndarray,
+    style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],
+    *,
+    params,
+    config: StyleConfig | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    resume: RunState | None = None,
+    on_chunk: Callable[[RunState], None] | None = None,
+) -> StyleResult:
+    """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
+
+    A batch runs as one compiled program (per-image code under ``jax.vmap``); with several
+    devices its batch axis is sharded over them (padded to a multiple of their count).
+    With ``config.scales > 1`` (or ``min_size``) it runs coarse to fine; with
+    ``config.preserve_color`` it keeps the content's colours (see :mod:`nst_jax.color`).
+
+    Args:
+      content: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1], used as given (resizing
+        is the loader's job).
+      style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
+        ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image). With
+        ``config.style_blend``: the K styles to blend, shared by all images.
+      params: VGG19 params from :func:`nst_jax.load_vgg19`.
+      config: settings; defaults to the tutorial's. Weights and learning rate given as N
+        values sweep them over the batch; a single content image is repeated N times.
+      optimizer: any optax transformation instead of ``config.optimizer``'s (for L-BFGS-like
+        ones that need ``value_fn``, set ``config.optimizer="lbfgs"`` too).
+      devices: devices to shard the batch over; default every local device.
+      resume: a :class:`RunState` saved from an earlier run of the same inputs and config.
+      on_chunk: called after each chunk of ``config.steps_per_call`` steps with the
+        :class:`RunState` (progress, checkpoints, previews; it may raise to stop the run).
+
+    Raises:
+      DivergedError: a loss or image became non-finite; nothing non-finite is returned.
+
+    Returns:
+      A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
+      sweep, else ``(N, H, W, 3)``.
+    """
+    config = config or StyleConfig()
+    batch = inputs.make_batch(content, style, config)
+    n, height, width, _ = batch.content.shape
+    dtype = batch.content.dtype
+    lrs = None
+    if isinstance(config.learning_rate, tuple) and config.optimizer != "lbfgs":
+        lrs = inputs.per_image(config, "learning_rate", n, dtype)
+    mesh = batching.batch_mesh(devices)
+    params = batching.place(jax.tree.map(lambda p: jnp.asarray(p, dtype), params), mesh, False)
+    tx = optimizer if optimizer is not None else make_optimizer(config)
+    prepared = step_params(params, config, n, height, width)
+    run = _Run(config, tx, params, prepared, mesh, n, on_chunk)
+    shapes = multiscale.scale_shapes(height, width, config)
+    ends = np.cumsum(multiscale.scale_steps(height, width, config))
+    start = inputs.initial_images(config, batch)
+    state = resume
+    if state is not None:
+        state = _check_resume(state, n, len(shapes))
+    for index in range(state.scale if state is not None else 0, len(shapes)):
+        targets, _ = inputs.batch_targets(params, batch, config, shapes[index])
+        targets = batching.place(targets, mesh)
+        resumed = state is resume and state is not None
+        images, states = _scale_start(run, state, start, shapes[index], targets, lrs, resumed)
+        if state is None or not resumed:
+            state = _fresh_scale_state(state, n, index)
+        state = _run_scale(run, state, targets, images, states, int(ends[index]))
+    images = state.images
+    if config.preserve_color == "luminance":
+        images = jax.vmap(color.recombine)(images, batch.content)
+    if batch.single:
+        return StyleResult(images[0], state.losses[0], state.evaluations[0])
+    return StyleResult(images, state.losses, state.evaluations)
+
+
+def _fresh_scale_state(previous: RunState | None, n: int, index: int) -> RunState:
+    """The bookkeeping at the start of scale ``index`` (losses and counts carried over)."""
+    if previous is None:
+        return RunState(0, None, None, np.zeros((n, 0), np.float32), None, index, np.zeros(n))
+    return previous._replace(scale=index)
+
+
+def _check_resume(state: RunState, n: int, scales: int) -> RunState:
+    if not 0 <= state.scale < scales:
+        raise ValueError(f"resumed run is at scale {state.scale}; this run has {scales} scales")
+    if np.shape(state.images)[0] != n:
+        raise ValueError(f"resumed run has {np.shape(state.images)[0]} images, this run {n}")
+    evaluations = state.evaluations if state.evaluations is not None else np.zeros(n)
+    return state._replace(evaluations=np.array(evaluations, np.int64))

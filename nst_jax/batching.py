@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from nst_jax.config import StyleConfig
 from nst_jax.objective import TERMS, loss_fn, static_config
-from nst_jax.optim import compiler_options, make_step_fn
+from nst_jax.optim import make_step_fn
 
 
 def resolve_loop(loop: str) -> str:
@@ -61,25 +61,24 @@ def over_batch(config: StyleConfig, per_image: Callable) -> Callable:
     return mapped
 
 
-def _jit(fn: Callable, donate: tuple[int, ...] = ()) -> Callable:
-    return jax.jit(fn, donate_argnums=donate, compiler_options=compiler_options())
-
-
-@functools.lru_cache(maxsize=32)
 def batch_step(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
     """Jitted ``(params, targets, images, states) -> (images, states, loss, terms,
     evaluations)`` of a batch, each output with a leading batch axis; images and states are
-    donated."""
-    step = make_step_fn(config, tx)
-
-    def run(params, targets, images, states):
-        per_image = lambda t, x, s: step(params, t, x, s)  # noqa: E731
-        return over_batch(config, per_image)(targets, images, states)
-
-    return _jit(run, donate=(2, 3))
+    donated. Configs that differ only in traced values share the compiled function."""
+    return _batch_step(static_config(config), tx)
 
 
 @functools.lru_cache(maxsize=32)
+def _batch_step(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
+    step = make_step_fn(config, tx)
+
+    def batched_step(params, targets, images, states):
+        per_image = lambda t, x, s: step(params, t, x, s)  # noqa: E731
+        return over_batch(config, per_image)(targets, images, states)
+
+    return jax.jit(batched_step, donate_argnums=(2, 3))
+
+
 def batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
     """Up to ``config.steps_per_call`` steps of a batch in one compiled ``fori_loop``.
 
@@ -88,6 +87,11 @@ def batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callab
     the loss before each step (zero from ``n_steps`` on), ``terms`` those before the last
     step; ``before`` is the image before the last step (L-BFGS's terms need it; else None).
     """
+    return _batch_chunk(static_config(config), tx)
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
     step = make_step_fn(config, tx)
     keep_before = config.optimizer == "lbfgs"
 
@@ -109,24 +113,27 @@ def batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callab
         )
         return jax.lax.fori_loop(0, n_steps, body, carry)
 
-    def run(params, targets, images, states, n_steps):
+    def batched_chunk(params, targets, images, states, n_steps):
         one = lambda t, x, s: per_image(params, t, x, s, n_steps)  # noqa: E731
         return over_batch(config, one)(targets, images, states)
 
-    return _jit(run, donate=(2, 3))
+    return jax.jit(batched_chunk, donate_argnums=(2, 3))
 
 
-@functools.lru_cache(maxsize=32)
 def batch_terms(config: StyleConfig) -> Callable:
     """Jitted ``(params, targets, images) -> {term: (N,)}``, a forward pass only (the loss
     terms of L-BFGS runs, whose line search returns totals)."""
-    config = static_config(config)
+    return _batch_terms(static_config(config))
 
-    def run(params, targets, images):
+
+@functools.lru_cache(maxsize=32)
+def _batch_terms(config: StyleConfig) -> Callable:
+
+    def batched_terms(params, targets, images):
         per_image = lambda t, x: loss_fn(params, x, t, config)[1]  # noqa: E731
         return jax.vmap(per_image)(targets, images)
 
-    return _jit(run)
+    return jax.jit(batched_terms)
 
 
 def init_states(

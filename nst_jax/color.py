@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MODES = ("luminance", "histogram")
 
-# NTSC YIQ, as in Gatys et al. 2016 (rows: Y, I, Q).
-RGB_TO_YIQ = jnp.array(
+# NTSC YIQ, as in Gatys et al. 2016 (rows: Y, I, Q). NumPy, so importing nst_jax starts no
+# JAX backend (XLA reads its flags when the first one starts).
+RGB_TO_YIQ = np.array(
     [
         [0.299, 0.587, 0.114],
         [0.595716, -0.274453, -0.321263],
@@ -30,12 +32,12 @@ RGB_TO_YIQ = jnp.array(
 
 def rgb_to_yiq(image: jax.Array) -> jax.Array:
     """``(..., 3)`` RGB -> YIQ (Y in [0, 1] for RGB in [0, 1])."""
-    return image @ RGB_TO_YIQ.T.astype(image.dtype)
+    return image @ jnp.asarray(RGB_TO_YIQ.T, image.dtype)
 
 
 def yiq_to_rgb(image: jax.Array) -> jax.Array:
     """Inverse of :func:`rgb_to_yiq`."""
-    return image @ jnp.linalg.inv(RGB_TO_YIQ).T.astype(image.dtype)
+    return image @ jnp.asarray(np.linalg.inv(RGB_TO_YIQ).T, image.dtype)
 
 
 def luminance(image: jax.Array) -> jax.Array:

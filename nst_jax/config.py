@@ -23,7 +23,7 @@ def _field(default, help: str, kind: str | None = None, choices=None):
 
     ``kind``: how the CLI parses it: ``"layers"`` (comma-separated names), ``"floats"``
     (comma-separated numbers), ``"sweep"`` (a number, or comma-separated numbers: one result
-    each); else from the default's type.
+    each), ``"positive"`` (a number > 0); else by its type.
     """
     metadata = {"help": help, "kind": kind, "choices": choices}
     return dataclasses.field(default=default, metadata=metadata)
@@ -96,7 +96,7 @@ class StyleConfig:
         "weighted mean", "floats",
     )  # fmt: skip
     style_scale: float | None = _field(
-        None, "style resized so its longest side is this times the content's"
+        None, "style resized so its longest side is this times the content's", "positive"
     )
     steps_per_call: int = _field(
         50, "steps per chunk: the progress interval; on accelerators one compiled call"

@@ -91,7 +91,7 @@ def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.f
     }
     tx = optim.make_optimizer(config)
     images = spec((n, height, width, 3))
-    states = jax.eval_shape(batching.init_states, tx, images)
+    states = jax.eval_shape(lambda x: batching.init_states(tx, x), images)
     compiled = batching.batch_step(config, tx).lower(params, targets, images, states).compile()
     stats = compiled.memory_analysis()
     return int(

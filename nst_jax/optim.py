@@ -23,24 +23,6 @@ import optax
 from nst_jax.config import StyleConfig
 from nst_jax.objective import Params, Targets, loss_fn, static_config
 
-# XLA:CPU options for the step, per compiled function (never the process's XLA_FLAGS):
-# - the memory-minimising scheduler ran the 512 px step as fast as the default
-#   concurrency-optimised one, with about a quarter less peak memory;
-# - YNNPACK for convolutions and reductions only: the Winograd step's many channel products
-#   ran faster on XLA's own dot emitter, and reductions stay with YNNPACK because XLA's own
-#   float32 sums were less exact (scripts/README.md has the figures).
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_enable_concurrency_optimized_scheduler": False,
-    "xla_cpu_experimental_ynn_fusion_type": (
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"
-    ),
-}
-
-
-def compiler_options() -> dict | None:
-    """The options nst_jax compiles its programs with on this backend (``None``: XLA's)."""
-    return dict(CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
-
 
 class ScaleByKerasAdamState(NamedTuple):
     """State of :func:`scale_by_keras_adam`: step count and the two moment estimates."""
@@ -195,7 +177,6 @@ def _jitted_step(config: StyleConfig, tx: optax.GradientTransformation, donate: 
     return jax.jit(
         lambda params, targets, x, opt_state: step(params, targets, x, opt_state)[:4],
         donate_argnums=(2, 3) if donate else (),
-        compiler_options=compiler_options(),
     )
 
 

@@ -115,10 +115,10 @@ def _field_option(field: dataclasses.Field) -> tuple[str, dict]:
         kwargs.update(choices=meta["choices"])
     elif isinstance(default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
-    elif field.type.startswith("int"):
-        kwargs["type"] = int
+    elif field.type.startswith("int"):  # counts and sizes, but any integer seed
+        kwargs["type"] = int if field.name == "seed" else positive_int
     elif field.type.startswith("float"):
-        kwargs["type"] = number
+        kwargs["type"] = positive if meta["kind"] == "positive" else number
     return "--" + field.name.replace("_", "-"), kwargs
 
 

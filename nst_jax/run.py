@@ -137,7 +137,7 @@ def run_chunk(run: _Run, targets, images, states, k: int):
     return images, states, totals, terms, np.asarray(evaluations)
 
 
-def _scale_start(run: _Run, state: RunState | None, start, shape, targets, lrs, resumed):
+def _scale_start(run: _Run, state: RunState | None, start, shape, targets, lrs, resumed: bool):
     """Images and optimiser states at the start of a scale (placed, padded)."""
     config = run.config
     if state is None:
@@ -154,7 +154,7 @@ def _scale_start(run: _Run, state: RunState | None, start, shape, targets, lrs, 
     if state is not None and (resumed or config.optimizer != "lbfgs"):
         states = state.opt_states
         if resumed:
-            structure = jax.eval_shape(batching.init_states, run.tx, images, lrs)
+            structure = jax.eval_shape(lambda x: batching.init_states(run.tx, x, lrs), images)
             states = _restore_states(structure, states)
         else:
             states = multiscale.carry_state(states, *shape)
@@ -264,16 +264,15 @@ def stylize(
     shapes = multiscale.scale_shapes(height, width, config)
     ends = np.cumsum(multiscale.scale_steps(height, width, config))
     start = inputs.initial_images(config, batch)
-    state = resume
-    if state is not None:
-        state = _check_resume(state, n, len(shapes))
-    for index in range(state.scale if state is not None else 0, len(shapes)):
+    state = None if resume is None else _check_resume(resume, n, len(shapes))
+    resuming = resume is not None
+    for index in range(state.scale if resuming else 0, len(shapes)):
         targets, _ = inputs.batch_targets(params, batch, config, shapes[index])
         targets = batching.place(targets, mesh)
-        resumed = state is resume and state is not None
-        images, states = _scale_start(run, state, start, shapes[index], targets, lrs, resumed)
-        if state is None or not resumed:
+        images, states = _scale_start(run, state, start, shapes[index], targets, lrs, resuming)
+        if not resuming:
             state = _fresh_scale_state(state, n, index)
+        resuming = False
         state = _run_scale(run, state, targets, images, states, int(ends[index]))
     images = state.images
     if config.preserve_color == "luminance":

@@ -59,10 +59,13 @@ def measure(
         image,
         load_vgg19,
         memory,
-        optimize,
+        process,
+        run,
         stylize,
         vgg,
     )
+
+    process.configure_for_program()  # as the nst-jax command does for itself
 
     if cache:
         compile_cache.enable(cache)
@@ -70,7 +73,7 @@ def measure(
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
     style = image.load(ROOT / "samples" / "hubble.jpg", size)
     contents = content if batch == 1 else jax.numpy.stack([content] * batch)
-    conv = vgg.resolve_conv(conv, optimize.pixel_steps(StyleConfig(), batch, size, size))
+    conv = vgg.resolve_conv(conv, run.pixel_steps(StyleConfig(), batch, size, size))
     config = StyleConfig(
         steps=steps_per_call * (repeats + 1),
         steps_per_call=steps_per_call,
@@ -88,7 +91,7 @@ def measure(
     marks = [time.perf_counter()]
     began = time.time()  # JAX's spans are in time.time()'s clock
     stylize(contents, style, params=params, config=config,
-            callback=lambda done, losses: marks.append(time.perf_counter()))  # fmt: skip
+            on_chunk=lambda state: marks.append(time.perf_counter()))  # fmt: skip
     chunks = [b - a for a, b in zip(marks[1:], marks[2:], strict=False)]
     per_step = [1000 * c / steps_per_call for c in chunks]
     return {
@@ -120,7 +123,7 @@ def _union_seconds(spans: list[tuple[float, float]]) -> float:
 
 
 class _OutOfTimeError(Exception):
-    """Raised from the progress callback to stop a run at its deadline."""
+    """Raised from on_chunk to stop a run at its deadline."""
 
 
 def _timed_run(content, style, params, config, deadline=None) -> list[tuple[float, int, float]]:
@@ -130,13 +133,13 @@ def _timed_run(content, style, params, config, deadline=None) -> list[tuple[floa
 
     start, marks = time.perf_counter(), []
 
-    def record(done, losses):
-        marks.append((time.perf_counter() - start, done, float(losses[..., -1].mean())))
+    def record(state):
+        marks.append((time.perf_counter() - start, state.step, float(state.losses[:, -1].mean())))
         if deadline is not None and marks[-1][0] > deadline:
             raise _OutOfTimeError
 
     with contextlib.suppress(_OutOfTimeError):
-        stylize(content, style, params=params, config=config, callback=record)
+        stylize(content, style, params=params, config=config, on_chunk=record)
     return marks
 
 

@@ -222,8 +222,9 @@ def _nst_jax_worker(
     import functools
 
     import nst_jax
-    from nst_jax import vgg
+    from nst_jax import process, vgg
 
+    process.configure_for_program()  # as the nst-jax command does for itself
     if min_channels is not None:
         # The threshold is a tuning constant of nst_jax, not a user setting; this worker
         # process alone overrides it, to measure it.

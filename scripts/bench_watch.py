@@ -57,9 +57,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             bar = tqdm(total=args.steps, file=io.StringIO())  # drawn, not shown
             log = watch.Watcher(output=Path(tmp) / "out.png", meta={}, log=Path(tmp) / "run.jsonl")
-            progress = timed(lambda done, losses: bar.update(losses.shape[1]))
-            stylize(content, style, params=params, config=config, callback=progress,
-                    on_chunk=timed(log))  # fmt: skip
+            steps = [0]
+
+            def progress(state):
+                bar.update(state.step - steps[0])
+                steps[0] = state.step
+
+            def on_chunk(state):
+                progress(state)
+                log(state)
+
+            stylize(content, style, params=params, config=config, on_chunk=timed(on_chunk))
             bar.close()
 
     times: dict[str, list[float]] = {"bare": [], "watched": []}

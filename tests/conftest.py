@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import vgg, weights
+from nst_jax import process, vgg, weights
+
+# The XLA:CPU flags the nst-jax command runs with (nst_jax.process), set before any JAX
+# computation: the suite then measures the programs users run from the command line.
+process.set_xla_flags()
 
 WEIGHTS_SEED = 0
 

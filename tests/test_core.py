@@ -230,7 +230,9 @@ def test_grad_of_loss_fn_is_what_the_step_applies(params, content_image, style_i
     np.testing.assert_allclose(applied, expected, rtol=1e-6, atol=1e-6 * scale)
 
 
-def test_make_targets_and_loss_fn_give_stylize_first_loss(params, run50, content_image, style_image):
+def test_make_targets_and_loss_fn_give_stylize_first_loss(
+    params, run50, content_image, style_image
+):
     cfg = config()
     targets = nst_jax.make_targets(params, content_image, style_image, cfg)
     loss, terms = jax.jit(nst_jax.loss_fn, static_argnums=3)(
@@ -276,13 +278,31 @@ def test_own_style_loss_script_runs(params, content_image, style_image):
 def test_optimizer_transformation_and_lr_sweep(params, content_image, style_image):
     """stylize takes any optax transformation; a learning-rate sweep is one program."""
     cfg = config(steps=3)
-    mine = nst_jax.stylize(
-        content_image, style_image, params=params, config=cfg, optimizer=optax.sgd(1e-9)
+    given = nst_jax.stylize(
+        content_image, style_image, params=params, config=cfg,
+        optimizer=optax.adam(0.02, b1=0.99, b2=0.999, eps=0.1),
+    )  # fmt: skip
+    named = nst_jax.stylize(
+        content_image, style_image, params=params, config=cfg.replace(optimizer="optax_adam")
     )
-    np.testing.assert_allclose(mine.image, content_image, atol=1e-5)  # a tiny step: no change
+    assert given.losses[0] == named.losses[0]  # the same image, the same program
+    np.testing.assert_allclose(given.losses, named.losses, rtol=DRIFT_RTOL)
     swept = nst_jax.stylize(
         content_image, style_image, params=params, config=cfg.replace(learning_rate=(0.0, 0.02))
     )
     alone = nst_jax.stylize(content_image, style_image, params=params, config=cfg)
     np.testing.assert_allclose(swept.image[0], content_image, atol=0)  # rate 0: unchanged
     np.testing.assert_allclose(swept.losses[1], alone.losses, rtol=DRIFT_RTOL)
+
+
+def test_optax_adam_would_not_reproduce_the_tutorial(params, content_image, style_image):
+    """optax.adam adds epsilon after bias correction: with the tutorial's eps = 0.1, step 2
+    differs from Keras' form by a formula, not by rounding (float64: rounding is ~1e-15)."""
+    with jax.enable_x64(True):
+        params64, content, style = as64(params, content_image, style_image)
+        keras, optax_form = (
+            nst_jax.stylize(content, style, params=params64, config=config(steps=2, optimizer=o))
+            for o in ("adam", "optax_adam")
+        )
+    assert keras.losses[0] == optax_form.losses[0]  # the same image before any update
+    assert abs(keras.losses[1] - optax_form.losses[1]) / keras.losses[1] > 1e-5

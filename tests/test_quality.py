@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import color, multiscale, optimize
+from nst_jax import batching, color, inputs, multiscale, objective, optim
 from nst_jax.config import PRESETS, StyleConfig, gatys_weights
 
 FAST = StyleConfig(steps=4, steps_per_call=2)
@@ -43,13 +43,14 @@ def test_lbfgs_counts_every_evaluation(params, content_image, style_image, monke
     """``evaluations`` equals the number of times the loss was really evaluated (counted by a
     host callback inside the compiled line search)."""
     calls = []
-    original = optimize.total_loss
+    original = objective.loss_fn
 
     def counted(*args, **kwargs):
         jax.debug.callback(lambda: calls.append(1))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(optimize, "total_loss", counted)
+    monkeypatch.setattr(optim, "loss_fn", counted)
+    monkeypatch.setattr(batching, "loss_fn", counted)
     # A plan no other test uses, so the step is traced afresh with the counting loss.
     config = FAST.replace(optimizer="lbfgs", lbfgs_memory=3, steps=5, steps_per_call=5)
     result = nst_jax.stylize(content_image, style_image, params=params, config=config)
@@ -185,19 +186,16 @@ def test_blend_one_zero_is_the_single_style_exactly(params, content_image, style
     np.testing.assert_array_equal(blended.losses, single.losses)
 
 
-def test_blended_targets_are_weighted_grams(params, style_image):
-    """Acceptance 3: the target is sum_k w_k G_k / sum_k w_k (0.7, 0.3 already sum to 1)."""
-    plan = optimize.Plan.from_config(FAST)
+def test_blended_targets_are_weighted_grams(params, content_image, style_image):
+    """The target is sum_k w_k G_k / sum_k w_k (0.7, 0.3 already sum to 1)."""
     other = np.fliplr(style_image).copy()
-    # The same compiled function as the run's, so only the blend differs.
-    a = optimize._single_style_grams(plan, params, jnp.asarray(style_image))
-    b = optimize._single_style_grams(plan, params, jnp.asarray(other))
+    a = objective.style_grams(params, style_image, FAST)
+    b = objective.style_grams(params, other, FAST)
     config = FAST.replace(style_blend=(0.7, 0.3))
-    sets = optimize._style_sets([style_image, other], 1, config)
-    targets = optimize._style_targets(plan, params, sets, config, style_image.shape[:2])
-    for layer in plan.style_layers:
+    targets = nst_jax.make_targets(params, content_image, [style_image, other], config)
+    for layer in FAST.style_layers:
         expected = 0.7 * np.asarray(a[layer]) + 0.3 * np.asarray(b[layer])
-        np.testing.assert_allclose(targets[layer][0], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(targets["style"][layer], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_blend_weights_must_match_style_count(params, content_image, style_image):
@@ -213,40 +211,36 @@ def test_blend_weights_must_match_style_count(params, content_image, style_image
 def test_layer_weights_scale_each_layer(params, content_image, style_image):
     """Weights (2, 0, 0, 0, 0) give twice the first layer's term alone (tutorial form: the
     sum is still divided by the number of layers, 5)."""
-    plan_all = optimize.Plan.from_config(FAST.replace(style_layer_weights=(2, 0, 0, 0, 0)))
-    plan_one = optimize.Plan.from_config(FAST.replace(style_layers=("block1_conv1",)))
     image = jnp.asarray(content_image)
-    hparams = {k: jnp.asarray(float(getattr(FAST, k))) for k in optimize.HPARAMS}
 
-    def style_term(plan):
-        targets = {
-            "content": nst_jax.vgg.image_features(params, image, plan.content_layers),
-            "style": optimize.style_grams(plan, params, jnp.asarray(style_image)),
-        }
-        return float(optimize.loss_terms(plan, params, image, targets, hparams)["style"])
+    def style_term(config):
+        targets = nst_jax.make_targets(params, image, style_image, config)
+        return float(nst_jax.loss_fn(params, image, targets, config)[1]["style"])
 
-    np.testing.assert_allclose(style_term(plan_all), 2 / 5 * style_term(plan_one), rtol=1e-5)
+    all_layers = style_term(FAST.replace(style_layer_weights=(2, 0, 0, 0, 0)))
+    one_layer = style_term(FAST.replace(style_layers=("block1_conv1",)))
+    np.testing.assert_allclose(all_layers, 2 / 5 * one_layer, rtol=1e-5)
 
 
 def test_style_scale_resizes_the_style_relative_to_content():
     style = jnp.zeros((100, 50, 3))
-    assert optimize._scaled_style(style, (64, 96), 0.5).shape == (48, 24, 3)
-    assert optimize._scaled_style(style, (64, 96), None) is style
+    assert inputs.scaled_style(style, (64, 96), 0.5).shape == (48, 24, 3)
+    assert inputs.scaled_style(style, (64, 96), None) is style
 
 
 # --- initialisation and presets -------------------------------------------------------------
 
 
 def test_inits(params, content_image, style_image, tmp_path):
-    def start(init):
-        config = FAST.replace(init=init)
-        sets = optimize._style_sets(style_image, 1, config)
-        return np.asarray(optimize.initial_images(config, jnp.asarray(content_image)[None], sets))
+    def start(init, seed=0):
+        config = FAST.replace(init=init, seed=seed)
+        return np.asarray(
+            inputs.initial_images(config, inputs.make_batch(content_image, style_image, config))
+        )
 
     np.testing.assert_array_equal(start("content")[0], content_image)
     np.testing.assert_array_equal(start("style")[0], style_image)  # same size: no resize
-    a, b = start("noise"), nst_jax.StyleConfig(init="noise", seed=1)
-    assert not np.array_equal(a, optimize.initial_images(b, jnp.asarray(content_image)[None], None))
+    assert not np.array_equal(start("noise"), start("noise", seed=1))
     path = tmp_path / "start.png"
     nst_jax.image.save(path, style_image)
     np.testing.assert_allclose(start(str(path))[0], style_image, atol=0.5 / 255 + 1e-6)
@@ -260,7 +254,7 @@ def test_presets_are_valid_and_tutorial_is_the_default():
     assert gatys.optimizer == "lbfgs"
     # alpha/beta = 1e-3 in Gatys' normalisation; block4_conv2 of 512x512 is 64 x 64 x 512.
     assert gatys_weights() == (64 * 64 * 512 / 2, 1e3 / 4)
-    assert PRESETS["quality"].replace(learning_rate=0.02) == StyleConfig()
+    assert sorted(PRESETS) == ["gatys", "tutorial"]  # each named for its published source
 
 
 def test_old_optimizer_name_still_accepted():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,14 +10,10 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import cli, compile_cache, memory, optimize, vgg
+from nst_jax import cli, compile_cache, memory
 from nst_jax.config import StyleConfig
 
 FAST = StyleConfig(steps=2, steps_per_call=2)
-
-
-def _total(plan, params, targets, hparams, image):
-    return optimize.total_loss(plan, params, image, targets, hparams)[0]
 
 
 def test_remat_gives_the_same_loss_and_gradient(params, content_image, style_image):
@@ -27,14 +21,12 @@ def test_remat_gives_the_same_loss_and_gradient(params, content_image, style_ima
     image = jnp.asarray(content_image)
     results = []
     for remat in (False, True):
-        plan = optimize.Plan.from_config(FAST.replace(remat=remat))
-        targets = {
-            "content": vgg.image_features(params, image, plan.content_layers),
-            "style": optimize.style_grams(plan, params, jnp.asarray(style_image)),
-        }
-        hparams = {k: jnp.asarray(float(getattr(FAST, k))) for k in optimize.HPARAMS}
-        loss_fn = functools.partial(_total, plan, params, targets, hparams)
-        results.append(jax.jit(jax.value_and_grad(loss_fn))(image + 0.01))
+        config = FAST.replace(remat=remat)
+        targets = nst_jax.make_targets(params, image, style_image, config)
+        loss = functools.partial(
+            lambda x, t, c: nst_jax.loss_fn(params, x, t, c)[0], t=targets, c=config
+        )
+        results.append(jax.jit(jax.value_and_grad(loss))(image + 0.01))
     (loss, grad), (loss_r, grad_r) = results
     np.testing.assert_allclose(loss_r, loss, rtol=1e-5)
     np.testing.assert_allclose(grad_r, grad, rtol=1e-4, atol=1e-5 * float(jnp.abs(grad).max()))
@@ -49,17 +41,19 @@ def test_estimate_refuses_a_size_that_does_not_fit():
     assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
 
 
-def test_auto_falls_back_to_direct_convolution_when_only_that_fits():
+def test_auto_falls_back_to_direct_convolution_when_only_that_fits(monkeypatch):
     """Winograd's tile planes and transformed kernels need more memory; "auto" then runs the
-    direct convolution instead of refusing, and explicit Winograd is refused with a hint."""
+    direct convolution instead of refusing, and explicit Winograd is refused with a hint.
+    The process's own memory is held at 1 GiB: it moves by tens of MiB as the suite compiles,
+    and this test is about XLA's figures for the two programs."""
+    monkeypatch.setattr(memory, "process_rss_bytes", lambda: 2**30)
     # 200 steps at 64 x 96 are 1.2 M pixel-steps: long enough for "auto" to choose Winograd.
     auto = StyleConfig(steps=200, steps_per_call=2)
     assert memory.uses_winograd(auto, 1, 64, 96) == (jax.default_backend() == "cpu")
     if not memory.uses_winograd(auto, 1, 64, 96):
         pytest.skip("auto is direct off CPU")
-    for _ in range(2):  # the second round sees the process's memory after both compiles
-        winograd = memory.estimate_bytes(auto, 1, 64, 96)
-        direct = memory.estimate_bytes(auto.replace(conv="direct"), 1, 64, 96)
+    winograd = memory.estimate_bytes(auto, 1, 64, 96)
+    direct = memory.estimate_bytes(auto.replace(conv="direct"), 1, 64, 96)
     assert winograd > direct + 32 * 2**20  # the transformed kernels alone are ~45 MiB more
     between = (winograd + direct) // 2
     assert memory.fitting_config(auto, 1, 64, 96, available=between).conv == "direct"
@@ -105,24 +99,60 @@ def test_compile_cache_stores_programs(tmp_path):
     assert any((tmp_path / "cache").iterdir())
 
 
-def test_xla_flags_are_added_but_never_override_the_users(monkeypatch):
-    from nst_jax import _xla_defaults
+NO_SIDE_EFFECTS = """
+import gc, logging, os, sys
+import numpy as np
+from PIL import Image
+before = (dict(os.environ), Image.MAX_IMAGE_PIXELS, gc.isenabled(), gc.get_freeze_count(),
+          logging.root.level, list(logging.root.handlers))
+import nst_jax
+from nst_jax import cli, vgg
+from jax._src import xla_bridge  # private, but the one place that says it
+assert not xla_bridge.backends_are_initialized(), "importing nst_jax started a JAX backend"
+image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+config = nst_jax.StyleConfig(steps=2, steps_per_call=1, style_layers=("block1_conv1",),
+                             content_layers=("block2_conv1",))
+nst_jax.stylize(image, image, params=vgg.random_params(0), config=config)
+after = (dict(os.environ), Image.MAX_IMAGE_PIXELS, gc.isenabled(), gc.get_freeze_count(),
+         logging.root.level, list(logging.root.handlers))
+for name, a, b in zip(("environ", "MAX_IMAGE_PIXELS", "gc enabled", "gc freeze count",
+                       "log level", "log handlers"), before, after):
+    assert a == b, f"{name} changed: {a!r} -> {b!r}"
+print("unchanged")
+"""
+
+
+def test_import_and_stylize_leave_the_process_as_it_was():
+    """In a fresh interpreter: os.environ, Pillow's pixel limit, the garbage collector and the
+    logging configuration are the same after ``import nst_jax`` and a ``stylize`` call; and
+    the import starts no JAX backend, so a program can still set XLA_FLAGS after it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", NO_SIDE_EFFECTS], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("unchanged")
+
+
+def test_program_xla_flags_never_override_the_users(monkeypatch):
+    """configure_for_program's flags are added to XLA_FLAGS, never in place of the user's."""
+    from nst_jax import process
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    _xla_defaults._apply_flags()
-    assert os.environ["XLA_FLAGS"].split() == list(_xla_defaults.FLAGS)
+    assert process.set_xla_flags().split() == list(process.XLA_FLAGS)
     mine = "--xla_cpu_experimental_ynn_fusion_type=dot --xla_force_host_platform_device_count=2"
     monkeypatch.setenv("XLA_FLAGS", mine)
-    _xla_defaults._apply_flags()
-    assert os.environ["XLA_FLAGS"] == f"{mine} {_xla_defaults.SCHEDULER_FLAG}"
+    assert process.set_xla_flags() == f"{mine} {process.XLA_FLAGS[0]}"
 
 
 def test_memory_is_trimmed_after_real_compilations_only(monkeypatch):
-    from nst_jax import _xla_defaults
+    from nst_jax import process
 
     calls = []
-    monkeypatch.setattr(_xla_defaults, "_malloc_trim", lambda: calls.append)
-    listener = _xla_defaults._trim_after_compiles()
+    monkeypatch.setattr(process, "_malloc_trim", lambda: calls.append)
+    listener = process.trim_after_compiles()
     try:
         event = "/jax/core/compile/backend_compile_duration"  # JAX's name for it
         jax.monitoring.record_event_duration_secs(event, 0.01, fun_name="jit(small)")
@@ -132,21 +162,3 @@ def test_memory_is_trimmed_after_real_compilations_only(monkeypatch):
         assert calls == [0]  # malloc_trim(0): trim every arena, keep no padding
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-
-
-def test_stylize_leaves_the_garbage_collector_as_it_found_it(params, content_image, style_image):
-    """Objects alive at the start are exempt from collection during a run (tracing is faster)
-    and are handed back afterwards; a program's own freeze is left alone."""
-    during = []
-    cfg = StyleConfig(steps=1, steps_per_call=1)
-    run = functools.partial(nst_jax.stylize, content_image, style_image, params=params, config=cfg)
-    assert gc.get_freeze_count() == 0
-    run(on_chunk=lambda state: during.append(gc.get_freeze_count()))
-    assert during[0] > 0 and gc.get_freeze_count() == 0
-    gc.freeze()
-    frozen = gc.get_freeze_count()
-    try:
-        run()
-        assert gc.get_freeze_count() == frozen
-    finally:
-        gc.unfreeze()

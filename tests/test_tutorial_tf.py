@@ -37,17 +37,19 @@ def test_losses_match_the_tutorial(tf_losses, params, content_image, style_image
     rel = relative(ours, tf_losses)
     print("tutorial (TensorFlow) losses:", tf_losses)
     print("relative difference per step:", rel)
-    # Steps 1-2 depend on one gradient only: tight (measured: 2e-7 and 2e-5; step 2 is not
-    # 1e-7 because max pooling's gradient jumps at near-tied maxima, which the 8-bit image's
-    # flat areas have and which XLA's and TensorFlow's convolution rounding break differently).
-    # Later steps drift as that rounding is amplified by Adam's scale invariance (see
-    # test_optimize.py): loose.
-    assert np.all(rel[:2] <= 1e-4), rel
+    # Step 1 is one evaluation of the same function: float32 rounding of sums over ~1e5
+    # products, rtol 1e-5 (measured 2e-7). Step 2 depends on one gradient, and max pooling's
+    # gradient jumps at near-tied maxima, which the 8-bit image's flat areas have and which
+    # XLA's and TensorFlow's convolution rounding break differently per CPU: rtol 1e-3
+    # (measured 2e-5 on AVX2, 1.98e-4 on AVX-512). Later steps drift as Adam's scale
+    # invariance amplifies rounding (test_core.py): 1e-2.
+    assert rel[0] <= 1e-5, rel
+    assert rel[1] <= 1e-3, rel
     assert np.all(rel <= 1e-2), rel
 
 
 def test_total_variation_gradient_matches_tf(content_image):
-    # design.md: tf.abs has gradient 0 at 0; the 8-bit test image has many equal neighbours.
+    # tf.abs has gradient 0 at 0; the 8-bit test image has many equal neighbours.
     x = tf.constant(content_image)
     with tf.GradientTape() as tape:
         tape.watch(x)
@@ -66,12 +68,6 @@ def test_total_variation_gradient_matches_tf(content_image):
         )
     )(content_image)
     assert np.mean(np.asarray(naive) != expected) > 0.1
-
-
-def test_optax_adam_would_not_match(tf_losses, params, content_image, style_image):
-    # optax.adam puts epsilon after bias correction; with eps = 0.1 step 2 differs.
-    ours = jax_losses(params, content_image, style_image, optimizer="optax_adam")
-    assert relative(ours[1], tf_losses[1]) > 1e-4
 
 
 def test_resize_matches_tf_image_resize(content_image):

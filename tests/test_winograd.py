@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import multiscale, optimize, vgg, winograd
+from nst_jax import multiscale, run, vgg, winograd
 
 import reference
 
@@ -126,7 +126,7 @@ def test_pixel_steps_count_every_scale_and_image():
     cfg = nst_jax.StyleConfig(steps=10, scales=2, coarse_steps=4)
     # scale_shapes(64, 96) is [(45, 68), (64, 96)]: coarse by 1/sqrt(2), rounded.
     assert multiscale.scale_shapes(64, 96, cfg) == [(45, 68), (64, 96)]
-    assert optimize.pixel_steps(cfg, 3, 64, 96) == 3 * (4 * 45 * 68 + 10 * 64 * 96)
+    assert run.pixel_steps(cfg, 3, 64, 96) == 3 * (4 * 45 * 68 + 10 * 64 * 96)
 
 
 def test_config_refuses_an_unknown_method():
@@ -160,4 +160,4 @@ def test_a_run_compiles_its_step_once(params, content_image, style_image):
         nst_jax.stylize(content_image[:26, :42], style_image, params=params, config=cfg)
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
-    assert compiled.count("jit(_batch_step)") == 1
+    assert compiled.count("jit(batched_step)") == 1

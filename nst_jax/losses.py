@@ -1,6 +1,7 @@
 """Pure loss functions of Gatys-style transfer, for one image (batch them with ``jax.vmap``).
 
-Normalisations follow the TensorFlow tutorial (``../shared/seed/tutorial.txt``):
+Normalisations follow the TensorFlow tutorial
+(https://www.tensorflow.org/tutorials/generative/style_transfer):
 Grams are divided by the number of positions, content and style terms are means of squared
 differences averaged over layers, and total variation is a plain sum of absolute differences
 (``tf.image.total_variation``).

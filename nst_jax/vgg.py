@@ -227,7 +227,7 @@ CONV_METHODS: tuple[str, ...] = ("auto", "direct", "winograd")
 # The fewest input channels for which a layer uses Winograd: every layer but the first, whose
 # 3 input channels make its products too thin to gain. Measured on the whole step (2-core CPU,
 # ms per step at 256 / 512 px): direct 835 / 3058, from 128 channels 551 / 2125, from 64
-# channels 488 / 2033 (README, "Performance").
+# channels 488 / 2033 (scripts/README.md).
 WINOGRAD_MIN_CHANNELS = 64
 
 
@@ -343,7 +343,7 @@ def image_features(
         activations during the backward pass (``jax.checkpoint`` per block), at the cost of
         about one more forward pass. The first block, at full resolution, holds most of
         VGG's activations and must be live for its own backward pass anyway, so the saving
-        is bounded (README, "Memory").
+        is bounded (scripts/README.md).
 
     Returns:
       ``{layer: (h, w, c)}`` activations; conv outputs are after ReLU.

@@ -10,7 +10,7 @@ time is in the 16 products, which XLA:CPU runs as ordinary matrix multiplication
 
 Why here: on a CPU nst_jax's step is the convolutions and their input gradients, and those
 already ran at 80-90% of the machine's matrix-multiply peak, so only fewer multiplications
-could make it faster (README, "Performance"). On XLA:CPU the whole step ran 1.5x faster with
+could make it faster (scripts/README.md). On XLA:CPU the whole step ran 1.5x faster with
 every layer but the first by Winograd (:data:`nst_jax.vgg.WINOGRAD_MIN_CHANNELS`). GPU
 libraries choose Winograd-style algorithms themselves, so nst_jax uses this on CPU only (see
 :func:`nst_jax.vgg.resolve_conv`).

@@ -1,4 +1,5 @@
-"""The TensorFlow tutorial's own algorithm (``../shared/seed/tutorial.txt``), as a reference.
+"""The TensorFlow tutorial's own algorithm, as a reference
+(https://www.tensorflow.org/tutorials/generative/style_transfer).
 
 Its code is kept as the tutorial writes it (Keras VGG19, ``tf.GradientTape``,
 ``tf.optimizers.Adam``, ``tf.image.total_variation``), with the weights file as an argument

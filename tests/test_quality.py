@@ -25,7 +25,7 @@ def test_lbfgs_beats_adam_per_evaluation(params, content_image, style_image):
 
     From the content image (the tutorial's start) Adam is ahead instead with these random
     test weights (3.41e6 vs 3.48e6): `python scripts/compare_optimizers.py` prints both
-    starts, and README records them.
+    starts, and scripts/README.md records them.
     """
     losses = {}
     for opt, steps in (("adam", 100), ("lbfgs", 99)):

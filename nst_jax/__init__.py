@@ -11,28 +11,53 @@ The research core, per image and pure (``stylize`` is built from the same pieces
     result = nst_jax.stylize(content, style, params=params, config=config)
 
 Importing nst_jax changes nothing in the process (environment, Pillow, garbage collector,
-logging).
+logging) and imports JAX only when a name that needs it is first used, so the ``nst-jax``
+command starts (and answers Ctrl-C) at once.
 """
 
-from nst_jax import image, losses
-from nst_jax.batching import batch_mesh
-from nst_jax.config import PRESETS, StyleConfig
-from nst_jax.errors import ImageError, InputError, WeightsError
-from nst_jax.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
-from nst_jax.optim import keras_adam, make_optimizer, make_step, make_step_fn, scale_by_keras_adam
-from nst_jax.run import DivergedError, RunState, StyleResult, stylize
-from nst_jax.vgg import LAYERS, prepare_params, vgg19_features
-from nst_jax.weights import load_vgg19
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "batch_mesh": "batching",
+    "PRESETS": "config",
+    "StyleConfig": "config",
+    "ImageError": "errors",
+    "InputError": "errors",
+    "WeightsError": "errors",
+    "CONTENT_LAYERS": "objective",
+    "STYLE_LAYERS": "objective",
+    "loss_fn": "objective",
+    "make_targets": "objective",
+    "keras_adam": "optim",
+    "make_optimizer": "optim",
+    "make_step": "optim",
+    "make_step_fn": "optim",
+    "scale_by_keras_adam": "optim",
+    "DivergedError": "run",
+    "RunState": "run",
+    "StyleResult": "run",
+    "stylize": "run",
+    "LAYERS": "vgg",
+    "prepare_params": "vgg",
+    "vgg19_features": "vgg",
+    "load_vgg19": "weights",
+}
+_SUBMODULES = ("image", "losses")
+
+# Spelled out for tools; a test checks it against _EXPORTS.
 __all__ = [
     "CONTENT_LAYERS",
-    "LAYERS",
-    "PRESETS",
-    "STYLE_LAYERS",
     "DivergedError",
     "ImageError",
     "InputError",
+    "LAYERS",
+    "PRESETS",
     "RunState",
+    "STYLE_LAYERS",
     "StyleConfig",
     "StyleResult",
     "WeightsError",
@@ -51,5 +76,37 @@ __all__ = [
     "stylize",
     "vgg19_features",
 ]
-
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"nst_jax.{_EXPORTS[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"nst_jax.{name}")
+    else:
+        raise AttributeError(f"module 'nst_jax' has no attribute {name!r}")
+    globals()[name] = value  # found once; later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from nst_jax import image, losses
+    from nst_jax.batching import batch_mesh
+    from nst_jax.config import PRESETS, StyleConfig
+    from nst_jax.errors import ImageError, InputError, WeightsError
+    from nst_jax.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
+    from nst_jax.optim import (
+        keras_adam,
+        make_optimizer,
+        make_step,
+        make_step_fn,
+        scale_by_keras_adam,
+    )
+    from nst_jax.run import DivergedError, RunState, StyleResult, stylize
+    from nst_jax.vgg import LAYERS, prepare_params, vgg19_features
+    from nst_jax.weights import load_vgg19

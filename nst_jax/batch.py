@@ -88,49 +88,105 @@ def plan_jobs(
                     parts.append(style.stem)
                 parts.extend(f"{SHORT[field]}{value:g}" for field, value in setting)
                 jobs.append(Job(content, s, setting, "_".join(parts)))
-    seen: dict[str, Path] = {}
+    seen: dict[str, Job] = {}
     for job in jobs:
-        if job.name in seen and seen[job.name] != job.content:
+        if job.name in seen:
+            first = seen[job.name]
             raise InputError(
-                f"{job.content}: same output name {job.name!r} as {seen[job.name]}; rename one"
+                f"{job.content}: two results would be named {job.name!r} ({_describe(first)} "
+                f"and {_describe(job, style_paths)}); rename an input"
             )
-        seen[job.name] = job.content
+        seen[job.name] = job
     return jobs
 
 
-def prepare(
+def _describe(job: Job, style_paths: Sequence[Path] = ()) -> str:
+    style = f", style {style_paths[job.style]}" if 0 <= job.style < len(style_paths) else ""
+    setting = "".join(f", {field}={value!r}" for field, value in job.setting)
+    return f"content {job.content}{style}{setting}"
+
+
+def plan(
     contents: Sequence[str | os.PathLike],
     styles: Sequence[str | os.PathLike],
     config: StyleConfig,
-    max_dim: int | None = 512,
-    batch_size: int = 8,
     process_index: int = 0,
     process_count: int = 1,
-    max_pixels: int | None = image.MAX_PIXELS,
-) -> Work:
-    """Load images, plan jobs and group them into batches of equal shape.
-
-    A content file that cannot be used becomes one line in ``errors`` and its jobs are dropped;
-    a style that cannot be used raises, since no job could run without it.
+) -> list[Job]:
+    """This host's jobs, from file names alone (nothing is read).
 
     Args:
       contents: files or folders.
       styles: style files.
       config: settings (sweeps as tuples).
-      max_dim: longest side of every image after loading (``None``: as stored).
-      batch_size: most images per batch (bounds memory).
       process_index: this host's index, for multi-host runs (each host takes every
         ``process_count``-th job).
       process_count: number of hosts.
-      max_pixels: larger inputs are refused (decompression bombs).
 
     Raises:
-      InputError: a style file is unreadable or too small, or two outputs would share a name.
+      InputError: no image files, a blend of another count, or two results with one name.
     """
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise InputError(
             f"style_blend has {len(config.style_blend)} weights for {len(styles)} style images"
         )
+    files = expand_inputs(contents)
+    if not files:
+        raise InputError(f"no image files in {', '.join(map(str, contents))}")
+    return plan_jobs(files, [Path(s) for s in styles], config)[process_index::process_count]
+
+
+def _batches(jobs: Sequence[Job], shape_of: dict, batch_size: int) -> list[list[Job]]:
+    """Jobs grouped by their content's shape, at most ``batch_size`` to a batch."""
+    by_shape: dict[tuple[int, ...], list[Job]] = {}
+    for job in jobs:
+        by_shape.setdefault(shape_of[job.content], []).append(job)
+    return [
+        group[i : i + batch_size]
+        for group in by_shape.values()
+        for i in range(0, len(group), batch_size)
+    ]
+
+
+def planned_shapes(
+    jobs: Sequence[Job], max_dim: int | None, batch_size: int
+) -> list[tuple[Path, int, int, int]]:
+    """``(first content, n, height, width)`` of each batch the jobs will run in, from the
+    files' headers: no pixel is decoded or resized, so the memory a size needs can be checked
+    first. Files whose header cannot be read are left out (:func:`load` reports them)."""
+    shape_of = {}
+    for path in dict.fromkeys(job.content for job in jobs):
+        size = image.probe_size(path)
+        if size is not None:
+            shape_of[path] = size if max_dim is None else image.scaled_shape(*size, max_dim)
+    batches = _batches([job for job in jobs if job.content in shape_of], shape_of, batch_size)
+    return [(b[0].content, len(b), *shape_of[b[0].content]) for b in batches]
+
+
+def load(
+    jobs: Sequence[Job],
+    styles: Sequence[str | os.PathLike],
+    config: StyleConfig,
+    max_dim: int | None = 512,
+    batch_size: int = 8,
+    max_pixels: int | None = image.MAX_PIXELS,
+) -> Work:
+    """Load the images of ``jobs`` and group them into batches of equal shape.
+
+    A content file that cannot be used becomes one line in ``errors`` and its jobs are dropped;
+    a style that cannot be used raises, since no job could run without it.
+
+    Args:
+      jobs: from :func:`plan`.
+      styles: style files.
+      config: settings.
+      max_dim: longest side of every image after loading (``None``: as stored).
+      batch_size: most images per batch (bounds memory).
+      max_pixels: larger inputs are refused (decompression bombs).
+
+    Raises:
+      InputError: a style or init file is unreadable or too small.
+    """
     # With --style-scale the style is resized relative to the content (max_dim long), so
     # load it at that size rather than upsample it from max_dim later.
     style_dim = max_dim
@@ -143,10 +199,6 @@ def prepare(
         style_arrays.append(array)
     if config.init not in INITS:
         image.load(config.init, None, max_pixels)  # fail now, naming the file, not mid-run
-    files = expand_inputs(contents)
-    if not files:
-        raise InputError(f"no image files in {', '.join(map(str, contents))}")
-    jobs = plan_jobs(files, [Path(s) for s in styles], config)[process_index::process_count]
     loaded, errors = {}, []
     for path in dict.fromkeys(job.content for job in jobs):
         try:
@@ -156,15 +208,23 @@ def prepare(
         except ImageError as e:
             errors.append(str(e))
     jobs = [job for job in jobs if job.content in loaded]
-    by_shape: dict[tuple[int, ...], list[Job]] = {}
-    for job in jobs:
-        by_shape.setdefault(loaded[job.content].shape, []).append(job)
-    batches = [
-        group[i : i + batch_size]
-        for group in by_shape.values()
-        for i in range(0, len(group), batch_size)
-    ]
-    return Work(loaded, style_arrays, jobs, batches, errors, config)
+    shapes = {path: array.shape for path, array in loaded.items()}
+    return Work(loaded, style_arrays, jobs, _batches(jobs, shapes, batch_size), errors, config)
+
+
+def prepare(
+    contents: Sequence[str | os.PathLike],
+    styles: Sequence[str | os.PathLike],
+    config: StyleConfig,
+    max_dim: int | None = 512,
+    batch_size: int = 8,
+    process_index: int = 0,
+    process_count: int = 1,
+    max_pixels: int | None = image.MAX_PIXELS,
+) -> Work:
+    """:func:`plan` then :func:`load`: the jobs, their images and batches."""
+    jobs = plan(contents, styles, config, process_index, process_count)
+    return load(jobs, styles, config, max_dim, batch_size, max_pixels)
 
 
 def _check_size(path, array: np.ndarray, layers, max_dim: int | None) -> None:
@@ -239,7 +299,10 @@ def job_metadata(job: Job, metadata: dict | None) -> dict | None:
     """``metadata`` with the job's content file and setting added (``None`` stays ``None``)."""
     if metadata is None:
         return None
-    return {**metadata, "content": str(job.content), "setting": dict(job.setting)}
+    # The job's own values of swept settings, so that --from replays this one result.
+    config = {**metadata["config"], **dict(job.setting)} if "config" in metadata else None
+    job_meta = {**metadata, "content": str(job.content), "setting": dict(job.setting)}
+    return job_meta if config is None else {**job_meta, "config": config}
 
 
 def init_distributed() -> tuple[int, int]:

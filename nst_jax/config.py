@@ -187,6 +187,8 @@ class StyleConfig:
         ):
             if getattr(self, field) not in choices:
                 raise ValueError(f"{field} must be one of {', '.join(choices)}")
+        if not -(2**63) <= self.seed < 2**63:  # what jax.random.key takes
+            raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {self.seed}")
         if not self.init:
             raise ValueError(f"init must be one of {', '.join(INITS)} or an image path")
         for field in ("steps", "steps_per_call", "scales", "lbfgs_memory"):

@@ -16,3 +16,8 @@ class WeightsError(InputError):
 
 class ImageError(InputError):
     """An image file cannot be read or written as asked."""
+
+
+class OutputError(InputError):
+    """A file cannot be written where asked: an input in the way, a clash between outputs,
+    a folder that cannot be written, or a disk that filled up."""

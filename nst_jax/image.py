@@ -90,7 +90,23 @@ def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.n
         raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
     if array.size == 0:
         raise ImageError(f"{path}: image has no pixels")
+    if not np.all(np.isfinite(array)):  # float TIFFs can hold NaN or infinity
+        raise ImageError(f"{path}: image has non-finite pixel values")
     return array
+
+
+def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(height, width)`` of an image as displayed (EXIF rotation applied), from its header
+    alone; ``None`` when the header cannot be read."""
+    # EXIF orientations 5-8 turn the stored image by 90 degrees.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                return (img.width, img.height) if turned else (img.height, img.width)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def scaled_shape(height: int, width: int, max_dim: int) -> tuple[int, int]:
@@ -147,9 +163,9 @@ def check_output_path(path: str | os.PathLike) -> Path:
         )
     parent = nearest_existing_parent(path)
     if not parent.is_dir():
-        raise ImageError(f"{path}: {parent} is not a directory")
+        raise ImageError(f"{path}: {parent} is a file, where the image needs a folder")
     if path.is_dir():
-        raise ImageError(f"{path}: is a directory")
+        raise ImageError(f"{path}: is a folder, where the image is a file")
     return path
 
 
@@ -226,16 +242,37 @@ def contact_sheet(
     return np.asarray(sheet, np.float32) / 255.0
 
 
+def provenance_text(path: str | os.PathLike) -> str | None:
+    """The raw provenance text stored in a PNG, or ``None`` (also for unreadable files)."""
+    try:
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}).get(PROVENANCE_KEY)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return text if isinstance(text, str) else None
+
+
 def read_provenance(path: str | os.PathLike) -> dict:
-    """The metadata :func:`save` stored in a PNG.
+    """The metadata :func:`save` stored in a PNG, parsed as strict JSON (untrusted data:
+    callers check its fields before use).
 
     Raises:
-      ImageError: unreadable file, or no nst_jax provenance in it.
+      ImageError: unreadable file, no nst_jax provenance in it, or a record that is not a
+        JSON object.
     """
     path = Path(path)
     decode(path)  # the same one-line errors as any input
-    with Image.open(path) as img:
-        text = getattr(img, "text", {}).get(PROVENANCE_KEY)
+    text = provenance_text(path)
     if text is None:
         raise ImageError(f"{path}: no nst_jax provenance (only PNGs written by nst-jax have it)")
-    return json.loads(text)
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:
+        raise ImageError(f"{path}: damaged nst_jax provenance (not JSON: {e})") from None
+    if not isinstance(record, dict):
+        raise ImageError(f"{path}: damaged nst_jax provenance (not a JSON object)")
+    return record
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")

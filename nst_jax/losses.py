@@ -33,7 +33,8 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     """
     _check_rank("gram_matrix", features, 3, "an (h, w, c) feature map")
     h, w, c = features.shape
-    return _gram(features.reshape(h * w, c)) / (h * w)
+    # A Python float: an int past 2**31 (a print-size feature map) would overflow as int32.
+    return _gram(features.reshape(h * w, c)) / float(h * w)
 
 
 def _accumulator(f: jax.Array):

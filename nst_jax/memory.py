@@ -173,6 +173,12 @@ def check_fits(
     available = available if available is not None else available_bytes()
     if available is not None and needed > available:
         side = largest_side(config, n, height, width, needed, available)
+        smallest = 2 ** vgg.pools_before(config.style_layers + config.content_layers)
+        if side < smallest:
+            raise MemoryError(
+                f"{what}: needs about {needed / GIB:.1f} GiB, {available / GIB:.1f} GiB "
+                f"available: no image size fits"
+            )
         batch = f"a batch of {n} at " if n > 1 else ""
         # On XLA:CPU --remat was measured to save nothing (scripts/README.md), so it is
         # suggested only where it can help.

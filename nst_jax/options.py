@@ -172,8 +172,7 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-dim",
         type=positive_int,
-        default=DEFAULT_MAX_DIM,
-        help="longest side of content and style after loading, in px",
+        help=f"longest side of content and style after loading, in px (default: {DEFAULT_MAX_DIM})",
     )
     p.add_argument(
         "--batch-size",
@@ -231,9 +230,10 @@ def _add_watch(p: argparse.ArgumentParser) -> None:
         "--from",
         dest="from_png",
         metavar="PNG",
-        help="rerun the command stored in a PNG written by nst-jax",
+        help="replay the settings (and, unless given, the inputs) stored in a PNG written by "
+        "nst-jax; options given here override them; -o is required",
     )
-    g.add_argument("--force", action="store_true", help="allow the output to replace an input")
+    g.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = wsub.add_parser("convert", help="convert a Keras .h5 to the Flax-native file")
     convert.add_argument("source", metavar="IN")
     convert.add_argument("dest", metavar="OUT", nargs="?")
+    convert.add_argument("--force", action="store_true", help="replace an existing OUT")
     info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
     info.add_argument("path", metavar="PATH", nargs="?")
     info = sub.add_parser("info", help="print the provenance stored in an output PNG")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from nst_jax import checkpoint, image
-from nst_jax.errors import InputError
+from nst_jax.errors import InputError, OutputError
 from nst_jax.run import RunState
 
 EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -51,6 +51,7 @@ class Watcher:
       log: JSON-lines file, one line per chunk: step, each loss term and their total before
         that step (as ``losses``), seconds.
       animate: ``.gif`` (Pillow) or ``.mp4`` (needs imageio-ffmpeg) of the intermediate images.
+      append_log: continue the log (a resumed run) rather than start it afresh.
     """
 
     output: Path
@@ -59,6 +60,7 @@ class Watcher:
     save_every: int | None = None
     log: Path | None = None
     animate: Path | None = None
+    append_log: bool = False
     last_step: int = 0
     last_checkpoint: Path | None = None
     final_state: RunState | None = None
@@ -85,7 +87,7 @@ class Watcher:
         self._log(state)
         if _crossed(self.last_step, state.step, self.save_every):
             frame = np.asarray(state.images[0])
-            path = self.output.with_name(f"{self.output.stem}_{state.step:04d}.png")
+            path = preview_path(self.output, state.step)
             image.save(path, frame)
             if self.animate is not None:
                 self.frames.append(image.thumbnail(frame, 512))
@@ -111,8 +113,14 @@ class Watcher:
         }
         self.records.append(record)
         if self.log is not None:
-            with self.log.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            # A fresh run's log starts empty at its first record (not earlier: a run refused
+            # before any work leaves the old log alone); a resumed run's log goes on.
+            mode = "a" if self.append_log or len(self.records) > 1 else "w"
+            try:
+                with self.log.open(mode) as f:
+                    f.write(json.dumps(record) + "\n")
+            except OSError as e:
+                raise OutputError(f"{self.log}: cannot write ({e.strerror})") from None
 
     def finish(self, state: RunState, plot: Path | None = None) -> None:
         """Final checkpoint (if checkpointing), plot and animation."""
@@ -124,8 +132,33 @@ class Watcher:
             write_animation(self.frames, self.animate)
 
 
-def check_extras(plot: Path | None, animate: Path | None) -> None:
-    """Fail before any work when an optional library a requested output needs is missing."""
+def preview_path(output: Path, step: int) -> Path:
+    """Where ``--save-every`` writes the image after ``step``: ``OUT_0100.png`` beside OUT."""
+    return output.with_name(f"{output.stem}_{step:04d}.png")
+
+
+def preview_steps(scale_steps: list[int], steps_per_call: int, every: int) -> list[int]:
+    """The steps after which ``--save-every every`` writes an image: the ends of the chunks
+    (``steps_per_call`` long, restarted at each scale) that cross a multiple of ``every``."""
+    ends, done = [], 0
+    for steps in scale_steps:
+        end = done + steps
+        while done < end:
+            done = min(done + steps_per_call, end)
+            ends.append(done)
+    previous, chosen = 0, []
+    for step in ends:
+        if _crossed(previous, step, every):
+            chosen.append(step)
+        previous = step
+    return chosen
+
+
+def check_extras(plot: Path | None, animate: Path | None, save_every: int | None = None) -> None:
+    """Fail before any work when an optional library a requested output needs is missing, or
+    when ``--animate`` has no frames to show (it animates the ``--save-every`` images)."""
+    if animate is not None and not save_every:
+        raise InputError(f"{animate}: --animate shows the --save-every images; add --save-every N")
     if plot is not None:
         _require("matplotlib", "--plot")
     if animate is not None:

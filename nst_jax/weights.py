@@ -89,10 +89,15 @@ def find_weights(path: str | os.PathLike | None = None) -> Path:
       WeightsError: ``path`` does not exist, or no candidate does (the message names every
         place looked and the command that fetches the file).
     """
+    if path is None and os.environ.get("NST_JAX_WEIGHTS"):
+        # Named by the user: missing is an error, not a reason to use some other file.
+        path, named = Path(os.environ["NST_JAX_WEIGHTS"]), " (named by $NST_JAX_WEIGHTS)"
+    else:
+        named = ""
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise WeightsError(f"{path}: no such weights file")
+            raise WeightsError(f"{path}: no such weights file{named}")
         return path
     places = candidates()
     for _, place in places:
@@ -293,6 +298,11 @@ def read_params(path: str | os.PathLike) -> NumpyParams:
     return read_converted(path)
 
 
+def converted_path(dest: str | os.PathLike | None = None) -> Path:
+    """Where :func:`convert` writes: ``dest``, or the converted file in ``weights/``."""
+    return Path(dest) if dest is not None else weights_dir() / CONVERTED_NAME
+
+
 def convert(source: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
     """Convert a Keras ``.h5`` (or re-save a converted file) to the Flax-native format.
 
@@ -304,7 +314,7 @@ def convert(source: str | os.PathLike, dest: str | os.PathLike | None = None) ->
       The path written.
     """
     params = read_params(source)
-    return save_converted(params, dest if dest is not None else weights_dir() / CONVERTED_NAME)
+    return save_converted(params, converted_path(dest))
 
 
 def load_vgg19(path: str | os.PathLike | None = None) -> dict[str, dict[str, jax.Array]]:

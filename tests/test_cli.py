@@ -111,7 +111,7 @@ def bad_cases(files, weights_h5):
         ),
         "output_under_file": (
             [c, "--style", s, "-o", files / "regular" / "r.png", *w],
-            "not a directory",
+            "is a file",
         ),  # fmt: skip
         "unknown_extension": (
             [c, "--style", s, "-o", files / "out" / "r.gif", *w],

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from nst_jax import image
-from nst_jax.errors import ImageError
+from nst_jax.errors import ImageError, OutputError
 
 RGB = np.array(
     [[[255, 0, 0], [0, 255, 0], [0, 0, 255]], [[10, 20, 30], [200, 100, 50], [0, 0, 0]]], np.uint8
@@ -153,7 +153,7 @@ def test_save_is_atomic_when_encoding_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="out.png: cannot write"):
         image.save(target, np.zeros((4, 4, 3)))
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
@@ -161,7 +161,7 @@ def test_save_is_atomic_when_encoding_fails(tmp_path, monkeypatch):
 
 def test_save_refusals(tmp_path):
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ImageError, match="not a directory"):
+    with pytest.raises(ImageError, match="is a file, where the image needs a folder"):
         image.save(tmp_path / "file.txt" / "out.png", np.zeros((4, 4, 3)))
     with pytest.raises(ImageError, match="unknown output extension"):
         image.save(tmp_path / "out.gif", np.zeros((4, 4, 3)))

@@ -1,0 +1,279 @@
+"""``nst-jax stylize``: plan every output and check it, check memory, then run the jobs.
+
+The order is what keeps a user's files safe and faults cheap: settings and the weights' path
+are checked first, then every path the run will write (before any image is decoded), then the
+memory the largest batch needs (from the images' headers, before any image is resized), and
+only then are images loaded and the work done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from nst_jax import batch, checkpoint, compile_cache, image, multiscale, outputs, watch, weights
+from nst_jax.config import INITS, StyleConfig
+from nst_jax.errors import InputError
+from nst_jax.options import DEFAULT_MAX_DIM, config_from_args
+from nst_jax.run import DivergedError, RunState
+
+WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
+
+
+class Progress:
+    """A tqdm bar over image-steps showing the current loss; timing for the closing line.
+
+    Called with each chunk's :class:`RunState`; a step count that does not grow means the
+    next batch has started.
+    """
+
+    def __init__(self, total: int, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, leave=False)
+        self.start = time.perf_counter()
+        self.first_chunk: tuple[int, float] | None = None  # (image-steps, time) incl. compile
+        self.done = 0
+        self.last_step = 0
+
+    def __call__(self, state: RunState) -> None:
+        steps = state.step - self.last_step if state.step > self.last_step else state.step
+        self.last_step = state.step
+        images = state.losses.shape[0]
+        self.done += steps * images
+        if self.first_chunk is None:
+            self.first_chunk = (self.done, time.perf_counter())
+        self.bar.set_postfix(loss=f"{float(state.losses[:, -1].mean()):.4g}", refresh=False)
+        self.bar.update(steps * images)
+
+    def summary(self, images: int, steps: int) -> str:
+        """Image-steps per second after the first chunk, and the first chunk's time, which
+        includes compilation (near zero with a warm persistent compilation cache)."""
+        self.bar.close()
+        end = time.perf_counter()
+        first_done, first_time = self.first_chunk or (0, self.start)
+        if self.done > first_done:
+            rate = (self.done - first_done) / (end - first_time)
+        else:
+            rate = self.done / (end - self.start)
+        noun = "image" if images == 1 else "images"
+        return (
+            f"{images} {noun} x {steps} steps in {end - self.start:.1f} s "
+            f"({rate:.2f} image-steps/s after compile; first chunk with compile "
+            f"{first_time - self.start:.1f} s)"
+        )
+
+
+def _config(args: argparse.Namespace) -> StyleConfig:
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if config.style_blend is not None and len(config.style_blend) != len(args.style):
+        counts = f"{len(config.style_blend)} weights for {len(args.style)} --style images"
+        raise InputError(f"--style-blend has {counts}")
+    return config
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _single_result_outputs(args, result: Path, steps: list[int], config) -> list:
+    """The files a single-result run writes besides its result: checkpoint, previews, log,
+    plot, animation (all the run's own: ``--resume`` may replace them)."""
+    Out = outputs.Output  # noqa: N806
+    planned = [Out(checkpoint.directory(result) / checkpoint.FILE, "the checkpoint", True)]
+    if args.save_every:
+        for step in watch.preview_steps(steps, config.steps_per_call, args.save_every):
+            planned.append(Out(watch.preview_path(result, step), "--save-every", True))
+    for option in ("log", "plot", "animate"):
+        if getattr(args, option):
+            planned.append(Out(Path(getattr(args, option)), f"--{option}", True))
+    return planned
+
+
+def _plan(args, config: StyleConfig, jobs, results: dict, sheet: Path | None, weights_path):
+    """Check every planned output against the inputs and each other (before any work)."""
+    single = len(jobs) == 1
+    planned = [outputs.Output(path, "-o", single) for path in results.values()]
+    if sheet is not None:
+        planned.append(outputs.Output(sheet, "--sheet"))
+    if single:
+        size = image.probe_size(jobs[0].content)
+        if size is not None:
+            shape = image.scaled_shape(*size, args.max_dim)
+            steps = multiscale.scale_steps(*shape, config)
+            planned += _single_result_outputs(args, next(iter(results.values())), steps, config)
+    inputs = [(job.content, "content") for job in jobs]
+    inputs += [(Path(s), "--style") for s in args.style]
+    inputs.append((weights_path, "--weights"))
+    if config.init not in INITS:
+        inputs.append((Path(config.init), "--init"))
+    outputs.check_outputs(planned, inputs, force=args.force, resume=args.resume)
+    cache = compile_cache.resolve(args.compile_cache)
+    if cache is not None:
+        outputs.check_folder(cache, "--compile-cache")
+    return cache
+
+
+def _check_memory(shapes, config: StyleConfig, limit_gib: float | None) -> StyleConfig:
+    """Refuse, before any image is resized, a batch whose estimated memory exceeds what is
+    available. Returns the config to run: with ``--conv auto``, the direct convolution where
+    only that fits (said in one line on stderr)."""
+    from nst_jax import memory
+
+    available = int(limit_gib * memory.GIB) if limit_gib else None
+    for first, *shape in dict.fromkeys(shapes):
+        what = str(first)
+        try:
+            fitting = memory.fitting_config(config, *shape, available=available, what=what)
+        except MemoryError as e:
+            raise InputError(str(e)) from None
+        if fitting.conv != config.conv:
+            print(f"nst-jax: {what}: Winograd would not fit in memory; using --conv direct",
+                  file=sys.stderr)  # fmt: skip
+            config = fitting
+    return config
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    """The ``stylize`` command; returns the exit status."""
+    if args.from_png:
+        from nst_jax import provenance
+
+        if not args.output:
+            raise InputError(f"{args.from_png}: --from replays settings; give -o for the result")
+        provenance.apply(args)
+    if not args.content or not args.style or not args.output:
+        raise InputError("CONTENT, --style and -o are required (or --from PNG and -o)")
+    args.max_dim = args.max_dim or DEFAULT_MAX_DIM
+    config = _config(args)
+    weights_path = weights.find_weights(args.weights)
+    index, count = batch.init_distributed()
+    jobs = batch.plan(args.content, args.style, config, index, count)
+    results = batch.output_paths(jobs, args.output, f".{args.format}")
+    sheet = _sheet_path(args.sheet, index, count) if args.sheet else None
+    asked = [name for name in WATCH_OPTIONS if getattr(args, name)]
+    if len(jobs) != 1 and asked:
+        names = ", ".join("--" + name.replace("_", "-") for name in asked)
+        raise InputError(f"{names}: one result at a time, and this run has {len(jobs)}")
+    if len(jobs) == 1:
+        watch.check_extras(_path(args.plot), _path(args.animate), args.save_every)
+    cache = _plan(args, config, jobs, results, sheet, weights_path)
+    shapes = batch.planned_shapes(jobs, args.max_dim, args.batch_size)
+    config = _check_memory(shapes, config, args.memory_limit)
+    if cache is not None:
+        compile_cache.enable(cache)
+    work = batch.load(jobs, args.style, config, args.max_dim, args.batch_size, args.max_pixels)
+    if work.jobs:
+        status = _run(args, work, results, sheet, weights_path)
+        if status:
+            return status
+    for error in work.errors:
+        print(f"nst-jax: error: {error}", file=sys.stderr)
+    return 2 if work.errors else 0
+
+
+def _sheet_path(path: str, process_index: int, process_count: int) -> Path:
+    """The sheet's path; with several hosts each writes its own, ``NAME.hostI.EXT``."""
+    sheet = image.check_output_path(path)
+    return sheet.with_suffix(f".host{process_index}{sheet.suffix}") if process_count > 1 else sheet
+
+
+def _metadata(args: argparse.Namespace, config: StyleConfig, weights_path: Path) -> dict:
+    """Provenance stored in each PNG result (and a checkpoint's settings)."""
+    return {
+        "command": args.argv,
+        "config": dataclasses.asdict(config),
+        "max_dim": args.max_dim,
+        "weights_md5": weights.md5sum(weights_path),
+        "style": [str(s) for s in args.style],
+    }
+
+
+def _run(args, work, results, sheet, weights_path) -> int:
+    """Load weights, run every batch, write the sheet; the exit status."""
+    params = weights.load_vgg19(weights_path)
+    metadata = _metadata(args, work.config, weights_path)
+    steps = [
+        multiscale.total_steps(*work.contents[j.content].shape[:2], work.config) for j in work.jobs
+    ]
+    progress = Progress(sum(steps), args.quiet)
+    options, watcher = {"on_chunk": progress}, None
+    if len(work.jobs) == 1:
+        watcher = _watcher(args, results[work.jobs[0]], work, metadata)
+        options = _watch_options(args, watcher, progress, steps[0])
+    thumbnails = []
+    try:
+        for job, result in batch.run(work, results, params=params, metadata=metadata, **options):
+            if sheet is not None:
+                thumbnails.append((image.thumbnail(result, 192), job.name))
+    except watch.RunInterruptedError as e:
+        progress.bar.close()
+        print(f"nst-jax: {e}", file=sys.stderr)
+        return e.exit_status
+    except DivergedError as e:
+        last = watcher.last_checkpoint if watcher is not None else None
+        raise InputError(f"{e}; last good checkpoint: {last or 'none'}") from None
+    except ValueError as e:
+        if "resume" not in options:
+            raise
+        raise InputError(f"{watcher.checkpoint_dir}: does not fit this run ({e})") from None
+    if watcher is not None:
+        watcher.finish(watcher.final_state, _path(args.plot))
+    if sheet is not None:
+        columns = min(len(thumbnails), len(work.styles) * len(batch.settings(work.config)))
+        images, labels = zip(*thumbnails, strict=True)
+        image.save(sheet, image.contact_sheet(list(images), list(labels), columns))
+    destination = next(iter(results.values())) if len(results) == 1 else Path(args.output)
+    print(f"{progress.summary(len(work.jobs), max(steps))} -> {destination}")
+    return 0
+
+
+def _watcher(args, result: Path, work, metadata: dict) -> watch.Watcher:
+    """The hook of a single-result run (so Ctrl-C always saves the image and a checkpoint).
+    Its checkpoints record every input's SHA-256, so ``--resume`` notices a replaced file."""
+    job = work.jobs[0]
+    meta = batch.job_metadata(job, metadata)
+    inputs = {"content": job.content, **{f"--style {s}": Path(s) for s in args.style}}
+    if work.config.init not in INITS:
+        inputs["--init"] = Path(work.config.init)
+    meta["sha256"] = {name: checkpoint.sha256(path) for name, path in inputs.items()}
+    return watch.Watcher(
+        output=result,
+        meta=meta,
+        checkpoint_every=args.checkpoint_every,
+        save_every=args.save_every,
+        log=_path(args.log),
+        animate=_path(args.animate),
+        append_log=args.resume,
+    )
+
+
+def _watch_options(args, watcher: watch.Watcher, progress: Progress, total: int) -> dict:
+    """``stylize`` options of a watched run: progress and the watcher on each chunk, and the
+    checkpoint to resume from (checked against this run before any work)."""
+
+    def on_chunk(state: RunState) -> None:
+        progress(state)
+        watcher(state)
+
+    options = {"on_chunk": on_chunk}
+    if args.resume:
+        folder = watcher.checkpoint_dir
+        saved, meta = checkpoint.load(folder)
+        checkpoint.check_compatible(meta, watcher.meta, folder)
+        if saved.step > total:
+            raise InputError(
+                f"{folder}: the checkpoint is at step {saved.step}, past this run's {total} "
+                "steps; give --steps at least that"
+            )
+        watcher.last_step, watcher.final_state = saved.step, saved
+        progress.last_step = saved.step
+        options["resume"] = saved
+    watcher.install_signal_handlers()
+    return options

@@ -1,0 +1,403 @@
+"""Never lose a user's file: every path checked before the work, ``--from`` as untrusted data,
+checkpoints checked against their inputs, numbers validated, environment faults reported.
+
+Each refused case asserts: exit status 2, one stderr line naming the path and the fault, no
+traceback, every input byte-identical afterwards and nothing written anywhere in the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flax import serialization
+from PIL import Image, PngImagePlugin
+
+from nst_jax import checkpoint, cli, image
+
+# The 64 x 96 test images and chunks of 10, as the other CLI tests: programs are reused.
+FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q", "--compile-cache", "off"]
+
+
+@pytest.fixture
+def files(tmp_path, content_image, style_image, weights_h5):
+    """content.png, style.png, init.png, a copy of the weights, a file and an empty folder."""
+    to_pil = lambda a: Image.fromarray(image.to_uint8(a))  # noqa: E731
+    to_pil(content_image).save(tmp_path / "content.png")
+    to_pil(style_image).save(tmp_path / "style.png")
+    to_pil(style_image[::-1]).save(tmp_path / "init.png")
+    shutil.copy(weights_h5, tmp_path / "w.h5")
+    (tmp_path / "regular").write_text("x")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def stylize_argv(files: Path, *extra, out: str | None = "out/r.png") -> list[str]:
+    argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png")]
+    argv += ["-o", str(files / out)] if out else []
+    return [*argv, "--weights", str(files / "w.h5"), "--steps", "2", *FAST, *extra]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder`` with its contents' hash."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file() and not p.is_symlink()
+        else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def exit_code(argv) -> int:
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def assert_refused(files: Path, argv, *fragments, capsys) -> str:
+    before = snapshot(files)
+    code = exit_code([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert str(fragment) in err, err
+    assert snapshot(files) == before, "a file was written, changed or removed"
+    return err
+
+
+# Each case: (extra argv, output path or None, what the one line must contain).
+PATH_CASES = {
+    "log_is_content": (["--log", "{f}/content.png"], "out/r.png", ["content.png", "input"]),
+    "log_is_weights": (["--log", "{f}/w.h5"], "out/r.png", ["w.h5", "input"]),
+    "log_is_style": (["--log", "{f}/style.png"], "out/r.png", ["style.png", "input"]),
+    "plot_is_content": (["--plot", "{f}/content.png"], "out/r.png", ["content.png", "input"]),
+    "sheet_is_content": (["--sheet", "{f}/content.png"], "out/r.png", ["content.png", "input"]),
+    "output_is_content": ([], "content.png", ["content.png", "input"]),
+    "output_is_content_forced": (["--force"], "content.png", ["content.png", "input"]),
+    "output_is_style": ([], "style.png", ["style.png", "input"]),
+    "output_is_init": (["--init", "{f}/init.png"], "init.png", ["init.png", "input"]),
+    "output_is_weights_copy": ([], "w.h5", ["w.h5"]),
+    "output_is_a_link_to_content": ([], "link.png", ["link.png", "input"]),
+    "output_is_a_hard_link_to_content": ([], "hard.png", ["hard.png", "input"]),
+    "preview_is_content": (["--save-every", "2"], "content", ["r_0002.png", "input"]),
+    "preview_is_style": (["--save-every", "1", "--steps-per-call", "1"], "style", ["input"]),
+    "log_equals_output": (["--log", "{f}/out/r.png"], "out/r.png", ["r.png", "twice"]),
+    "plot_equals_log": (
+        ["--log", "{f}/out/x.png", "--plot", "{f}/out/x.png"],
+        "out/r.png",
+        ["x.png", "twice"],
+    ),
+    "sheet_equals_output": (["--sheet", "{f}/out/r.png"], "out/r.png", ["r.png", "twice"]),
+    "output_is_a_folder": ([], "out/dir.png", ["dir.png", "is a folder"]),
+    "log_is_a_folder": (["--log", "{f}/out"], "out/r.png", ["out", "is a folder"]),
+    "checkpoint_folder_is_a_file": ([], "out/c.png", ["c.png.ckpt", "is a file"]),
+    "output_under_a_file": ([], "regular/r.png", ["regular", "is a file"]),
+    "log_under_a_file": (["--log", "{f}/regular/log.jsonl"], "out/r.png", ["is a file"]),
+    "output_unwritable": ([], "/proc/nst_r.png", ["/proc/nst_r.png", "cannot write"]),
+    "log_unwritable": (["--log", "/proc/nst.jsonl"], "out/r.png", ["/proc", "cannot write"]),
+    "compile_cache_is_a_file": (
+        ["--compile-cache", "{f}/regular"],
+        "out/r.png",
+        ["regular", "--compile-cache"],
+    ),
+    "compile_cache_unwritable": (
+        ["--compile-cache", "/proc/nst_cache"],
+        "out/r.png",
+        ["/proc", "cannot write"],
+    ),
+    "existing_output": ([], "out/old.png", ["old.png", "exists", "--force"]),
+    "existing_log": (["--log", "{f}/out/old.jsonl"], "out/r.png", ["old.jsonl", "exists"]),
+    "existing_checkpoint": ([], "out/k.png", ["checkpoint.msgpack", "exists"]),
+    "animate_without_frames": (["--animate", "{f}/out/a.gif"], "out/r.png", ["--save-every"]),
+    "animate_is_style": (
+        ["--animate", "{f}/style.gif", "--save-every", "1"],
+        "out/r.png",
+        ["style.gif", "input"],
+    ),
+}
+
+
+def prepare_case(files: Path, case: str) -> None:
+    """The files some cases need on disk beforehand."""
+    if case == "output_is_a_link_to_content":
+        (files / "link.png").symlink_to(files / "content.png")
+    if case == "output_is_a_hard_link_to_content":
+        os.link(files / "content.png", files / "hard.png")
+    if case == "output_is_a_folder":
+        (files / "out" / "dir.png").mkdir()
+    if case == "checkpoint_folder_is_a_file":
+        (files / "out" / "c.png.ckpt").write_text("x")
+    if case == "existing_output":
+        shutil.copy(files / "style.png", files / "out" / "old.png")
+    if case == "existing_log":
+        (files / "out" / "old.jsonl").write_text("{}\n")
+    if case == "existing_checkpoint":
+        (files / "out" / "k.png.ckpt").mkdir()
+        (files / "out" / "k.png.ckpt" / checkpoint.FILE).write_bytes(b"x")
+
+
+@pytest.mark.parametrize("case", sorted(PATH_CASES))
+def test_a_path_that_would_lose_a_file_is_refused_before_any_work(files, case, capsys):
+    extra, out, fragments = PATH_CASES[case]
+    prepare_case(files, case)
+    extra = [e.replace("{f}", str(files)) for e in extra]
+    argv = stylize_argv(files, *extra, out=None)
+    if case == "preview_is_style":  # the style is named as the second preview would be
+        os.replace(files / "style.png", files / "out" / "r_0002.png")
+        argv = [
+            a.replace(str(files / "style.png"), str(files / "out" / "r_0002.png")) for a in argv
+        ]
+        out = "out/r.png"
+    if case == "preview_is_content":  # the content is named as the preview would be
+        os.replace(files / "content.png", files / "out" / "r_0002.png")
+        argv = [
+            a.replace(str(files / "content.png"), str(files / "out" / "r_0002.png")) for a in argv
+        ]
+        out = "out/r.png"
+    if case == "animate_is_style":
+        Image.open(files / "style.png").save(files / "style.gif")
+        argv = [a.replace(str(files / "style.png"), str(files / "style.gif")) for a in argv]
+    argv[argv.index("--weights") : argv.index("--weights")] = ["-o", str(files / out)]
+    assert_refused(files, argv, *fragments, capsys=capsys)
+
+
+def test_clashing_result_names_are_refused(files, capsys):
+    """Two styles with one file name, or a sweep whose values print alike, would leave one
+    file for two results."""
+    (files / "a").mkdir()
+    (files / "b").mkdir()
+    shutil.copy(files / "style.png", files / "a" / "s.png")
+    shutil.copy(files / "init.png", files / "b" / "s.png")
+    argv = ["stylize", files / "content.png", "--style", files / "a" / "s.png", "--style",
+            files / "b" / "s.png", "-o", files / "out", "--weights", files / "w.h5",
+            *FAST]  # fmt: skip
+    assert_refused(files, argv, "content_s", "rename", capsys=capsys)
+    argv = ["stylize", files / "content.png", "--style", files / "style.png", "-o",
+            files / "out", "--style-weight", "1e-3,0.001", "--weights", files / "w.h5",
+            *FAST]  # fmt: skip
+    assert_refused(files, argv, "content_sw0.001", capsys=capsys)
+
+
+NUMBER_CASES = {
+    "infinite_learning_rate": (["--learning-rate", "inf"], "finite"),
+    "nan_style_weight": (["--style-weight", "nan"], "finite"),
+    "huge_seed": (["--init", "noise", "--seed", str(2**70)], "seed must be an integer"),
+    "negative_epsilon": (["--epsilon", "-1"], "epsilon must be >= 0"),
+    "beta_of_one": (["--beta1", "1"], "beta1 and beta2 must be in [0, 1)"),
+    "tiny_memory_limit": (["--memory-limit", "0.001"], "no image size fits"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NUMBER_CASES))
+def test_bad_numbers_are_refused(files, case, capsys):
+    extra, fragment = NUMBER_CASES[case]
+    assert_refused(files, stylize_argv(files, *extra), fragment, capsys=capsys)
+
+
+def test_a_huge_max_dim_is_refused_before_any_image_is_resized(files, capsys):
+    """A 100000 px run is refused by the memory estimate, from the header alone, in seconds
+    (resizing the image first would need 120 GB)."""
+    start = time.perf_counter()
+    assert_refused(files, stylize_argv(files, "--max-dim", "100000"), "content.png",
+                   "GiB available", capsys=capsys)  # fmt: skip
+    assert time.perf_counter() - start < 60
+
+
+def test_nan_pixels_are_an_input_fault(files, capsys):
+    array = np.full((64, 96), 0.5, np.float32)
+    array[3, 4] = np.nan
+    Image.fromarray(array, "F").save(files / "nan.tif")
+    argv = stylize_argv(files)
+    argv[1] = str(files / "nan.tif")
+    assert_refused(files, argv, "nan.tif", "non-finite", capsys=capsys)
+
+
+def test_missing_named_weights_do_not_fall_back(files, monkeypatch, capsys):
+    monkeypatch.setenv("NST_JAX_WEIGHTS", str(files / "missing.h5"))
+    argv = [a for a in stylize_argv(files) if a not in ("--weights", str(files / "w.h5"))]
+    assert_refused(files, argv, "missing.h5", "$NST_JAX_WEIGHTS", capsys=capsys)
+
+
+@pytest.mark.parametrize("option", ["--checkpoint-every", "--resume"])
+def test_a_missing_content_is_named_with_watch_options(files, option, capsys):
+    argv = stylize_argv(files, *([option, "5"] if option == "--checkpoint-every" else [option]))
+    argv[1] = str(files / "gone.png")
+    assert_refused(files, argv, "gone.png", "no such file", capsys=capsys)
+
+
+def test_weights_convert_never_replaces_its_input(files, capsys):
+    h5 = files / "w.h5"
+    assert_refused(files, ["weights", "convert", h5, h5], "w.h5", "input", capsys=capsys)
+    assert_refused(files, ["weights", "convert", h5, h5, "--force"], "input", capsys=capsys)
+    (files / "out" / "c.msgpack").write_text("mine")
+    assert_refused(files, ["weights", "convert", h5, files / "out" / "c.msgpack"], "exists",
+                   capsys=capsys)  # fmt: skip
+
+
+def test_stale_temporary_files_are_removed(files, capsys):
+    """A run killed at the rename leaves ``.NAME.*.part``; the next run of that output removes
+    it."""
+    stale = files / "out" / ".r.png.abc123.part"
+    stale.write_bytes(b"half an image")
+    assert exit_code(stylize_argv(files)) == 0
+    assert not stale.exists() and (files / "out" / "r.png").exists()
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(files, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    before = snapshot(files)
+    assert exit_code(stylize_argv(files)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "r.png" in err and "No space left" in err, err
+    assert snapshot(files) == before
+
+
+def test_ctrl_c_while_starting_is_one_line_and_130(files):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nst_jax.console", *stylize_argv(files)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.3)  # importing JAX takes longer than this
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip() == "nst-jax: interrupted", err
+
+
+# --- --from: a stored record is untrusted data -----------------------------------------------
+
+
+def write_record(path: Path, record) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text(image.PROVENANCE_KEY, record if isinstance(record, str) else json.dumps(record))
+    Image.new("RGB", (96, 64)).save(path, pnginfo=info)
+
+
+@pytest.fixture
+def stored(files, capsys):
+    """A result of a real 2-step run, with its provenance."""
+    assert exit_code(stylize_argv(files, out="out/first.png")) == 0
+    capsys.readouterr()
+    return image.read_provenance(files / "out" / "first.png")
+
+
+FROM_CASES = {
+    "not_json": ("this is not json", "not JSON"),
+    "json_list": ("[1, 2]", "not a JSON object"),
+    "unknown_key": ({"config": {}, "run": "rm -rf /"}, "unknown key(s) run"),
+    "settings_missing": ({"config": {"steps": 3}}, "not StyleConfig's fields"),
+    "bad_setting": ("steps", "invalid settings"),
+    "bad_max_dim": ("max_dim", "max_dim"),
+    "bad_content": ("content", "content is not a file name"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FROM_CASES))
+def test_damaged_provenance_is_one_line(files, stored, case, capsys):
+    record, fragment = FROM_CASES[case]
+    if record == "steps":
+        record = {**stored, "config": {**stored["config"], "steps": "many"}}
+    elif record == "max_dim":
+        record = {**stored, "max_dim": -4}
+    elif record == "content":
+        record = {**stored, "content": 7}
+    write_record(files / "bad.png", record)
+    argv = ["stylize", "--from", files / "bad.png", "-o", files / "out" / "again.png", *FAST]
+    assert_refused(files, argv, "bad.png", fragment, capsys=capsys)
+    code = exit_code(["info", str(files / "bad.png")])
+    assert code in (0, 2) and "Traceback" not in capsys.readouterr().err
+
+
+def test_from_needs_an_output(files, stored, capsys):
+    argv = ["stylize", "--from", files / "out" / "first.png", "--weights", files / "w.h5"]
+    assert_refused(files, argv, "-o", capsys=capsys)
+
+
+def test_from_replays_settings_only(files, stored, capsys):
+    """A record naming another subcommand, an output, weights and --from itself writes
+    nothing outside -o, runs no command, and says what it did not replay."""
+    evil = files / "evil"
+    record = {
+        **stored,
+        "config": {**stored["config"], "steps": 3},
+        "command": ["weights", "convert", str(files / "w.h5"), str(evil / "x.png"), "-o",
+                    str(evil / "y.png"), "--weights", str(evil / "z.h5"), "--from",
+                    str(files / "out" / "mine.png"), "--log", str(evil / "l.jsonl")],
+    }  # fmt: skip
+    write_record(files / "out" / "mine.png", record)
+    out = files / "out" / "replayed.png"
+    before = snapshot(files)
+    argv = ["stylize", "--from", files / "out" / "mine.png", "-o", out,
+            "--weights", files / "w.h5", "--tv-weight", "7", *FAST]  # fmt: skip
+    assert exit_code([str(a) for a in argv]) == 0
+    err = capsys.readouterr().err
+    for ignored in ("'weights'", "-o", "--weights", "--from", "--log"):
+        assert ignored in err
+    after = snapshot(files)
+    assert set(after) - set(before) == {"out/replayed.png"} and not evil.exists()
+    assert all(after[k] == v for k, v in before.items())
+    config = image.read_provenance(out)["config"]
+    assert config["steps"] == 3 and config["tv_weight"] == 7.0  # stored, then overridden
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def saved(files, capsys):
+    """A 2-step run with a checkpoint at its end."""
+    assert exit_code(stylize_argv(files, "--checkpoint-every", "2", out="out/c.png")) == 0
+    capsys.readouterr()
+    return files / "out" / "c.png.ckpt" / checkpoint.FILE
+
+
+def damage(path: Path, change) -> None:
+    payload = serialization.msgpack_restore(path.read_bytes())
+    change(payload)
+    path.write_bytes(serialization.msgpack_serialize(payload))
+
+
+CHECKPOINT_CASES = {
+    "missing_key": (lambda p: p.pop("losses"), "losses"),
+    "wrong_leaf_count": (lambda p: p["opt_leaves"].pop(str(len(p["opt_leaves"]) - 1)), "optim"),
+    "non_numeric_step": (lambda p: p.update(step="eight"), "step"),
+    "negative_step": (lambda p: p.update(step=-3), "step"),
+    "images_out_of_range": (lambda p: p.update(images=p["images"] * 5), "images"),
+    "meta_not_json": (lambda p: p.update(meta="{"), "damaged"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_CASES))
+def test_damaged_checkpoint_is_one_line(files, saved, case, capsys):
+    change, fragment = CHECKPOINT_CASES[case]
+    damage(saved, change)
+    argv = stylize_argv(files, "--resume", "--steps", "4", out="out/c.png")
+    assert_refused(files, argv, "c.png.ckpt", fragment, capsys=capsys)
+
+
+def test_resume_refuses_a_replaced_input(files, saved, capsys):
+    """The content replaced by another image of the same size: the checkpoint's SHA-256 of
+    it no longer matches."""
+    Image.open(files / "init.png").save(files / "content.png")
+    argv = stylize_argv(files, "--resume", "--steps", "4", out="out/c.png")
+    assert_refused(files, argv, "content", "changed", capsys=capsys)
+
+
+def test_resume_refuses_fewer_steps_than_done(files, saved, capsys):
+    damage(saved, lambda p: None)
+    argv = stylize_argv(files, "--resume", "--steps", "1", out="out/c.png")
+    assert_refused(files, argv, "step 2", "--steps", capsys=capsys)

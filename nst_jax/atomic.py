@@ -34,6 +34,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.replace(tmp, path)
     except OSError as e:  # a full disk, a permission lost mid-run: one line, nothing left
         Path(tmp).unlink(missing_ok=True)
+        if e.errno is None:  # not the file system's (a download's URLError, say)
+            raise
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -96,6 +96,7 @@ class _Run(NamedTuple):
     mesh: jax.sharding.Mesh | None
     n: int
     on_chunk: Callable[[RunState], None] | None
+    learning_rates: jax.Array | None  # (N,) of a learning-rate sweep
 
 
 def _check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
@@ -137,7 +138,7 @@ def run_chunk(run: _Run, targets, images, states, k: int):
     return images, states, totals, terms, np.asarray(evaluations)
 
 
-def _scale_start(run: _Run, state: RunState | None, start, shape, targets, lrs, resumed: bool):
+def _scale_start(run: _Run, state: RunState | None, start, shape, resumed: bool):
     """Images and optimiser states at the start of a scale (placed, padded)."""
     config = run.config
     if state is None:
@@ -154,12 +155,13 @@ def _scale_start(run: _Run, state: RunState | None, start, shape, targets, lrs, 
     if state is not None and (resumed or config.optimizer != "lbfgs"):
         states = state.opt_states
         if resumed:
+            lrs = run.learning_rates
             structure = jax.eval_shape(lambda x: batching.init_states(run.tx, x, lrs), images)
             states = _restore_states(structure, states)
         else:
             states = multiscale.carry_state(states, *shape)
     else:
-        states = batching.init_states(run.tx, images, lrs)
+        states = batching.init_states(run.tx, images, run.learning_rates)
     images, states = batching.place((images, states), run.mesh)
     return images, states
 
@@ -251,6 +253,31 @@ def stylize(
     """
     config = config or StyleConfig()
     batch = inputs.make_batch(content, style, config)
+    run = _make_run(batch, config, params, optimizer, devices, on_chunk)
+    height, width = batch.content.shape[1:3]
+    shapes = multiscale.scale_shapes(height, width, config)
+    ends = np.cumsum(multiscale.scale_steps(height, width, config))
+    start = inputs.initial_images(config, batch)
+    state = None if resume is None else _check_resume(resume, run.n, len(shapes))
+    resuming = resume is not None
+    for index in range(state.scale if resuming else 0, len(shapes)):
+        targets, _ = inputs.batch_targets(run.params, batch, config, shapes[index])
+        targets = batching.place(targets, run.mesh)
+        images, states = _scale_start(run, state, start, shapes[index], resuming)
+        if not resuming:
+            state = _fresh_scale_state(state, run.n, index)
+        resuming = False
+        state = _run_scale(run, state, targets, images, states, int(ends[index]))
+    images = state.images
+    if config.preserve_color == "luminance":
+        images = jax.vmap(color.recombine)(images, batch.content)
+    if batch.single:
+        return StyleResult(images[0], state.losses[0], state.evaluations[0])
+    return StyleResult(images, state.losses, state.evaluations)
+
+
+def _make_run(batch: inputs.Batch, config, params, optimizer, devices, on_chunk) -> _Run:
+    """Everything fixed for the whole run: optimiser, params placed and prepared, mesh."""
     n, height, width, _ = batch.content.shape
     dtype = batch.content.dtype
     lrs = None
@@ -260,26 +287,7 @@ def stylize(
     params = batching.place(jax.tree.map(lambda p: jnp.asarray(p, dtype), params), mesh, False)
     tx = optimizer if optimizer is not None else make_optimizer(config)
     prepared = step_params(params, config, n, height, width)
-    run = _Run(config, tx, params, prepared, mesh, n, on_chunk)
-    shapes = multiscale.scale_shapes(height, width, config)
-    ends = np.cumsum(multiscale.scale_steps(height, width, config))
-    start = inputs.initial_images(config, batch)
-    state = None if resume is None else _check_resume(resume, n, len(shapes))
-    resuming = resume is not None
-    for index in range(state.scale if resuming else 0, len(shapes)):
-        targets, _ = inputs.batch_targets(params, batch, config, shapes[index])
-        targets = batching.place(targets, mesh)
-        images, states = _scale_start(run, state, start, shapes[index], targets, lrs, resuming)
-        if not resuming:
-            state = _fresh_scale_state(state, n, index)
-        resuming = False
-        state = _run_scale(run, state, targets, images, states, int(ends[index]))
-    images = state.images
-    if config.preserve_color == "luminance":
-        images = jax.vmap(color.recombine)(images, batch.content)
-    if batch.single:
-        return StyleResult(images[0], state.losses[0], state.evaluations[0])
-    return StyleResult(images, state.losses, state.evaluations)
+    return _Run(config, tx, params, prepared, mesh, n, on_chunk, lrs)
 
 
 def _fresh_scale_state(previous: RunState | None, n: int, index: int) -> RunState:

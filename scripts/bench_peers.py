@@ -142,14 +142,16 @@ def _torch_worker(weights: str, content: np.ndarray, style: np.ndarray):
     import torch
     import torch.nn.functional as F  # noqa: N812
 
+    # The GPU where there is one (as nst_jax's JAX uses it), else the CPU.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     convs = {  # HWIO -> OIHW
         name: (
-            torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))),
-            torch.from_numpy(bias),
+            torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))).to(device),
+            torch.from_numpy(bias).to(device),
         )
         for name, (kernel, bias) in _read_h5(weights).items()
     }
-    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1)
+    mean = torch.tensor(BGR_MEAN).view(1, 3, 1, 1).to(device)
     wanted = set(STYLE_LAYERS + CONTENT_LAYERS)
     last = max(LAYERS.index(n) for n in wanted)
 
@@ -170,7 +172,9 @@ def _torch_worker(weights: str, content: np.ndarray, style: np.ndarray):
         f = f.reshape(c, h * w)
         return f @ f.T / (h * w)
 
-    to_nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]  # noqa: E731
+    def to_nchw(a):
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].to(device)
+
     with torch.no_grad():
         style_targets = {
             n: gram(f) for n, f in features(to_nchw(style)).items() if n in STYLE_LAYERS

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import cli, image
+from nst_jax import cli, image, options
 
 # The same chunk size and image size as test_core, so the compiled program is reused.
 FAST = ["--steps-per-call", "10", "--max-dim", "96"]
@@ -198,11 +198,12 @@ def test_bad_input_exits_2_with_one_line_and_no_files(files, weights_h5, case, c
     assert sorted(p.relative_to(files) for p in files.rglob("*")) == before
 
 
-def test_bad_input_in_a_real_process_has_no_traceback(files):
+def test_bad_input_in_a_real_process_has_no_traceback(files, weights_h5):
     # In-process tests cannot see what the interpreter itself would print; one real process.
     result = subprocess.run(
         [sys.executable, "-m", "nst_jax.cli", "stylize", str(files / "nope.jpg"),
-         "--style", str(files / "style.png"), "-o", str(files / "out" / "r.png")],
+         "--style", str(files / "style.png"), "-o", str(files / "out" / "r.png"),
+         "--weights", weights_h5],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
@@ -211,10 +212,10 @@ def test_bad_input_in_a_real_process_has_no_traceback(files):
 
 
 def test_help_lists_options_with_defaults(capsys):
-    """Every stylize option is in --help with its default (issue 4, acceptance 5)."""
+    """Every stylize option is in --help with its default."""
     assert exit_code(["stylize", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    stylize = cli.build_parser()._subparsers._group_actions[0].choices["stylize"]
+    stylize = options.build_parser()._subparsers._group_actions[0].choices["stylize"]
     formatter = stylize._get_formatter()
     for action in stylize._actions:
         if not action.option_strings or action.nargs == 0:  # positional, or a flag

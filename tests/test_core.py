@@ -56,18 +56,13 @@ def test_first_loss_is_the_content_image_loss(run50, numpy_params, content_image
 
 
 def eager_losses(params, content, style, cfg, n_steps):
-    """``n_steps`` of the per-image step in a plain Python loop, op by op (no jit anywhere)."""
+    """``n_steps`` of scripts/own_loop.py's loop on the public core, op by op (no jit)."""
     with jax.disable_jit():
-        targets = nst_jax.make_targets(params, content, style, cfg)
-        tx = nst_jax.make_optimizer(cfg)
-        step = nst_jax.make_step_fn(cfg, tx)
-        image = jnp.asarray(content)
-        state = tx.init(image)
-        history = []
-        for _ in range(n_steps):
-            image, state, loss, _, _ = step(params, targets, image, state)
-            history.append(float(loss))
-    return np.array(history)
+        return (
+            load_script("own_loop")
+            .own_loop(params, content, style, cfg.replace(steps=n_steps))["losses"]
+            .astype(np.float64)
+        )
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,12 @@ def test_remat_gives_the_same_loss_and_gradient(params, content_image, style_ima
 
 def test_estimate_refuses_a_size_that_does_not_fit():
     needed = memory.estimate_bytes(FAST, 1, 64, 96)
+    fixed = memory.process_rss_bytes()  # what the process holds; the rest grows with size
+    half = fixed + (needed - fixed) // 2
     # --remat is suggested only off CPU, where it can save memory.
     hint = "" if jax.default_backend() == "cpu" else ", or add --remat"
     with pytest.raises(MemoryError, match=rf"about --max-dim \d+ fits{hint}$"):
-        memory.check_fits(FAST, 1, 64, 96, available=needed // 2)
+        memory.check_fits(FAST, 1, 64, 96, available=half)
     assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
 
 
@@ -71,7 +73,7 @@ def test_cli_refuses_before_any_work(tmp_path, weights_h5, content_image, style_
             "--steps", "2", "--steps-per-call", "2", "--compile-cache", "off"]  # fmt: skip
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "GiB available" in err and "--max-dim" in err
+    assert err.count("\n") == 1 and "GiB available" in err and "fits" in err
     assert str(tmp_path / "c.png") in err
     assert not out.exists() and not (tmp_path / "out.png.ckpt").exists()
 
@@ -97,68 +99,3 @@ def test_compile_cache_stores_programs(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert any((tmp_path / "cache").iterdir())
-
-
-NO_SIDE_EFFECTS = """
-import gc, logging, os, sys
-import numpy as np
-from PIL import Image
-before = (dict(os.environ), Image.MAX_IMAGE_PIXELS, gc.isenabled(), gc.get_freeze_count(),
-          logging.root.level, list(logging.root.handlers))
-import nst_jax
-from nst_jax import cli, vgg
-from jax._src import xla_bridge  # private, but the one place that says it
-assert not xla_bridge.backends_are_initialized(), "importing nst_jax started a JAX backend"
-image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
-config = nst_jax.StyleConfig(steps=2, steps_per_call=1, style_layers=("block1_conv1",),
-                             content_layers=("block2_conv1",))
-nst_jax.stylize(image, image, params=vgg.random_params(0), config=config)
-after = (dict(os.environ), Image.MAX_IMAGE_PIXELS, gc.isenabled(), gc.get_freeze_count(),
-         logging.root.level, list(logging.root.handlers))
-for name, a, b in zip(("environ", "MAX_IMAGE_PIXELS", "gc enabled", "gc freeze count",
-                       "log level", "log handlers"), before, after):
-    assert a == b, f"{name} changed: {a!r} -> {b!r}"
-print("unchanged")
-"""
-
-
-def test_import_and_stylize_leave_the_process_as_it_was():
-    """In a fresh interpreter: os.environ, Pillow's pixel limit, the garbage collector and the
-    logging configuration are the same after ``import nst_jax`` and a ``stylize`` call; and
-    the import starts no JAX backend, so a program can still set XLA_FLAGS after it."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", NO_SIDE_EFFECTS], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().endswith("unchanged")
-
-
-def test_program_xla_flags_never_override_the_users(monkeypatch):
-    """configure_for_program's flags are added to XLA_FLAGS, never in place of the user's."""
-    from nst_jax import process
-
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert process.set_xla_flags().split() == list(process.XLA_FLAGS)
-    mine = "--xla_cpu_experimental_ynn_fusion_type=dot --xla_force_host_platform_device_count=2"
-    monkeypatch.setenv("XLA_FLAGS", mine)
-    assert process.set_xla_flags() == f"{mine} {process.XLA_FLAGS[0]}"
-
-
-def test_memory_is_trimmed_after_real_compilations_only(monkeypatch):
-    from nst_jax import process
-
-    calls = []
-    monkeypatch.setattr(process, "_malloc_trim", lambda: calls.append)
-    listener = process.trim_after_compiles()
-    try:
-        event = "/jax/core/compile/backend_compile_duration"  # JAX's name for it
-        jax.monitoring.record_event_duration_secs(event, 0.01, fun_name="jit(small)")
-        jax.monitoring.record_event_duration_secs("/jax/other", 5.0)
-        assert calls == []
-        jax.monitoring.record_event_duration_secs(event, 2.0, fun_name="jit(step)")
-        assert calls == [0]  # malloc_trim(0): trim every arena, keep no padding
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)

@@ -252,7 +252,7 @@ def _print_row(r: dict) -> None:
     print(
         f"| {r['size']} | {r['batch']} | {r['conv']} | {'yes' if r['remat'] else 'no'} | "
         f"{r['compile_s']:.2f} | {r['first_extra_s']:.2f} | {r['startup_s']:.1f} | "
-        f"{r['ms_per_step']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
+        f"{r['ms_per_step']:.3g} ({r['ms_min']:.3g}-{r['ms_max']:.3g}) | "
         f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {estimate} |",
         flush=True,
     )

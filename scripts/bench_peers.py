@@ -386,7 +386,7 @@ def main() -> None:
                 rss = f"{r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] / torch_rss:.2f})"
                 achieved = gflop / (r["ms"] / 1000)
                 print(
-                    f"| {size} | {kind} | {r['ms']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
+                    f"| {size} | {kind} | {r['ms']:.3g} ({r['ms_min']:.3g}-{r['ms_max']:.3g}) | "
                     f"{ratio} | {achieved:.0f} | {achieved / best_peak:.0%} | "
                     f"{rss} | {r['losses'][0]:.7g} ({rel[0]:.1e}) | "
                     f"{r['losses'][1]:.7g} ({rel[1]:.1e}) |",

@@ -96,8 +96,11 @@ def test_float32_batch_matches_alone_on_first_steps(params, contents, styles):
 
 
 def compiled_steps(cfg) -> int:
-    """Programs compiled so far for the batched step of ``cfg``'s settings."""
-    return batching.batch_step(cfg, nst_jax.make_optimizer(cfg))._cache_size()
+    """Programs compiled so far for the batched step (or, on accelerators, the chunk loop)
+    of ``cfg``'s settings."""
+    device = batching.resolve_loop(cfg.loop) == "device"
+    program = batching.batch_chunk if device else batching.batch_step
+    return program(cfg, nst_jax.make_optimizer(cfg))._cache_size()
 
 
 def test_sweep_equals_separate_runs_and_compiles_once(params64, contents, styles):
@@ -139,7 +142,10 @@ SHARDED_SCRIPT = Path(__file__).with_name("sharded_run.py")
 
 def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
     # XLA_FLAGS must be set before JAX starts, so this runs in its own process.
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    # Four CPU devices, also on a machine whose default backend is a GPU.
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
     result = subprocess.run(
         [sys.executable, str(SHARDED_SCRIPT), weights_h5],
         capture_output=True, text=True, timeout=600, env=env,

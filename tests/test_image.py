@@ -1,5 +1,7 @@
 """Image loading in every common mode, resizing, and atomic saving."""
 
+import errno
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -150,7 +152,7 @@ def test_save_is_atomic_when_encoding_fails(tmp_path, monkeypatch):
     def broken_save(self, fp, *args, **kwargs):
         with open(fp, "wb") as f:
             f.write(b"half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OutputError, match="out.png: cannot write"):

@@ -252,7 +252,7 @@ def _print_row(r: dict) -> None:
     print(
         f"| {r['size']} | {r['batch']} | {r['conv']} | {'yes' if r['remat'] else 'no'} | "
         f"{r['compile_s']:.2f} | {r['first_extra_s']:.2f} | {r['startup_s']:.1f} | "
-        f"{r['ms_per_step']:.3g} ({r['ms_min']:.3g}-{r['ms_max']:.3g}) | "
+        f"{_ms(r['ms_per_step'])} ({_ms(r['ms_min'])}-{_ms(r['ms_max'])}) | "
         f"{r['image_steps_per_s']:.2f} | {r['peak_rss_mib']:.0f} | {estimate} |",
         flush=True,
     )
@@ -266,6 +266,11 @@ def _random_weights(folder: str) -> str:
     path = str(Path(folder) / "vgg19_random.h5")
     nst_weights.write_keras_h5(vgg.random_params(0), path)
     return path
+
+
+def _ms(ms: float) -> str:
+    """Milliseconds to three significant digits (GPU steps take a few), whole above 100."""
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Weights are found as ``nst-jax`` finds them (``nst-jax weights info`` says where
 
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
@@ -17,8 +16,7 @@ def own_loop(params, content, style, config):
     targets = nst_jax.make_targets(params, content, style, config)
     tx = nst_jax.make_optimizer(config)
     step = nst_jax.make_step(config, tx)
-    x = jnp.asarray(content)
-    opt_state = tx.init(x)
+    x, opt_state = content, tx.init(content)
     losses = []
     for _ in range(config.steps):
         x, opt_state, loss, terms = step(params, targets, x, opt_state)

@@ -5,7 +5,6 @@ and standard deviations are matched instead of its Gram matrix. Built on the pub
     python scripts/own_style_loss.py CONTENT STYLE OUT.png [STEPS]
 """
 
-import functools
 import sys
 
 import jax
@@ -28,22 +27,17 @@ def moment_loss(params, x, targets, config):
     return base + targets["weights"]["style"] * sum(moments) / len(moments)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "tx"))
-def moment_step(params, targets, x, opt_state, config, tx):
-    loss, grad = jax.value_and_grad(moment_loss, argnums=1)(params, x, targets, config)
-    updates, opt_state = tx.update(grad, opt_state, x)
-    return jnp.clip(x + updates, 0.0, 1.0), opt_state, loss
-
-
 def moment_loop(params, content, style, config):
     targets = nst_jax.make_targets(params, content, style, config)
     style_features = nst_jax.vgg19_features(params, jnp.asarray(style), config.style_layers)
     targets["moments"] = {name: mean_std(f) for name, f in style_features.items()}
     tx = nst_jax.make_optimizer(config)
-    x, losses = jnp.asarray(content), []
-    opt_state = tx.init(x)
+    loss_and_grad = jax.jit(jax.value_and_grad(moment_loss, argnums=1), static_argnums=3)
+    x, opt_state, losses = jnp.asarray(content), tx.init(content), []
     for _ in range(config.steps):
-        x, opt_state, loss = moment_step(params, targets, x, opt_state, config, tx)
+        loss, grad = loss_and_grad(params, x, targets, config)
+        updates, opt_state = tx.update(grad, opt_state, x)
+        x = jnp.clip(x + updates, 0.0, 1.0)
         losses.append(float(loss))
     return np.array(losses), x
 

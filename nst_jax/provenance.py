@@ -25,7 +25,9 @@ from nst_jax import image
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 
-RECORD_KEYS = {"command", "config", "max_dim", "weights_md5", "style", "content", "setting"}
+RECORD_KEYS = {
+    "command", "config", "max_dim", "weights_md5", "style", "content", "setting", "sha256"
+}  # fmt: skip
 FIELDS = {field.name: field for field in dataclasses.fields(StyleConfig)}
 # Options of a stored command that --from replays; everything else is reported as ignored.
 REPLAYED_OPTIONS = {"--" + name.replace("_", "-") for name in FIELDS} | {

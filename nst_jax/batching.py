@@ -41,13 +41,16 @@ def over_batch(config: StyleConfig, per_image: Callable) -> Callable:
 
     ``jax.vmap`` for Adam. L-BFGS runs image by image (``lax.map``): its line search chooses
     between branches that each evaluate the loss (``lax.cond``), and under ``vmap`` a cond with
-    a batched predicate evaluates both, doubling every trial's cost.
+    a batched predicate evaluates both, doubling every trial's cost. The ``w2`` style loss runs
+    image by image too: with XLA:CPU's memory-minimising scheduler (the CLI's), a batch of its
+    eigendecompositions under ``vmap`` did not finish in 2 minutes at 16 x 24 px, against
+    6 s image by image.
 
     A batch of one runs ``per_image`` itself, the batch axis dropped and put back: XLA:CPU runs
     the per-image program faster than its vmapped form, chiefly because a vmapped Gram
     ``f.T @ f`` becomes a batched product that first copies ``f`` transposed.
     """
-    if config.optimizer == "lbfgs":
+    if config.optimizer == "lbfgs" or config.style_loss == "w2":
         batched = lambda *args: jax.lax.map(lambda xs: per_image(*xs), args)  # noqa: E731
     else:
         batched = jax.vmap(per_image)

@@ -15,6 +15,15 @@ INITS = ("content", "noise", "style")  # or a path to an image file
 POOLINGS = ("max", "avg")
 LOOPS = ("auto", "device", "host")
 PRESERVE_COLOR = ("none", "luminance", "histogram")
+STYLE_LOSSES = ("gram", "mean_std", "w2", "mrf")
+TUTORIAL_STYLE_LAYERS = (
+    "block1_conv1",
+    "block2_conv1",
+    "block3_conv1",
+    "block4_conv1",
+    "block5_conv1",
+)
+MRF_STYLE_LAYERS = ("block3_conv1", "block4_conv1")  # Li & Wand's (relu3_1, relu4_1)
 SCALE_RATIO = 2**0.5  # between consecutive sizes of a coarse-to-fine run
 
 
@@ -49,14 +58,22 @@ class StyleConfig:
         "layers",
     )  # fmt: skip
     style_layers: tuple[str, ...] = _field(
-        ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
-        "VGG19 layers whose Gram matrices the result shares with the style", "layers",
+        TUTORIAL_STYLE_LAYERS,
+        "VGG19 layers whose statistics (Gram matrices) the result shares with the style "
+        "(with --style-loss mrf, unless given: block3_conv1,block4_conv1)", "layers",
     )  # fmt: skip
     content_layer_weights: tuple[float, ...] | None = _field(
         None, "one multiplier per content layer (default: 1 each)", "floats"
     )
     style_layer_weights: tuple[float, ...] | None = _field(
         None, "one multiplier per style layer (default: 1 each)", "floats"
+    )
+    style_loss: str = _field(
+        "gram",
+        "what of the style is matched: gram (the tutorial's Gram matrices), mean_std (channel "
+        "means and deviations, Huang & Belongie 2017), w2 (Wasserstein-2 between the "
+        "features' Gaussians), mrf (nearest 3x3 patches, Li & Wand 2016); losses.py",
+        choices=STYLE_LOSSES,
     )
     content_weight: float | Sequence[float] = _field(1e4, "weight of the content term", "sweep")
     style_weight: float | Sequence[float] = _field(1e-2, "weight of the style term", "sweep")
@@ -137,6 +154,8 @@ class StyleConfig:
         for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
             if getattr(self, field) is not None:
                 object.__setattr__(self, field, tuple(float(v) for v in getattr(self, field)))
+        if self.style_loss == "mrf" and self.style_layers == TUTORIAL_STYLE_LAYERS:
+            object.__setattr__(self, "style_layers", MRF_STYLE_LAYERS)
         alias = OPTIMIZER_ALIASES.get(self.optimizer)
         if alias:
             object.__setattr__(self, "optimizer", alias)
@@ -164,6 +183,8 @@ class StyleConfig:
             for v in getattr(self, field) or ():
                 if not v >= 0:
                     raise ValueError(f"{field} must be >= 0, got {v}")
+        if self.style_blend is not None and self.style_loss != "gram":
+            raise ValueError("style_blend blends Gram matrices: it needs style_loss gram")
         if self.style_blend is not None and not sum(self.style_blend) > 0:
             raise ValueError("style_blend needs at least one weight > 0")
         if self.style_scale is not None and not self.style_scale > 0:
@@ -183,6 +204,7 @@ class StyleConfig:
             ("pooling", POOLINGS),
             ("loop", LOOPS),
             ("preserve_color", PRESERVE_COLOR),
+            ("style_loss", STYLE_LOSSES),
             ("conv", vgg.CONV_METHODS),
         ):
             if getattr(self, field) not in choices:

@@ -22,7 +22,7 @@ from nst_jax.objective import (
     blend_grams,
     check_size,
     content_features,
-    style_grams,
+    style_targets,
     used_layers,
 )
 
@@ -155,7 +155,7 @@ def batch_targets(
         for s in styles:
             if id(s) not in once:
                 scaled = scaled_style(s, shape, config.style_scale, factor)
-                once[id(s)] = style_grams(params, scaled, config)
+                once[id(s)] = style_targets(params, scaled, config)
             per_style.append(once[id(s)])
         grams.append(blend_grams(per_style, config.style_blend))
     features = [content_features(params, c, config) for c in content]

@@ -161,3 +161,177 @@ def total_variation_loss(image: jax.Array, weight: float | jax.Array = 1.0) -> j
     dx = image[:, 1:, :] - image[:, :-1, :]
     dy = image[1:, :, :] - image[:-1, :, :]
     return weight * (jnp.sum(tf_abs(dx)) + jnp.sum(tf_abs(dy)))
+
+
+# --- Other style losses: each compares one statistic of the features with the style's. ----
+#
+# Each is written for one image, as ``style_loss`` is: ``weight / n_layers * sum_l w_l *
+# distance_l``, with the style's statistic computed once (``*_target``) and the image's in
+# the loss. Their scales differ from the Gram loss's, so their weights do too.
+
+
+MOMENT_EPS = 1e-5  # AdaIN's: sqrt(var + eps), whose gradient stays finite at var = 0
+
+
+def feature_moments(features: jax.Array) -> jax.Array:
+    """``(2, c)``: each channel's mean and standard deviation ``sqrt(var + 1e-5)`` over the
+    ``(h, w, c)`` map (a 1 x 1 map, a deep layer of a small image, has variance 0)."""
+    _check_rank("feature_moments", features, 3, "an (h, w, c) feature map")
+    flat = features.reshape(-1, features.shape[-1]).astype(_accumulator(features))
+    return jnp.stack([flat.mean(0), jnp.sqrt(flat.var(0) + MOMENT_EPS)])
+
+
+def mean_std_loss(
+    moments: Mapping[str, jax.Array],
+    targets: Mapping[str, jax.Array],
+    weight: float | jax.Array = 1.0,
+    layer_weights: Mapping[str, float] | None = None,
+) -> jax.Array:
+    """Moment matching (Huang & Belongie, "Arbitrary Style Transfer in Real-time with
+    Adaptive Instance Normalization", ICCV 2017): ``weight / n_layers * sum_l w_l *
+    mean((m_l - t_l) ** 2)`` over each layer's channel means and standard deviations.
+
+    Args:
+      moments: ``{layer: (2, c)}`` :func:`feature_moments` of the image being optimised.
+      targets: ``{layer: (2, c)}`` the style's.
+      weight: style weight (may be traced).
+      layer_weights: ``{layer: w_l}``; default 1 each.
+    """
+    return (
+        weight / len(moments) * _mean_squared_sum("mean_std_loss", moments, targets, layer_weights)
+    )
+
+
+def gaussian_stats(features: jax.Array) -> dict[str, jax.Array]:
+    """``{"mean": (c,), "cov": (c, c)}`` of the ``(h, w, c)`` map's positions (the covariance
+    divides by the number of positions, as the Gram does)."""
+    _check_rank("gaussian_stats", features, 3, "an (h, w, c) feature map")
+    flat = features.reshape(-1, features.shape[-1]).astype(_accumulator(features))
+    mean = flat.mean(0)
+    centred = flat - mean
+    return {"mean": mean, "cov": centred.T @ centred / flat.shape[0]}
+
+
+def _psd_sqrt(matrix: jax.Array) -> jax.Array:
+    """The square root of a symmetric positive semi-definite matrix (eigenvalues below 0,
+    rounding's, are taken as 0)."""
+    values, vectors = jnp.linalg.eigh(matrix)
+    return (vectors * jnp.sqrt(jnp.maximum(values, 0.0))) @ vectors.T
+
+
+def w2_target(features: jax.Array) -> dict[str, jax.Array]:
+    """The style's side of :func:`w2_loss`: its Gaussian and the covariance's square root."""
+    stats = gaussian_stats(features)
+    return {**stats, "cov_sqrt": _psd_sqrt(stats["cov"])}
+
+
+def _live(values: jax.Array) -> jax.Array:
+    """Eigenvalues above rounding: NumPy's rank tolerance, ``max |value| * n * eps``. Those
+    below are rounding noise around 0 (a float32 zero eigenvalue of ``S^2`` comes out near
+    1e-7 of the largest, and its square root would count as 3e-4 of it)."""
+    tol = jnp.max(jnp.abs(values)) * values.shape[-1] * jnp.finfo(values.dtype).eps
+    return values > tol
+
+
+@jax.custom_jvp
+def _trace_sqrt(matrix: jax.Array) -> jax.Array:
+    """``tr(M^1/2)`` of a symmetric positive semi-definite matrix: the sum of the square
+    roots of its eigenvalues (those below rounding, :func:`_live`, count as 0)."""
+    values = jnp.linalg.eigvalsh(matrix)
+    return jnp.sum(jnp.sqrt(jnp.where(_live(values), values, 0.0)))
+
+
+@_trace_sqrt.defjvp
+def _trace_sqrt_jvp(primals, tangents):
+    # d tr(f(M)) = tr(V f'(L) V^T dM): eigenvalues' derivatives only. Autodiff of eigh would
+    # also differentiate the eigenvectors, 1 / (l_i - l_j), which is NaN for the repeated
+    # zero eigenvalues of a rank-deficient covariance (fewer positions than channels: deep
+    # layers of small images). d sqrt(l) = 1 / (2 sqrt(l)) is infinite at 0; zero
+    # eigenvalues take derivative 0, the subgradient at the kink, so the gradient is finite.
+    (matrix,), (dot,) = primals, tangents
+    values, vectors = jnp.linalg.eigh(matrix)
+    live = _live(values)
+    roots = jnp.sqrt(jnp.where(live, values, 1.0))
+    slope = jnp.where(live, 0.5 / roots, 0.0)
+    along = jnp.einsum("ji,jk,ki->i", vectors, dot, vectors)  # v_i^T dM v_i
+    return jnp.sum(jnp.where(live, roots, 0.0)), jnp.sum(slope * along)
+
+
+def w2_distance(stats: Mapping[str, jax.Array], target: Mapping[str, jax.Array]) -> jax.Array:
+    """Squared Wasserstein-2 distance between two Gaussians:
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_b^1/2 S_a S_b^1/2)^1/2)``.
+
+    The trace of the matrix square root is the sum of the square roots of the eigenvalues of
+    ``S_b^1/2 S_a S_b^1/2`` (a symmetric eigendecomposition); the style's ``S_b^1/2`` is a
+    constant, so only eigenvalues are differentiated, which is stable where eigenvectors are
+    not (repeated eigenvalues).
+    """
+    inner = target["cov_sqrt"] @ stats["cov"] @ target["cov_sqrt"]
+    inner = (inner + inner.T) / 2  # symmetric to rounding, exactly, for eigvalsh
+    root_trace = _trace_sqrt(inner)
+    mean_term = jnp.sum(jnp.square(stats["mean"] - target["mean"]))
+    return mean_term + jnp.trace(stats["cov"]) + jnp.trace(target["cov"]) - 2 * root_trace
+
+
+def w2_loss(
+    stats: Mapping[str, Mapping[str, jax.Array]],
+    targets: Mapping[str, Mapping[str, jax.Array]],
+    weight: float | jax.Array = 1.0,
+    layer_weights: Mapping[str, float] | None = None,
+) -> jax.Array:
+    """Wasserstein-2 style loss between the features' Gaussians (as in Katherine Crowson's
+    style-transfer-pytorch; the distance: Dowson & Landau 1982; for style, Kolkin et al.,
+    "Style Transfer by Relaxed Optimal Transport and Self-Similarity", CVPR 2019):
+    ``weight / n_layers * sum_l w_l * W2(N(mu_l, S_l), N(mu_l', S_l'))^2``."""
+    terms = [
+        (1.0 if layer_weights is None else layer_weights[layer])
+        * w2_distance(stats[layer], targets[layer])
+        for layer in stats
+    ]
+    return weight / len(stats) * sum(terms)
+
+
+def patches3x3(features: jax.Array) -> jax.Array:
+    """``(positions, 9 c)``: every 3x3 patch of an ``(h, w, c)`` map that lies inside it."""
+    _check_rank("patches3x3", features, 3, "an (h, w, c) feature map")
+    patches = jax.lax.conv_general_dilated_patches(
+        features[None], (3, 3), (1, 1), "VALID", dimension_numbers=("NHWC", "OIHW", "NHWC")
+    )[0]
+    return patches.reshape(-1, patches.shape[-1])
+
+
+def mrf_target(features: jax.Array) -> dict[str, jax.Array]:
+    """The style's side of :func:`mrf_loss`: its 3x3 patches, raw and at unit length."""
+    patches = patches3x3(features).astype(_accumulator(features))
+    norms = jnp.linalg.norm(patches, axis=1, keepdims=True)
+    return {"patches": patches, "unit": patches / jnp.maximum(norms, 1e-12)}
+
+
+def mrf_distance(features: jax.Array, target: Mapping[str, jax.Array]) -> jax.Array:
+    """Mean squared difference between each 3x3 patch of ``features`` and its nearest style
+    patch by normalised cross-correlation (the match is not differentiated, as in Li & Wand).
+
+    The correlations are one ``(positions, style positions)`` product: memory grows with the
+    product of the two images' sizes at the layer.
+    """
+    patches = patches3x3(features).astype(_accumulator(features))
+    # The image patch's own norm is the same for every candidate: it does not change argmax.
+    nearest = jnp.argmax(jax.lax.stop_gradient(patches) @ target["unit"].T, axis=1)
+    return jnp.mean(jnp.square(patches - target["patches"][nearest]))
+
+
+def mrf_loss(
+    features: Mapping[str, jax.Array],
+    targets: Mapping[str, Mapping[str, jax.Array]],
+    weight: float | jax.Array = 1.0,
+    layer_weights: Mapping[str, float] | None = None,
+) -> jax.Array:
+    """MRF style loss (Li & Wand, "Combining Markov Random Fields and Convolutional Neural
+    Networks for Image Synthesis", CVPR 2016): ``weight / n_layers * sum_l w_l *
+    mrf_distance_l``; their sum over patches is a mean here, as the tutorial's terms are."""
+    terms = [
+        (1.0 if layer_weights is None else layer_weights[layer])
+        * mrf_distance(features[layer], targets[layer])
+        for layer in features
+    ]
+    return weight / len(features) * sum(terms)

@@ -83,10 +83,14 @@ def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.f
         params,
         spec((height, width, 3)),
     )
-    channels = {name: vgg.conv_shapes()[name][1][0] for name in config.style_layers}
+    # The style's statistics at the content's size (only MRF's depend on the size).
+    style = jax.eval_shape(
+        lambda p, x: objective.style_targets(p, x, config), params, spec((height, width, 3))
+    )
+    batched = lambda tree: jax.tree.map(lambda v: spec((n, *v.shape)), tree)  # noqa: E731
     targets = {
-        "content": {k: spec((n, *v.shape)) for k, v in content.items()},
-        "style": {name: spec((n, c, c)) for name, c in channels.items()},
+        "content": batched(content),
+        "style": batched(style),
         "weights": {term: spec((n,)) for term in objective.TERMS},
     }
     tx = optim.make_optimizer(config)

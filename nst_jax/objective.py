@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ STYLE_LAYERS: tuple[str, ...] = StyleConfig().style_layers
 # The settings a compiled loss or step depends on; every other field only changes values
 # (traced) or the loop around the step.
 STATIC_FIELDS = (
+    "style_loss",
     "content_layers",
     "style_layers",
     "content_layer_weights",
@@ -75,17 +77,30 @@ def check_size(layers: Sequence[str], shape: Sequence[int], what: str = "image")
         )
 
 
-@functools.partial(jax.jit, static_argnames=("layers", "pooling", "grams"))
-def _features(params: Params, image: jax.Array, layers: tuple[str, ...], pooling: str, grams: bool):
+# Per style loss: the style's statistic computed once (the target), the image's statistic in
+# the loss, and the loss over layers (all in losses.py).
+STYLE_TERMS = {
+    "gram": (losses.gram_matrix, losses.gram_matrix, losses.style_loss),
+    "mean_std": (losses.feature_moments, losses.feature_moments, losses.mean_std_loss),
+    "w2": (losses.w2_target, losses.gaussian_stats, losses.w2_loss),
+    "mrf": (losses.mrf_target, lambda features: features, losses.mrf_loss),
+}
+
+
+@functools.partial(jax.jit, static_argnames=("layers", "pooling", "statistic"))
+def _features(params: Params, image: jax.Array, layers: tuple[str, ...], pooling: str, statistic):
     features = vgg.image_features(params, image, layers, pooling)
-    return {name: losses.gram_matrix(f) for name, f in features.items()} if grams else features
+    if statistic is None:
+        return features
+    return {name: STYLE_TERMS[statistic][0](f) for name, f in features.items()}
 
 
-def style_grams(params: Params, style: jax.Array, config: StyleConfig) -> dict[str, jax.Array]:
-    """``{layer: (c, c)}`` Gram matrices of one ``(h, w, 3)`` style image (jitted)."""
+def style_targets(params: Params, style: jax.Array, config: StyleConfig) -> dict[str, Any]:
+    """``{layer: statistic}`` of one ``(h, w, 3)`` style image for ``config.style_loss``
+    (jitted): ``(c, c)`` Gram matrices for the tutorial's loss."""
     style = jnp.asarray(style)
     check_size(config.style_layers, style.shape, "style")
-    return _features(params, style, config.style_layers, config.pooling, grams=True)
+    return _features(params, style, config.style_layers, config.pooling, config.style_loss)
 
 
 def content_features(
@@ -94,7 +109,7 @@ def content_features(
     """``{layer: (h, w, c)}`` features of one ``(H, W, 3)`` content image (jitted)."""
     content = jnp.asarray(content)
     check_size(used_layers(config), content.shape, "content")
-    return _features(params, content, config.content_layers, config.pooling, grams=False)
+    return _features(params, content, config.content_layers, config.pooling, None)
 
 
 def blend_grams(grams: Sequence[Mapping[str, jax.Array]], weights: Sequence[float] | None):
@@ -142,11 +157,12 @@ def make_targets(
       config: layers, pooling, term weights and blend (single values, not a sweep).
 
     Returns:
-      ``{"content": {layer: (h, w, c)}, "style": {layer: (c, c)}, "weights": {...}}``.
+      ``{"content": {layer: (h, w, c)}, "style": {layer: statistic}, "weights": {...}}``;
+      the statistic is ``config.style_loss``'s: ``(c, c)`` Grams for the tutorial's.
     """
     content = jnp.asarray(content)
     styles = list(style) if config.style_blend is not None else [style]
-    grams = blend_grams([style_grams(params, s, config) for s in styles], config.style_blend)
+    grams = blend_grams([style_targets(params, s, config) for s in styles], config.style_blend)
     return {
         "content": content_features(params, content, config),
         "style": grams,
@@ -173,7 +189,8 @@ def loss_fn(
       ``(loss, {"content", "style", "tv"})``, scalars; ``loss`` is their sum.
     """
     features = vgg.image_features(params, x, used_layers(config), config.pooling, config.remat)
-    grams = {name: losses.gram_matrix(features[name]) for name in config.style_layers}
+    _, statistic, style_loss = STYLE_TERMS[config.style_loss]
+    style = {name: statistic(features[name]) for name in config.style_layers}
     weights = targets["weights"]
     terms = {
         "content": losses.content_loss(
@@ -182,8 +199,8 @@ def loss_fn(
             weights["content"],
             _layer_weights(config.content_layers, config.content_layer_weights),
         ),
-        "style": losses.style_loss(
-            grams,
+        "style": style_loss(
+            style,
             targets["style"],
             weights["style"],
             _layer_weights(config.style_layers, config.style_layer_weights),

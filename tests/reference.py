@@ -73,3 +73,41 @@ def tutorial_loss(params, image, content, style, content_layers, style_layers, c
         * sum(np.mean((gram(fi[name]) - gram(fs[name])) ** 2) for name in style_layers)
     )
     return content_term + style_term + tvw * total_variation(image), style_term
+
+
+def moments(f: np.ndarray) -> np.ndarray:
+    """Each channel's mean and standard deviation over positions, sqrt(var + 1e-5) as
+    AdaIN (Huang & Belongie 2017) takes it."""
+    flat = f.reshape(-1, f.shape[-1]).astype(np.float64)
+    return np.stack([flat.mean(0), np.sqrt(flat.var(0) + 1e-5)])
+
+
+def psd_sqrt(a: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(a)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def w2_squared(f: np.ndarray, s: np.ndarray) -> float:
+    """Squared Wasserstein-2 distance between the Gaussians of two maps' positions, by the
+    textbook formula |mu_a - mu_b|^2 + tr(A + B - 2 (A^1/2 B A^1/2)^1/2)."""
+    a, b = (x.reshape(-1, x.shape[-1]).astype(np.float64) for x in (f, s))
+    cov_a, cov_b = np.cov(a, rowvar=False, bias=True), np.cov(b, rowvar=False, bias=True)
+    root_a = psd_sqrt(cov_a)
+    cross = np.trace(psd_sqrt(root_a @ cov_b @ root_a))
+    mean = np.sum((a.mean(0) - b.mean(0)) ** 2)
+    return float(mean + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+def mrf_distance(f: np.ndarray, s: np.ndarray) -> float:
+    """Mean squared difference of each 3x3 patch of f from the style patch of highest
+    normalised cross-correlation (Li & Wand 2016)."""
+    patches = [
+        sliding_window_view(x.astype(np.float64), (3, 3), axis=(0, 1)).reshape(
+            (x.shape[0] - 2) * (x.shape[1] - 2), -1
+        )
+        for x in (f, s)
+    ]
+    mine, theirs = patches
+    unit = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    nearest = np.argmax(mine @ unit.T, axis=1)
+    return float(np.mean((mine - theirs[nearest]) ** 2))

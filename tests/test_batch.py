@@ -157,3 +157,16 @@ def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
     assert report["shards"] == 4  # the batch really was split over the four devices
     assert report["max_abs_pixel_difference"] <= PIXEL_TOL
     assert report["resume_difference"] <= 1e-12  # resumed from step 10 of the sharded run
+
+
+@pytest.mark.parametrize("style_loss", ["w2", "mean_std"])
+def test_a_weight_sweep_with_another_style_loss_compiles_once(params, contents, styles, style_loss):
+    """Style weights stay traced whatever the style loss: three settings, one program."""
+    cfg = nst_jax.StyleConfig(
+        steps=2, steps_per_call=10, style_loss=style_loss, style_weight=(1e-3, 1e-2, 1e-1)
+    )
+    before = compiled_steps(cfg)
+    result = nst_jax.stylize(contents[0], styles[0], params=params, config=cfg)
+    assert compiled_steps(cfg) - before == 1
+    assert result.image.shape == (3, HEIGHT, WIDTH, 3) and np.all(np.isfinite(result.losses))
+    assert not np.allclose(result.image[0], result.image[2])

@@ -128,3 +128,77 @@ def test_gram_derivatives_closed_form(maps):
     )
     expected_grad = (flat @ (weights + weights.T) / n).reshape(f.shape)
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+# --- The other style losses against float64 NumPy (tests/reference.py) ----------------------
+
+
+def style_targets_of(loss: str, targets):
+    make = {"mean_std": losses.feature_moments, "w2": losses.w2_target, "mrf": losses.mrf_target}
+    return {k: make[loss](jnp.asarray(v)) for k, v in targets.items()}
+
+
+def image_statistics(loss: str, maps):
+    make = {"mean_std": losses.feature_moments, "w2": losses.gaussian_stats, "mrf": lambda f: f}
+    return {k: make[loss](jnp.asarray(v)) for k, v in maps.items()}
+
+
+LOSS_FNS = {"mean_std": losses.mean_std_loss, "w2": losses.w2_loss, "mrf": losses.mrf_loss}
+
+
+def expected_style(loss: str, maps, targets, weight: float) -> float:
+    distance = {
+        "mean_std": lambda f, s: np.mean((reference.moments(f) - reference.moments(s)) ** 2),
+        "w2": reference.w2_squared,
+        "mrf": reference.mrf_distance,
+    }[loss]
+    return weight / len(maps) * sum(distance(maps[k], targets[k]) for k in maps)
+
+
+@pytest.fixture(scope="module")
+def wide_maps():
+    """Maps with enough positions for 3x3 patches and full-rank covariances."""
+    rng = np.random.default_rng(9)
+    return {"a": rng.normal(size=(6, 8, 4)), "b": rng.normal(size=(5, 9, 3))}
+
+
+@pytest.fixture(scope="module")
+def wide_targets():
+    rng = np.random.default_rng(10)
+    return {"a": rng.normal(size=(7, 6, 4)), "b": rng.normal(size=(6, 7, 3)) + 0.5}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("loss", ["mean_std", "w2", "mrf"])
+def test_other_style_losses_match_numpy(wide_maps, wide_targets, loss, jit):
+    """Each equals its float64 NumPy reference within 1e-6 relative, computed in float64 (the
+    eigendecomposition and the patch match are then free of float32 rounding)."""
+    with jax.enable_x64(True):
+        fn = jax.jit(LOSS_FNS[loss]) if jit else LOSS_FNS[loss]
+        value = fn(image_statistics(loss, wide_maps), style_targets_of(loss, wide_targets), 0.7)
+    expected = expected_style(loss, wide_maps, wide_targets, 0.7)
+    print(f"{loss}: nst_jax {float(value):.10g}, NumPy {expected:.10g}")
+    np.testing.assert_allclose(float(value), expected, rtol=1e-6)
+
+
+def test_w2_of_identical_features_is_zero_and_its_gradient_is_finite_rank_deficient():
+    """6 positions, 16 channels: a covariance of rank 5. W2 to itself is 0 (to 1e-6 of the
+    covariance's trace), and the gradient is finite (the eigenvalue floor)."""
+    rng = np.random.default_rng(11)
+    features = jnp.asarray(rng.normal(size=(2, 3, 16)), jnp.float32)
+    target = losses.w2_target(features)
+    scale = float(jnp.trace(target["cov"]))
+    distance = losses.w2_distance(losses.gaussian_stats(features), target)
+    assert abs(float(distance)) <= 1e-6 * scale, (float(distance), scale)
+    other = jnp.asarray(rng.normal(size=(2, 3, 16)), jnp.float32)
+    grad = jax.grad(lambda f: losses.w2_distance(losses.gaussian_stats(f), target))(other)
+    assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) > 0
+
+
+def test_mean_std_is_invariant_to_permuting_positions(wide_maps, wide_targets):
+    f = wide_maps["a"].astype(np.float32)
+    shuffled = np.random.default_rng(12).permutation(f.reshape(-1, 4)).reshape(f.shape)
+    target = {"a": losses.feature_moments(jnp.asarray(wide_targets["a"], jnp.float32))}
+    a = losses.mean_std_loss({"a": losses.feature_moments(jnp.asarray(f))}, target)
+    b = losses.mean_std_loss({"a": losses.feature_moments(jnp.asarray(shuffled))}, target)
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-6)  # the same sums, reordered

@@ -189,8 +189,8 @@ def test_blend_one_zero_is_the_single_style_exactly(params, content_image, style
 def test_blended_targets_are_weighted_grams(params, content_image, style_image):
     """The target is sum_k w_k G_k / sum_k w_k (0.7, 0.3 already sum to 1)."""
     other = np.fliplr(style_image).copy()
-    a = objective.style_grams(params, style_image, FAST)
-    b = objective.style_grams(params, other, FAST)
+    a = objective.style_targets(params, style_image, FAST)
+    b = objective.style_targets(params, other, FAST)
     config = FAST.replace(style_blend=(0.7, 0.3))
     targets = nst_jax.make_targets(params, content_image, [style_image, other], config)
     for layer in FAST.style_layers:

@@ -283,12 +283,7 @@ def w2_loss(
     style-transfer-pytorch; the distance: Dowson & Landau 1982; for style, Kolkin et al.,
     "Style Transfer by Relaxed Optimal Transport and Self-Similarity", CVPR 2019):
     ``weight / n_layers * sum_l w_l * W2(N(mu_l, S_l), N(mu_l', S_l'))^2``."""
-    terms = [
-        (1.0 if layer_weights is None else layer_weights[layer])
-        * w2_distance(stats[layer], targets[layer])
-        for layer in stats
-    ]
-    return weight / len(stats) * sum(terms)
+    return _over_layers(w2_distance, stats, targets, weight, layer_weights)
 
 
 def patches3x3(features: jax.Array) -> jax.Array:
@@ -329,9 +324,14 @@ def mrf_loss(
     """MRF style loss (Li & Wand, "Combining Markov Random Fields and Convolutional Neural
     Networks for Image Synthesis", CVPR 2016): ``weight / n_layers * sum_l w_l *
     mrf_distance_l``; their sum over patches is a mean here, as the tutorial's terms are."""
+    return _over_layers(mrf_distance, features, targets, weight, layer_weights)
+
+
+def _over_layers(distance, values, targets, weight, layer_weights) -> jax.Array:
+    """``weight / n_layers * sum_l w_l * distance(values[l], targets[l])``."""
     terms = [
         (1.0 if layer_weights is None else layer_weights[layer])
-        * mrf_distance(features[layer], targets[layer])
-        for layer in features
+        * distance(values[layer], targets[layer])
+        for layer in values
     ]
-    return weight / len(features) * sum(terms)
+    return weight / len(values) * sum(terms)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nst_jax import image, objective
+from nst_jax import image, objective, vgg
 from nst_jax import run as runs
 from nst_jax.config import INITS, StyleConfig
 from nst_jax.errors import ImageError, InputError
@@ -149,16 +149,20 @@ def _batches(jobs: Sequence[Job], shape_of: dict, batch_size: int) -> list[list[
 
 
 def planned_shapes(
-    jobs: Sequence[Job], max_dim: int | None, batch_size: int
+    jobs: Sequence[Job], config: StyleConfig, max_dim: int | None, batch_size: int
 ) -> list[tuple[Path, int, int, int]]:
     """``(first content, n, height, width)`` of each batch the jobs will run in, from the
     files' headers: no pixel is decoded or resized, so the memory a size needs can be checked
-    first. Files whose header cannot be read are left out (:func:`load` reports them)."""
+    first. Files whose header cannot be read, or that are too small for the layers, are left
+    out (:func:`load` reports them)."""
+    smallest = 2 ** vgg.pools_before(objective.used_layers(config))
     shape_of = {}
     for path in dict.fromkeys(job.content for job in jobs):
         size = image.probe_size(path)
-        if size is not None:
-            shape_of[path] = size if max_dim is None else image.scaled_shape(*size, max_dim)
+        if size is not None and max_dim is not None:
+            size = image.scaled_shape(*size, max_dim)
+        if size is not None and min(size) >= smallest:
+            shape_of[path] = size
     batches = _batches([job for job in jobs if job.content in shape_of], shape_of, batch_size)
     return [(b[0].content, len(b), *shape_of[b[0].content]) for b in batches]
 

@@ -164,7 +164,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if len(jobs) == 1:
         watch.check_extras(_path(args.plot), _path(args.animate), args.save_every)
     cache = _plan(args, config, jobs, results, sheet, weights_path)
-    shapes = batch.planned_shapes(jobs, args.max_dim, args.batch_size)
+    shapes = batch.planned_shapes(jobs, config, args.max_dim, args.batch_size)
     config = _check_memory(shapes, config, args.memory_limit)
     if cache is not None:
         compile_cache.enable(cache)

@@ -18,6 +18,7 @@ import numpy as np
 from nst_jax import color, image, multiscale
 from nst_jax.config import StyleConfig
 from nst_jax.objective import (
+    WEIGHT_FIELDS,
     Params,
     blend_grams,
     check_size,
@@ -25,8 +26,6 @@ from nst_jax.objective import (
     style_targets,
     used_layers,
 )
-
-WEIGHTS = {"content": "content_weight", "style": "style_weight", "tv": "tv_weight"}
 
 
 class Batch(NamedTuple):
@@ -127,7 +126,7 @@ def scaled_style(
 
 def batch_weights(config: StyleConfig, n: int, dtype=jnp.float32) -> dict[str, jax.Array]:
     """``{"content", "style", "tv"}: (n,)`` term weights: a number broadcast, a sweep checked."""
-    return {term: per_image(config, field, n, dtype) for term, field in WEIGHTS.items()}
+    return {term: per_image(config, field, n, dtype) for term, field in WEIGHT_FIELDS.items()}
 
 
 def per_image(config: StyleConfig, field: str, n: int, dtype=jnp.float32) -> jax.Array:
@@ -140,9 +139,9 @@ def per_image(config: StyleConfig, field: str, n: int, dtype=jnp.float32) -> jax
 
 def batch_targets(
     params: Params, batch: Batch, config: StyleConfig, shape: tuple[int, int]
-) -> tuple[dict, jax.Array]:
-    """Targets of every image for the scale of size ``shape`` (``make_targets``' pytree with a
-    leading batch axis), and the content resized to that scale."""
+) -> dict:
+    """Targets of every image for the scale of size ``shape``: ``make_targets``' pytree with
+    a leading batch axis."""
     n = batch.content.shape[0]
     factor = max(shape) / max(batch.content.shape[1:3])
     content = multiscale.resize_batch(batch.run_content, *shape)
@@ -158,13 +157,12 @@ def batch_targets(
                 once[id(s)] = style_targets(params, scaled, config)
             per_style.append(once[id(s)])
         grams.append(blend_grams(per_style, config.style_blend))
-    features = [content_features(params, c, config) for c in content]
-    targets = {
-        "content": jax.tree.map(lambda *f: jnp.stack(f), *features),
+    return {
+        # One batched forward pass for the batch, not one call per image.
+        "content": jax.vmap(lambda c: content_features(params, c, config))(content),
         "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
         "weights": batch_weights(config, n, content.dtype),
     }
-    return targets, content
 
 
 def initial_images(config: StyleConfig, batch: Batch) -> jax.Array:

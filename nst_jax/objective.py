@@ -51,6 +51,8 @@ STATIC_FIELDS = (
     "steps_per_call",
 )
 TERMS = ("content", "style", "tv")
+# Each term's weight, by the config field that sets it.
+WEIGHT_FIELDS = {"content": "content_weight", "style": "style_weight", "tv": "tv_weight"}
 
 Params = Mapping[str, Mapping[str, jax.Array]]
 Targets = Mapping[str, Mapping[str, jax.Array]]
@@ -135,9 +137,7 @@ def term_weights(config: StyleConfig, dtype=jnp.float32) -> dict[str, jax.Array]
     if config.sweep_size is not None:
         raise ValueError("this config sweeps its settings: make targets per setting")
     return {
-        "content": jnp.asarray(config.content_weight, dtype),
-        "style": jnp.asarray(config.style_weight, dtype),
-        "tv": jnp.asarray(config.tv_weight, dtype),
+        term: jnp.asarray(getattr(config, field), dtype) for term, field in WEIGHT_FIELDS.items()
     }
 
 

@@ -261,7 +261,7 @@ def stylize(
     state = None if resume is None else _check_resume(resume, run.n, len(shapes))
     resuming = resume is not None
     for index in range(state.scale if resuming else 0, len(shapes)):
-        targets, _ = inputs.batch_targets(run.params, batch, config, shapes[index])
+        targets = inputs.batch_targets(run.params, batch, config, shapes[index])
         targets = batching.place(targets, run.mesh)
         images, states = _scale_start(run, state, start, shapes[index], resuming)
         if not resuming:

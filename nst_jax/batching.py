@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from nst_jax.config import StyleConfig
 from nst_jax.objective import TERMS, loss_fn, static_config
-from nst_jax.optim import make_step_fn
+from nst_jax.optim import AverageState, make_step_fn
 
 
 def resolve_loop(loop: str) -> str:
@@ -147,6 +147,12 @@ def init_states(
     states = jax.vmap(tx.init)(images)
     if learning_rates is None:
         return states
+    return _set_learning_rates(states, learning_rates)
+
+
+def _set_learning_rates(states, learning_rates):
+    if isinstance(states, AverageState):
+        return states._replace(inner=_set_learning_rates(states.inner, learning_rates))
     if not isinstance(getattr(states, "hyperparams", None), dict) or (
         "learning_rate" not in states.hyperparams
     ):

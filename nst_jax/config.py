@@ -32,7 +32,8 @@ def _field(default, help: str, kind: str | None = None, choices=None):
 
     ``kind``: how the CLI parses it: ``"layers"`` (comma-separated names), ``"floats"``
     (comma-separated numbers), ``"sweep"`` (a number, or comma-separated numbers: one result
-    each), ``"positive"`` (a number > 0); else by its type.
+    each), ``"positive"`` (a number > 0), ``"per_style"`` (no option of its own: set by the
+    options that follow each ``--style``); else by its type.
     """
     metadata = {"help": help, "kind": kind, "choices": choices}
     return dataclasses.field(default=default, metadata=metadata)
@@ -115,6 +116,23 @@ class StyleConfig:
     style_scale: float | None = _field(
         None, "style resized so its longest side is this times the content's", "positive"
     )
+    style_weights: tuple[float, ...] | None = _field(
+        None, "one multiplier of style_weight per style: with masks, each region's weight; "
+        "with one style per image, that image's (not with style_blend)", "per_style",
+    )  # fmt: skip
+    style_scales: tuple[float | None, ...] | None = _field(
+        None, "one style_scale per style (None: style_scale's)", "per_style"
+    )
+    normalize_gradients: bool = _field(
+        False, "each content and style layer's gradient divided by its L1 norm, then "
+        "multiplied by the layer's weight (jcjohnson/neural-style's -normalize_gradients; "
+        "losses.normalize_gradient)",
+    )  # fmt: skip
+    average: float | None = _field(
+        None, "return an exponential moving average of the iterates with this decay in "
+        "[0, 1), bias-corrected (as Katherine Crowson's style-transfer-pytorch; "
+        "optim.with_average); 0 returns the last iterate",
+    )  # fmt: skip
     steps_per_call: int = _field(
         50, "steps per chunk: the progress interval; on accelerators one compiled call"
     )
@@ -151,9 +169,17 @@ class StyleConfig:
         # Lists are accepted for convenience but stored as tuples so configs stay hashable.
         for field in ("content_layers", "style_layers"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
-        for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
+        for field in (
+            "content_layer_weights",
+            "style_layer_weights",
+            "style_blend",
+            "style_weights",
+        ):
             if getattr(self, field) is not None:
                 object.__setattr__(self, field, tuple(float(v) for v in getattr(self, field)))
+        if self.style_scales is not None:
+            scales = tuple(None if v is None else float(v) for v in self.style_scales)
+            object.__setattr__(self, "style_scales", scales)
         if self.style_loss == "mrf" and self.style_layers == TUTORIAL_STYLE_LAYERS:
             object.__setattr__(self, "style_layers", MRF_STYLE_LAYERS)
         alias = OPTIMIZER_ALIASES.get(self.optimizer)
@@ -179,10 +205,22 @@ class StyleConfig:
                 raise ValueError(
                     f"{field} has {len(weights)} values for {len(getattr(self, layers))} {layers}"
                 )
-        for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
+        for field in (
+            "content_layer_weights",
+            "style_layer_weights",
+            "style_blend",
+            "style_weights",
+        ):
             for v in getattr(self, field) or ():
-                if not v >= 0:
-                    raise ValueError(f"{field} must be >= 0, got {v}")
+                if not (v >= 0 and math.isfinite(v)):
+                    raise ValueError(f"{field} must be finite numbers >= 0, got {v}")
+        for v in self.style_scales or ():
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"style_scales must be finite numbers > 0, got {v}")
+        if self.style_weights is not None and self.style_blend is not None:
+            raise ValueError("style_blend already weights each style: give no style_weights")
+        if self.average is not None and not 0 <= self.average < 1:
+            raise ValueError(f"average is a decay in [0, 1), got {self.average}")
         if self.style_blend is not None and self.style_loss != "gram":
             raise ValueError("style_blend blends Gram matrices: it needs style_loss gram")
         if self.style_blend is not None and not sum(self.style_blend) > 0:

@@ -21,9 +21,12 @@ from nst_jax.objective import (
     WEIGHT_FIELDS,
     Params,
     blend_grams,
+    check_masks,
     check_size,
     content_features,
-    style_targets,
+    layer_masks,
+    masked_style_targets,
+    resize_masks,
     used_layers,
 )
 
@@ -34,14 +37,20 @@ class Batch(NamedTuple):
     Attributes:
       content: ``(N, H, W, 3)`` content images as given (colours restored from these).
       run_content: ``(N, H, W, 3)`` content as optimised (grey under luminance transfer).
-      style_sets: each image's style arrays (one, or the K of a blend).
+      style_sets: each image's style arrays (one, or the K of a blend or of the regions).
       single: one content image without a sweep: results drop the batch axis.
+      style_scales: each image's styles' ``style_scale`` (``None``: the config's).
+      masks: ``(N, K, H, W)`` each image's K regions, or ``None``.
+      style_masks: the K styles' own regions (each ``(h, w)`` or ``None``), or ``None``.
     """
 
     content: jax.Array
     run_content: jax.Array
     style_sets: list[list[jax.Array]]
     single: bool
+    style_scales: list[list[float | None]]
+    masks: jax.Array | None = None
+    style_masks: list[jax.Array | None] | None = None
 
 
 def as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
@@ -56,23 +65,67 @@ def as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
     return images
 
 
-def make_batch(content, style, config: StyleConfig) -> Batch:
-    """Contents as a batch (a single image repeated for a sweep) and each image's styles."""
+def make_batch(content, style, config: StyleConfig, masks=None, style_masks=None) -> Batch:
+    """Contents as a batch (a single image repeated for a sweep), each image's styles and
+    their scales, and the regions (``masks`` ``(K, H, W)`` shared or ``(N, K, H, W)``)."""
     single = jnp.ndim(content) == 3 and config.sweep_size is None
     content = as_batch("content", content)
     check_size(used_layers(config), content.shape, "content")
     if config.sweep_size is not None and content.shape[0] == 1:
         content = jnp.broadcast_to(content, (config.sweep_size, *content.shape[1:]))
-    sets = style_sets(style, content.shape[0], config)
+    n, height, width, _ = content.shape
+    sets = style_sets(style, n, config, regions=masks is not None)
+    shared = masks is not None or config.style_blend is not None
+    scales = style_scale_sets(config, style, n, shared)
+    if masks is not None:
+        masks = jnp.asarray(masks, content.dtype)
+        check_masks(config, masks if masks.ndim == 3 else masks[0], len(sets[0]))
+        if masks.ndim == 3:
+            masks = jnp.broadcast_to(masks, (n, *masks.shape))
+        if masks.shape[0] != n:
+            raise ValueError(f"got masks for {masks.shape[0]} images, a batch of {n}")
+        masks = jax.vmap(lambda m: resize_masks(m, height, width))(masks)
+        style_masks = list(style_masks) if style_masks is not None else [None] * len(sets[0])
+        if len(style_masks) != len(sets[0]):
+            raise ValueError(f"got {len(style_masks)} style masks for {len(sets[0])} styles")
+    elif style_masks is not None:
+        raise ValueError("style_masks choose a style's region for a content region: give masks")
     run_content, sets = colour_inputs(config, content, sets)
-    return Batch(content, run_content, sets, single)
+    return Batch(content, run_content, sets, single, scales, masks, style_masks)
 
 
-def style_sets(style, n: int, config: StyleConfig) -> list[list[jax.Array]]:
+def per_style(config: StyleConfig, field: str, count: int, default) -> list:
+    """``config``'s per-style setting (``style_weights``, ``style_scales``) as ``count``
+    values, one per style given, in order; ``default`` where none is set."""
+    values = getattr(config, field)
+    if values is None:
+        return [default] * count
+    if len(values) != count:
+        raise ValueError(f"{field} has {len(values)} values for {count} styles")
+    return [default if v is None else v for v in values]
+
+
+def style_scale_sets(config: StyleConfig, style, n: int, shared: bool) -> list[list[float | None]]:
+    """Each of the ``n`` images' styles' ``style_scale``: ``config.style_scales``' value for
+    that style, else ``config.style_scale``. ``shared``: every image has every style (a blend
+    or regions), else one each."""
+    given = _given(style)
+    scales = per_style(config, "style_scales", len(given), config.style_scale)
+    if shared:
+        return [scales] * n
+    return [[scales[0]]] * n if len(given) == 1 else [[v] for v in scales]
+
+
+def _given(style) -> list:
+    """The style images as given: a sequence, or the rows of one array."""
+    return list(style) if isinstance(style, (list, tuple)) or jnp.ndim(style) == 4 else [style]
+
+
+def style_sets(style, n: int, config: StyleConfig, regions: bool = False) -> list[list[jax.Array]]:
     """The style images of each of the ``n`` content images, as ``(h, w, 3)`` arrays.
 
     Without a blend each image has one style: one shared by all, or one per image. With
-    ``config.style_blend`` every image shares the same K styles (K = number of weights).
+    ``config.style_blend`` (or ``regions``: masks) every image shares the same K styles.
     A style shared by several images is the same array object, so its Grams are computed once.
     """
     if isinstance(style, (list, tuple)):
@@ -83,6 +136,8 @@ def style_sets(style, n: int, config: StyleConfig) -> list[list[jax.Array]]:
         order = [converted[id(s)] for s in style]
     else:
         order = list(as_batch("style", style))
+    if regions:
+        return [order] * n
     if config.style_blend is not None:
         if len(order) != len(config.style_blend):
             raise ValueError(
@@ -124,9 +179,27 @@ def scaled_style(
     return multiscale.resize_batch(style[None], max(h, 1), max(w, 1))[0]
 
 
-def batch_weights(config: StyleConfig, n: int, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """``{"content", "style", "tv"}: (n,)`` term weights: a number broadcast, a sweep checked."""
-    return {term: per_image(config, field, n, dtype) for term, field in WEIGHT_FIELDS.items()}
+def batch_weights(
+    config: StyleConfig, n: int, dtype=jnp.float32, regions: int | None = None
+) -> dict[str, jax.Array]:
+    """``{"content", "style", "tv"}: (n,)`` term weights: a number broadcast, a sweep checked.
+
+    ``config.style_weights`` give each region's weight (``"regions"``, ``(n, regions)``) when
+    there are regions, else multiply each image's style weight (one per style: 1 shared by
+    all images, or n).
+    """
+    weights = {term: per_image(config, field, n, dtype) for term, field in WEIGHT_FIELDS.items()}
+    if regions is not None:
+        values = jnp.asarray(per_style(config, "style_weights", regions, 1.0), dtype)
+        return {**weights, "regions": jnp.broadcast_to(values, (n, regions))}
+    if config.style_weights is not None:
+        if len(config.style_weights) not in (1, n):
+            raise ValueError(
+                f"style_weights has {len(config.style_weights)} values for "
+                f"{n} images with one style each"
+            )
+        weights["style"] = weights["style"] * jnp.asarray(config.style_weights, dtype)
+    return weights
 
 
 def per_image(config: StyleConfig, field: str, n: int, dtype=jnp.float32) -> jax.Array:
@@ -147,22 +220,33 @@ def batch_targets(
     content = multiscale.resize_batch(batch.run_content, *shape)
     what = "content" if factor == 1.0 else f"content at the {shape[1]}x{shape[0]} px scale"
     check_size(used_layers(config), content.shape, what)
+    style_masks = batch.style_masks or [None] * len(batch.style_sets[0])
     once: dict[tuple, Mapping[str, jax.Array]] = {}
     grams = []
-    for styles in batch.style_sets:
+    for styles, scales in zip(batch.style_sets, batch.style_scales, strict=True):
         per_style = []
-        for s in styles:
-            if id(s) not in once:
-                scaled = scaled_style(s, shape, config.style_scale, factor)
-                once[id(s)] = style_targets(params, scaled, config)
-            per_style.append(once[id(s)])
-        grams.append(blend_grams(per_style, config.style_blend))
-    return {
+        for k, (s, scale) in enumerate(zip(styles, scales, strict=True)):
+            key = (id(s), scale, k if batch.masks is not None else None)
+            if key not in once:
+                scaled = scaled_style(s, shape, scale, factor)
+                mask = style_masks[k] if batch.masks is not None else None
+                once[key] = masked_style_targets(params, scaled, config, mask)
+            per_style.append(once[key])
+        if batch.masks is not None:
+            grams.append(jax.tree.map(lambda *g: jnp.stack(g), *per_style))
+        else:
+            grams.append(blend_grams(per_style, config.style_blend))
+    regions = None if batch.masks is None else batch.masks.shape[1]
+    targets = {
         # One batched forward pass for the batch, not one call per image.
         "content": jax.vmap(lambda c: content_features(params, c, config))(content),
         "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
-        "weights": batch_weights(config, n, content.dtype),
+        "weights": batch_weights(config, n, content.dtype, regions),
     }
+    if batch.masks is not None:
+        masks = jax.vmap(lambda m: resize_masks(m, *shape))(batch.masks)
+        targets["masks"] = jax.vmap(lambda m: layer_masks(m, config.style_layers))(masks)
+    return targets
 
 
 def initial_images(config: StyleConfig, batch: Batch) -> jax.Array:

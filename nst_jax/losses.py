@@ -37,6 +37,28 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     return _gram(features.reshape(h * w, c)) / float(h * w)
 
 
+def guided_gram(features: jax.Array, mask: jax.Array) -> jax.Array:
+    """Gram matrix of the region ``mask`` selects (Gatys et al., "Controlling Perceptual
+    Factors in Neural Style Transfer", CVPR 2017: guided Gram matrices).
+
+    ``G = sum_p m_p^2 F_p F_p^T / sum_p m_p^2``: the features weighted by the mask, their Gram
+    normalised by the region's (squared-mask) area instead of the whole map's, so a region's
+    Gram is on the same scale as a whole image's. Written as :func:`gram_matrix` of the
+    weighted map times ``h w / sum m^2``, which is exactly 1 for an all-ones mask: that mask
+    gives :func:`gram_matrix`'s result bit for bit. A region empty at this layer (``sum m^2 =
+    0``) gives a zero Gram.
+
+    Args:
+      features: ``(h, w, c)`` activations.
+      mask: ``(h, w)`` weights in [0, 1] (soft edges allowed), at the layer's resolution.
+    """
+    _check_rank("guided_gram", mask, 2, "an (h, w) mask")
+    h, w, _ = features.shape
+    area = jnp.sum(jnp.square(mask.astype(_accumulator(features))))
+    guided = features * mask[..., None].astype(features.dtype)
+    return gram_matrix(guided) * (float(h * w) / jnp.maximum(area, 1e-12))
+
+
 def _accumulator(f: jax.Array):
     # At least float32: Gram sums run over h * w products.
     return jnp.promote_types(f.dtype, jnp.float32)
@@ -335,3 +357,39 @@ def _over_layers(distance, values, targets, weight, layer_weights) -> jax.Array:
         for layer in values
     ]
     return weight / len(values) * sum(terms)
+
+
+# --- Gradient normalisation (Justin Johnson's neural-style, ``-normalize_gradients``). -----
+
+NORMALIZE_EPS = 1e-8  # neural-style's: added to the L1 norm, so a zero gradient stays zero
+
+
+@jax.custom_vjp
+def normalize_gradient(features: jax.Array, strength: jax.Array) -> jax.Array:
+    """Identity in the forward pass; in the backward pass the gradient ``g`` reaching
+    ``features`` becomes ``strength * g / (||g||_1 + 1e-8)``.
+
+    This is jcjohnson/neural-style's ``-normalize_gradients``: there, each content and style
+    loss module divides the gradient of its loss with respect to its layer's features by that
+    gradient's L1 norm, then multiplies it by the module's strength (its weight). Put one in
+    front of each (term, layer)'s features with ``strength`` that layer's coefficient in the
+    loss, and each layer's contribution to the image's gradient is a unit-L1 direction scaled
+    by its weight, whatever the layer's magnitude. The loss value is unchanged.
+
+    Args:
+      features: a layer's activations, any shape.
+      strength: scalar, the layer's coefficient (term weight x layer weight / n_layers).
+    """
+    return features
+
+
+def _normalize_fwd(features, strength):
+    return features, strength
+
+
+def _normalize_bwd(strength, g):
+    norm = jnp.sum(jnp.abs(g.astype(_accumulator(g)))) + NORMALIZE_EPS
+    return (strength * g / norm).astype(g.dtype), jnp.zeros_like(strength)
+
+
+normalize_gradient.defvjp(_normalize_fwd, _normalize_bwd)

@@ -80,8 +80,77 @@ def keras_adam(
     )
 
 
+class AverageState(NamedTuple):
+    """State of :func:`with_average`: the inner optimiser's, and the running average.
+
+    ``average_sum`` is the decay-weighted sum of the iterates, ``decay_power`` the decay to
+    the number of iterates averaged; ``average_sum / (1 - decay_power)`` is the average.
+    """
+
+    inner: optax.OptState
+    average_sum: jax.Array
+    decay_power: jax.Array
+    decay: jax.Array
+
+
+def with_average(tx: optax.GradientTransformation, decay: float) -> optax.GradientTransformation:
+    """``tx`` with an exponential moving average of the iterates kept in its state.
+
+    Iterate averaging as Katherine Crowson's style-transfer-pytorch does it (its ``EMA``): the
+    average starts at the first image, each step's (clipped) image is folded in with
+    ``sum = decay * sum + (1 - decay) * x``, and the average is bias-corrected,
+    ``sum / (1 - decay ** (steps + 1))``. With decay 0 it is the last iterate exactly. The
+    step (:func:`make_step_fn`) updates the average after clipping the image, since ``tx``
+    itself never sees the clipped image; :func:`averaged_image` reads it.
+
+    Args:
+      tx: the optimiser of the image; its updates are unchanged.
+      decay: in [0, 1).
+    """
+    if not 0 <= decay < 1:
+        raise ValueError(f"the average's decay must be in [0, 1), got {decay}")
+
+    def init(params):
+        d = jnp.asarray(decay, params.dtype)
+        return AverageState(tx.init(params), (1 - d) * params, d, d)
+
+    def update(updates, state, params=None, **extra):
+        updates, inner = tx.update(updates, state.inner, params, **extra)
+        return updates, state._replace(inner=inner)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def update_average(state: AverageState, x: jax.Array) -> AverageState:
+    """Fold the new iterate ``x`` into the average of ``state``."""
+    d = state.decay
+    return state._replace(
+        average_sum=d * state.average_sum + (1 - d) * x, decay_power=d * state.decay_power
+    )
+
+
+def averaged_image(state: AverageState) -> jax.Array:
+    """The bias-corrected average of the iterates so far."""
+    return state.average_sum / (1 - state.decay_power)
+
+
+def restart_average(state: AverageState, x: jax.Array) -> AverageState:
+    """``state`` with its average started afresh at ``x`` (a new scale's first image)."""
+    return state._replace(average_sum=(1 - state.decay) * x, decay_power=state.decay)
+
+
 @functools.lru_cache(maxsize=32)
-def _optimizer(kind: str, learning_rate: float, b1: float, b2: float, eps: float, memory: int):
+def _optimizer(
+    kind: str,
+    learning_rate: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    memory: int,
+    average: float | None = None,
+):
+    if average is not None:
+        return with_average(_optimizer(kind, learning_rate, b1, b2, eps, memory), average)
     if kind == "lbfgs":
         return optax.lbfgs(memory_size=memory)
     factory = keras_adam if kind == "adam" else optax.adam
@@ -97,7 +166,8 @@ def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
     ``"adam"`` (default): :func:`keras_adam`; ``"optax_adam"``: ``optax.adam``. Both keep the
     learning rate in their state (``optax.inject_hyperparams``: ``state.hyperparams``).
     ``"lbfgs"``: optax's L-BFGS with its zoom line search (no learning rate); its step
-    evaluates the loss at the image projected into [0, 1].
+    evaluates the loss at the image projected into [0, 1]. With ``config.average``, wrapped
+    in :func:`with_average`.
 
     The same settings return the same object, so :func:`make_step` compiles once for them.
     """
@@ -111,6 +181,7 @@ def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
         config.beta2,
         config.epsilon,
         config.lbfgs_memory,
+        config.average,
     )
 
 
@@ -124,7 +195,7 @@ def _gradient_step(config: StyleConfig, tx: optax.GradientTransformation) -> Ste
         )
         updates, opt_state = tx.update(grad, opt_state, x)
         x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-        return x, opt_state, loss, terms, jnp.ones((), jnp.int32)
+        return x, _averaged(opt_state, x), loss, terms, jnp.ones((), jnp.int32)
 
     return step
 
@@ -148,12 +219,18 @@ def _lbfgs_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn
             grad, opt_state, x, value=value, grad=grad, value_fn=value_fn
         )
         x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+        opt_state = _averaged(opt_state, x)
         trials = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
         nan = jnp.full((), jnp.nan, value.dtype)
         evaluations = jnp.asarray(trials, jnp.int32) + fresh.astype(jnp.int32)
         return x, opt_state, value, {"content": nan, "style": nan, "tv": nan}, evaluations
 
     return step
+
+
+def _averaged(opt_state, x):
+    # Structural (the state's type), so resolved while tracing.
+    return update_average(opt_state, x) if isinstance(opt_state, AverageState) else opt_state
 
 
 def make_step_fn(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:

@@ -9,6 +9,7 @@ is what ``on_chunk`` sees, what checkpoints hold, and what ``resume`` continues 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -20,7 +21,13 @@ import optax
 from nst_jax import batching, color, inputs, multiscale, vgg
 from nst_jax.config import StyleConfig
 from nst_jax.objective import TERMS, used_layers
-from nst_jax.optim import make_optimizer
+from nst_jax.optim import (
+    AverageState,
+    averaged_image,
+    make_optimizer,
+    restart_average,
+    with_average,
+)
 
 
 class StyleResult(NamedTuple):
@@ -160,6 +167,8 @@ def _scale_start(run: _Run, state: RunState | None, start, shape, resumed: bool)
             states = _restore_states(structure, states)
         else:
             states = multiscale.carry_state(states, *shape)
+            if isinstance(states, AverageState):  # each scale averages its own iterates
+                states = jax.vmap(restart_average)(states, images)
     else:
         states = batching.init_states(run.tx, images, run.learning_rates)
     images, states = batching.place((images, states), run.mesh)
@@ -220,6 +229,8 @@ def stylize(
     devices: Sequence[jax.Device] | None = None,
     resume: RunState | None = None,
     on_chunk: Callable[[RunState], None] | None = None,
+    masks: jax.Array | np.ndarray | None = None,
+    style_masks: Sequence[jax.Array | np.ndarray | None] | None = None,
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -243,6 +254,13 @@ def stylize(
       resume: a :class:`RunState` saved from an earlier run of the same inputs and config.
       on_chunk: called after each chunk of ``config.steps_per_call`` steps with the
         :class:`RunState` (progress, checkpoints, previews; it may raise to stop the run).
+      masks: spatial control (Gatys et al. 2017): ``(K, H, W)`` content regions in [0, 1]
+        shared by the batch, or ``(N, K, H, W)`` one set per image; region k takes the k-th
+        of the K ``style`` images (guided Grams, :func:`nst_jax.losses.guided_gram`),
+        weighted by ``config.style_weights``. Masks of another size than the content are
+        resized to it; pixels outside every region keep the content (no style term).
+      style_masks: with ``masks``, one entry per style: ``(h, w)`` the part of that style
+        image whose Grams are matched (resized to the style), or ``None`` for all of it.
 
     Raises:
       DivergedError: a loss or image became non-finite; nothing non-finite is returned.
@@ -252,7 +270,7 @@ def stylize(
       sweep, else ``(N, H, W, 3)``.
     """
     config = config or StyleConfig()
-    batch = inputs.make_batch(content, style, config)
+    batch = inputs.make_batch(content, style, config, masks, style_masks)
     run = _make_run(batch, config, params, optimizer, devices, on_chunk)
     height, width = batch.content.shape[1:3]
     shapes = multiscale.scale_shapes(height, width, config)
@@ -269,6 +287,8 @@ def stylize(
         resuming = False
         state = _run_scale(run, state, targets, images, states, int(ends[index]))
     images = state.images
+    if isinstance(state.opt_states, AverageState):
+        images = jax.vmap(averaged_image)(state.opt_states).astype(images.dtype)
     if config.preserve_color == "luminance":
         images = jax.vmap(color.recombine)(images, batch.content)
     if batch.single:
@@ -286,8 +306,17 @@ def _make_run(batch: inputs.Batch, config, params, optimizer, devices, on_chunk)
     mesh = batching.batch_mesh(devices)
     params = batching.place(jax.tree.map(lambda p: jnp.asarray(p, dtype), params), mesh, False)
     tx = optimizer if optimizer is not None else make_optimizer(config)
+    if optimizer is not None and config.average is not None:
+        tx = _wrapped(optimizer, config.average)
     prepared = step_params(params, config, n, height, width)
     return _Run(config, tx, params, prepared, mesh, n, on_chunk, lrs)
+
+
+@functools.lru_cache(maxsize=8)
+def _wrapped(optimizer: optax.GradientTransformation, decay: float):
+    # Cached: the same optimiser and decay give the same transformation, so compiled steps
+    # are reused between runs.
+    return with_average(optimizer, decay)
 
 
 def _fresh_scale_state(previous: RunState | None, n: int, index: int) -> RunState:

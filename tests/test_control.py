@@ -1,0 +1,244 @@
+"""Style control: masks (guided Grams), per-style weights and scales, gradient
+normalisation, iterate averaging. 64 x 96 images and chunks of 10, as the other tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import eight_bit_image
+
+import nst_jax
+from nst_jax import checkpoint, losses, objective, vgg
+
+STEPS_PER_CALL = 10
+
+
+def config(**changes):
+    return nst_jax.StyleConfig(steps_per_call=STEPS_PER_CALL, **changes)
+
+
+@pytest.fixture(scope="module")
+def second_style() -> np.ndarray:
+    """A style whose Grams differ from the texture's: a flipped, darkened photo-like image."""
+    return np.ascontiguousarray(eight_bit_image(64, 96, seed=7)[::-1, ::-1] * 0.5)
+
+
+@pytest.fixture(scope="module")
+def halves() -> np.ndarray:
+    """``(2, 64, 96)``: the left and the right half of the content."""
+    left = np.zeros((64, 96), np.float32)
+    left[:, :48] = 1
+    return np.stack([left, 1 - left])
+
+
+# --- masks -------------------------------------------------------------------------------
+
+
+def test_an_all_ones_mask_is_todays_result_bit_for_bit(params, content_image, style_image):
+    # guided_gram multiplies by h w / sum(m^2), exactly 1.0 for ones: no rounding anywhere.
+    cfg = config(steps=20)
+    plain = nst_jax.stylize(content_image, style_image, params=params, config=cfg)
+    ones = np.ones((1, 64, 96), np.float32)
+    masked = nst_jax.stylize(content_image, [style_image], params=params, config=cfg, masks=ones)
+    np.testing.assert_array_equal(masked.losses, plain.losses)
+    np.testing.assert_array_equal(np.asarray(masked.image), np.asarray(plain.image))
+
+
+def test_each_half_takes_its_own_style(params, content_image, style_image, second_style, halves):
+    # style_weight 1 (not the tutorial's 1e-2): with random test weights the style term must
+    # dominate within 100 steps. Measured: the largest own/other distance ratio is 0.20.
+    cfg = config(steps=100, style_weight=1.0)
+    styles = [style_image, second_style]
+    result = nst_jax.stylize(content_image, styles, params=params, config=cfg, masks=halves)
+    features = vgg.image_features(params, jnp.asarray(result.image), cfg.style_layers, "max")
+    masks = objective.layer_masks(jnp.asarray(halves), cfg.style_layers)
+    targets = [objective.style_targets(params, jnp.asarray(s), cfg) for s in styles]
+    for layer in cfg.style_layers:
+        for k in (0, 1):
+            gram = losses.guided_gram(features[layer], masks[layer][k])
+            own = float(jnp.mean((gram - targets[k][layer]) ** 2))
+            other = float(jnp.mean((gram - targets[1 - k][layer]) ** 2))
+            assert own < other, (layer, k, own, other)
+
+
+def test_guided_gram_is_the_weighted_gram_in_float64():
+    # Reference: sum_p m_p^2 F_p F_p^T / sum_p m_p^2, written out in NumPy float64.
+    rng = np.random.default_rng(0)
+    features, mask = rng.random((5, 7, 4)), rng.random((5, 7))
+    weights = (mask**2).reshape(-1)
+    flat = features.reshape(-1, 4)
+    expected = (flat * weights[:, None]).T @ flat / weights.sum()
+    with jax.enable_x64():
+        got = losses.guided_gram(jnp.asarray(features), jnp.asarray(mask))
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12)
+
+
+def test_layer_masks_have_each_layers_size(params):
+    # An odd-sized image: the masks must match the feature maps, whose pools drop odd rows.
+    image = jnp.full((37, 53, 3), 0.5)
+    layers = objective.STYLE_LAYERS
+    features = vgg.image_features(params, image, layers, "max")
+    masks = objective.layer_masks(jnp.ones((2, 37, 53)), layers)
+    for layer in layers:
+        assert masks[layer].shape == (2, *features[layer].shape[:2])
+
+
+def test_a_batch_with_different_masks_is_one_program(
+    params, content_image, style_image, second_style, halves
+):
+    cfg = config(steps=10, style_weight=1.0)
+    step = nst_jax.batching.batch_step(cfg, nst_jax.make_optimizer(cfg))
+    before = step._cache_size()
+    flipped = halves[::-1]
+    masks = np.stack([halves, flipped])  # (2 images, 2 regions, H, W)
+    contents = np.stack([content_image, content_image])
+    styles = [style_image, second_style]
+    result = nst_jax.stylize(contents, styles, params=params, config=cfg, masks=masks)
+    assert step._cache_size() == before + 1
+    # The two images' regions are swapped, so they stylise differently.
+    assert np.abs(np.asarray(result.image[0]) - np.asarray(result.image[1])).max() > 0.01
+
+
+BAD_MASKS = {
+    "two_masks_one_style": (lambda h: h, 1, "2 masks for 1 styles"),
+    "not_k_h_w": (lambda h: h[0], 2, "expected (K, H, W)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MASKS)
+def test_bad_masks_are_one_line(params, content_image, style_image, halves, case):
+    make, n_styles, message = BAD_MASKS[case]
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        nst_jax.stylize(
+            content_image, [style_image] * n_styles, params=params, config=config(steps=1),
+            masks=make(halves),
+        )  # fmt: skip
+
+
+def test_masks_need_the_gram_loss(params, content_image, style_image, halves):
+    with pytest.raises(ValueError, match="need style_loss gram"):
+        nst_jax.stylize(
+            content_image, [style_image] * 2, params=params,
+            config=config(steps=1, style_loss="mean_std"), masks=halves,
+        )  # fmt: skip
+
+
+# --- per-style weights and scales ------------------------------------------------------
+
+
+def test_a_style_weight_per_style_multiplies_its_term(params, content_image, style_image):
+    # One style per image: style_weights (2, 0) double the first image's style term and
+    # remove the second's; step 1's terms are of the content image itself.
+    cfg = config(steps=1, style_weights=(2.0, 0.0))
+    seen = []
+    contents = np.stack([content_image] * 2)
+    styles = [style_image, style_image[::-1]]
+    nst_jax.stylize(contents, styles, params=params, config=cfg, on_chunk=seen.append)
+    plain = []
+    nst_jax.stylize(contents, styles, params=params, config=config(steps=1), on_chunk=plain.append)
+    style_terms, plain_terms = seen[0].terms["style"], plain[0].terms["style"]
+    np.testing.assert_allclose(style_terms[0], 2 * plain_terms[0], rtol=1e-6)
+    assert style_terms[1] == 0.0
+
+
+def test_a_scale_per_style_resizes_each(params, content_image, style_image):
+    # style_scales (0.5, None): the first style at half the content's size, the second as
+    # loaded; targets differ from the unscaled run only for the first.
+    cfg = config(style_scales=(0.5, None))
+    batch = nst_jax.inputs.make_batch(
+        np.stack([content_image] * 2), [style_image, style_image[::-1].copy()], cfg
+    )
+    assert batch.style_scales == [[0.5], [None]]
+    with pytest.raises(ValueError, match="style_scales has 2 values for 1 styles"):
+        nst_jax.inputs.make_batch(content_image, style_image, cfg)
+
+
+# --- normalised gradients ----------------------------------------------------------------
+
+
+def test_each_layers_gradient_is_normalised(params, content_image, style_image):
+    # With normalize_gradients, the gradient reaching each (term, layer)'s features has L1
+    # norm equal to its coefficient (term weight x layer weight / n_layers): checked by
+    # rebuilding the image's gradient from unit-L1 layer gradients through the network's VJP.
+    n_style = len(objective.STYLE_LAYERS)
+    cfg = config(
+        normalize_gradients=True, tv_weight=0.0, content_weight=1.0, style_weight=float(n_style)
+    )
+    x = jnp.asarray(content_image) * 0.9 + 0.05
+    targets = nst_jax.make_targets(params, content_image, style_image, cfg)
+    layers = objective.used_layers(cfg)
+    features, network_vjp = jax.vjp(
+        lambda im: vgg.image_features(params, im, layers, "max"), x
+    )
+
+    def layer_gradient(layer, term):
+        if term == "content":
+            loss = lambda f: losses.content_loss({layer: f}, {layer: targets["content"][layer]})
+        else:
+            gram_target = {layer: targets["style"][layer]}
+            loss = lambda f: losses.style_loss({layer: losses.gram_matrix(f)}, gram_target)
+        g = jax.grad(loss)(features[layer])
+        unit = g / jnp.sum(jnp.abs(g))
+        assert abs(float(jnp.sum(jnp.abs(unit))) - 1.0) <= 1e-5  # the unit direction
+        return unit  # coefficient 1: content weight 1 / 1 layer, style weight 5 / 5 layers
+
+    cotangent = {layer: jnp.zeros_like(f) for layer, f in features.items()}
+    for layer in cfg.content_layers:
+        cotangent[layer] = cotangent[layer] + layer_gradient(layer, "content")
+    for layer in cfg.style_layers:
+        cotangent[layer] = cotangent[layer] + layer_gradient(layer, "style")
+    (expected,) = network_vjp(cotangent)
+    got = jax.grad(lambda im: nst_jax.loss_fn(params, im, targets, cfg)[0])(x)
+    scale = float(jnp.max(jnp.abs(expected)))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5 * scale)
+
+
+def test_normalize_gradient_has_unit_l1_norm():
+    # The primitive itself: any gradient comes out with L1 norm = strength (1e-8 added).
+    f = jnp.linspace(-1.0, 2.0, 30).reshape(5, 6)
+    g = jax.grad(lambda v: jnp.sum(losses.normalize_gradient(v, 1.0) ** 3))(f)
+    assert abs(float(jnp.sum(jnp.abs(g))) - 1.0) <= 1e-5
+    assert float(losses.normalize_gradient(f, 3.0).sum()) == float(f.sum())  # forward: identity
+
+
+# --- iterate averaging -------------------------------------------------------------------
+
+
+def test_decay_zero_returns_the_last_iterate_exactly(params, content_image, style_image):
+    seen = []
+    cfg = config(steps=20, average=0.0)
+    result = nst_jax.stylize(content_image, style_image, params=params, config=cfg,
+                             on_chunk=seen.append)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(result.image), np.asarray(seen[-1].images[0]))
+
+
+def test_averaging_resumes_exactly_from_a_checkpoint(tmp_path, params, content_image, style_image):
+    seen = []
+    cfg = config(steps=20, average=0.9)
+    full = nst_jax.stylize(content_image, style_image, params=params, config=cfg,
+                           on_chunk=seen.append)  # fmt: skip
+    last = np.asarray(seen[-1].images[0])
+    assert np.abs(np.asarray(full.image) - last).max() > 1e-3  # an average, not the iterate
+    checkpoint.save(tmp_path / "ckpt", seen[0], {"config": {}})
+    saved, _ = checkpoint.load(tmp_path / "ckpt")
+    resumed = nst_jax.stylize(content_image, style_image, params=params, config=cfg,
+                              resume=saved)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(resumed.image), np.asarray(full.image))
+
+
+def test_the_average_is_the_bias_corrected_ema_in_float64(params, content_image, style_image):
+    # Reference: crowsonkb's EMA written out over the iterates the run reports.
+    with jax.enable_x64():
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        content = jnp.asarray(content_image, jnp.float64)
+        cfg = nst_jax.StyleConfig(steps=3, steps_per_call=1, average=0.5)
+        seen = []
+        result = nst_jax.stylize(content, style_image, params=params64, config=cfg,
+                                 on_chunk=seen.append)  # fmt: skip
+        iterates = [np.asarray(content)] + [np.asarray(s.images[0]) for s in seen]
+        total, power = 0.5 * iterates[0], 0.5
+        for x in iterates[1:]:
+            total, power = 0.5 * total + 0.5 * x, 0.5 * power
+        np.testing.assert_allclose(np.asarray(result.image), total / (1 - power), rtol=1e-12)

@@ -25,6 +25,8 @@ from nst_jax.errors import ImageError, InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # Short labels of the swept settings, used in output names and sheet labels.
 SHORT = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "learning_rate": "lr"}
+# Swept settings that change the program: a batch holds one value of each.
+STATIC_SWEPT = ("style_loss",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Work:
     batches: list[list[Job]]
     errors: list[str]
     config: StyleConfig
+    masks: list[np.ndarray] | None = None  # (H, W) content regions, one per style
+    style_masks: list[np.ndarray | None] | None = None  # each style's own region
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -70,24 +74,33 @@ def settings(config: StyleConfig) -> list[tuple[tuple[str, float], ...]]:
 
 
 def plan_jobs(
-    contents: Sequence[Path], style_paths: Sequence[Path], config: StyleConfig
+    contents: Sequence[Path],
+    style_paths: Sequence[Path],
+    config: StyleConfig,
+    regions: bool = False,
+    style_losses: Sequence[str] | None = None,
 ) -> list[Job]:
-    """Every content x style x setting, named ``content[_style][_sw0.01...]``.
+    """Every content x style x setting (x style loss), named
+    ``content[_style][_sw0.01...][_w2]``.
 
     Raises:
       InputError: two jobs would get the same name (inputs with the same stem).
     """
     jobs = []
-    # A blend makes one style of all the style files (style index -1: all of them).
-    styles = [(-1, None)] if config.style_blend is not None else list(enumerate(style_paths))
+    # A blend, or regions, make one result of all the style files (style index -1).
+    shared = config.style_blend is not None or regions
+    styles = [(-1, None)] if shared else list(enumerate(style_paths))
+    losses = [(("style_loss", loss),) for loss in style_losses] if style_losses else [()]
     for content in contents:
         for s, style in styles:
             for setting in settings(config):
-                parts = [content.stem]
-                if style is not None and len(style_paths) > 1:
-                    parts.append(style.stem)
-                parts.extend(f"{SHORT[field]}{value:g}" for field, value in setting)
-                jobs.append(Job(content, s, setting, "_".join(parts)))
+                for loss in losses:
+                    parts = [content.stem]
+                    if style is not None and len(style_paths) > 1:
+                        parts.append(style.stem)
+                    parts.extend(f"{SHORT[field]}{value:g}" for field, value in setting)
+                    parts.extend(value for _, value in loss)
+                    jobs.append(Job(content, s, setting + loss, "_".join(parts)))
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.name in seen:
@@ -112,6 +125,9 @@ def plan(
     config: StyleConfig,
     process_index: int = 0,
     process_count: int = 1,
+    *,
+    regions: int | None = None,
+    style_losses: Sequence[str] | None = None,
 ) -> list[Job]:
     """This host's jobs, from file names alone (nothing is read).
 
@@ -122,25 +138,35 @@ def plan(
       process_index: this host's index, for multi-host runs (each host takes every
         ``process_count``-th job).
       process_count: number of hosts.
+      regions: the number of content regions (masks), one per style; ``None``: no masks.
+      style_losses: several style losses, one result each.
 
     Raises:
-      InputError: no image files, a blend of another count, or two results with one name.
+      InputError: no image files, a blend, regions or per-style settings of another count
+        than the styles, or two results with one name.
     """
     if config.style_blend is not None and len(config.style_blend) != len(styles):
         raise InputError(
             f"style_blend has {len(config.style_blend)} weights for {len(styles)} style images"
         )
+    if regions is not None and regions != len(styles):
+        raise InputError(
+            f"{regions} mask regions for {len(styles)} --style images: give one region per style"
+        )
     files = expand_inputs(contents)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, contents))}")
-    return plan_jobs(files, [Path(s) for s in styles], config)[process_index::process_count]
+    style_paths = [Path(s) for s in styles]
+    jobs = plan_jobs(files, style_paths, config, regions is not None, style_losses)
+    return jobs[process_index::process_count]
 
 
 def _batches(jobs: Sequence[Job], shape_of: dict, batch_size: int) -> list[list[Job]]:
     """Jobs grouped by their content's shape, at most ``batch_size`` to a batch."""
-    by_shape: dict[tuple[int, ...], list[Job]] = {}
+    by_shape: dict[tuple, list[Job]] = {}
     for job in jobs:
-        by_shape.setdefault(shape_of[job.content], []).append(job)
+        program = tuple((f, v) for f, v in job.setting if f in STATIC_SWEPT)
+        by_shape.setdefault((shape_of[job.content], program), []).append(job)
     return [
         group[i : i + batch_size]
         for group in by_shape.values()
@@ -164,7 +190,7 @@ def planned_shapes(
         if size is not None and min(size) >= smallest:
             shape_of[path] = size
     batches = _batches([job for job in jobs if job.content in shape_of], shape_of, batch_size)
-    return [(b[0].content, len(b), *shape_of[b[0].content]) for b in batches]
+    return list(dict.fromkeys((b[0].content, len(b), *shape_of[b[0].content]) for b in batches))
 
 
 def load(
@@ -174,6 +200,9 @@ def load(
     max_dim: int | None = 512,
     batch_size: int = 8,
     max_pixels: int | None = image.MAX_PIXELS,
+    masks: Sequence[str | os.PathLike] | None = None,
+    mask_labels: str | os.PathLike | None = None,
+    style_masks: Sequence[str | os.PathLike | None] | None = None,
 ) -> Work:
     """Load the images of ``jobs`` and group them into batches of equal shape.
 
@@ -187,20 +216,30 @@ def load(
       max_dim: longest side of every image after loading (``None``: as stored).
       batch_size: most images per batch (bounds memory).
       max_pixels: larger inputs are refused (decompression bombs).
+      masks: one grey mask file per style (content regions), or
+      mask_labels: one label image whose colours are the regions.
+      style_masks: each style's own region file, or ``None``.
 
     Raises:
-      InputError: a style or init file is unreadable or too small.
+      InputError: a style, mask or init file is unreadable or too small; a label image with
+        another number of regions than styles.
     """
-    # With --style-scale the style is resized relative to the content (max_dim long), so
-    # load it at that size rather than upsample it from max_dim later.
-    style_dim = max_dim
-    if config.style_scale is not None and max_dim is not None:
-        style_dim = max(1, round(config.style_scale * max_dim))
     style_arrays = []
-    for path in styles:
+    scales = config.style_scales or (None,) * len(styles)
+    for path, scale in zip(styles, scales, strict=True):
+        # With a style scale the style is resized relative to the content (max_dim long),
+        # so load it at that size rather than upsample it from max_dim later.
+        scale = scale if scale is not None else config.style_scale
+        style_dim = max_dim
+        if scale is not None and max_dim is not None:
+            style_dim = max(1, round(scale * max_dim))
         array = image.load(path, style_dim, max_pixels)
         _check_size(path, array, config.style_layers, style_dim)
         style_arrays.append(array)
+    regions = _load_regions(masks, mask_labels, len(styles), max_pixels)
+    own = None
+    if style_masks is not None:
+        own = [None if p is None else image.load_mask(p, max_pixels) for p in style_masks]
     if config.init not in INITS:
         image.load(config.init, None, max_pixels)  # fail now, naming the file, not mid-run
     loaded, errors = {}, []
@@ -213,7 +252,23 @@ def load(
             errors.append(str(e))
     jobs = [job for job in jobs if job.content in loaded]
     shapes = {path: array.shape for path, array in loaded.items()}
-    return Work(loaded, style_arrays, jobs, _batches(jobs, shapes, batch_size), errors, config)
+    batches = _batches(jobs, shapes, batch_size)
+    return Work(loaded, style_arrays, jobs, batches, errors, config, regions, own)
+
+
+def _load_regions(masks, mask_labels, n_styles: int, max_pixels) -> list[np.ndarray] | None:
+    """The content regions, one ``(H, W)`` mask per style, from mask files or a label image."""
+    if mask_labels is not None:
+        regions = list(image.load_labels(mask_labels, max_pixels))
+        if len(regions) != n_styles:
+            raise InputError(
+                f"{mask_labels}: {len(regions)} regions (colours other than black) for "
+                f"{n_styles} --style images: give one style per region"
+            )
+        return regions
+    if masks is None:
+        return None
+    return [image.load_mask(path, max_pixels) for path in masks]
 
 
 def prepare(
@@ -260,9 +315,28 @@ def output_paths(jobs: Sequence[Job], out: str | os.PathLike, ext: str = ".png")
 
 
 def _batch_config(config: StyleConfig, jobs: Sequence[Job]) -> StyleConfig:
-    """``config`` with each swept field replaced by the batch's per-image values."""
+    """``config`` for one batch: each swept field replaced by the batch's per-image values
+    (or its one value, for settings that change the program), and per-style settings by
+    each image's style's, when each image has one style."""
     swept = {field for job in jobs for field, _ in job.setting}
-    return config.replace(**{f: tuple(dict(job.setting)[f] for job in jobs) for f in swept})
+    changes = {f: tuple(dict(job.setting)[f] for job in jobs) for f in swept}
+    for field in STATIC_SWEPT:
+        if field in changes:
+            changes[field] = changes[field][0]  # _batches groups jobs by these
+    if jobs[0].style >= 0:
+        for field in ("style_weights", "style_scales"):
+            if getattr(config, field) is not None:
+                changes[field] = tuple(getattr(config, field)[job.style] for job in jobs)
+    return config.replace(**changes)
+
+
+def _batch_masks(work: Work, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The regions fitted to a batch's content ``shape``, ``(K, H, W)``."""
+    if work.masks is None:
+        return None
+    return np.stack(
+        [np.asarray(objective.resize_masks(m[None], *shape[:2])[0]) for m in work.masks]
+    )
 
 
 def run(
@@ -288,11 +362,14 @@ def run(
     for jobs in work.batches:
         config = _batch_config(work.config, jobs)
         contents = np.stack([work.contents[job.content] for job in jobs])
-        if work.config.style_blend is not None:
-            styles = work.styles  # every image blends all of them
-        else:
-            styles = [work.styles[job.style] for job in jobs]
-        result = runs.stylize(contents, styles, params=params, config=config, **stylize_options)
+        # Style -1: every image blends all the styles, or has all the regions.
+        shared = jobs[0].style < 0
+        styles = work.styles if shared else [work.styles[job.style] for job in jobs]
+        masks = _batch_masks(work, contents.shape[1:])
+        result = runs.stylize(
+            contents, styles, params=params, config=config, masks=masks,
+            style_masks=work.style_masks if masks is not None else None, **stylize_options,
+        )  # fmt: skip
         images = np.asarray(result.image).reshape(len(jobs), *contents.shape[1:])
         for job, result_image in zip(jobs, images, strict=True):
             image.save(outputs[job], result_image, metadata=job_metadata(job, metadata))

@@ -17,7 +17,7 @@ from pathlib import Path
 from nst_jax import batch, checkpoint, compile_cache, image, multiscale, outputs, watch, weights
 from nst_jax.config import INITS, StyleConfig
 from nst_jax.errors import InputError
-from nst_jax.options import DEFAULT_MAX_DIM, config_from_args
+from nst_jax.options import DEFAULT_MAX_DIM, config_from_args, style_losses, style_masks
 from nst_jax.run import DivergedError, RunState
 
 WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
@@ -75,6 +75,15 @@ def _config(args: argparse.Namespace) -> StyleConfig:
     if config.style_blend is not None and len(config.style_blend) != len(args.style):
         counts = f"{len(config.style_blend)} weights for {len(args.style)} --style images"
         raise InputError(f"--style-blend has {counts}")
+    masked = args.mask or args.mask_labels
+    if style_masks(args) is not None and not masked:
+        raise InputError(
+            "--style-mask chooses a style's part for a content region: give --mask or --mask-labels"
+        )
+    if masked and (config.style_loss != "gram" or style_losses(args)):
+        raise InputError("--mask takes guided Gram matrices: it needs --style-loss gram")
+    if masked and config.style_blend is not None:
+        raise InputError("--mask pairs each --style with a region: give no --style-blend")
     return config
 
 
@@ -110,6 +119,7 @@ def _plan(args, config: StyleConfig, jobs, results: dict, sheet: Path | None, we
             planned += _single_result_outputs(args, next(iter(results.values())), steps, config)
     inputs = [(job.content, "content") for job in jobs]
     inputs += [(Path(s), "--style") for s in args.style]
+    inputs += [(Path(m), "--mask") for m in _mask_files(args)]
     inputs.append((weights_path, "--weights"))
     if config.init not in INITS:
         inputs.append((Path(config.init), "--init"))
@@ -154,7 +164,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     config = _config(args)
     weights_path = weights.find_weights(args.weights)
     index, count = batch.init_distributed()
-    jobs = batch.plan(args.content, args.style, config, index, count)
+    # A label image's regions are counted when it is read (batch.load checks them).
+    regions = len(args.mask) if args.mask else len(args.style) if args.mask_labels else None
+    jobs = batch.plan(
+        args.content, args.style, config, index, count,
+        regions=regions, style_losses=style_losses(args),
+    )  # fmt: skip
     results = batch.output_paths(jobs, args.output, f".{args.format}")
     sheet = _sheet_path(args.sheet, index, count) if args.sheet else None
     asked = [name for name in WATCH_OPTIONS if getattr(args, name)]
@@ -168,7 +183,10 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     config = _check_memory(shapes, config, args.memory_limit)
     if cache is not None:
         compile_cache.enable(cache)
-    work = batch.load(jobs, args.style, config, args.max_dim, args.batch_size, args.max_pixels)
+    work = batch.load(
+        jobs, args.style, config, args.max_dim, args.batch_size, args.max_pixels,
+        masks=args.mask, mask_labels=args.mask_labels, style_masks=style_masks(args),
+    )  # fmt: skip
     if work.jobs:
         status = _run(args, work, results, sheet, weights_path)
         if status:
@@ -176,6 +194,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for error in work.errors:
         print(f"nst-jax: error: {error}", file=sys.stderr)
     return 2 if work.errors else 0
+
+
+def _mask_files(args) -> list[str]:
+    """Every mask file the run reads (content regions, labels, styles' own regions)."""
+    files = [*(args.mask or []), *([args.mask_labels] if args.mask_labels else [])]
+    return files + [m for m in style_masks(args) or [] if m is not None]
 
 
 def _sheet_path(path: str, process_index: int, process_count: int) -> Path:
@@ -240,6 +264,7 @@ def _watcher(args, result: Path, work, metadata: dict) -> watch.Watcher:
     job = work.jobs[0]
     meta = batch.job_metadata(job, metadata)
     inputs = {"content": job.content, **{f"--style {s}": Path(s) for s in args.style}}
+    inputs.update({f"--mask {m}": Path(m) for m in _mask_files(args)})
     if work.config.init not in INITS:
         inputs["--init"] = Path(work.config.init)
     meta["sha256"] = {name: checkpoint.sha256(path) for name, path in inputs.items()}

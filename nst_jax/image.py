@@ -149,6 +149,36 @@ def load(
     return resize(image, height, width)
 
 
+def load_mask(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A grey mask as ``(H, W)`` float32 in [0, 1] (a colour image's mean of R, G, B): white
+    selects, black does not, grey selects partly. Not resized: it is fitted to its image's
+    size when used (``nst_jax.objective.resize_masks``).
+
+    Raises:
+      ImageError: unreadable, or black everywhere (selects nothing).
+    """
+    mask = decode(path, max_pixels).mean(axis=-1)
+    if not mask.max() > 0:
+        raise ImageError(f"{path}: the mask is black everywhere: it selects no pixel")
+    return mask
+
+
+def load_labels(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A label image as ``(K, H, W)`` float32 masks, one per colour other than black (black:
+    no style). Colours are ordered by their 8-bit ``(R, G, B)`` value, so grey levels go from
+    dark to light: the k-th colour is the region of the k-th style.
+
+    Raises:
+      ImageError: unreadable, or black everywhere.
+    """
+    rgb = np.round(decode(path, max_pixels) * 255).astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    labels = [code for code in np.unique(codes) if code != 0]
+    if not labels:
+        raise ImageError(f"{path}: the label image is black everywhere: it has no region")
+    return np.stack([(codes == code).astype(np.float32) for code in labels])
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Check that ``path`` can be written as an image (known extension, parent a directory).
 

@@ -9,7 +9,7 @@ import dataclasses
 import math
 
 from nst_jax import compile_cache, image
-from nst_jax.config import OPTIMIZER_ALIASES, PRESETS, StyleConfig
+from nst_jax.config import OPTIMIZER_ALIASES, PRESETS, STYLE_LOSSES, StyleConfig
 from nst_jax.vgg import LAYERS
 
 EXIT_INPUT = 2
@@ -94,6 +94,43 @@ def _optimizer(text: str) -> str:
     return OPTIMIZER_ALIASES.get(text, text)
 
 
+def _style_losses(text: str) -> tuple[str, ...]:
+    """One style loss, or comma-separated ones: one result each (a program each)."""
+    names = tuple(part.strip() for part in text.split(","))
+    for name in names:
+        if name not in STYLE_LOSSES:
+            raise argparse.ArgumentTypeError(
+                f"unknown style loss {name!r}; known: {', '.join(STYLE_LOSSES)}"
+            )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a style loss is named twice in {text!r}")
+    return names
+
+
+class _StyleAction(argparse.Action):
+    """``--style``: the file, and a fresh set of per-style settings for the options after it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.style = [*(namespace.style or []), value]
+        namespace.per_style = [*(namespace.per_style or []), {}]
+
+
+class _PerStyleAction(argparse.Action):
+    """An option that sets something of the ``--style`` given before it. ``--style-scale``
+    before any ``--style`` is the setting of every style (``StyleConfig.style_scale``)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if not namespace.per_style:
+            if self.dest == "style_scale":
+                namespace.style_scale = value
+                return
+            parser.error(f"{option_string} sets the --style before it: give that --style first")
+        own = namespace.per_style[-1]
+        if self.dest in own:
+            parser.error(f"{option_string} is given twice for --style {namespace.style[-1]}")
+        own[self.dest] = value
+
+
 _PARSERS = {"layers": _layers, "floats": _numbers, "sweep": _sweep}
 _METAVARS = {"layers": "LAYER,...", "floats": "W,...", "sweep": "X[,X,...]"}
 
@@ -133,18 +170,57 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         "2016, weights converted); the options below override them",
     )
     for field in dataclasses.fields(StyleConfig):
+        if field.metadata["kind"] == "per_style":
+            continue  # set by the options that follow each --style
         name, kwargs = _field_option(field)
+        if field.name == "style_scale":
+            kwargs.update(
+                action=_PerStyleAction,
+                help=kwargs["help"].replace(
+                    " (default", "; after a --style: that style's only (default", 1
+                ),
+            )
+        elif field.name == "style_loss":
+            kwargs.update(type=_style_losses, metavar="LOSS[,LOSS,...]", choices=None)
+            kwargs["help"] = kwargs["help"].replace(
+                " (default", "; comma-separated losses: one result each (default", 1
+            )
         group.add_argument(name, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> StyleConfig:
-    """The preset with every config option the command line gave replacing its field."""
+    """The preset with every config option the command line gave replacing its field.
+
+    Per-style settings become ``style_weights``/``style_scales`` (one value per ``--style``);
+    a list of style losses runs the first here (:func:`style_losses` gives them all).
+    """
     changes = {
         field.name: getattr(args, field.name)
         for field in dataclasses.fields(StyleConfig)
         if getattr(args, field.name, None) is not None
     }
+    if isinstance(changes.get("style_loss"), tuple):
+        changes["style_loss"] = changes["style_loss"][0]
+    per_style = getattr(args, "per_style", None) or []
+    if any("per_style_weight" in own for own in per_style):
+        changes["style_weights"] = tuple(own.get("per_style_weight", 1.0) for own in per_style)
+    if any("style_scale" in own for own in per_style):
+        changes["style_scales"] = tuple(own.get("style_scale") for own in per_style)
     return PRESETS[args.preset].replace(**changes)
+
+
+def style_losses(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The style losses a ``--style-loss`` list sweeps, or ``None`` for one loss."""
+    losses = getattr(args, "style_loss", None)
+    return losses if isinstance(losses, tuple) and len(losses) > 1 else None
+
+
+def style_masks(args: argparse.Namespace) -> list[str | None] | None:
+    """Each ``--style``'s ``--style-mask``, or ``None`` when none is given."""
+    per_style = getattr(args, "per_style", None) or []
+    if not any("style_mask" in own for own in per_style):
+        return None
+    return [own.get("style_mask") for own in per_style]
 
 
 def _add_outputs(p: argparse.ArgumentParser) -> None:
@@ -152,9 +228,41 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--style",
         "-s",
-        action="append",
+        action=_StyleAction,
         metavar="STYLE",
-        help="style image; repeat for one result per style (or one blend: --style-blend)",
+        help="style image; repeat for one result per style (or one blend: --style-blend, or "
+        "one region each: --mask)",
+    )
+    p.set_defaults(per_style=None)
+    p.add_argument(
+        "--per-style-weight",
+        dest="per_style_weight",
+        action=_PerStyleAction,
+        type=non_negative,
+        metavar="W",
+        help="after a --style: that style's multiplier of --style-weight (its region's weight "
+        "with --mask)",
+    )
+    p.add_argument(
+        "--style-mask",
+        dest="style_mask",
+        action=_PerStyleAction,
+        metavar="PNG",
+        help="after a --style: the part of that style image (white) whose Grams are matched",
+    )
+    masks = p.add_mutually_exclusive_group()
+    masks.add_argument(
+        "--mask",
+        action="append",
+        metavar="PNG",
+        help="spatial control: the content region (white; grey is partial) of the --style of "
+        "the same rank; one --mask per --style; resized to the content's size",
+    )
+    masks.add_argument(
+        "--mask-labels",
+        metavar="PNG",
+        help="spatial control from one label image: each colour but black is a region, "
+        "ordered by (R, G, B) value (grey levels dark to light), the k-th for the k-th --style",
     )
     p.add_argument(
         "--output",

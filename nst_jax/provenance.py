@@ -35,6 +35,7 @@ REPLAYED_OPTIONS = {"--" + name.replace("_", "-") for name in FIELDS} | {
     "--preset",
     "--style",
     "-s",
+    "--per-style-weight",  # replayed as the stored style_weights
 }
 
 
@@ -97,7 +98,7 @@ def apply(args: argparse.Namespace) -> None:
     path = Path(args.from_png)
     config, record = read_record(path)
     for name in FIELDS:
-        if getattr(args, name) is None:
+        if getattr(args, name, None) is None:  # per-style fields have no option of their own
             setattr(args, name, getattr(config, name))
     if args.max_dim is None:
         args.max_dim = record["max_dim"]

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
+from PIL import Image
 
 import nst_jax
-from nst_jax import process, vgg, weights
+from nst_jax import image, process, vgg, weights
 
 # The XLA:CPU flags the nst-jax command runs with (nst_jax.process), set before any JAX
 # computation: the suite then measures the programs users run from the command line.
@@ -100,3 +103,16 @@ def noisy_content(content_image) -> np.ndarray:
     """
     noise = np.random.default_rng(5).uniform(-0.5 / 255, 0.5 / 255, content_image.shape)
     return np.clip(content_image + noise, 0, 1).astype(np.float32)
+
+
+@pytest.fixture
+def files(tmp_path, content_image, style_image, weights_h5):
+    """content.png, style.png, init.png, a copy of the weights, a file and an empty folder."""
+    to_pil = lambda a: Image.fromarray(image.to_uint8(a))  # noqa: E731
+    to_pil(content_image).save(tmp_path / "content.png")
+    to_pil(style_image).save(tmp_path / "style.png")
+    to_pil(style_image[::-1]).save(tmp_path / "init.png")
+    shutil.copy(weights_h5, tmp_path / "w.h5")
+    (tmp_path / "regular").write_text("x")
+    (tmp_path / "out").mkdir()
+    return tmp_path

@@ -7,10 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import eight_bit_image
+from test_safety import FAST, assert_refused, exit_code, stylize_argv
 
 import nst_jax
-from nst_jax import checkpoint, losses, objective, vgg
+from nst_jax import checkpoint, image, losses, objective, vgg
+
+from conftest import eight_bit_image
 
 STEPS_PER_CALL = 10
 
@@ -169,16 +171,15 @@ def test_each_layers_gradient_is_normalised(params, content_image, style_image):
     x = jnp.asarray(content_image) * 0.9 + 0.05
     targets = nst_jax.make_targets(params, content_image, style_image, cfg)
     layers = objective.used_layers(cfg)
-    features, network_vjp = jax.vjp(
-        lambda im: vgg.image_features(params, im, layers, "max"), x
-    )
+    features, network_vjp = jax.vjp(lambda im: vgg.image_features(params, im, layers, "max"), x)
 
     def layer_gradient(layer, term):
-        if term == "content":
-            loss = lambda f: losses.content_loss({layer: f}, {layer: targets["content"][layer]})
-        else:
-            gram_target = {layer: targets["style"][layer]}
-            loss = lambda f: losses.style_loss({layer: losses.gram_matrix(f)}, gram_target)
+        def loss(f):
+            if term == "content":
+                return losses.content_loss({layer: f}, {layer: targets["content"][layer]})
+            gram = {layer: losses.gram_matrix(f)}
+            return losses.style_loss(gram, {layer: targets["style"][layer]})
+
         g = jax.grad(loss)(features[layer])
         unit = g / jnp.sum(jnp.abs(g))
         assert abs(float(jnp.sum(jnp.abs(unit))) - 1.0) <= 1e-5  # the unit direction
@@ -242,3 +243,101 @@ def test_the_average_is_the_bias_corrected_ema_in_float64(params, content_image,
         for x in iterates[1:]:
             total, power = 0.5 * total + 0.5 * x, 0.5 * power
         np.testing.assert_allclose(np.asarray(result.image), total / (1 - power), rtol=1e-12)
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def mask_files(files, second_style):
+    """files' inputs plus b.png (a second style), left/right half masks drawn at half the
+    content's size (they are resized), a two-colour label image and an all-black mask."""
+    from PIL import Image
+
+    from nst_jax import image
+
+    Image.fromarray(image.to_uint8(second_style)).save(files / "b.png")
+    left = np.zeros((32, 48), np.uint8)
+    left[:, :24] = 255
+    Image.fromarray(left).save(files / "left.png")
+    Image.fromarray(255 - left).save(files / "right.png")
+    labels = np.where(np.arange(96) < 48, 100, 200).astype(np.uint8)
+    Image.fromarray(np.repeat(labels[None], 64, 0)).save(files / "labels.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(files / "black.png")
+    return files
+
+
+def masked_argv(files, *middle, out="out/m.png"):
+    return ["stylize", str(files / "content.png"), *[str(m) for m in middle], "-o",
+            str(files / out), "--weights", str(files / "w.h5"), "--steps", "2", *FAST]  # fmt: skip
+
+
+def test_masks_and_per_style_settings_on_the_command_line(mask_files):
+    f = mask_files
+    argv = masked_argv(
+        f, "--mask", f / "left.png", "--style", f / "style.png", "--style-scale", "0.5",
+        "--per-style-weight", "2", "--mask", f / "right.png", "--style", f / "b.png",
+    )  # fmt: skip
+    assert exit_code(argv) == 0
+    config = image.read_provenance(f / "out/m.png")["config"]
+    assert config["style_weights"] == [2.0, 1.0] and config["style_scales"] == [0.5, None]
+    labels = masked_argv(
+        f,
+        "--mask-labels",
+        f / "labels.png",
+        "--style",
+        f / "style.png",
+        "--style",
+        f / "b.png",
+        "--style-mask",
+        f / "left.png",
+        out="out/l.png",
+    )
+    assert exit_code(labels) == 0 and (f / "out/l.png").is_file()
+
+
+def test_a_style_loss_sweep_writes_each_result(files):
+    argv = stylize_argv(files, "--style-loss", "gram,mean_std,w2,mrf", out="out/losses")
+    assert exit_code(argv) == 0
+    written = sorted(p.name for p in (files / "out/losses").iterdir())
+    assert written == [f"content_{loss}.png" for loss in ("gram", "mean_std", "mrf", "w2")]
+
+
+BAD_CLI = {
+    "more_masks_than_styles": (
+        ["--mask", "left.png", "--mask", "right.png", "--style", "style.png"],
+        ["2 mask regions for 1 --style"],
+    ),  # fmt: skip
+    "more_styles_than_masks": (
+        ["--mask", "left.png", "--style", "style.png", "--style", "b.png"],
+        ["1 mask regions for 2 --style"],
+    ),  # fmt: skip
+    "labels_for_fewer_styles": (
+        ["--mask-labels", "labels.png", "--style", "style.png"],
+        ["labels.png", "2 regions", "1 --style"],
+    ),  # fmt: skip
+    "mask_not_an_image": (["--mask", "w.h5", "--style", "style.png"], ["w.h5"]),
+    "black_mask": (["--mask", "black.png", "--style", "style.png"], ["black.png", "no pixel"]),
+    "missing_mask": (["--mask", "nope.png", "--style", "style.png"], ["nope.png"]),
+    "style_mask_without_masks": (
+        ["--style", "style.png", "--style-mask", "left.png"],
+        ["--style-mask", "--mask"],
+    ),  # fmt: skip
+    "per_style_weight_first": (
+        ["--per-style-weight", "2", "--style", "style.png"],
+        ["--per-style-weight", "--style"],
+    ),  # fmt: skip
+    "mask_with_w2": (
+        ["--mask", "left.png", "--style", "style.png", "--style-loss", "w2"],
+        ["--mask", "gram"],
+    ),  # fmt: skip
+    "unknown_loss": (["--style", "style.png", "--style-loss", "gram,l1"], ["l1"]),
+    "average_one": (["--style", "style.png", "--average", "1"], ["average", "[0, 1)"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CLI)
+def test_bad_control_inputs_are_one_line(mask_files, case, capsys):
+    middle, fragments = BAD_CLI[case]
+    middle = [str(mask_files / m) if m.endswith((".png", ".h5")) else m for m in middle]
+    assert_refused(mask_files, masked_argv(mask_files, *middle), *fragments, capsys=capsys)

@@ -28,19 +28,6 @@ from nst_jax import checkpoint, cli, image
 FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q", "--compile-cache", "off"]
 
 
-@pytest.fixture
-def files(tmp_path, content_image, style_image, weights_h5):
-    """content.png, style.png, init.png, a copy of the weights, a file and an empty folder."""
-    to_pil = lambda a: Image.fromarray(image.to_uint8(a))  # noqa: E731
-    to_pil(content_image).save(tmp_path / "content.png")
-    to_pil(style_image).save(tmp_path / "style.png")
-    to_pil(style_image[::-1]).save(tmp_path / "init.png")
-    shutil.copy(weights_h5, tmp_path / "w.h5")
-    (tmp_path / "regular").write_text("x")
-    (tmp_path / "out").mkdir()
-    return tmp_path
-
-
 def stylize_argv(files: Path, *extra, out: str | None = "out/r.png") -> list[str]:
     argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png")]
     argv += ["-o", str(files / out)] if out else []

@@ -37,6 +37,8 @@ _EXPORTS = {
     "make_step": "optim",
     "make_step_fn": "optim",
     "scale_by_keras_adam": "optim",
+    "averaged_image": "optim",
+    "with_average": "optim",
     "DivergedError": "run",
     "RunState": "run",
     "StyleResult": "run",
@@ -61,6 +63,7 @@ __all__ = [
     "StyleConfig",
     "StyleResult",
     "WeightsError",
+    "averaged_image",
     "batch_mesh",
     "image",
     "keras_adam",
@@ -75,6 +78,7 @@ __all__ = [
     "scale_by_keras_adam",
     "stylize",
     "vgg19_features",
+    "with_average",
 ]
 __version__ = "0.2.0"
 
@@ -101,11 +105,13 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from nst_jax.errors import ImageError, InputError, WeightsError
     from nst_jax.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
     from nst_jax.optim import (
+        averaged_image,
         keras_adam,
         make_optimizer,
         make_step,
         make_step_fn,
         scale_by_keras_adam,
+        with_average,
     )
     from nst_jax.run import DivergedError, RunState, StyleResult, stylize
     from nst_jax.vgg import LAYERS, prepare_params, vgg19_features

@@ -11,6 +11,11 @@ holds K statistics per layer, ``{layer: (K, c, c)}``, and two entries are added:
 ``"masks": {layer: (K, h, w)}`` (each region at the layer's resolution) and
 ``"weights"["regions"]: (K,)``. Pixels outside every region have no style term.
 
+With ``config.normalize_gradients`` (jcjohnson/neural-style's ``-normalize_gradients``), each
+content and style layer's features pass through :func:`losses.normalize_gradient`: the
+loss's value is unchanged, and the gradient reaching each (term, layer) is a unit-L1 direction
+times that layer's coefficient (term weight x layer weight / n_layers).
+
 The term weights travel with the targets rather than the config so that they stay traced: a
 batch that sweeps them is ``jax.vmap`` over targets, one compiled program. ``loss_fn`` reads
 everything structural (layers, per-layer weights, pooling, remat) from the config, which is

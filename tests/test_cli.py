@@ -342,6 +342,10 @@ def test_blend_writes_one_result_and_init_from_a_file(files, weights_h5, capsys)
     assert config["style_blend"] == [0.7, 0.3]
 
 
+# The per-style fields are set by the options that follow each --style.
+PER_STYLE_OPTIONS = {"style_weights": "--per-style-weight", "style_scales": "--style-scale"}
+
+
 def test_help_lists_an_option_for_every_config_field(capsys):
     """Every StyleConfig field can be set from the command line (options are generated)."""
     import dataclasses
@@ -352,7 +356,8 @@ def test_help_lists_an_option_for_every_config_field(capsys):
         cli.main(["stylize", "--help"])
     text = capsys.readouterr().out
     for field in dataclasses.fields(StyleConfig):
-        assert f"--{field.name.replace('_', '-')} " in text, field.name
+        option = PER_STYLE_OPTIONS.get(field.name, f"--{field.name.replace('_', '-')}")
+        assert f"{option} " in text, field.name
 
 
 def test_every_field_round_trips_through_the_parser():
@@ -361,8 +366,12 @@ def test_every_field_round_trips_through_the_parser():
 
     argv = ["stylize", "c.png", "--beta1", "0.9", "--beta2", "0.99", "--epsilon", "1e-7",
             "--loop", "device", "--remat", "--content-layer-weights", "2",
-            "--learning-rate", "0.01,0.03"]  # fmt: skip
+            "--learning-rate", "0.01,0.03", "--normalize-gradients", "--average", "0.5",
+            "--style", "a.png", "--style-scale", "0.5", "--style", "b.png",
+            "--per-style-weight", "2"]  # fmt: skip
     config = options.config_from_args(options.build_parser().parse_args(argv))
+    assert config.normalize_gradients is True and config.average == 0.5
+    assert config.style_scales == (0.5, None) and config.style_weights == (1.0, 2.0)
     assert (config.beta1, config.beta2, config.epsilon) == (0.9, 0.99, 1e-7)
     assert config.loop == "device" and config.remat is True
     assert config.content_layer_weights == (2.0,) and config.learning_rate == (0.01, 0.03)

@@ -10,7 +10,7 @@ import pytest
 from test_safety import FAST, assert_refused, exit_code, stylize_argv
 
 import nst_jax
-from nst_jax import checkpoint, image, losses, objective, vgg
+from nst_jax import batching, checkpoint, image, inputs, losses, objective, vgg
 
 from conftest import eight_bit_image
 
@@ -91,13 +91,17 @@ def test_a_batch_with_different_masks_is_one_program(
     params, content_image, style_image, second_style, halves
 ):
     cfg = config(steps=10, style_weight=1.0)
-    step = nst_jax.batching.batch_step(cfg, nst_jax.make_optimizer(cfg))
+    step = batching.batch_step(cfg, nst_jax.make_optimizer(cfg))
     before = step._cache_size()
     flipped = halves[::-1]
     masks = np.stack([halves, flipped])  # (2 images, 2 regions, H, W)
     contents = np.stack([content_image, content_image])
     styles = [style_image, second_style]
     result = nst_jax.stylize(contents, styles, params=params, config=cfg, masks=masks)
+    assert step._cache_size() == before + 1
+    # Region weights are traced (in the targets): other values reuse the program.
+    weighted = cfg.replace(style_weights=(1.0, 3.0), steps=1)
+    nst_jax.stylize(contents, styles, params=params, config=weighted, masks=masks)
     assert step._cache_size() == before + 1
     # The two images' regions are swapped, so they stylise differently.
     assert np.abs(np.asarray(result.image[0]) - np.asarray(result.image[1])).max() > 0.01
@@ -149,12 +153,12 @@ def test_a_scale_per_style_resizes_each(params, content_image, style_image):
     # style_scales (0.5, None): the first style at half the content's size, the second as
     # loaded; targets differ from the unscaled run only for the first.
     cfg = config(style_scales=(0.5, None))
-    batch = nst_jax.inputs.make_batch(
+    batch = inputs.make_batch(
         np.stack([content_image] * 2), [style_image, style_image[::-1].copy()], cfg
     )
     assert batch.style_scales == [[0.5], [None]]
     with pytest.raises(ValueError, match="style_scales has 2 values for 1 styles"):
-        nst_jax.inputs.make_batch(content_image, style_image, cfg)
+        inputs.make_batch(content_image, style_image, cfg)
 
 
 # --- normalised gradients ----------------------------------------------------------------

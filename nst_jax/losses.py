@@ -37,6 +37,13 @@ def gram_matrix(features: jax.Array) -> jax.Array:
     return _gram(features.reshape(h * w, c)) / float(h * w)
 
 
+def gram_sum(features: jax.Array) -> jax.Array:
+    """``sum_{i,j} F[i, j, :]^T F[i, j, :]``: the Gram matrix of an ``(h, w, c)`` map before
+    normalisation (sums of tiles' add up to the whole map's; an empty map gives zeros)."""
+    _check_rank("gram_sum", features, 3, "an (h, w, c) feature map")
+    return _gram(features.reshape(-1, features.shape[-1]))
+
+
 def guided_gram(features: jax.Array, mask: jax.Array) -> jax.Array:
     """Gram matrix of the region ``mask`` selects (Gatys et al., "Controlling Perceptual
     Factors in Neural Style Transfer", CVPR 2017: guided Gram matrices).

@@ -188,14 +188,21 @@ def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
 StepFn = Callable[..., tuple]
 
 
+def update_image(tx: optax.GradientTransformation, grad, opt_state, x):
+    """One optimiser update of the image from its gradient, clipped to [0, 1] (and folded
+    into the average of :func:`with_average`). Returns ``(x, opt_state)``."""
+    updates, opt_state = tx.update(grad, opt_state, x)
+    x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
+    return x, _averaged(opt_state, x)
+
+
 def _gradient_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
     def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
         (loss, terms), grad = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
             params, x, targets, config
         )
-        updates, opt_state = tx.update(grad, opt_state, x)
-        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-        return x, _averaged(opt_state, x), loss, terms, jnp.ones((), jnp.int32)
+        x, opt_state = update_image(tx, grad, opt_state, x)
+        return x, opt_state, loss, terms, jnp.ones((), jnp.int32)
 
     return step
 

@@ -1,0 +1,341 @@
+"""Exact tiled loss and gradient: one large image through VGG19 a tile at a time.
+
+At print sizes the untiled step does not fit in memory: block 1's full-resolution
+activations alone are 64 channels x 4 bytes x 2 (forward and backward) per pixel. Tiling is
+*exact* for this loss, not an approximation:
+
+- **Features are local.** A feature depends on the input pixels of its receptive field only
+  (:func:`receptive_span`, computed from the network's layers). A tile computed together
+  with a *halo* of at least that radius has, inside the tile, the whole image's features.
+  Tile and halo sizes are multiples of ``2 ** pools`` (16 for the tutorial's layers), so every
+  window starts on the pooling grid and its poolings see the same 2x2 windows as the whole
+  image's. At the image's true borders windows are cut where the image ends, so the zero
+  padding is where it is untiled.
+- **Content is a sum over positions**, so its value and gradient split over tiles. Total
+  variation is cheap and element-wise: it is computed on the whole image.
+- **A Gram matrix is a sum over positions too, but the style loss is quadratic in it.** So
+  pass 1 sums each style layer's Gram over the tiles' interiors (forward only). Then
+  ``dL/dG`` is a constant (``2 w (G - A) / c^2`` per layer, in the tutorial's
+  normalisation), and pass 2 back-propagates, tile by tile, ``<dL/dG, G_tile>`` plus the
+  tile's content term, adding each window's input gradient into one whole-image gradient.
+
+The sum is the untiled gradient up to float rounding (tests: float64, 1e-9). The image, the
+gradient and the optimiser state stay whole; only VGG's activations are per tile. Tiled runs
+use the Gram style loss and a gradient optimiser (Adam): other style losses, masks, gradient
+normalisation and L-BFGS's line search need the whole image at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nst_jax import losses, vgg
+from nst_jax.config import StyleConfig
+from nst_jax.objective import Params, Targets, static_config, used_layers
+from nst_jax.optim import update_image
+
+
+def receptive_span(layer: str) -> tuple[int, int, int]:
+    """``(before, after, stride)``: feature ``i`` of ``layer`` (along one axis) depends on
+    input pixels ``[i * stride - before, i * stride + after]``. Walked through the network:
+    a 3x3 convolution widens the span by one step of its input's stride on each side, a 2x2
+    pool by one step after and doubles the stride."""
+    before = after = 0
+    stride = 1
+    for name in vgg.LAYERS[: vgg.LAYERS.index(layer) + 1]:
+        if name.endswith("_pool"):
+            after += stride
+            stride *= 2
+        else:
+            before += stride
+            after += stride
+    return before, after, stride
+
+
+def alignment(layers: Sequence[str]) -> int:
+    """Tiles and halos are multiples of this: the stride of the deepest of ``layers``."""
+    return 2 ** vgg.pools_before(layers)
+
+
+def halo(layers: Sequence[str]) -> int:
+    """Pixels a tile is widened by on each side so that its interior's features are exact:
+    the largest receptive-field reach of ``layers``, rounded up to :func:`alignment`."""
+    reach = max(max(receptive_span(name)[:2]) for name in layers)
+    align = alignment(layers)
+    return -(-reach // align) * align
+
+
+def check_tile(tile: int, layers: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``tile`` is a multiple of the alignment and at least the
+    halo (a smaller tile would compute mostly halo)."""
+    align, margin = alignment(layers), halo(layers)
+    if tile % align:
+        raise ValueError(f"tile {tile} is not a multiple of {align} (the layers' pooling grid)")
+    if tile < margin:
+        raise ValueError(
+            f"tile {tile} is smaller than the {margin} px halo these layers need; give at "
+            f"least {margin}"
+        )
+
+
+class Window(NamedTuple):
+    """One tile: the interior it owns and the window (interior plus halo) computed.
+
+    Rows ``[top, bottom)`` and columns ``[left, right)`` of the image are the interior;
+    ``[wtop, wbottom) x [wleft, wright)`` the window, cut at the image's borders.
+    """
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    wtop: int
+    wbottom: int
+    wleft: int
+    wright: int
+
+
+def windows(height: int, width: int, tile: int, margin: int) -> list[Window]:
+    """The tiles of a ``height x width`` image, row by row; the last row and column of tiles
+    may be smaller (an image need not be a multiple of the tile)."""
+    out = []
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            out.append(
+                Window(
+                    top,
+                    bottom,
+                    left,
+                    right,
+                    max(0, top - margin),
+                    min(height, bottom + margin),
+                    max(0, left - margin),
+                    min(width, right + margin),
+                )  # fmt: skip
+            )
+    return out
+
+
+def _crops(window: Window, height: int, width: int, layers: Sequence[str]) -> tuple:
+    """Per layer, ``(top, bottom, left, right)`` of the window's features that are the
+    interior's (static: part of the compiled function's key)."""
+    crops = []
+    for name in layers:
+        stride = receptive_span(name)[2]
+        # Interior edges are tile multiples (so stride multiples), except the image's end,
+        # where the feature map ends at floor(size / stride).
+        rows_end = height // stride if window.bottom == height else window.bottom // stride
+        cols_end = width // stride if window.right == width else window.right // stride
+        top, left = window.wtop // stride, window.wleft // stride
+        crops.append(
+            (window.top // stride - top, rows_end - top,
+             window.left // stride - left, cols_end - left)
+        )  # fmt: skip
+    return tuple(crops)
+
+
+def _interior(features, layers, crops):
+    return {
+        name: features[name][top:bottom, left:right]
+        for name, (top, bottom, left, right) in zip(layers, crops, strict=True)
+    }
+
+
+@functools.partial(jax.jit, static_argnames=("layers", "pooling", "crops", "grams"))
+def _tile_forward(params, window, layers, pooling, crops, grams: bool):
+    features = _interior(vgg.image_features(params, window, layers, pooling), layers, crops)
+    if not grams:
+        return features
+    # Unnormalised: the tiles' sums add up to the whole map's h w G.
+    return {name: losses.gram_sum(f) for name, f in features.items()}
+
+
+def _each_window(image: jax.Array, tile: int, layers: Sequence[str]):
+    height, width = image.shape[:2]
+    margin = halo(layers)
+    for window in windows(height, width, tile, margin):
+        crops = _crops(window, height, width, layers)
+        yield window, image[window.wtop : window.wbottom, window.wleft : window.wright], crops
+
+
+def tiled_features(
+    params: Params, image: jax.Array, layers: Sequence[str], pooling: str, tile: int
+) -> dict[str, jax.Array]:
+    """``vgg.image_features`` of a large ``(H, W, 3)`` image, computed tile by tile: equal to
+    the untiled features (up to float rounding), with only a window's activations at once."""
+    layers = tuple(layers)
+    rows: dict[str, list[list[jax.Array]]] = {name: [] for name in layers}
+    last_top = None
+    for window, pixels, crops in _each_window(image, tile, layers):
+        parts = _tile_forward(params, pixels, layers, pooling, crops, False)
+        for name in layers:
+            if window.top != last_top:
+                rows[name].append([])
+            rows[name][-1].append(parts[name])
+        last_top = window.top
+    return {
+        name: jnp.concatenate([jnp.concatenate(row, axis=1) for row in rows[name]], axis=0)
+        for name in layers
+    }
+
+
+def tiled_grams(
+    params: Params, image: jax.Array, layers: Sequence[str], pooling: str, tile: int
+) -> dict[str, jax.Array]:
+    """Gram matrices (:func:`nst_jax.losses.gram_matrix`) of a large image, summed over tiles
+    (pass 1 of the tiled gradient; also a large style image's targets)."""
+    layers = tuple(layers)
+    sums = None
+    for _, pixels, crops in _each_window(image, tile, layers):
+        parts = _tile_forward(params, pixels, layers, pooling, crops, True)
+        sums = parts if sums is None else jax.tree.map(jnp.add, sums, parts)
+    height, width = image.shape[:2]
+    return {name: sums[name] / float(_positions(name, height, width)) for name in layers}
+
+
+def _positions(layer: str, height: int, width: int) -> int:
+    stride = receptive_span(layer)[2]
+    return (height // stride) * (width // stride)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "crops"))
+def _tile_backward(params, window, gram_cotangents, content_targets, content_coefs, config,
+                   crops):  # fmt: skip
+    """Pass 2 on one window: the content term of its interior, and the gradient of
+    ``<dL/dG, G_tile> + content_tile`` with respect to the window's pixels."""
+    layers = used_layers(config)
+
+    def surrogate(pixels):
+        features = vgg.image_features(params, pixels, layers, config.pooling, config.remat)
+        inside = _interior(features, layers, crops)
+        style = sum(
+            jnp.vdot(gram_cotangents[name], losses.gram_sum(inside[name])) for name in config.style_layers
+        )
+        content = sum(
+            content_coefs[name] * jnp.sum(jnp.square(inside[name] - content_targets[name]))
+            for name in config.content_layers
+        )
+        return style + content, content
+
+    (_, content), grad = jax.value_and_grad(surrogate, has_aux=True)(window)
+    return content, grad
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _add_window(total, grad, top, left):
+    # The windows overlap by their halos: gradients there add up.
+    here = jax.lax.dynamic_slice(total, (top, left, 0), grad.shape)
+    return jax.lax.dynamic_update_slice(total, here + grad, (top, left, 0))
+
+
+def _style_cotangents(config: StyleConfig, grams, targets, weight, height, width):
+    """``dL/dG_l`` per style layer (pass 1's Grams, constants of pass 2), divided by the
+    layer's positions so they multiply unnormalised Gram sums; and the style term."""
+    layer_weights = config.style_layer_weights or (1.0,) * len(config.style_layers)
+    n = len(config.style_layers)
+    cotangents, value = {}, 0.0
+    for name, w in zip(config.style_layers, layer_weights, strict=True):
+        diff = grams[name] - targets[name]
+        coef = weight * w / n
+        value = value + coef * jnp.mean(jnp.square(diff))
+        cotangents[name] = coef * 2 * diff / diff.size / _positions(name, height, width)
+    return cotangents, value
+
+
+def tiled_value_and_grad(
+    params: Params, x: jax.Array, targets: Targets, config: StyleConfig, tile: int,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> tuple[tuple[jax.Array, dict[str, jax.Array]], jax.Array]:  # fmt: skip
+    """``jax.value_and_grad(loss_fn, argnums=1, has_aux=True)`` of one ``(H, W, 3)`` image,
+    computed tile by tile (two passes, module docstring).
+
+    Args:
+      params: VGG19 params (direct or prepared).
+      x: the image.
+      targets: :func:`nst_jax.make_targets`' pytree (content features of the whole image;
+        :func:`tiled_features` computes them at sizes the untiled pass cannot).
+      config: Gram style loss, no masks, no gradient normalisation.
+      tile: interior size in pixels (:func:`check_tile`).
+      on_tile: called with ``(tiles done, tiles in all)`` after each of pass 2's tiles.
+
+    Returns:
+      ``((loss, {"content", "style", "tv"}), gradient)``, as the untiled call.
+    """
+    check_tiled(config)
+    layers = used_layers(config)
+    check_tile(tile, layers)
+    height, width = x.shape[:2]
+    weights = targets["weights"]
+    grams = tiled_grams(params, x, config.style_layers, config.pooling, tile)
+    cotangents, style = _style_cotangents(
+        config, grams, targets["style"], weights["style"], height, width
+    )
+    content_weights = config.content_layer_weights or (1.0,) * len(config.content_layers)
+    coefs = {
+        name: weights["content"] * w / len(config.content_layers) / targets["content"][name].size
+        for name, w in zip(config.content_layers, content_weights, strict=True)
+    }
+    tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
+    grad, content = tv_grad, 0.0
+    all_windows = list(_each_window(x, tile, layers))
+    for done, (window, pixels, crops) in enumerate(all_windows, start=1):
+        content_targets = {
+            name: _target_slice(targets["content"][name], crops[layers.index(name)], window,
+                                name)
+            for name in config.content_layers
+        }  # fmt: skip
+        part, window_grad = _tile_backward(
+            params, pixels, cotangents, content_targets, coefs, static_config(config), crops
+        )
+        content = content + part
+        grad = _add_window(grad, window_grad, window.wtop, window.wleft)
+        if on_tile is not None:
+            on_tile(done, len(all_windows))
+    terms = {"content": content, "style": style, "tv": tv}
+    return (content + style + tv, terms), grad
+
+
+def _target_slice(features: jax.Array, crop, window: Window, layer: str) -> jax.Array:
+    """The content target's features of a window's interior."""
+    stride = receptive_span(layer)[2]
+    top, bottom, left, right = crop
+    row, col = window.wtop // stride, window.wleft // stride
+    return features[row + top : row + bottom, col + left : col + right]
+
+
+def check_tiled(config: StyleConfig) -> None:
+    """Raise ``ValueError`` for settings a tiled run cannot honour."""
+    if config.style_loss != "gram":
+        raise ValueError(f"tiled runs match Gram matrices: style_loss {config.style_loss} "
+                         "needs the whole image")  # fmt: skip
+    if config.normalize_gradients:
+        raise ValueError("tiled runs cannot normalise gradients (each layer's L1 norm is the "
+                         "whole image's)")  # fmt: skip
+    if config.optimizer == "lbfgs":
+        raise ValueError("tiled runs use a gradient optimiser: L-BFGS's line search needs "
+                         "the whole image's loss")  # fmt: skip
+
+
+def tiled_step(config: StyleConfig, tx: optax.GradientTransformation, tile: int) -> Callable:
+    """The optimisation step of one image, its loss and gradient tiled.
+
+    Returns:
+      ``step(params, targets, x, opt_state, on_tile=None) -> (x, opt_state, loss, terms)``,
+      :func:`nst_jax.make_step`'s contract: the update and the clip run on the whole image.
+    """
+    check_tiled(config)
+    check_tile(tile, used_layers(config))
+
+    def step(params, targets, x, opt_state, on_tile=None):
+        (loss, terms), grad = tiled_value_and_grad(params, x, targets, config, tile, on_tile)
+        x, opt_state = update_image(tx, grad, opt_state, x)
+        return x, opt_state, loss, terms
+
+    return step

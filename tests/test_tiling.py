@@ -1,0 +1,104 @@
+"""Exact tiled loss and gradient (nst_jax.tiling) against the untiled ones.
+
+Small images keep the suite fast: 197 x 293 px with 128 px tiles is a 2 x 3 grid whose last
+row and column are partial and whose windows are cut at every border, which is what makes
+tiling exact or not. scripts/check_tiling.py runs the same comparison at 517 x 771 and
+512 x 512 with 128 and 256 px tiles (figures in scripts/README.md).
+
+Bounds: in float64 the tiled sums differ from the untiled ones by summation order only
+(~1e-15 relative); we assert 1e-10 for the loss and 1e-9 for the gradient (max abs over max
+abs), the acceptance bounds. In float32, 1e-5 for both: the loss is a sum over ~1e5 products
+per Gram entry, rounded differently when split over tiles (measured below 1e-6).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import eight_bit_image, texture_image
+
+import nst_jax
+from nst_jax import tiling
+
+SHAPE = (197, 293)
+TILE = 128
+
+
+def relative(a, b) -> float:
+    return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def images():
+    content = eight_bit_image(*SHAPE, seed=1)
+    noise = np.random.default_rng(0).uniform(-0.1, 0.1, content.shape)
+    return content, texture_image(96, 128), np.clip(content + noise, 0, 1)
+
+
+def test_receptive_field_and_halo_come_from_the_network():
+    # block1_conv1: one 3x3 conv reaches 1 px each way. block5_conv2, counted by hand from
+    # VGG19's 2-2-4-4 convs and 4 pools: 86 px before, 101 after, stride 16.
+    assert tiling.receptive_span("block1_conv1") == (1, 1, 1)
+    assert tiling.receptive_span("block5_conv2") == (86, 101, 16)
+    assert tiling.halo(nst_jax.StyleConfig().content_layers) == 112  # 101 up to 16's
+    assert tiling.alignment(nst_jax.STYLE_LAYERS) == 16
+
+
+@pytest.mark.parametrize("content_layer", ["block5_conv2", "block4_conv2"])
+def test_tiled_equals_untiled_in_float64(params, images, content_layer):
+    config = nst_jax.StyleConfig(content_layers=(content_layer,))
+    with jax.enable_x64():
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        content, style, x = (jnp.asarray(a, jnp.float64) for a in images)
+        targets = nst_jax.make_targets(params64, content, style, config)
+        (loss, terms), grad = jax.value_and_grad(nst_jax.loss_fn, 1, has_aux=True)(
+            params64, x, targets, config
+        )
+        (tiled_loss, tiled_terms), tiled_grad = tiling.tiled_value_and_grad(
+            params64, x, targets, config, TILE
+        )
+        assert abs(float(tiled_loss - loss)) <= 1e-10 * abs(float(loss))
+        for term in terms:
+            assert abs(float(tiled_terms[term] - terms[term])) <= 1e-10 * abs(float(loss))
+        assert relative(tiled_grad, grad) <= 1e-9
+
+
+def test_tiled_features_and_grams_equal_untiled_in_float32(params, images):
+    config = nst_jax.StyleConfig()
+    content, _, x = (jnp.asarray(a) for a in images)
+    whole = nst_jax.vgg19_features(params, content, config.content_layers)
+    tiled = tiling.tiled_features(params, content, config.content_layers, "max", TILE)
+    for layer in config.content_layers:
+        assert relative(tiled[layer], whole[layer]) <= 1e-5
+    grams = tiling.tiled_grams(params, x, config.style_layers, "max", TILE)
+    features = nst_jax.vgg19_features(params, x, config.style_layers)
+    for layer in config.style_layers:
+        assert relative(grams[layer], nst_jax.losses.gram_matrix(features[layer])) <= 1e-5
+
+
+def test_tiled_adam_steps_equal_untiled_in_float64(params, images):
+    # 3 steps here (20 in scripts/check_tiling.py): the image after each step is the same.
+    config = nst_jax.StyleConfig()
+    with jax.enable_x64():
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        content, style, _ = (jnp.asarray(a, jnp.float64) for a in images)
+        targets = nst_jax.make_targets(params64, content, style, config)
+        tx = nst_jax.make_optimizer(config)
+        step = nst_jax.make_step(config, tx)
+        tiled = tiling.tiled_step(config, tx, TILE)
+        x, state = content, tx.init(content)
+        y, tiled_state = content, tx.init(content)
+        for _ in range(3):
+            x, state, _, _ = step(params64, targets, x, state)
+            y, tiled_state, _, _ = tiled(params64, targets, y, tiled_state)
+        assert float(jnp.max(jnp.abs(x - y))) <= 1e-9
+
+
+@pytest.mark.parametrize(
+    "tile, message", [(120, "multiple of 16"), (96, "smaller than the 112 px halo")]
+)
+def test_bad_tiles_are_refused(tile, message):
+    with pytest.raises(ValueError, match=message):
+        tiling.check_tile(tile, nst_jax.StyleConfig().content_layers)

@@ -84,7 +84,20 @@ def _config(args: argparse.Namespace) -> StyleConfig:
         raise InputError("--mask takes guided Gram matrices: it needs --style-loss gram")
     if masked and config.style_blend is not None:
         raise InputError("--mask pairs each --style with a region: give no --style-blend")
+    if args.tile is None and config.tile is None and _tileable(config, masked):
+        config = config.replace(tile="auto")  # tile what would not fit, rather than refuse
+    if masked and config.tile is not None:
+        raise InputError("--mask runs are not tiled: give --tile off")
     return config
+
+
+def _tileable(config: StyleConfig, masked) -> bool:
+    return (
+        not masked
+        and config.style_loss == "gram"
+        and not config.normalize_gradients
+        and (config.optimizer != "lbfgs")
+    )
 
 
 def _path(text: str | None) -> Path | None:
@@ -133,21 +146,50 @@ def _plan(args, config: StyleConfig, jobs, results: dict, sheet: Path | None, we
 def _check_memory(shapes, config: StyleConfig, limit_gib: float | None) -> StyleConfig:
     """Refuse, before any image is resized, a batch whose estimated memory exceeds what is
     available. Returns the config to run: with ``--conv auto``, the direct convolution where
-    only that fits (said in one line on stderr)."""
+    only that fits; with ``--tile auto``, tiles (the largest that fit) where nothing untiled
+    fits, else no tiles (each said in one line on stderr)."""
     from nst_jax import memory
 
     available = int(limit_gib * memory.GIB) if limit_gib else None
+    tiles = []
     for first, *shape in dict.fromkeys(shapes):
         what = str(first)
         try:
-            fitting = memory.fitting_config(config, *shape, available=available, what=what)
+            tiles.append(_fitting_tile(config, shape, available, what))
+            if tiles[-1] is None:
+                fitting = memory.fitting_config(
+                    config.replace(tile=None), *shape, available=available, what=what
+                )
+                if fitting.conv != config.conv:
+                    print(f"nst-jax: {what}: Winograd would not fit in memory; using --conv "
+                          "direct", file=sys.stderr)  # fmt: skip
+                    config = config.replace(conv=fitting.conv)
         except MemoryError as e:
             raise InputError(str(e)) from None
-        if fitting.conv != config.conv:
-            print(f"nst-jax: {what}: Winograd would not fit in memory; using --conv direct",
-                  file=sys.stderr)  # fmt: skip
-            config = fitting
+    if config.tile == "auto":
+        # The largest scale decides; scales no larger than the tile run untiled.
+        chosen = [t for t in tiles if t is not None]
+        config = config.replace(tile=min(chosen) if chosen else None)
     return config
+
+
+def _fitting_tile(config: StyleConfig, shape, available, what: str) -> int | None:
+    """The tile the largest scale of a batch of ``shape`` needs (``None``: untiled)."""
+    from nst_jax import memory
+
+    if config.tile is None:
+        return None
+    if config.tile == "auto":
+        try:
+            memory.fitting_config(config.replace(tile=None), *shape, available=available)
+            return None
+        except MemoryError:
+            pass
+    tile = memory.check_tiled_fits(config, *shape, available=available, what=what)
+    if tile is not None:
+        print(f"nst-jax: {what}: {shape[2]}x{shape[1]} px runs in {tile} px tiles",
+              file=sys.stderr)  # fmt: skip
+    return tile
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:

@@ -152,6 +152,13 @@ class StyleConfig:
         False, "recompute each VGG block's activations in the backward pass (less memory "
         "on accelerators, ~1/3 more time)",
     )  # fmt: skip
+    tile: int | str | None = _field(
+        None,
+        "compute each step's loss and gradient in tiles of N px (plus halos), exactly: "
+        "for print sizes that do not fit in memory; auto: tile only the scales that would "
+        "not fit, in the largest tiles that do; off (tiling.py)",
+        "tile",
+    )
     conv: str = _field(
         "auto",
         "3x3 convolutions: direct, winograd (F(2x2,3x3): fewer multiplications, same "
@@ -177,6 +184,8 @@ class StyleConfig:
         ):
             if getattr(self, field) is not None:
                 object.__setattr__(self, field, tuple(float(v) for v in getattr(self, field)))
+        if self.tile == "off":
+            object.__setattr__(self, "tile", None)
         if self.style_scales is not None:
             scales = tuple(None if v is None else float(v) for v in self.style_scales)
             object.__setattr__(self, "style_scales", scales)
@@ -219,6 +228,7 @@ class StyleConfig:
                 raise ValueError(f"style_scales must be finite numbers > 0, got {v}")
         if self.style_weights is not None and self.style_blend is not None:
             raise ValueError("style_blend already weights each style: give no style_weights")
+        self._validate_tile()
         if self.average is not None and not 0 <= self.average < 1:
             raise ValueError(f"average is a decay in [0, 1), got {self.average}")
         if self.style_blend is not None and self.style_loss != "gram":
@@ -257,6 +267,19 @@ class StyleConfig:
         for field in ("min_size", "coarse_steps"):
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field} must be a positive integer, got {getattr(self, field)}")
+
+    def _validate_tile(self) -> None:
+        if self.tile is None:
+            return
+        if self.tile != "auto" and (isinstance(self.tile, bool) or not isinstance(self.tile, int)):
+            raise ValueError(f"tile must be a number of pixels, auto or off, got {self.tile!r}")
+        if self.tile != "auto":
+            vgg.check_tile(self.tile, self.content_layers + self.style_layers)
+        if self.style_loss != "gram" or self.normalize_gradients or self.optimizer == "lbfgs":
+            raise ValueError(
+                "tiled runs need style_loss gram, no normalize_gradients and a gradient "
+                "optimizer (not lbfgs): the others need the whole image at once"
+            )
 
     def replace(self, **changes) -> StyleConfig:
         """A copy with ``changes`` applied (and validated)."""

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import color, image, multiscale
+from nst_jax import color, image, multiscale, tiling
 from nst_jax.config import StyleConfig
 from nst_jax.objective import (
     WEIGHT_FIELDS,
@@ -211,10 +211,15 @@ def per_image(config: StyleConfig, field: str, n: int, dtype=jnp.float32) -> jax
 
 
 def batch_targets(
-    params: Params, batch: Batch, config: StyleConfig, shape: tuple[int, int]
+    params: Params,
+    batch: Batch,
+    config: StyleConfig,
+    shape: tuple[int, int],
+    tile: int | None = None,
 ) -> dict:
     """Targets of every image for the scale of size ``shape``: ``make_targets``' pytree with
-    a leading batch axis."""
+    a leading batch axis. With ``tile``, features and Grams of images larger than a tile are
+    computed tile by tile (:mod:`nst_jax.tiling`)."""
     n = batch.content.shape[0]
     factor = max(shape) / max(batch.content.shape[1:3])
     content = multiscale.resize_batch(batch.run_content, *shape)
@@ -230,16 +235,29 @@ def batch_targets(
             if key not in once:
                 scaled = scaled_style(s, shape, scale, factor)
                 mask = style_masks[k] if batch.masks is not None else None
-                once[key] = masked_style_targets(params, scaled, config, mask)
+                if tile is not None and max(scaled.shape[:2]) > tile:
+                    check_size(config.style_layers, scaled.shape, "style")
+                    once[key] = tiling.tiled_grams(
+                        params, scaled, config.style_layers, config.pooling, tile
+                    )
+                else:
+                    once[key] = masked_style_targets(params, scaled, config, mask)
             per_style.append(once[key])
         if batch.masks is not None:
             grams.append(jax.tree.map(lambda *g: jnp.stack(g), *per_style))
         else:
             grams.append(blend_grams(per_style, config.style_blend))
     regions = None if batch.masks is None else batch.masks.shape[1]
+    if tile is not None:
+        per_image = [
+            tiling.tiled_features(params, c, config.content_layers, config.pooling, tile)
+            for c in content
+        ]
+        features = jax.tree.map(lambda *f: jnp.stack(f), *per_image)
+    else:  # one batched forward pass for the batch, not one call per image
+        features = jax.vmap(lambda c: content_features(params, c, config))(content)
     targets = {
-        # One batched forward pass for the batch, not one call per image.
-        "content": jax.vmap(lambda c: content_features(params, c, config))(content),
+        "content": features,
         "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
         "weights": batch_weights(config, n, content.dtype, regions),
     }

@@ -8,6 +8,7 @@ does the estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
@@ -195,3 +196,140 @@ def check_fits(
             f"{available / GIB:.1f} GiB available; about --max-dim {side} fits{hint}"
         )
     return needed
+
+
+# Whole-image arrays a tiled step holds besides one window's pass: the image, its gradient,
+# total variation's gradient, Adam's two moments, the content, the starting image, and the
+# update's temporaries (measured against peak RSS: scripts/README.md).
+WHOLE_IMAGE_ARRAYS = 10
+TILE_CANDIDATES = (2048, 1536, 1024, 768, 512, 384, 256, 192, 128)
+# ``auto`` tiles keep a tiled run within this share of the memory available: past ~1024 px
+# a larger tile saves little time (the halo's share shrinks slowly) and costs gigabytes, which
+# the rest of the machine is better off keeping (figures: scripts/README.md).
+AUTO_TILE_SHARE = 0.5
+
+
+def _param_shapes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.float32):
+    from nst_jax import run
+
+    spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    params = {
+        name: {"kernel": spec(kernel), "bias": spec(bias)}
+        for name, (kernel, bias) in vgg.conv_shapes().items()
+    }
+    return jax.eval_shape(lambda p: run.step_params(p, config, n, height, width), params)
+
+
+def tiled_bytes(config: StyleConfig, n: int, height: int, width: int, tile: int) -> int:
+    """Peak memory of a run tiled in ``tile`` px tiles: the process, one window's pass (XLA's
+    analysis), and the whole-image arrays (:data:`WHOLE_IMAGE_ARRAYS`, content features)."""
+    fixed, per_pixel = _window_model(config, uses_winograd(config, n, height, width))
+    margin = vgg.halo(config.content_layers + config.style_layers)
+    window = fixed + per_pixel * (tile + 2 * margin) ** 2
+    return process_rss_bytes() + int(window) + _whole_bytes(config, n, height, width)
+
+
+@functools.lru_cache(maxsize=8)
+def _window_model(config: StyleConfig, winograd: bool) -> tuple[float, float]:
+    """A window pass's bytes as ``fixed + per_pixel * window pixels``, fitted to XLA's
+    analysis of two window sizes (compiling every candidate tile would take minutes)."""
+    from nst_jax import objective, tiling
+
+    config = objective.static_config(config).replace(conv="winograd" if winograd else "direct")
+    params = _param_shapes(config, 1, 1, 1)
+    margin = vgg.halo(config.content_layers + config.style_layers)
+    small, large = 128, 384
+    bytes_small = tiling.window_bytes(config, params, small)
+    bytes_large = tiling.window_bytes(config, params, large)
+    pixels = [(t + 2 * margin) ** 2 for t in (small, large)]
+    per_pixel = (bytes_large - bytes_small) / (pixels[1] - pixels[0])
+    return bytes_small - per_pixel * pixels[0], per_pixel
+
+
+def _whole_bytes(config: StyleConfig, n: int, height: int, width: int) -> int:
+    pixels = n * height * width
+    features = sum(
+        (height // vgg.receptive_span(name)[2]) * (width // vgg.receptive_span(name)[2])
+        * vgg.conv_shapes()[name][1][0]
+        for name in config.content_layers if name in vgg.conv_shapes()
+    )  # fmt: skip
+    return 4 * (pixels * 3 * WHOLE_IMAGE_ARRAYS + n * features)
+
+
+def fitting_tile(
+    config: StyleConfig,
+    n: int,
+    height: int,
+    width: int,
+    available: int | None = None,
+    what: str = "this run",
+) -> int | None:
+    """``None`` when the untiled step fits; else the largest tile whose run fits in
+    :data:`AUTO_TILE_SHARE` of the memory available (or, failing that, in all of it); else
+    ``MemoryError`` naming the largest size that fits tiled (:data:`TILE_CANDIDATES`, at
+    least the layers' halo; a tile past the image's longer side is not tried)."""
+    available = available if available is not None else available_bytes()
+    untiled = config.replace(tile=None)
+    if available is None or estimate_bytes(untiled, n, height, width) <= available:
+        return None
+    for budget in (AUTO_TILE_SHARE * available, available):
+        tile = _largest_tile(config, n, height, width, budget)
+        if tile is not None:
+            return tile
+    layers = config.content_layers + config.style_layers
+    smallest = vgg.halo(layers)
+    candidates = [t for t in TILE_CANDIDATES if smallest <= t < max(height, width)]
+    tile = candidates[-1] if candidates else smallest
+    needed = tiled_bytes(config, n, height, width, tile)
+    per_pixel = _whole_bytes(config, n, height, width) / (height * width)
+    room = available - (needed - _whole_bytes(config, n, height, width))
+    side = int(math.sqrt(max(room, 0) / per_pixel * max(height, width) / min(height, width)))
+    raise MemoryError(
+        f"{what}: {width}x{height} px needs about {needed / GIB:.1f} GiB even in {tile} px "
+        f"tiles, {available / GIB:.1f} GiB available; about --max-dim {side} fits tiled"
+    )
+
+
+def _largest_tile(config: StyleConfig, n: int, height: int, width: int, budget: float):
+    smallest = vgg.halo(config.content_layers + config.style_layers)
+    candidates = [t for t in TILE_CANDIDATES if smallest <= t < max(height, width)]
+    for tile in candidates or [smallest]:
+        if tiled_bytes(config, n, height, width, tile) <= budget:
+            return tile
+    return None
+
+
+def check_tiled_fits(
+    config: StyleConfig,
+    n: int,
+    height: int,
+    width: int,
+    available: int | None = None,
+    what: str = "this run",
+) -> int | None:
+    """The tile the largest scale runs in (``None``: untiled), or ``MemoryError`` when that
+    does not fit: ``auto`` chooses (:func:`fitting_tile`); a given tile is checked."""
+    if config.tile == "auto":
+        return fitting_tile(config, n, height, width, available, what)
+    tile = scale_tile(config, n, height, width)
+    if tile is None:
+        check_fits(config.replace(tile=None), n, height, width, available, what)
+        return None
+    available = available if available is not None else available_bytes()
+    needed = tiled_bytes(config, n, height, width, tile)
+    if available is not None and needed > available:
+        raise MemoryError(
+            f"{what}: {width}x{height} px needs about {needed / GIB:.1f} GiB in {tile} px "
+            f"tiles, {available / GIB:.1f} GiB available; try a smaller --tile or --tile auto"
+        )
+    return tile
+
+
+def scale_tile(config: StyleConfig, n: int, height: int, width: int) -> int | None:
+    """The tile a scale of ``height x width`` runs in: ``None`` (untiled) without
+    ``config.tile``, or when one tile holds the image; ``auto``: :func:`fitting_tile`."""
+    if config.tile is None:
+        return None
+    if config.tile == "auto":
+        return fitting_tile(config, n, height, width)
+    return config.tile if max(height, width) > config.tile else None

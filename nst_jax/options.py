@@ -131,8 +131,13 @@ class _PerStyleAction(argparse.Action):
         own[self.dest] = value
 
 
-_PARSERS = {"layers": _layers, "floats": _numbers, "sweep": _sweep}
-_METAVARS = {"layers": "LAYER,...", "floats": "W,...", "sweep": "X[,X,...]"}
+def _tile(text: str) -> int | str:
+    """``auto``, ``off`` or a positive number of pixels."""
+    return text if text in ("auto", "off") else positive_int(text)
+
+
+_PARSERS = {"layers": _layers, "floats": _numbers, "sweep": _sweep, "tile": _tile}
+_METAVARS = {"layers": "LAYER,...", "floats": "W,...", "sweep": "X[,X,...]", "tile": "auto|N|off"}
 
 
 def _field_option(field: dataclasses.Field) -> tuple[str, dict]:

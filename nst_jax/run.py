@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nst_jax import batching, color, inputs, multiscale, vgg
+from nst_jax import batching, color, inputs, memory, multiscale, tiling, vgg
 from nst_jax.config import StyleConfig
 from nst_jax.objective import TERMS, used_layers
 from nst_jax.optim import (
@@ -104,6 +104,8 @@ class _Run(NamedTuple):
     n: int
     on_chunk: Callable[[RunState], None] | None
     learning_rates: jax.Array | None  # (N,) of a learning-rate sweep
+    tile: int | None = None  # this scale's tile (tiling.py), or None: untiled
+    on_tile: Callable[[int, int], None] | None = None
 
 
 def _check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
@@ -122,6 +124,8 @@ def run_chunk(run: _Run, targets, images, states, k: int):
       (with ``"total"``), and ``(N,)`` evaluations made.
     """
     config, lbfgs = run.config, run.config.optimizer == "lbfgs"
+    if run.tile is not None:
+        return _tiled_chunk(run, targets, images, states, k)
     if batching.resolve_loop(config.loop) == "device":
         chunk = batching.batch_chunk(config, run.tx)
         images, states, history, terms, evaluations, before = chunk(
@@ -143,6 +147,27 @@ def run_chunk(run: _Run, targets, images, states, k: int):
     terms = before if lbfgs else terms
     terms = {**{t: np.asarray(terms[t]) for t in TERMS}, "total": totals[:, -1]}
     return images, states, totals, terms, np.asarray(evaluations)
+
+
+def _tiled_chunk(run: _Run, targets, images, states, k: int):
+    """:func:`run_chunk` with each image's loss and gradient tiled (one image at a time)."""
+    step = tiling.tiled_step(run.config, run.tx, run.tile)
+    totals, last_terms, done = [], [], []
+    for i in range(images.shape[0]):
+        pick = lambda tree, i=i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
+        x, state, image_targets = pick(images), pick(states), pick(targets)
+        losses = []
+        for _ in range(k):
+            x, state, loss, terms = step(run.step_params, image_targets, x, state, run.on_tile)
+            losses.append(np.asarray(loss))
+        totals.append(losses)
+        last_terms.append({t: np.asarray(terms[t]) for t in TERMS})
+        done.append((x, state))
+    images, states = jax.tree.map(lambda *a: jnp.stack(a), *done)
+    totals = np.asarray(totals)
+    terms = {t: np.array([row[t] for row in last_terms]) for t in TERMS}
+    terms["total"] = totals[:, -1]
+    return images, states, totals, terms, np.full(images.shape[0], k)
 
 
 def _scale_start(run: _Run, state: RunState | None, start, shape, resumed: bool):
@@ -231,6 +256,7 @@ def stylize(
     on_chunk: Callable[[RunState], None] | None = None,
     masks: jax.Array | np.ndarray | None = None,
     style_masks: Sequence[jax.Array | np.ndarray | None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -271,7 +297,9 @@ def stylize(
     """
     config = config or StyleConfig()
     batch = inputs.make_batch(content, style, config, masks, style_masks)
-    run = _make_run(batch, config, params, optimizer, devices, on_chunk)
+    if masks is not None and config.tile is not None:
+        raise ValueError("tiled runs take no masks: give tile=None")
+    run = _make_run(batch, config, params, optimizer, devices, on_chunk)._replace(on_tile=on_tile)
     height, width = batch.content.shape[1:3]
     shapes = multiscale.scale_shapes(height, width, config)
     ends = np.cumsum(multiscale.scale_steps(height, width, config))
@@ -279,7 +307,9 @@ def stylize(
     state = None if resume is None else _check_resume(resume, run.n, len(shapes))
     resuming = resume is not None
     for index in range(state.scale if resuming else 0, len(shapes)):
-        targets = inputs.batch_targets(run.params, batch, config, shapes[index])
+        tile = memory.scale_tile(config, run.n, *shapes[index])
+        run = run._replace(tile=tile)
+        targets = inputs.batch_targets(run.params, batch, config, shapes[index], tile)
         targets = batching.place(targets, run.mesh)
         images, states = _scale_start(run, state, start, shapes[index], resuming)
         if not resuming:

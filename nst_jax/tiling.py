@@ -41,49 +41,6 @@ from nst_jax.objective import Params, Targets, static_config, used_layers
 from nst_jax.optim import update_image
 
 
-def receptive_span(layer: str) -> tuple[int, int, int]:
-    """``(before, after, stride)``: feature ``i`` of ``layer`` (along one axis) depends on
-    input pixels ``[i * stride - before, i * stride + after]``. Walked through the network:
-    a 3x3 convolution widens the span by one step of its input's stride on each side, a 2x2
-    pool by one step after and doubles the stride."""
-    before = after = 0
-    stride = 1
-    for name in vgg.LAYERS[: vgg.LAYERS.index(layer) + 1]:
-        if name.endswith("_pool"):
-            after += stride
-            stride *= 2
-        else:
-            before += stride
-            after += stride
-    return before, after, stride
-
-
-def alignment(layers: Sequence[str]) -> int:
-    """Tiles and halos are multiples of this: the stride of the deepest of ``layers``."""
-    return 2 ** vgg.pools_before(layers)
-
-
-def halo(layers: Sequence[str]) -> int:
-    """Pixels a tile is widened by on each side so that its interior's features are exact:
-    the largest receptive-field reach of ``layers``, rounded up to :func:`alignment`."""
-    reach = max(max(receptive_span(name)[:2]) for name in layers)
-    align = alignment(layers)
-    return -(-reach // align) * align
-
-
-def check_tile(tile: int, layers: Sequence[str]) -> None:
-    """Raise ``ValueError`` unless ``tile`` is a multiple of the alignment and at least the
-    halo (a smaller tile would compute mostly halo)."""
-    align, margin = alignment(layers), halo(layers)
-    if tile % align:
-        raise ValueError(f"tile {tile} is not a multiple of {align} (the layers' pooling grid)")
-    if tile < margin:
-        raise ValueError(
-            f"tile {tile} is smaller than the {margin} px halo these layers need; give at "
-            f"least {margin}"
-        )
-
-
 class Window(NamedTuple):
     """One tile: the interior it owns and the window (interior plus halo) computed.
 
@@ -128,7 +85,7 @@ def _crops(window: Window, height: int, width: int, layers: Sequence[str]) -> tu
     interior's (static: part of the compiled function's key)."""
     crops = []
     for name in layers:
-        stride = receptive_span(name)[2]
+        stride = vgg.receptive_span(name)[2]
         # Interior edges are tile multiples (so stride multiples), except the image's end,
         # where the feature map ends at floor(size / stride).
         rows_end = height // stride if window.bottom == height else window.bottom // stride
@@ -159,7 +116,7 @@ def _tile_forward(params, window, layers, pooling, crops, grams: bool):
 
 def _each_window(image: jax.Array, tile: int, layers: Sequence[str]):
     height, width = image.shape[:2]
-    margin = halo(layers)
+    margin = vgg.halo(layers)
     for window in windows(height, width, tile, margin):
         crops = _crops(window, height, width, layers)
         yield window, image[window.wtop : window.wbottom, window.wleft : window.wright], crops
@@ -201,7 +158,7 @@ def tiled_grams(
 
 
 def _positions(layer: str, height: int, width: int) -> int:
-    stride = receptive_span(layer)[2]
+    stride = vgg.receptive_span(layer)[2]
     return (height // stride) * (width // stride)
 
 
@@ -216,7 +173,8 @@ def _tile_backward(params, window, gram_cotangents, content_targets, content_coe
         features = vgg.image_features(params, pixels, layers, config.pooling, config.remat)
         inside = _interior(features, layers, crops)
         style = sum(
-            jnp.vdot(gram_cotangents[name], losses.gram_sum(inside[name])) for name in config.style_layers
+            jnp.vdot(gram_cotangents[name], losses.gram_sum(inside[name]))
+            for name in config.style_layers
         )
         content = sum(
             content_coefs[name] * jnp.sum(jnp.square(inside[name] - content_targets[name]))
@@ -270,7 +228,7 @@ def tiled_value_and_grad(
     """
     check_tiled(config)
     layers = used_layers(config)
-    check_tile(tile, layers)
+    vgg.check_tile(tile, layers)
     height, width = x.shape[:2]
     weights = targets["weights"]
     grams = tiled_grams(params, x, config.style_layers, config.pooling, tile)
@@ -304,7 +262,7 @@ def tiled_value_and_grad(
 
 def _target_slice(features: jax.Array, crop, window: Window, layer: str) -> jax.Array:
     """The content target's features of a window's interior."""
-    stride = receptive_span(layer)[2]
+    stride = vgg.receptive_span(layer)[2]
     top, bottom, left, right = crop
     row, col = window.wtop // stride, window.wleft // stride
     return features[row + top : row + bottom, col + left : col + right]
@@ -331,11 +289,45 @@ def tiled_step(config: StyleConfig, tx: optax.GradientTransformation, tile: int)
       :func:`nst_jax.make_step`'s contract: the update and the clip run on the whole image.
     """
     check_tiled(config)
-    check_tile(tile, used_layers(config))
+    vgg.check_tile(tile, used_layers(config))
+    update = _update(tx)
 
     def step(params, targets, x, opt_state, on_tile=None):
         (loss, terms), grad = tiled_value_and_grad(params, x, targets, config, tile, on_tile)
-        x, opt_state = update_image(tx, grad, opt_state, x)
+        x, opt_state = update(grad, opt_state, x)
         return x, opt_state, loss, terms
 
     return step
+
+
+@functools.lru_cache(maxsize=8)
+def _update(tx: optax.GradientTransformation) -> Callable:
+    # One compiled update of the whole image: op by op, each of Adam's operations would
+    # allocate another whole-image array. The image, gradient and state are donated.
+    return jax.jit(
+        lambda grad, state, x: update_image(tx, grad, state, x), donate_argnums=(0, 1, 2)
+    )
+
+
+def window_bytes(config: StyleConfig, params, tile: int, dtype=jnp.float32) -> int:
+    """Bytes XLA needs for pass 2 on one full window (``tile`` plus a halo on each side):
+    what a tiled step needs besides the whole-image arrays (``params``: arrays or shapes)."""
+    config = static_config(config)
+    layers = used_layers(config)
+    margin = vgg.halo(layers)
+    side = tile + 2 * margin
+    window = Window(margin, margin + tile, margin, margin + tile, 0, side, 0, side)
+    crops = _crops(window, 2 * side, 2 * side, layers)
+    spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    interior = jax.eval_shape(
+        lambda p, x: _interior(vgg.image_features(p, x, layers, config.pooling), layers, crops),
+        params, spec((side, side, 3)),
+    )  # fmt: skip
+    cotangents = {name: spec((interior[name].shape[-1],) * 2) for name in config.style_layers}
+    targets = {name: spec(interior[name].shape) for name in config.content_layers}
+    coefs = {name: spec(()) for name in config.content_layers}
+    lowered = _tile_backward.lower(
+        params, spec((side, side, 3)), cotangents, targets, coefs, config, crops
+    )
+    stats = lowered.compile().memory_analysis()
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)

@@ -87,6 +87,49 @@ def pools_before(layers: Iterable[str]) -> int:
     return sum(1 for name in LAYERS[:deepest] if name.endswith("_pool"))
 
 
+def receptive_span(layer: str) -> tuple[int, int, int]:
+    """``(before, after, stride)``: feature ``i`` of ``layer`` (along one axis) depends on
+    input pixels ``[i * stride - before, i * stride + after]``. Walked through the network:
+    a 3x3 convolution widens the span by one step of its input's stride on each side, a 2x2
+    pool by one step after and doubles the stride."""
+    before = after = 0
+    stride = 1
+    for name in LAYERS[: LAYERS.index(layer) + 1]:
+        if name.endswith("_pool"):
+            after += stride
+            stride *= 2
+        else:
+            before += stride
+            after += stride
+    return before, after, stride
+
+
+def tile_alignment(layers: Sequence[str]) -> int:
+    """Tiles and halos are multiples of this: the stride of the deepest of ``layers``."""
+    return 2 ** pools_before(layers)
+
+
+def halo(layers: Sequence[str]) -> int:
+    """Pixels a tile is widened by on each side so that its interior's features are exact:
+    the largest receptive-field reach of ``layers``, rounded up to :func:`alignment`."""
+    reach = max(max(receptive_span(name)[:2]) for name in layers)
+    align = tile_alignment(layers)
+    return -(-reach // align) * align
+
+
+def check_tile(tile: int, layers: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``tile`` is a multiple of the alignment and at least the
+    halo (a smaller tile would compute mostly halo)."""
+    align, margin = tile_alignment(layers), halo(layers)
+    if tile % align:
+        raise ValueError(f"tile {tile} is not a multiple of {align} (the layers' pooling grid)")
+    if tile < margin:
+        raise ValueError(
+            f"tile {tile} is smaller than the {margin} px halo these layers need; give at "
+            f"least {margin}"
+        )
+
+
 def pool_2x2(x: jax.Array, pooling: str = "max") -> jax.Array:
     """2x2 pooling, stride 2, VALID padding (an odd last row or column is dropped), of
     ``(..., H, W, C)`` features.

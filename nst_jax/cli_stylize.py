@@ -49,6 +49,10 @@ class Progress:
         self.bar.set_postfix(loss=f"{float(state.losses[:, -1].mean()):.4g}", refresh=False)
         self.bar.update(steps * images)
 
+    def tile(self, done: int, total: int) -> None:
+        """Within a tiled step (minutes at print sizes): which tile of the step's pass 2."""
+        self.bar.set_postfix_str(f"tile {done}/{total}")
+
     def summary(self, images: int, steps: int) -> str:
         """Image-steps per second after the first chunk, and the first chunk's time, which
         includes compilation (near zero with a warm persistent compilation cache)."""
@@ -273,6 +277,8 @@ def _run(args, work, results, sheet, weights_path) -> int:
     if len(work.jobs) == 1:
         watcher = _watcher(args, results[work.jobs[0]], work, metadata)
         options = _watch_options(args, watcher, progress, steps[0])
+    if work.config.tile is not None:
+        options["on_tile"] = progress.tile
     thumbnails = []
     try:
         for job, result in batch.run(work, results, params=params, metadata=metadata, **options):

@@ -44,8 +44,9 @@ def scale_by_keras_adam(
     """
 
     def init(params: optax.Params) -> ScaleByKerasAdamState:
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return ScaleByKerasAdamState(jnp.zeros([], jnp.int32), zeros, zeros)
+        # Two separate arrays: a step that donates the state must not get one buffer twice.
+        mu, nu = (jax.tree.map(jnp.zeros_like, params) for _ in range(2))
+        return ScaleByKerasAdamState(jnp.zeros([], jnp.int32), mu, nu)
 
     def update(updates, state, params=None):
         del params

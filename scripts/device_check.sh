@@ -3,13 +3,15 @@
 # optax, h5py, pillow, tqdm, pytest and PyTorch already installed and reaches no registry:
 # nst_jax is put on the path, nothing is installed.
 #
-#   bash scripts/device_check.sh            # about 5 minutes on one H200
+#   bash scripts/device_check.sh            # at most 8 minutes on one H200
 #
 # 1. The tests that run the compiled device loop, batches and sweeps, on the GPU (float32
 #    matrix products at full precision there: XLA's GPU default, TF32, rounds to ~1e-3).
 # 2. The chip's measured matmul rate (float32 and bfloat16), for the fraction achieved.
 # 3. nst_jax's 512 px step at batch 1 and 8 (scripts/bench.py).
 # 4. nst_jax beside the PyTorch port on the same GPU (scripts/bench_peers.py).
+# 5. The largest untiled size the GPU holds (the memory estimate's answer), and one tiled
+#    4096 px step (scripts/bench_tiled.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
@@ -48,3 +50,13 @@ timeout 200 "$python" scripts/bench.py --sizes 512 --batches 1 8 --steps-per-cal
 
 echo "== 4. beside PyTorch, 512 px"
 timeout 150 "$python" scripts/bench_peers.py --sizes 512 --steps 20 --repeats 3 --only torch nst_jax
+
+echo "== 5. largest untiled size; one tiled 4096 px step"
+timeout 60 "$python" -c "
+from nst_jax import StyleConfig, memory
+try:
+    memory.check_fits(StyleConfig(), 1, 16384, 16384)
+except MemoryError as e:
+    print(e)
+"
+timeout 150 "$python" scripts/bench_tiled.py --sizes 4096 --steps 2 --tile 1024

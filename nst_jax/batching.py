@@ -168,6 +168,22 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
     return Mesh(np.array(devices), ("batch",)) if len(devices) > 1 else None
 
 
+def rows_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A 1-D ``("rows",)`` mesh over ``devices`` (default: every local device), to split one
+    image's rows over them, or ``None`` with one device."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    return Mesh(np.array(devices), ("rows",)) if len(devices) > 1 else None
+
+
+def _row_sharding(leaf, mesh: Mesh) -> NamedSharding:
+    # (N, H, W, C) arrays (images, Adam's moments, content features) are split by rows when
+    # their rows divide evenly; everything else (Grams, counts, weights) is replicated.
+    # XLA's partitioner exchanges the convolutions' borders and sums the Grams over devices.
+    if np.ndim(leaf) == 4 and np.shape(leaf)[1] % mesh.size == 0:
+        return NamedSharding(mesh, P(None, "rows"))
+    return NamedSharding(mesh, P())
+
+
 def pad(tree, extra: int):
     """Append ``extra`` copies of each leaf's last item along axis 0 (a ragged last batch)."""
     if not extra:
@@ -177,9 +193,14 @@ def pad(tree, extra: int):
 
 def place(tree, mesh: Mesh | None, batched: bool = True):
     """Shard ``tree`` over ``mesh`` by its leading axis (or replicate it), padding that axis to
-    a multiple of the mesh size; unchanged without a mesh."""
+    a multiple of the mesh size; unchanged without a mesh. Over a :func:`rows_mesh`, batched
+    images are split by rows instead."""
     if mesh is None:
         return tree
+    if mesh.axis_names == ("rows",):
+        if not batched:
+            return jax.device_put(tree, NamedSharding(mesh, P()))
+        return jax.tree.map(lambda x: jax.device_put(x, _row_sharding(x, mesh)), tree)
     if batched:
         tree = pad(tree, -jax.tree.leaves(tree)[0].shape[0] % mesh.size)
     return jax.device_put(tree, NamedSharding(mesh, P("batch") if batched else P()))

@@ -203,9 +203,9 @@ def check_fits(
 # update's temporaries (measured against peak RSS: scripts/README.md).
 WHOLE_IMAGE_ARRAYS = 10
 TILE_CANDIDATES = (2048, 1536, 1024, 768, 512, 384, 256, 192, 128)
-# ``auto`` tiles keep a tiled run within this share of the memory available: past ~1024 px
-# a larger tile saves little time (the halo's share shrinks slowly) and costs gigabytes, which
-# the rest of the machine is better off keeping (figures: scripts/README.md).
+# ``auto`` tiles give one window's pass at most this share of the memory left once the
+# whole-image arrays are counted: past ~1024 px a larger tile saves little time (the halo's
+# share shrinks slowly) and costs gigabytes the rest of the machine is better off keeping.
 AUTO_TILE_SHARE = 0.5
 
 
@@ -238,7 +238,7 @@ def _window_model(config: StyleConfig, winograd: bool) -> tuple[float, float]:
     config = objective.static_config(config).replace(conv="winograd" if winograd else "direct")
     params = _param_shapes(config, 1, 1, 1)
     margin = vgg.halo(config.content_layers + config.style_layers)
-    small, large = 128, 384
+    small, large = 128, 256
     bytes_small = tiling.window_bytes(config, params, small)
     bytes_large = tiling.window_bytes(config, params, large)
     pixels = [(t + 2 * margin) ** 2 for t in (small, large)]
@@ -264,16 +264,18 @@ def fitting_tile(
     available: int | None = None,
     what: str = "this run",
 ) -> int | None:
-    """``None`` when the untiled step fits; else the largest tile whose run fits in
-    :data:`AUTO_TILE_SHARE` of the memory available (or, failing that, in all of it); else
+    """``None`` when the untiled step fits; else the largest tile whose window pass fits in
+    :data:`AUTO_TILE_SHARE` of the memory the whole-image arrays leave (or, failing that, in
+    all of it); else
     ``MemoryError`` naming the largest size that fits tiled (:data:`TILE_CANDIDATES`, at
     least the layers' halo; a tile past the image's longer side is not tried)."""
     available = available if available is not None else available_bytes()
     untiled = config.replace(tile=None)
     if available is None or estimate_bytes(untiled, n, height, width) <= available:
         return None
-    for budget in (AUTO_TILE_SHARE * available, available):
-        tile = _largest_tile(config, n, height, width, budget)
+    base = process_rss_bytes() + _whole_bytes(config, n, height, width)
+    for share in (AUTO_TILE_SHARE, 1.0):
+        tile = _largest_tile(config, n, height, width, base + share * (available - base))
         if tile is not None:
             return tile
     layers = config.content_layers + config.style_layers
@@ -284,6 +286,11 @@ def fitting_tile(
     per_pixel = _whole_bytes(config, n, height, width) / (height * width)
     room = available - (needed - _whole_bytes(config, n, height, width))
     side = int(math.sqrt(max(room, 0) / per_pixel * max(height, width) / min(height, width)))
+    if side < smallest:
+        raise MemoryError(
+            f"{what}: needs about {needed / GIB:.1f} GiB even in {tile} px tiles, "
+            f"{available / GIB:.1f} GiB available: no image size fits"
+        )
     raise MemoryError(
         f"{what}: {width}x{height} px needs about {needed / GIB:.1f} GiB even in {tile} px "
         f"tiles, {available / GIB:.1f} GiB available; about --max-dim {side} fits tiled"

@@ -257,6 +257,7 @@ def stylize(
     masks: jax.Array | np.ndarray | None = None,
     style_masks: Sequence[jax.Array | np.ndarray | None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    shard: str = "auto",
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -299,7 +300,8 @@ def stylize(
     batch = inputs.make_batch(content, style, config, masks, style_masks)
     if masks is not None and config.tile is not None:
         raise ValueError("tiled runs take no masks: give tile=None")
-    run = _make_run(batch, config, params, optimizer, devices, on_chunk)._replace(on_tile=on_tile)
+    run = _make_run(batch, config, params, optimizer, devices, on_chunk, shard)
+    run = run._replace(on_tile=on_tile)
     height, width = batch.content.shape[1:3]
     shapes = multiscale.scale_shapes(height, width, config)
     ends = np.cumsum(multiscale.scale_steps(height, width, config))
@@ -326,20 +328,37 @@ def stylize(
     return StyleResult(images, state.losses, state.evaluations)
 
 
-def _make_run(batch: inputs.Batch, config, params, optimizer, devices, on_chunk) -> _Run:
+def _make_run(
+    batch: inputs.Batch, config, params, optimizer, devices, on_chunk, shard: str = "auto"
+) -> _Run:
     """Everything fixed for the whole run: optimiser, params placed and prepared, mesh."""
     n, height, width, _ = batch.content.shape
     dtype = batch.content.dtype
     lrs = None
     if isinstance(config.learning_rate, tuple) and config.optimizer != "lbfgs":
         lrs = inputs.per_image(config, "learning_rate", n, dtype)
-    mesh = batching.batch_mesh(devices)
+    mesh = _mesh(config, devices, shard, n, height, width)
     params = batching.place(jax.tree.map(lambda p: jnp.asarray(p, dtype), params), mesh, False)
     tx = optimizer if optimizer is not None else make_optimizer(config)
     if optimizer is not None and config.average is not None:
         tx = _wrapped(optimizer, config.average)
     prepared = step_params(params, config, n, height, width)
     return _Run(config, tx, params, prepared, mesh, n, on_chunk, lrs)
+
+
+def _mesh(config: StyleConfig, devices, shard: str, n: int, height: int, width: int):
+    """The device mesh of a run (``stylize``'s ``shard``), or ``None`` on one device."""
+    if shard not in ("auto", "batch", "rows"):
+        raise ValueError(f"shard must be auto, batch or rows, got {shard!r}")
+    if config.tile is not None and shard == "rows":
+        raise ValueError("a tiled run runs on one device: give shard='batch' or tile=None")
+    devices = list(devices) if devices is not None else jax.local_devices()
+    if shard == "auto" and len(devices) > 1 and n == 1 and config.tile is None:
+        try:
+            memory.check_fits(config, 1, height, width, memory.available_bytes(devices[0]))
+        except MemoryError:
+            shard = "rows"
+    return batching.rows_mesh(devices) if shard == "rows" else batching.batch_mesh(devices)
 
 
 @functools.lru_cache(maxsize=8)

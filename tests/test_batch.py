@@ -170,3 +170,26 @@ def test_a_weight_sweep_with_another_style_loss_compiles_once(params, contents, 
     assert compiled_steps(cfg) - before == 1
     assert result.image.shape == (3, HEIGHT, WIDTH, 3) and np.all(np.isfinite(result.losses))
     assert not np.allclose(result.image[0], result.image[2])
+
+
+SHARDED_ROWS_SCRIPT = Path(__file__).with_name("sharded_rows.py")
+
+
+def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_h5):
+    # As above, in its own process. 96 x 128 px and 4 steps here; scripts/README.md records
+    # 512 x 768 px and 10 steps. Bounds: float64 equality (1e-9, the acceptance bound), and
+    # each device's temporaries at most 0.35x one device's (a quarter, plus the halos the
+    # convolutions exchange and the replicated Grams).
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    result = subprocess.run(
+        [sys.executable, str(SHARDED_ROWS_SCRIPT), weights_h5],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print("rows sharded run:", report)
+    assert report["devices"] == 4 and report["shards"] == 4
+    assert report["max_abs_pixel_difference"] <= 1e-9
+    assert report["temp_ratio"] <= 0.35

@@ -110,3 +110,23 @@ def test_tiled_adam_steps_equal_untiled_in_float64(params):
 def test_bad_tiles_are_refused(tile, message):
     with pytest.raises(ValueError, match=message):
         vgg.check_tile(tile, nst_jax.StyleConfig().content_layers)
+
+
+def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
+    from PIL import Image
+
+    from nst_jax import cli, image
+
+    big = files / "big.png"
+    Image.fromarray(image.to_uint8(eight_bit_image(*SHAPE, seed=4))).save(big)
+    argv = ["stylize", str(big), "--style", str(files / "style.png"), "--weights",
+            str(files / "w.h5"), "--steps", "1", "--steps-per-call", "1", "-q",
+            "--compile-cache", "off", "--max-dim", "240"]  # fmt: skip
+    assert cli.main([*argv, "-o", str(files / "out/t.png"), "--tile", "128"]) == 0
+    assert "runs in 128 px tiles" in capsys.readouterr().err
+    assert image.read_provenance(files / "out/t.png")["config"]["tile"] == 128
+    for tile, message in (("120", "multiple of 16"), ("96", "112 px halo")):
+        assert cli.main([*argv, "-o", str(files / "out/bad.png"), "--tile", tile]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert not (files / "out/bad.png").exists()

@@ -113,19 +113,18 @@ def test_bad_tiles_are_refused(tile, message):
 
 
 def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
-    from PIL import Image
-
+    # Layers up to block3 (a 20 px halo on a 4 px grid), so the 64 x 96 test content is a
+    # 2 x 3 grid of 32 px tiles and the run takes seconds.
     from nst_jax import cli, image
 
-    big = files / "big.png"
-    Image.fromarray(image.to_uint8(eight_bit_image(*SHAPE, seed=4))).save(big)
-    argv = ["stylize", str(big), "--style", str(files / "style.png"), "--weights",
-            str(files / "w.h5"), "--steps", "1", "--steps-per-call", "1", "-q",
-            "--compile-cache", "off", "--max-dim", "240"]  # fmt: skip
-    assert cli.main([*argv, "-o", str(files / "out/t.png"), "--tile", "128"]) == 0
-    assert "runs in 128 px tiles" in capsys.readouterr().err
-    assert image.read_provenance(files / "out/t.png")["config"]["tile"] == 128
-    for tile, message in (("120", "multiple of 16"), ("96", "112 px halo")):
+    argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
+            "--weights", str(files / "w.h5"), "--steps", "1", "--steps-per-call", "1", "-q",
+            "--compile-cache", "off", "--max-dim", "96", "--content-layers", "block3_conv2",
+            "--style-layers", "block1_conv1,block2_conv1,block3_conv1"]  # fmt: skip
+    assert cli.main([*argv, "-o", str(files / "out/t.png"), "--tile", "32"]) == 0
+    assert "runs in 32 px tiles" in capsys.readouterr().err
+    assert image.read_provenance(files / "out/t.png")["config"]["tile"] == 32
+    for tile, message in (("30", "multiple of 4"), ("16", "20 px halo")):
         assert cli.main([*argv, "-o", str(files / "out/bad.png"), "--tile", tile]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err

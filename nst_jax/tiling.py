@@ -28,6 +28,7 @@ normalisation and L-BFGS's line search need the whole image at once.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -294,7 +295,11 @@ def tiled_step(config: StyleConfig, tx: optax.GradientTransformation, tile: int)
 
     def step(params, targets, x, opt_state, on_tile=None):
         (loss, terms), grad = tiled_value_and_grad(params, x, targets, config, tile, on_tile)
-        x, opt_state = update(grad, opt_state, x)
+        with warnings.catch_warnings():
+            # Donation is best effort: where XLA cannot reuse a buffer it says so once per
+            # compile, a line a user can do nothing about.
+            warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+            x, opt_state = update(grad, opt_state, x)
         return x, opt_state, loss, terms
 
     return step

@@ -31,7 +31,7 @@ def step_temp_bytes(params, targets, image, config, mesh) -> int:
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
-def main(weights_path: str, height: int = 96, width: int = 128, steps: int = 4) -> None:
+def main(weights_path: str, height: int = 96, width: int = 128, steps: int = 2) -> None:
     jax.config.update("jax_enable_x64", True)
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), nst_jax.load_vgg19(weights_path))
     content = jnp.asarray(eight_bit_image(height, width, seed=3), jnp.float64)

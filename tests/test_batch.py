@@ -176,10 +176,10 @@ SHARDED_ROWS_SCRIPT = Path(__file__).with_name("sharded_rows.py")
 
 
 def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_h5):
-    # As above, in its own process. 96 x 128 px and 4 steps here; scripts/README.md records
+    # As above, in its own process. 96 x 128 px and 2 steps here; scripts/README.md records
     # 512 x 768 px. Bounds: float64 equality (1e-9), and each device's temporaries below
-    # 0.75x one device's: at 96 x 128 what every device holds whole (kernels, Grams, their
-    # gradients) is a large part (measured 0.65); at 512 x 768 the ratio is 0.44.
+    # 0.75x one device's (measured 0.65 at 96 x 128, 0.44 at 512 x 768: the part that is
+    # not split weighs most at small sizes).
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
     )

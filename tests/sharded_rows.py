@@ -1,7 +1,7 @@
 """One image, its rows split over every local device, against the unsharded run; prints a
 JSON report. Called by test_batch.py with XLA_FLAGS=--xla_force_host_platform_device_count=4
-(in its own process: the flag must be set before JAX starts); scripts/README.md records the
-512 x 768 run of ``python tests/sharded_rows.py WEIGHTS 512 768 10``.
+(in its own process: the flag must be set before JAX starts). ``python tests/sharded_rows.py
+WEIGHTS HEIGHT WIDTH STEPS`` runs other sizes.
 
 float64, so that equality is shown exactly (the Grams' sums are split over devices, which
 rounds differently only at the last bit of float64).

@@ -249,10 +249,11 @@ def _window_model(config: StyleConfig, winograd: bool) -> tuple[float, float]:
 
 def _whole_bytes(config: StyleConfig, n: int, height: int, width: int) -> int:
     pixels = n * height * width
+    channels = {name: bias[0] for name, (_, bias) in vgg.conv_shapes().items()}
+    strides = {name: vgg.receptive_span(name)[2] for name in config.content_layers}
     features = sum(
-        (height // vgg.receptive_span(name)[2]) * (width // vgg.receptive_span(name)[2])
-        * vgg.conv_shapes()[name][1][0]
-        for name in config.content_layers if name in vgg.conv_shapes()
+        (height // strides[name]) * (width // strides[name]) * channels[name]
+        for name in config.content_layers if name in channels
     )  # fmt: skip
     return 4 * (pixels * 3 * WHOLE_IMAGE_ARRAYS + n * features)
 
@@ -281,13 +282,12 @@ def fitting_tile(
         tile = _largest_tile(config, n, height, width, base + share * (available - base))
         if tile is not None:
             return tile
-    layers = config.content_layers + config.style_layers
-    smallest = vgg.halo(layers)
-    candidates = [t for t in TILE_CANDIDATES if smallest <= t < max(height, width)]
-    tile = candidates[-1] if candidates else smallest
+    smallest = vgg.halo(config.content_layers + config.style_layers)
+    tile = _tile_candidates(config, height, width)[-1]
     needed = tiled_bytes(config, n, height, width, tile)
-    per_pixel = _whole_bytes(config, n, height, width) / (height * width)
-    room = available - (needed - _whole_bytes(config, n, height, width))
+    whole = base - process_rss_bytes()
+    per_pixel = whole / (height * width)
+    room = available - (needed - whole)
     side = int(math.sqrt(max(room, 0) / per_pixel * max(height, width) / min(height, width)))
     if side < smallest:
         raise MemoryError(
@@ -300,10 +300,16 @@ def fitting_tile(
     )
 
 
-def _largest_tile(config: StyleConfig, n: int, height: int, width: int, budget: float):
+def _tile_candidates(config: StyleConfig, height: int, width: int) -> list[int]:
+    """:data:`TILE_CANDIDATES` from the halo up to below the longer side (the halo alone
+    when none is)."""
     smallest = vgg.halo(config.content_layers + config.style_layers)
     candidates = [t for t in TILE_CANDIDATES if smallest <= t < max(height, width)]
-    for tile in candidates or [smallest]:
+    return candidates or [smallest]
+
+
+def _largest_tile(config: StyleConfig, n: int, height: int, width: int, budget: float):
+    for tile in _tile_candidates(config, height, width):
         if tiled_bytes(config, n, height, width, tile) <= budget:
             return tile
     return None

@@ -140,18 +140,22 @@ def test_style_count_must_match(params, contents, styles):
 SHARDED_SCRIPT = Path(__file__).with_name("sharded_run.py")
 
 
-def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
-    # XLA_FLAGS must be set before JAX starts, so this runs in its own process.
-    # Four CPU devices, also on a machine whose default backend is a GPU.
+def run_on_four_cpu_devices(script: Path, weights_h5: str) -> dict:
+    """The JSON report of ``script`` run in its own process over four CPU devices:
+    XLA_FLAGS must be set before JAX starts (also on a machine whose default is a GPU)."""
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
     )
     result = subprocess.run(
-        [sys.executable, str(SHARDED_SCRIPT), weights_h5],
+        [sys.executable, str(script), weights_h5],
         capture_output=True, text=True, timeout=600, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
+    report = run_on_four_cpu_devices(SHARDED_SCRIPT, weights_h5)
     print("sharded run:", report)
     assert report["devices"] == 4
     assert report["shards"] == 4  # the batch really was split over the four devices
@@ -176,19 +180,11 @@ SHARDED_ROWS_SCRIPT = Path(__file__).with_name("sharded_rows.py")
 
 
 def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_h5):
-    # As above, in its own process. 96 x 128 px and 2 steps here; scripts/README.md records
+    # In its own process, as above. 96 x 128 px and 2 steps here; scripts/README.md records
     # 512 x 768 px. Bounds: float64 equality (1e-9), and each device's temporaries below
     # 0.75x one device's (measured 0.65 at 96 x 128, 0.44 at 512 x 768: the part that is
     # not split weighs most at small sizes).
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
-    )
-    result = subprocess.run(
-        [sys.executable, str(SHARDED_ROWS_SCRIPT), weights_h5],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_on_four_cpu_devices(SHARDED_ROWS_SCRIPT, weights_h5)
     print("rows sharded run:", report)
     assert report["devices"] == 4 and report["shards"] == 4
     assert report["max_abs_pixel_difference"] <= 1e-9

@@ -205,7 +205,7 @@ WHOLE_IMAGE_ARRAYS = 10
 TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
 # ``auto`` tiles give one window's pass at most this share of the memory left once the
 # whole-image arrays are counted, and are at most 1024 px: past that a larger tile saves
-# little time (the halo's share shrinks slowly: 1.49x the pixels at 1024, 1.23x at 2048) and
+# little time (the halo's share shrinks slowly: 1.36x the pixels at 1024, 1.18x at 2048) and
 # costs gigabytes the rest of the machine is better off keeping.
 AUTO_TILE_SHARE = 0.5
 

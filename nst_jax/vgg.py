@@ -105,16 +105,62 @@ def receptive_span(layer: str) -> tuple[int, int, int]:
 
 
 def tile_alignment(layers: Sequence[str]) -> int:
-    """Tiles and halos are multiples of this: the stride of the deepest of ``layers``."""
+    """Tiles are multiples of this, the stride of the deepest of ``layers``: every layer's
+    part of a tile then starts and ends on that layer's grid."""
     return 2 ** pools_before(layers)
 
 
+def needed_spans(
+    wanted: Mapping[str, tuple[int, int]], size: int
+) -> tuple[tuple[int, int], dict[str, tuple[int, int]]]:
+    """Along one axis of a ``size`` px image: which input pixels, and which positions of every
+    layer's map, compute the features ``wanted`` exactly.
+
+    Walked back from the deepest wanted layer: a 3x3 convolution needs one more position of
+    its input on each side (none past the map's ends, where its zero padding is the whole
+    image's), a 2x2 pool the two positions under each output. A wanted span is added to
+    what deeper layers need of its layer. Every span a pool reads starts on an even position,
+    so a map computed on these spans pools the same pairs as the whole image's.
+
+    Args:
+      wanted: ``{layer: (start, end)}``, positions ``[start, end)`` of the layer's map.
+      size: the image's side along this axis, in pixels.
+
+    Returns:
+      ``((start, end), {layer: (start, end)})``: the input pixels, and each layer's positions,
+      for every layer up to the deepest wanted one.
+    """
+    chain = LAYERS[: max(LAYERS.index(name) for name in wanted) + 1]
+    sizes = []  # each layer's input side
+    for name in chain:
+        sizes.append(size)
+        size = size // 2 if name.endswith("_pool") else size
+    spans: dict[str, tuple[int, int]] = {}
+    need: tuple[int, int] | None = None
+    for name, input_size in zip(reversed(chain), reversed(sizes), strict=True):
+        if name in wanted:
+            start, end = wanted[name]
+            need = (start, end) if need is None else (min(need[0], start), max(need[1], end))
+        spans[name] = need
+        start, end = need
+        if name.endswith("_pool"):
+            need = (2 * start, 2 * end)
+        else:
+            need = (max(0, start - 1), min(input_size, end + 1))
+    return need, dict(reversed(spans.items()))
+
+
 def halo(layers: Sequence[str]) -> int:
-    """Pixels a tile is widened by on each side so that its interior's features are exact:
-    the largest receptive-field reach of ``layers``, rounded up to :func:`alignment`."""
-    reach = max(max(receptive_span(name)[:2]) for name in layers)
-    align = tile_alignment(layers)
-    return -(-reach // align) * align
+    """Pixels a tile's window reaches past its interior on each side (away from the image's
+    borders) so that the interior's features at ``layers`` are exact (:func:`needed_spans`
+    for a tile in the middle of a large image)."""
+    tile = tile_alignment(layers) * 16
+    wanted = {}
+    for name in layers:
+        stride = receptive_span(name)[2]
+        wanted[name] = (tile // stride, 2 * tile // stride)
+    (start, end), _ = needed_spans(wanted, 3 * tile)
+    return max(tile - start, end - 2 * tile)
 
 
 def check_tile(tile: int, layers: Sequence[str]) -> None:
@@ -208,16 +254,20 @@ class _Block(nn.Module):
       wanted: names of the outputs to return.
       last: index in ``LAYERS`` of the deepest layer needed; later layers are not computed.
       pooling: ``"max"`` or ``"avg"``.
+      crops: ``((layer, (top, bottom, left, right)), ...)``: the part of a layer's output
+        kept for the next layer (a tile's window shrinking with depth; :mod:`nst_jax.tiling`).
     """
 
     index: int
     wanted: tuple[str, ...]
     last: int
     pooling: str
+    crops: tuple = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         out = {}
+        crops = dict(self.crops)
         for name in LAYERS[: self.last + 1]:
             if not name.startswith(f"block{self.index}_"):
                 continue
@@ -227,6 +277,9 @@ class _Block(nn.Module):
                 filters = conv_shapes()[name][0][-1]
                 # Keras' names at the leaves: the params tree is {layer: {kernel, bias}}.
                 x = nn.relu(_Conv3x3(filters, name=name)(x))
+            if name in crops:
+                top, bottom, left, right = crops[name]
+                x = x[top:bottom, left:right]
             if name in self.wanted:
                 out[name] = x
         return x, out
@@ -243,26 +296,31 @@ class VGG19(nn.Module):
         computed at all.
       pooling: ``"max"`` (Keras) or ``"avg"`` (Gatys et al. suggest average pooling for
         smoother gradients).
+      crops: per layer, the part of its output kept (see ``_Block``); none by default.
     """
 
     layers: Sequence[str]
     pooling: str = "max"
+    crops: tuple = ()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """Map a preprocessed ``(H, W, 3)`` BGR image to ``{layer: (h, w, c)}``."""
         out = {}
-        for block in _blocks(self.layers, self.pooling):
+        for block in _blocks(self.layers, self.pooling, self.crops):
             x, found = block(x)
             out.update(found)
         return out
 
 
-def _blocks(layers: Sequence[str], pooling: str) -> list[_Block]:
+def _blocks(layers: Sequence[str], pooling: str, crops: tuple = ()) -> list[_Block]:
     """The blocks that compute ``layers``, in order (named ``block1`` ...)."""
     last = max(LAYERS.index(name) for name in layers)
     count = int(LAYERS[last][len("block")])
-    return [_Block(i, tuple(layers), last, pooling, name=f"block{i}") for i in range(1, count + 1)]
+    return [
+        _Block(i, tuple(layers), last, pooling, crops, name=f"block{i}")
+        for i in range(1, count + 1)
+    ]
 
 
 CONV_METHODS: tuple[str, ...] = ("auto", "direct", "winograd")
@@ -374,6 +432,7 @@ def image_features(
     layers: Sequence[str],
     pooling: str = "max",
     remat: bool = False,
+    crops: tuple = (),
 ) -> dict[str, jax.Array]:
     """Features of one RGB image.
 
@@ -387,6 +446,8 @@ def image_features(
         about one more forward pass. The first block, at full resolution, holds most of
         VGG's activations and must be live for its own backward pass anyway, so the saving
         is bounded (scripts/README.md).
+      crops: ``((layer, (top, bottom, left, right)), ...)``, static: after each listed layer
+        only that part of its map is kept (a tile's window, :mod:`nst_jax.tiling`).
 
     Returns:
       ``{layer: (h, w, c)}`` activations; conv outputs are after ReLU.
@@ -396,9 +457,9 @@ def image_features(
     nested = nest_params(params)
     x = preprocess(image)
     if not remat:
-        return VGG19(layers=tuple(layers), pooling=pooling).apply({"params": nested}, x)
+        return VGG19(tuple(layers), pooling, crops).apply({"params": nested}, x)
     out = {}
-    for block in _blocks(layers, pooling):
+    for block in _blocks(layers, pooling, crops):
         apply = jax.checkpoint(lambda p, x, block=block: block.apply({"params": p}, x))
         x, found = apply(nested[block.name], x)
         out.update(found)

@@ -2,7 +2,7 @@
 
 Small images keep the suite fast: 144 x 240 px with 128 px tiles is a 2 x 2 grid whose last
 row and column are partial and whose windows are cut at every border, which is what makes
-tiling exact or not. The Adam steps use layers up to block3 (a 20 px halo) and 32 px tiles
+tiling exact or not. The Adam steps use layers up to block3 (a 14 px halo) and 32 px tiles
 on a 70 x 90 image: the same code, a 3 x 3 grid, and a fraction of the time.
 scripts/check_tiling.py runs the comparison at 517 x 771 and 512 x 512 with 128 and 256 px
 tiles, and 20 Adam steps (figures in scripts/README.md).
@@ -45,8 +45,21 @@ def test_receptive_field_and_halo_come_from_the_network():
     # VGG19's 2-2-4-4 convs and 4 pools: 86 px before, 101 after, stride 16.
     assert vgg.receptive_span("block1_conv1") == (1, 1, 1)
     assert vgg.receptive_span("block5_conv2") == (86, 101, 16)
-    assert vgg.halo(nst_jax.StyleConfig().content_layers) == 112  # 101 up to 16's
+    # The halo of a tile on the 16 px grid, walking back from block5_conv2 (a conv adds one
+    # position of its map, a pool doubles): (((2 * 2 + 4) * 2 + 4) * 2 + 2) * 2 + 2 = 86.
+    assert vgg.halo(nst_jax.StyleConfig().content_layers) == 86
     assert vgg.tile_alignment(nst_jax.STYLE_LAYERS) == 16
+
+
+def test_each_layers_map_is_cut_to_what_deeper_layers_need():
+    # Positions 32..63 of block5_conv2 in a 2048 px image: the walk above, layer by layer.
+    (start, end), spans = vgg.needed_spans({"block5_conv2": (32, 64)}, 2048)
+    assert (start, end) == (512 - 86, 1024 + 86)
+    assert spans["block5_conv1"] == (31, 65) and spans["block4_pool"] == (30, 66)
+    assert spans["block4_conv4"] == (60, 132) and spans["block1_conv1"] == (427, 1109)
+    # At the image's borders nothing is needed past them (the zero padding is the image's).
+    assert vgg.needed_spans({"block5_conv2": (0, 32)}, 2048)[0] == (0, 512 + 86)
+    assert vgg.needed_spans({"block5_conv2": (96, 127)}, 2040)[0] == (1536 - 86, 2040)
 
 
 def test_tiled_equals_untiled_in_float64(params, images):
@@ -87,7 +100,7 @@ def test_tiled_adam_steps_equal_untiled_in_float64(params):
         content_layers=("block3_conv2",),
         style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
     )
-    assert vgg.halo(config.content_layers + config.style_layers) == 20
+    assert vgg.halo(config.content_layers + config.style_layers) == 14  # ((2*2+2)*2+2)
     with jax.enable_x64():
         params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         content = jnp.asarray(eight_bit_image(70, 90, seed=2), jnp.float64)
@@ -105,7 +118,7 @@ def test_tiled_adam_steps_equal_untiled_in_float64(params):
 
 
 @pytest.mark.parametrize(
-    "tile, message", [(120, "multiple of 16"), (96, "smaller than the 112 px halo")]
+    "tile, message", [(120, "multiple of 16"), (80, "smaller than the 86 px halo")]
 )
 def test_bad_tiles_are_refused(tile, message):
     with pytest.raises(ValueError, match=message):
@@ -113,7 +126,7 @@ def test_bad_tiles_are_refused(tile, message):
 
 
 def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
-    # Layers up to block3 (a 20 px halo on a 4 px grid), so the 64 x 96 test content is a
+    # Layers up to block3 (a 14 px halo on a 4 px grid), so the 64 x 96 test content is a
     # 2 x 3 grid of 32 px tiles and the run takes seconds.
     from nst_jax import cli, image
 
@@ -124,7 +137,7 @@ def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
     assert cli.main([*argv, "-o", str(files / "out/t.png"), "--tile", "32"]) == 0
     assert "runs in 32 px tiles" in capsys.readouterr().err
     assert image.read_provenance(files / "out/t.png")["config"]["tile"] == 32
-    for tile, message in (("30", "multiple of 4"), ("16", "20 px halo")):
+    for tile, message in (("30", "multiple of 4"), ("12", "14 px halo")):
         assert cli.main([*argv, "-o", str(files / "out/bad.png"), "--tile", tile]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err

@@ -94,7 +94,8 @@ def _plan(top, bottom, left, right, height, width, layers) -> tuple[Window, tupl
     (wleft, wright), col_spans = vgg.needed_spans(cols, width)
     row0, col0 = wtop, wleft  # where the map being computed starts, in its layer's positions
     crops = []
-    for name, (r0, r1), (c0, c1) in zip(row_spans, row_spans.values(), col_spans.values()):
+    for name, (r0, r1) in row_spans.items():
+        c0, c1 = col_spans[name]
         if name.endswith("_pool"):
             row0, col0 = row0 // 2, col0 // 2  # even: needed_spans starts pools on pairs
         crops.append((name, (r0 - row0, r1 - row0, c0 - col0, c1 - col0)))
@@ -115,9 +116,7 @@ def _interior(features, layers, interior):
     }
 
 
-@functools.partial(
-    jax.jit, static_argnames=("layers", "pooling", "crops", "interior", "grams")
-)
+@functools.partial(jax.jit, static_argnames=("layers", "pooling", "crops", "interior", "grams"))
 def _tile_forward(params, window, layers, pooling, crops, interior, grams: bool):
     features = vgg.image_features(params, window, layers, pooling, crops=crops)
     features = _interior(features, layers, interior)
@@ -186,9 +185,7 @@ def _tile_backward(params, window, gram_cotangents, content_targets, content_coe
     layers = used_layers(config)
 
     def surrogate(pixels):
-        features = vgg.image_features(
-            params, pixels, layers, config.pooling, config.remat, crops
-        )
+        features = vgg.image_features(params, pixels, layers, config.pooling, config.remat, crops)
         inside = _interior(features, layers, interior)
         style = sum(
             jnp.vdot(gram_cotangents[name], losses.gram_sum(inside[name]))

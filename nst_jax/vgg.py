@@ -163,6 +163,12 @@ def halo(layers: Sequence[str]) -> int:
     return max(tile - start, end - 2 * tile)
 
 
+def smallest_tile(layers: Sequence[str]) -> int:
+    """The smallest tile :func:`check_tile` accepts: the halo, up to the alignment."""
+    align = tile_alignment(layers)
+    return -(-halo(layers) // align) * align
+
+
 def check_tile(tile: int, layers: Sequence[str]) -> None:
     """Raise ``ValueError`` unless ``tile`` is a multiple of the alignment and at least the
     halo (a smaller tile would compute mostly halo)."""
@@ -172,7 +178,7 @@ def check_tile(tile: int, layers: Sequence[str]) -> None:
     if tile < margin:
         raise ValueError(
             f"tile {tile} is smaller than the {margin} px halo these layers need; give at "
-            f"least {margin}"
+            f"least {smallest_tile(layers)}"
         )
 
 

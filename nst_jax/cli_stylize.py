@@ -171,9 +171,14 @@ def _check_memory(shapes, config: StyleConfig, limit_gib: float | None) -> Style
         except MemoryError as e:
             raise InputError(str(e)) from None
     if config.tile == "auto":
-        # The largest scale decides; scales no larger than the tile run untiled.
         chosen = [t for t in tiles if t is not None]
-        config = config.replace(tile=min(chosen) if chosen else None)
+        if not chosen:
+            config = config.replace(tile=None)
+        elif limit_gib:
+            # The limit is this check's alone: the tile it chose holds for every scale.
+            config = config.replace(tile=min(chosen))
+        # Else "auto" stays: each scale of a coarse-to-fine run is tiled only if it does not
+        # fit when it starts (memory.scale_tile), so the coarse scales run untiled.
     return config
 
 

@@ -303,7 +303,8 @@ def _add_resources(p: argparse.ArgumentParser) -> None:
         "--memory-limit",
         type=positive,
         metavar="GIB",
-        help="refuse runs estimated to need more (default: the memory available)",
+        help="refuse runs estimated to need more, or tile them (--tile auto: the largest "
+        "scale's tile then holds for every scale) (default: the memory available)",
     )
     r.add_argument(
         "--compile-cache",

@@ -142,3 +142,33 @@ def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
     assert not (files / "out/bad.png").exists()
+
+
+def test_auto_tiles_only_the_scales_that_do_not_fit(files, monkeypatch, capsys):
+    # Memory is simulated: the 96 px scale "needs" 100 GiB untiled, the 68 px one 1 GiB, and
+    # 10 GiB are available. Coarse-to-fine then runs the coarse scale untiled and only the
+    # last one in tiles (48 px: the only candidate offered, a 2 x 2 grid).
+    from nst_jax import cli, memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 10 * memory.GIB)
+    monkeypatch.setattr(
+        memory, "estimate_bytes", lambda c, n, h, w: (100 if max(h, w) > 80 else 1) * memory.GIB
+    )
+    monkeypatch.setattr(memory, "tiled_bytes", lambda *args: memory.GIB)
+    monkeypatch.setattr(memory, "TILE_CANDIDATES", (48,))
+    chosen, scale_tile = [], memory.scale_tile
+
+    def spy(config, n, height, width):
+        chosen.append((max(height, width), scale_tile(config, n, height, width)))
+        return chosen[-1][1]
+
+    monkeypatch.setattr(memory, "scale_tile", spy)
+    argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
+            "--weights", str(files / "w.h5"), "--steps", "1", "--coarse-steps", "1",
+            "--scales", "2", "--steps-per-call", "1", "-q", "--compile-cache", "off",
+            "--max-dim", "96", "--content-layers", "block3_conv2",
+            "--style-layers", "block1_conv1,block2_conv1,block3_conv1",
+            "-o", str(files / "out/auto.png")]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "runs in 48 px tiles" in capsys.readouterr().err
+    assert chosen == [(68, None), (96, 48)]  # 96 / sqrt(2), rounded

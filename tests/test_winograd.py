@@ -35,6 +35,11 @@ def inputs(shape, dtype, seed=0):
     return rng.normal(size=(h, w, c)).astype(dtype), rng.normal(size=(3, 3, c, o)).astype(dtype)
 
 
+# Jitted: one compile per shape instead of one per operation (eager dispatch compiles each of
+# the transforms' many small ops), which keeps these tests at a second each.
+winograd_conv = jax.jit(lambda x, k: winograd.conv3x3(x, winograd.transform_kernel(k)))
+
+
 def relative_error(actual, expected):
     expected = np.asarray(expected, np.float64)
     return np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected))
@@ -47,11 +52,11 @@ def test_conv3x3_matches_direct_convolution(shape):
     x, kernel = inputs(shape, np.float64)
     expected = linear_reference(x, kernel)
     with jax.enable_x64(True):
-        got = winograd.conv3x3(jnp.asarray(x), winograd.transform_kernel(jnp.asarray(kernel)))
+        got = winograd_conv(jnp.asarray(x), jnp.asarray(kernel))
         assert got.dtype == jnp.float64
         assert relative_error(got, expected) <= 1e-13
     x32, kernel32 = x.astype(np.float32), kernel.astype(np.float32)
-    got32 = winograd.conv3x3(jnp.asarray(x32), winograd.transform_kernel(jnp.asarray(kernel32)))
+    got32 = winograd_conv(jnp.asarray(x32), jnp.asarray(kernel32))
     assert got32.shape == expected.shape
     assert relative_error(got32, expected) <= 1e-6
 
@@ -69,8 +74,8 @@ def test_conv3x3_gradients_match_lax(shape):
             return lambda x, k: jnp.sum(jnp.sin(conv(x, k)) * (1 + jnp.arange(k.shape[-1])))
 
         by_winograd = lambda x, k: winograd.conv3x3(x, winograd.transform_kernel(k))  # noqa: E731
-        ours = jax.grad(loss(by_winograd), (0, 1))
-        theirs = jax.grad(loss(lax_conv), (0, 1))
+        ours = jax.jit(jax.grad(loss(by_winograd), (0, 1)))
+        theirs = jax.jit(jax.grad(loss(lax_conv), (0, 1)))
         for got, expected in zip(ours(x, kernel), theirs(x, kernel), strict=True):
             assert relative_error(got, expected) <= 1e-12
 

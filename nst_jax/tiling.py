@@ -10,7 +10,8 @@ activations alone are 64 channels x 4 bytes x 2 (forward and backward) per pixel
   :func:`nst_jax.vgg.needed_spans` walks the network back from the deepest layer used, so the
   halo is computed from the layers, not hard-coded, and every layer's map is cut to what the
   deeper layers still need: the halo shrinks with depth (block 4 computes 8 positions past the
-  tile, not 86 / 8), which saves a fifth of pass 2's work at 512 px tiles. Tiles are multiples
+  tile, not 86 / 8): with 512 px tiles of a 1024 px image the windows hold 1.36x the pixels
+  and their convolutions do 1.27x the untiled work (scripts/README.md). Tiles are multiples
   of ``2 ** pools`` (16 for the tutorial's layers), so every layer's part of a tile starts on
   that layer's grid and the poolings see the same 2x2 windows as the whole image's. At the
   image's true borders windows are cut where the image ends, so the zero padding is where it

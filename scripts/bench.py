@@ -80,7 +80,12 @@ def measure(
         remat=remat,
         conv=conv,
     )
-    estimate_bytes = memory.estimate_bytes(config, batch, size, size) if estimate else None
+    # XLA's own figure, without the checks' ALLOCATOR_SLACK: the comparison is of XLA's account.
+    estimate_bytes = (
+        memory.process_rss_bytes() + memory.step_bytes(config, batch, size, size)
+        if estimate
+        else None
+    )
     spans: list[tuple[float, float]] = []
 
     def on_span(event: str, start: float, end: float, **_) -> None:

@@ -67,15 +67,15 @@ def eager_losses(params, content, style, cfg, n_steps):
 
 @pytest.fixture(scope="module")
 def eager64(params, noisy_content, style_image):
-    """10 eager float64 steps (about 2 s each): computed once for both loop kinds."""
+    """5 eager float64 steps (about 2 s each): computed once for both loop kinds."""
     with jax.enable_x64(True):
-        return eager_losses(*as64(params, noisy_content, style_image), config(), 10)
+        return eager_losses(*as64(params, noisy_content, style_image), config(), 5)
 
 
 @pytest.fixture(scope="module")
 def eager32(params, noisy_content, style_image):
-    """4 eager float32 steps, once for both loop kinds."""
-    return eager_losses(params, jnp.asarray(noisy_content), style_image, config(), 4)
+    """2 eager float32 steps, once for both loop kinds."""
+    return eager_losses(params, jnp.asarray(noisy_content), style_image, config(), 2)
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
@@ -88,14 +88,15 @@ def test_jitted_loop_equals_eager_single_steps_float64(
     # a handful of steps. In float64 the rounding is 1e-16 and the comparison isolates what
     # this test is about: the compiled loop computes exactly the steps it claims to.
     # Both chunk loops are checked: "host" (CPU default) and "device" (accelerator default).
-    cfg = config(steps=10, loop=loop)
+    cfg = config(steps=STEPS_PER_CALL, loop=loop)  # one chunk, the other tests' program
     with jax.enable_x64(True):
         params64, content, style = as64(params, noisy_content, style_image)
         jitted = nst_jax.stylize(content, style, params=params64, config=cfg)
     assert jitted.image.dtype == jnp.float64
-    rel = np.max(np.abs(jitted.losses - eager64) / eager64)
-    print(f"float64 {loop} loop vs eager, max relative difference over 10 steps: {rel:.2e}")
-    np.testing.assert_allclose(jitted.losses, eager64, rtol=1e-4)
+    first = jitted.losses[: len(eager64)]
+    rel = np.max(np.abs(first - eager64) / eager64)
+    print(f"float64 {loop} loop vs eager, max relative difference over 5 steps: {rel:.2e}")
+    np.testing.assert_allclose(first, eager64, rtol=1e-4)
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
@@ -106,8 +107,8 @@ def test_jitted_loop_equals_eager_single_steps_float32(
     cfg = config(steps=10, loop=loop)
     jitted = nst_jax.stylize(noisy_content, style_image, params=params, config=cfg)
     eager = eager32
-    rel = np.abs(jitted.losses[:4] - eager) / eager
-    print(f"float32 {loop} loop vs eager, relative difference of steps 1-4: {rel}")
+    rel = np.abs(jitted.losses[:2] - eager) / eager
+    print(f"float32 {loop} loop vs eager, relative difference of steps 1-2: {rel}")
     assert rel[0] <= FIRST_STEP_RTOL, rel
     assert np.all(rel <= DRIFT_RTOL), rel
 

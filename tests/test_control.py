@@ -50,8 +50,8 @@ def test_an_all_ones_mask_is_todays_result_bit_for_bit(params, content_image, st
 
 def test_each_half_takes_its_own_style(params, content_image, style_image, second_style, halves):
     # style_weight 1 (not the tutorial's 1e-2): with random test weights the style term must
-    # dominate within 100 steps. Measured: the largest own/other distance ratio is 0.20.
-    cfg = config(steps=100, style_weight=1.0)
+    # dominate within 50 steps. Measured: the largest own/other distance ratio is 0.24.
+    cfg = config(steps=50, style_weight=1.0)
     styles = [style_image, second_style]
     result = nst_jax.stylize(content_image, styles, params=params, config=cfg, masks=halves)
     features = vgg.image_features(params, jnp.asarray(result.image), cfg.style_layers, "max")
@@ -62,6 +62,7 @@ def test_each_half_takes_its_own_style(params, content_image, style_image, secon
             gram = losses.guided_gram(features[layer], masks[layer][k])
             own = float(jnp.mean((gram - targets[k][layer]) ** 2))
             other = float(jnp.mean((gram - targets[1 - k][layer]) ** 2))
+            print(f"{layer} half {k}: own/other distance {own / other:.2f}")
             assert own < other, (layer, k, own, other)
 
 

@@ -68,12 +68,14 @@ def windows(height: int, width: int, tile: int, layers: Sequence[str]) -> list[W
     """The tiles of a ``height x width`` image, row by row, with the windows that compute
     ``layers`` exactly on them; the last row and column of tiles may be smaller (an image
     need not be a multiple of the tile)."""
-    return [
-        _plan(top, min(top + tile, height), left, min(left + tile, width), height, width,
-              tuple(layers))[0]
-        for top in range(0, height, tile)
-        for left in range(0, width, tile)
-    ]  # fmt: skip
+    return [_plan(*edges, height, width, tuple(layers))[0] for edges in _tiles(height, width, tile)]
+
+
+def _tiles(height: int, width: int, tile: int):
+    """``(top, bottom, left, right)`` of each tile, row by row."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            yield top, min(top + tile, height), left, min(left + tile, width)
 
 
 def _interior_span(start: int, end: int, size: int, stride: int) -> tuple[int, int]:
@@ -130,12 +132,10 @@ def _tile_forward(params, window, layers, pooling, crops, interior, grams: bool)
 def _each_window(image: jax.Array, tile: int, layers: Sequence[str]):
     height, width = image.shape[:2]
     layers = tuple(layers)
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            window, crops, interior = _plan(top, bottom, left, right, height, width, layers)
-            pixels = image[window.wtop : window.wbottom, window.wleft : window.wright]
-            yield window, pixels, crops, interior
+    for edges in _tiles(height, width, tile):
+        window, crops, interior = _plan(*edges, height, width, layers)
+        pixels = image[window.wtop : window.wbottom, window.wleft : window.wright]
+        yield window, pixels, crops, interior
 
 
 def tiled_features(

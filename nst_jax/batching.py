@@ -64,16 +64,19 @@ def over_batch(config: StyleConfig, per_image: Callable) -> Callable:
     return mapped
 
 
-def batch_step(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
+def batch_step(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> Callable:
     """Jitted ``(params, targets, images, states) -> (images, states, loss, terms,
     evaluations)`` of a batch, each output with a leading batch axis; images and states are
-    donated. Configs that differ only in traced values share the compiled function."""
-    return _batch_step(static_config(config), tx)
+    donated. Configs that differ only in traced values share the compiled function.
+    ``loss``: as :func:`nst_jax.make_step_fn`'s."""
+    return _batch_step(static_config(config), tx, loss)
 
 
 @functools.lru_cache(maxsize=32)
-def _batch_step(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
-    step = make_step_fn(config, tx)
+def _batch_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
+    step = make_step_fn(config, tx, loss)
 
     def batched_step(params, targets, images, states):
         per_image = lambda t, x, s: step(params, t, x, s)  # noqa: E731
@@ -82,7 +85,9 @@ def _batch_step(config: StyleConfig, tx: optax.GradientTransformation) -> Callab
     return jax.jit(batched_step, donate_argnums=(2, 3))
 
 
-def batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
+def batch_chunk(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> Callable:
     """Up to ``config.steps_per_call`` steps of a batch in one compiled ``fori_loop``.
 
     ``n_steps`` is traced, so a shorter last chunk reuses the program. Returns ``(images,
@@ -90,12 +95,12 @@ def batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callab
     the loss before each step (zero from ``n_steps`` on), ``terms`` those before the last
     step; ``before`` is the image before the last step (L-BFGS's terms need it; else None).
     """
-    return _batch_chunk(static_config(config), tx)
+    return _batch_chunk(static_config(config), tx, loss)
 
 
 @functools.lru_cache(maxsize=32)
-def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Callable:
-    step = make_step_fn(config, tx)
+def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
+    step = make_step_fn(config, tx, loss)
     keep_before = config.optimizer == "lbfgs"
 
     def per_image(params, targets, x, state, n_steps):
@@ -123,17 +128,21 @@ def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation) -> Calla
     return jax.jit(batched_chunk, donate_argnums=(2, 3))
 
 
-def batch_terms(config: StyleConfig) -> Callable:
+def batch_terms(config: StyleConfig, loss: Callable = loss_fn) -> Callable:
     """Jitted ``(params, targets, images) -> {term: (N,)}``, a forward pass only (the loss
     terms of L-BFGS runs, whose line search returns totals)."""
-    return _batch_terms(static_config(config))
+    return _batch_terms(static_config(config), loss)
 
 
 @functools.lru_cache(maxsize=32)
-def _batch_terms(config: StyleConfig) -> Callable:
+def _batch_terms(config: StyleConfig, loss: Callable) -> Callable:
 
     def batched_terms(params, targets, images):
-        per_image = lambda t, x: loss_fn(params, x, t, config)[1]  # noqa: E731
+        per_image = lambda t, x: loss(params, x, t, config)[1]  # noqa: E731
+        if images.shape[0] == 1:  # as over_batch: the per-image program (row_loss's too)
+            return jax.tree.map(
+                lambda a: a[None], per_image(*jax.tree.map(lambda a: a[0], (targets, images)))
+            )
         return jax.vmap(per_image)(targets, images)
 
     return jax.jit(batched_terms)
@@ -175,10 +184,14 @@ def rows_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh | None:
     return Mesh(np.array(devices), ("rows",)) if len(devices) > 1 else None
 
 
-def _row_sharding(leaf, mesh: Mesh) -> NamedSharding:
-    # (N, H, W, C) arrays (images, Adam's moments, content features) are split by rows when
-    # their rows divide evenly; everything else (Grams, counts, weights) is replicated.
-    # XLA's partitioner exchanges the convolutions' borders and sums the Grams over devices.
+def row_sharding(leaf, mesh: Mesh) -> NamedSharding:
+    """How :func:`place` puts ``leaf`` (an array or its shape) on a :func:`rows_mesh`:
+    ``(N, H, W, C)`` arrays (images, Adam's moments, content features) split by rows when
+    their rows divide evenly; everything else (Grams, counts, weights) replicated.
+
+    The step then exchanges the convolutions' borders: explicitly (:mod:`nst_jax.rows`), or
+    by XLA's partitioner for runs that module does not take.
+    """
     if np.ndim(leaf) == 4 and np.shape(leaf)[1] % mesh.size == 0:
         return NamedSharding(mesh, P(None, "rows"))
     return NamedSharding(mesh, P())
@@ -200,7 +213,7 @@ def place(tree, mesh: Mesh | None, batched: bool = True):
     if mesh.axis_names == ("rows",):
         if not batched:
             return jax.device_put(tree, NamedSharding(mesh, P()))
-        return jax.tree.map(lambda x: jax.device_put(x, _row_sharding(x, mesh)), tree)
+        return jax.tree.map(lambda x: jax.device_put(x, row_sharding(x, mesh)), tree)
     if batched:
         tree = pad(tree, -jax.tree.leaves(tree)[0].shape[0] % mesh.size)
     return jax.device_put(tree, NamedSharding(mesh, P("batch") if batched else P()))

@@ -197,18 +197,22 @@ def update_image(tx: optax.GradientTransformation, grad, opt_state, x):
     return x, _averaged(opt_state, x)
 
 
-def _gradient_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
+def _gradient_step(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> StepFn:
     def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
-        (loss, terms), grad = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+        (value, terms), grad = jax.value_and_grad(loss, argnums=1, has_aux=True)(
             params, x, targets, config
         )
         x, opt_state = update_image(tx, grad, opt_state, x)
-        return x, opt_state, loss, terms, jnp.ones((), jnp.int32)
+        return x, opt_state, value, terms, jnp.ones((), jnp.int32)
 
     return step
 
 
-def _lbfgs_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
+def _lbfgs_step(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> StepFn:
     """L-BFGS minimises ``x -> loss(clip(x, 0, 1))``.
 
     Evaluated at the clipped point, the value and gradient the line search keeps for its
@@ -219,7 +223,7 @@ def _lbfgs_step(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn
 
     def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
         def value_fn(y):
-            return loss_fn(params, jnp.clip(y, 0.0, 1.0), targets, config)[0]
+            return loss(params, jnp.clip(y, 0.0, 1.0), targets, config)[0]
 
         fresh = ~jnp.isfinite(optax.tree_utils.tree_get(opt_state, "value"))
         value, grad = optax.value_and_grad_from_state(value_fn)(x, state=opt_state)
@@ -241,8 +245,13 @@ def _averaged(opt_state, x):
     return update_average(opt_state, x) if isinstance(opt_state, AverageState) else opt_state
 
 
-def make_step_fn(config: StyleConfig, tx: optax.GradientTransformation) -> StepFn:
+def make_step_fn(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> StepFn:
     """The per-image step as a pure function, not jitted (for ``jax.vmap`` or your own jit).
+
+    ``loss`` has :func:`nst_jax.loss_fn`'s signature and results: another objective, or the
+    same one computed another way (:func:`nst_jax.rows.row_loss`, an image split by rows).
 
     Returns:
       ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms, evaluations)``:
@@ -252,8 +261,8 @@ def make_step_fn(config: StyleConfig, tx: optax.GradientTransformation) -> StepF
     """
     config = static_config(config)
     if config.optimizer == "lbfgs":
-        return _lbfgs_step(config, tx)
-    return _gradient_step(config, tx)
+        return _lbfgs_step(config, tx, loss)
+    return _gradient_step(config, tx, loss)
 
 
 @functools.lru_cache(maxsize=32)

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nst_jax import batching, color, inputs, memory, multiscale, tiling, vgg
+from nst_jax import batching, color, inputs, memory, multiscale, rows, tiling, vgg
 from nst_jax.config import StyleConfig
-from nst_jax.objective import TERMS, used_layers
+from nst_jax.objective import TERMS, loss_fn, used_layers
 from nst_jax.optim import (
     AverageState,
     averaged_image,
@@ -106,6 +106,7 @@ class _Run(NamedTuple):
     learning_rates: jax.Array | None  # (N,) of a learning-rate sweep
     tile: int | None = None  # this scale's tile (tiling.py), or None: untiled
     on_tile: Callable[[int, int], None] | None = None
+    loss: Callable = loss_fn  # this scale's (rows.row_loss when its rows are exchanged)
 
 
 def _check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
@@ -127,19 +128,19 @@ def run_chunk(run: _Run, targets, images, states, k: int):
     if run.tile is not None:
         return _tiled_chunk(run, targets, images, states, k)
     if batching.resolve_loop(config.loop) == "device":
-        chunk = batching.batch_chunk(config, run.tx)
+        chunk = batching.batch_chunk(config, run.tx, run.loss)
         images, states, history, terms, evaluations, before = chunk(
             run.step_params, targets, images, states, k
         )
         totals = np.asarray(history[:, :k])
         if lbfgs:
-            before = batching.batch_terms(config)(run.step_params, targets, before)
+            before = batching.batch_terms(config, run.loss)(run.step_params, targets, before)
     else:
-        step = batching.batch_step(config, run.tx)
+        step = batching.batch_step(config, run.tx, run.loss)
         totals, evaluations, before = [], 0, None
         for i in range(k):
             if i == k - 1 and lbfgs:  # the step donates the image: its terms first
-                before = batching.batch_terms(config)(run.step_params, targets, images)
+                before = batching.batch_terms(config, run.loss)(run.step_params, targets, images)
             images, states, loss, terms, used = step(run.step_params, targets, images, states)
             totals.append(loss)
             evaluations = evaluations + used
@@ -313,6 +314,7 @@ def stylize(
         run = run._replace(tile=tile)
         targets = inputs.batch_targets(run.params, batch, config, shapes[index], tile)
         targets = batching.place(targets, run.mesh)
+        run = run._replace(loss=_scale_loss(run, targets, shapes[index][0]))
         images, states = _scale_start(run, state, start, shapes[index], resuming)
         if not resuming:
             state = _fresh_scale_state(state, run.n, index)
@@ -344,6 +346,18 @@ def _make_run(
         tx = _wrapped(optimizer, config.average)
     prepared = step_params(params, config, n, height, width)
     return _Run(config, tx, params, prepared, mesh, n, on_chunk, lrs)
+
+
+def _scale_loss(run: _Run, targets, height: int) -> Callable:
+    """The loss of a scale: :func:`rows.row_loss` where a rows mesh's borders can be
+    exchanged explicitly, else :func:`nst_jax.loss_fn` (over a rows mesh, XLA's partitioner
+    then splits it)."""
+    mesh = run.mesh
+    if mesh is None or mesh.axis_names != (rows.AXIS,) or "masks" in targets:
+        return loss_fn
+    if not rows.exchanges(run.config, run.n, height, mesh.size):
+        return loss_fn
+    return rows.row_loss(mesh)
 
 
 def _mesh(config: StyleConfig, devices, shard: str, n: int, height: int, width: int):

@@ -1,10 +1,12 @@
 """One image, its rows split over every local device, against the unsharded run; prints a
 JSON report. Called by test_batch.py with XLA_FLAGS=--xla_force_host_platform_device_count=4
 (in its own process: the flag must be set before JAX starts). ``python tests/sharded_rows.py
-WEIGHTS HEIGHT WIDTH STEPS`` runs other sizes.
+WEIGHTS HEIGHT WIDTH STEPS CONV`` runs other sizes and convolutions (direct, winograd).
 
-float64, so that equality is shown exactly (the Grams' sums are split over devices, which
-rounds differently only at the last bit of float64).
+The run is float64, so that equality is shown exactly (the Grams' sums are split over
+devices, which rounds differently only at the last bit of float64). The memory ratio is
+float32's, as a run on an accelerator: XLA's per-device temporaries of the row-exchanged step
+over those of the one-device step.
 """
 
 import json
@@ -15,41 +17,68 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import batching, optim
+from nst_jax import batching, optim, rows, vgg
 
 from conftest import eight_bit_image, texture_image
 
 
-def step_temp_bytes(params, targets, image, config, mesh) -> int:
+def step_temp_bytes(params, targets, image, config, mesh, loss=nst_jax.loss_fn) -> int:
     """XLA's per-device temporary memory of the compiled step (``memory_analysis``)."""
     tx = optim.make_optimizer(config)
     images, states = image[None], batching.init_states(tx, image[None])
     placed = batching.place((params, targets, images, states), mesh)
     if mesh is not None:
         placed = (batching.place(params, mesh, False), *placed[1:])
-    compiled = batching.batch_step(config, tx).lower(*placed).compile()
+    compiled = batching.batch_step(config, tx, loss).lower(*placed).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
-def main(weights_path: str, height: int = 96, width: int = 128, steps: int = 2) -> None:
+def winograd_gradient_difference(params, content, style, mesh) -> float:
+    """The loss gradient by Winograd, borders exchanged over ``mesh`` against one device's,
+    max abs difference over max abs (float64): the Winograd branch of the exchange, which a
+    direct run does not take."""
+    config = nst_jax.StyleConfig()
+    targets = nst_jax.make_targets(params, content, style, config)
+    prepared = vgg.prepare_params(params, "winograd")
+    x = jnp.asarray(texture_image(*content.shape[:2]), content.dtype)
+    grad = lambda loss, *args: jax.jit(  # noqa: E731
+        jax.grad(lambda p, x, t: loss(p, x, t, config)[0], argnums=1)
+    )(*args)
+    one = grad(nst_jax.loss_fn, prepared, x, targets)
+    # Uncommitted arguments: the shard_map inside splits what it is given.
+    split = grad(rows.row_loss(mesh), prepared, x, targets)
+    return float(jnp.max(jnp.abs(split - one)) / jnp.max(jnp.abs(one)))
+
+
+def main(
+    weights_path: str, height: int = 128, width: int = 96, steps: int = 2, conv: str = "direct"
+) -> None:
     jax.config.update("jax_enable_x64", True)
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), nst_jax.load_vgg19(weights_path))
     content = jnp.asarray(eight_bit_image(height, width, seed=3), jnp.float64)
     style = jnp.asarray(texture_image(40, 60), jnp.float64)
-    config = nst_jax.StyleConfig(steps=steps, steps_per_call=steps)
+    config = nst_jax.StyleConfig(steps=steps, steps_per_call=steps, conv=conv)
     sharded = nst_jax.stylize(content, style, params=params, config=config, shard="rows")
+    # row_loss is made (and cached) only when a run's borders are exchanged explicitly.
+    exchanged = rows.row_loss.cache_info().currsize == 1
     single = nst_jax.stylize(content, style, params=params, config=config,
                              devices=jax.local_devices()[:1])  # fmt: skip
     diff = float(np.max(np.abs(np.asarray(sharded.image) - np.asarray(single.image))))
-    targets = jax.tree.map(lambda a: a[None], nst_jax.make_targets(params, content, style, config))
     mesh = batching.rows_mesh()
-    ratio = step_temp_bytes(params, targets, content, config, mesh) / step_temp_bytes(
-        params, targets, content, config, None
+    winograd = winograd_gradient_difference(params, content, style, mesh)
+    targets = jax.tree.map(lambda a: a[None], nst_jax.make_targets(params, content, style, config))
+    # float32, as a run on an accelerator; the params as the run prepares them (conv).
+    params, targets, content = jax.tree.map(
+        lambda a: jnp.asarray(a, jnp.float32), (params, targets, content)
     )
-    print(json.dumps({"devices": jax.local_device_count(),
+    params = vgg.prepare_params(params, conv)
+    sharded_bytes = step_temp_bytes(params, targets, content, config, mesh, rows.row_loss(mesh))
+    ratio = sharded_bytes / step_temp_bytes(params, targets, content, config, None)
+    print(json.dumps({"devices": jax.local_device_count(), "exchanged": exchanged,
                       "shards": len(sharded.image.sharding.device_set),
-                      "max_abs_pixel_difference": diff, "temp_ratio": ratio}))  # fmt: skip
+                      "max_abs_pixel_difference": diff, "temp_ratio": ratio,
+                      "winograd_gradient_difference": winograd}))  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], *map(int, sys.argv[2:]))
+    main(sys.argv[1], *map(int, sys.argv[2:5]), *sys.argv[5:])

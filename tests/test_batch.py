@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import batching
+from nst_jax import batching, rows
 
 from conftest import eight_bit_image, texture_image
 
@@ -180,12 +180,28 @@ SHARDED_ROWS_SCRIPT = Path(__file__).with_name("sharded_rows.py")
 
 
 def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_h5):
-    # In its own process, as above. 96 x 128 px and 2 steps here; scripts/README.md records
-    # 512 x 768 px. Bounds: float64 equality (1e-9), and each device's temporaries below
-    # 0.75x one device's (measured 0.65 at 96 x 128, 0.44 at 512 x 768: the part that is
-    # not split weighs most at small sizes).
+    # In its own process, as above: 128 x 96 px, 2 steps, the borders exchanged explicitly
+    # (rows.py; scripts/README.md records 512 x 768 px over 10 steps). Bounds: float64
+    # equality (1e-9) of the run, and of the Winograd branch's gradient (1e-9 relative); each
+    # device's float32 temporaries below 0.75x one device's (measured 0.65 at 128 x 96, where
+    # the part that is not split weighs most; 0.39 direct and 0.28 Winograd at 512 x 768).
     report = run_on_four_cpu_devices(SHARDED_ROWS_SCRIPT, weights_h5)
     print("rows sharded run:", report)
-    assert report["devices"] == 4 and report["shards"] == 4
+    assert report["devices"] == 4 and report["shards"] == 4 and report["exchanged"]
     assert report["max_abs_pixel_difference"] <= 1e-9
+    assert report["winograd_gradient_difference"] <= 1e-9
     assert report["temp_ratio"] <= 0.75
+
+
+def test_rows_are_exchanged_explicitly_only_where_no_pool_pairs_two_devices_rows():
+    # rows.exchanges: each device's rows must be a multiple of the pooling grid of the
+    # deepest layer used (16 px to block5_conv2, 4 px to block3_conv1: vgg.tile_alignment).
+    default = nst_jax.StyleConfig()
+    assert rows.exchanges(default, 1, 128, 4)  # 32 rows each
+    assert not rows.exchanges(default, 1, 96, 4)  # 24 rows each: the partitioner's
+    assert not rows.exchanges(default, 1, 128, 1)
+    assert not rows.exchanges(default, 2, 128, 4)  # a batch: the partitioner's
+    shallow = nst_jax.StyleConfig(content_layers=("block3_conv1",), style_layers=("block1_conv1",))
+    assert rows.exchanges(shallow, 1, 96, 4)
+    assert not rows.exchanges(nst_jax.StyleConfig(style_loss="mean_std"), 1, 128, 4)
+    assert not rows.exchanges(nst_jax.StyleConfig(normalize_gradients=True), 1, 128, 4)

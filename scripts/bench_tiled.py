@@ -103,8 +103,7 @@ def main() -> None:
     print("| size | tile | s/step | peak RSS GiB | wall s |")
     print("|---|---|---|---|---|")
     for size in args.sizes:
-        steps = 1 if size >= 8192 else args.steps
-        r = run(folder, size, steps, args.tile, [])
+        r = run(folder, size, args.steps, args.tile, [])
         mark = " (first step, with compile)" if r["only_first"] else ""
         chosen = r["said"].split("runs in ")[-1] if "runs in" in r["said"] else args.tile
         print(f"| {size} | {chosen} | {r['s_per_step']:.1f}{mark} | {r['peak_rss_gib']:.1f} "

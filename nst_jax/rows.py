@@ -3,8 +3,8 @@
 When one image does not fit one device, its rows can be split over several (a 1-D ``("rows",)``
 mesh). Inside ``jax.shard_map`` each device computes its own rows of every VGG layer: before
 each 3x3 convolution it receives the row above its first from the device above and the row
-below its last from the device below (``ppermute``, :func:`nst_jax.vgg.exchange_rows`), and
-convolves with no padding in the rows. The loss is then assembled from sums:
+below its last from the device below (``ppermute``, :func:`nst_jax.vgg.neighbour_rows`),
+convolves the widened rows and keeps its own output rows. The loss is then assembled from sums:
 
 - a Gram matrix is a sum over positions, so each device's unnormalised Gram is summed over the
   devices (``psum``) and divided by the whole map's positions;
@@ -115,8 +115,7 @@ def _local_loss(params: Params, x: jax.Array, targets: Targets, config: StyleCon
 def _local_total_variation(x: jax.Array, weight: jax.Array) -> jax.Array:
     """This device's rows' total variation, with the step from its last row to the first row
     of the device below (none on the last device: that row is the image's last)."""
-    devices = jax.lax.axis_size(AXIS)
-    below = jax.lax.ppermute(x[:1], AXIS, [(i + 1, i) for i in range(devices - 1)])
+    _, below = vgg.neighbour_rows(x, AXIS)  # the row above is unused: XLA drops it
     border = jnp.sum(losses.tf_abs(below - x[-1:]))
-    last = jax.lax.axis_index(AXIS) == devices - 1
+    last = jax.lax.axis_index(AXIS) == jax.lax.axis_size(AXIS) - 1
     return losses.total_variation_loss(x, weight) + weight * jnp.where(last, 0.0, border)

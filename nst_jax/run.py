@@ -177,7 +177,8 @@ def _scale_start(run: _Run, state: RunState | None, start, shape, resumed: bool)
     if state is None:
         images = jnp.array(multiscale.resize_batch(start, *shape), copy=True)  # donated later
     elif resumed:
-        images = jnp.asarray(state.images, start.dtype)
+        # Copies: the first chunk donates them, and the caller may resume from this state again.
+        images = jnp.array(state.images, start.dtype, copy=True)
         if images.shape[1:3] != tuple(shape):
             raise ValueError(
                 f"resumed images are {images.shape[2]}x{images.shape[1]} px, this run's scale "
@@ -216,7 +217,9 @@ def _restore_states(structure, saved):
                 f"the saved optimizer state has an array of shape {np.shape(leaf)} where this "
                 f"run has {want.shape}"
             )
-    restored = [jnp.asarray(leaf, want.dtype) for leaf, want in zip(leaves, wanted, strict=True)]
+    restored = [
+        jnp.array(leaf, want.dtype, copy=True) for leaf, want in zip(leaves, wanted, strict=True)
+    ]
     return jax.tree.unflatten(jax.tree.structure(structure), restored)
 
 

@@ -124,6 +124,12 @@ def test_coarse_to_fine_resumes_mid_scale(params, content_image, style_image):
     )
     np.testing.assert_array_equal(resumed.image, whole.image)
     np.testing.assert_array_equal(resumed.losses, whole.losses)
+    # The run copies what it resumes from (its first chunk donates its buffers), so the same
+    # state resumes again: a sweep may branch from one saved state.
+    again = nst_jax.stylize(
+        content_image, style_image, params=params, config=config, resume=chunks[0]
+    )
+    np.testing.assert_array_equal(again.image, whole.image)
 
 
 # --- colour -------------------------------------------------------------------------------

@@ -150,25 +150,60 @@ def run_chunk(run: _Run, targets, images, states, k: int):
     return images, states, totals, terms, np.asarray(evaluations)
 
 
-def _tiled_chunk(run: _Run, targets, images, states, k: int):
-    """:func:`run_chunk` with each image's loss and gradient tiled (one image at a time)."""
+def _tiled_chunk(run: _Run, targets: list, images, states, k: int):
+    """:func:`run_chunk` with each image's loss and gradient tiled (one image at a time).
+
+    ``targets`` is the list of each image's targets. Like the untiled chunk, which donates
+    them, this consumes ``images`` and ``states``: at print sizes each whole-image array
+    (image, Adam's two moments) is gigabytes, so the step holds each once.
+    """
     step = tiling.tiled_step(run.config, run.tx, run.tile)
+    n = images.shape[0]
+    pending = _unstack((images, states), n)
+    del images, states
     totals, last_terms, done = [], [], []
-    for i in range(images.shape[0]):
-        pick = lambda tree, i=i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
-        x, state, image_targets = pick(images), pick(states), pick(targets)
+    for i in range(n):
+        (x, state), pending[i] = pending[i], None
         losses = []
         for _ in range(k):
-            x, state, loss, terms = step(run.step_params, image_targets, x, state, run.on_tile)
+            x, state, loss, terms = step(run.step_params, targets[i], x, state, run.on_tile)
             losses.append(np.asarray(loss))
         totals.append(losses)
         last_terms.append({t: np.asarray(terms[t]) for t in TERMS})
         done.append((x, state))
-    images, states = jax.tree.map(lambda *a: jnp.stack(a), *done)
+    del x, state
+    images, states = _stack(done)
     totals = np.asarray(totals)
     terms = {t: np.array([row[t] for row in last_terms]) for t in TERMS}
     terms["total"] = totals[:, -1]
-    return images, states, totals, terms, np.full(images.shape[0], k)
+    return images, states, totals, terms, np.full(n, k)
+
+
+def _unstack(tree, n: int) -> list:
+    """The ``n`` rows of a batched pytree, each per-position map (a 4-D leaf: images, Adam's
+    moments, content features) freed once split, as a donating jit would free it."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rows = [[] for _ in range(n)]
+    for leaf in leaves:
+        for i, row in enumerate(rows):
+            row.append(leaf[i])
+        if leaf.ndim == 4:
+            leaf.delete()
+    return [jax.tree.unflatten(treedef, row) for row in rows]
+
+
+def _stack(rows: list):
+    """:func:`_unstack` undone: one batched pytree, each row's maps freed once stacked."""
+    columns = zip(*(jax.tree.leaves(row) for row in rows), strict=True)
+    treedef = jax.tree.structure(rows[0])
+    rows.clear()
+    stacked = []
+    for column in columns:
+        stacked.append(jnp.stack(column))
+        for leaf in column:
+            if leaf.ndim == 3:
+                leaf.delete()
+    return jax.tree.unflatten(treedef, stacked)
 
 
 def _scale_start(run: _Run, state: RunState | None, start, shape, resumed: bool):
@@ -243,6 +278,7 @@ def _run_scale(run: _Run, state: RunState, targets, images, states, end: int) ->
             terms_now = {name: value[: run.n] for name, value in terms.items()}
             losses = np.concatenate(history, axis=1)
             run.on_chunk(RunState(done, *now, losses, terms_now, state.scale, evaluations))
+            del now  # what the hook keeps stays; nothing else holds the copies during a chunk
     images, states = jax.tree.map(lambda x: x[: run.n], (images, states))
     losses = np.concatenate(history, axis=1)
     return RunState(done, images, states, losses, terms, state.scale, evaluations)
@@ -318,9 +354,13 @@ def stylize(
         targets = inputs.batch_targets(run.params, batch, config, shapes[index], tile)
         targets = batching.place(targets, run.mesh)
         run = run._replace(loss=_scale_loss(run, targets, shapes[index][0]))
+        if tile is not None:  # a tiled chunk steps one image at a time
+            targets = _unstack(targets, run.n)
         images, states = _scale_start(run, state, start, shapes[index], resuming)
         if not resuming:
             state = _fresh_scale_state(state, run.n, index)
+        # The last scale's arrays are no longer needed (the hook may still keep its own).
+        state = state._replace(images=None, opt_states=None)
         resuming = False
         state = _run_scale(run, state, targets, images, states, int(ends[index]))
     images = state.images

@@ -258,8 +258,9 @@ def tiled_value_and_grad(
     }
     tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
     grad, content = tv_grad, 0.0
-    all_windows = list(_each_window(x, tile, layers))
-    for done, (window, pixels, crops, interior) in enumerate(all_windows, start=1):
+    # One window's pixels at a time: together the windows hold more than the whole image.
+    count = sum(1 for _ in _tiles(height, width, tile))
+    for done, (window, pixels, crops, interior) in enumerate(_each_window(x, tile, layers), 1):
         content_targets = {
             name: _target_slice(targets["content"][name], window, name, height, width)
             for name in config.content_layers
@@ -271,7 +272,7 @@ def tiled_value_and_grad(
         content = content + part
         grad = _add_window(grad, window_grad, window.wtop, window.wleft)
         if on_tile is not None:
-            on_tile(done, len(all_windows))
+            on_tile(done, count)
     terms = {"content": content, "style": style, "tv": tv}
     return (content + style + tv, terms), grad
 

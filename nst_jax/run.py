@@ -107,6 +107,7 @@ class _Run(NamedTuple):
     tile: int | None = None  # this scale's tile (tiling.py), or None: untiled
     on_tile: Callable[[int, int], None] | None = None
     loss: Callable = loss_fn  # this scale's (rows.row_loss when its rows are exchanged)
+    tile_devices: tuple | None = None  # devices a tiled step deals its windows over
 
 
 def _check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
@@ -157,7 +158,7 @@ def _tiled_chunk(run: _Run, targets: list, images, states, k: int):
     them, this consumes ``images`` and ``states``: at print sizes each whole-image array
     (image, Adam's two moments) is gigabytes, so the step holds each once.
     """
-    step = tiling.tiled_step(run.config, run.tx, run.tile)
+    step = tiling.tiled_step(run.config, run.tx, run.tile, run.tile_devices)
     n = images.shape[0]
     pending = _unstack((images, states), n)
     del images, states
@@ -349,7 +350,9 @@ def stylize(
     state = None if resume is None else _check_resume(resume, run.n, len(shapes))
     resuming = resume is not None
     for index in range(state.scale if resuming else 0, len(shapes)):
-        tile = memory.scale_tile(config, run.n, *shapes[index])
+        # A rows mesh is chosen only where the split fits (:func:`_mesh`): no tiles then.
+        split = run.mesh is not None and run.mesh.axis_names == (rows.AXIS,)
+        tile = None if split else memory.scale_tile(config, run.n, *shapes[index])
         run = run._replace(tile=tile)
         targets = inputs.batch_targets(run.params, batch, config, shapes[index], tile)
         targets = batching.place(targets, run.mesh)
@@ -388,7 +391,8 @@ def _make_run(
     if optimizer is not None and config.average is not None:
         tx = _wrapped(optimizer, config.average)
     prepared = step_params(params, config, n, height, width)
-    return _Run(config, tx, params, prepared, mesh, n, on_chunk, lrs)
+    tile_devices = _tile_devices(devices, mesh, n)
+    return _Run(config, tx, params, prepared, mesh, n, on_chunk, lrs, tile_devices=tile_devices)
 
 
 def _scale_loss(run: _Run, targets, height: int) -> Callable:
@@ -410,12 +414,44 @@ def _mesh(config: StyleConfig, devices, shard: str, n: int, height: int, width: 
     if config.tile is not None and shard == "rows":
         raise ValueError("a tiled run runs on one device: give shard='batch' or tile=None")
     devices = list(devices) if devices is not None else jax.local_devices()
-    if shard == "auto" and len(devices) > 1 and n == 1 and config.tile is None:
-        try:
-            memory.check_fits(config, 1, height, width, memory.available_bytes(devices[0]))
-        except MemoryError:
-            shard = "rows"
+    if shard == "auto" and len(devices) > 1 and n == 1:
+        untiled = config.replace(tile=None)
+        if not _fits(untiled, height, width, devices[0]):
+            if config.tile is None or (
+                config.tile == "auto" and _split_fits(config, height, width, devices)
+            ):
+                shard = "rows"
+            else:
+                return None  # tiled on the first device (:func:`_tile_devices`)
     return batching.rows_mesh(devices) if shard == "rows" else batching.batch_mesh(devices)
+
+
+def _fits(config: StyleConfig, height: int, width: int, device) -> bool:
+    try:
+        memory.check_fits(config, 1, height, width, memory.available_bytes(device))
+    except MemoryError:
+        return False
+    return True
+
+
+def _split_fits(config: StyleConfig, height: int, width: int, devices) -> bool:
+    """Whether one image split by rows over ``devices`` fits, each device counted as one
+    running its share of the rows (the exchanged borders add two rows per convolution).
+    Host devices share one memory: split, the image takes no less of it."""
+    if devices[0].platform == "cpu":
+        return False
+    return _fits(config.replace(tile=None), -(-height // len(devices)), width, devices[0])
+
+
+def _tile_devices(devices, mesh, n: int) -> tuple | None:
+    """The devices a tiled step of one image deals its windows over: every device, when the
+    image is on one (no mesh) and each device has its own memory (an accelerator); else
+    ``None``, the image's device alone. Host devices share one memory and the same cores, so
+    windows at once on several would only multiply the memory a window takes."""
+    devices = list(devices) if devices is not None else jax.local_devices()
+    if mesh is not None or n != 1 or len(devices) < 2 or devices[0].platform == "cpu":
+        return None
+    return tuple(devices)
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,7 +25,10 @@ activations alone are 64 channels x 4 bytes x 2 (forward and backward) per pixel
   tile's content term, adding each window's input gradient into one whole-image gradient.
 
 The sum is the untiled gradient up to float rounding (tests: float64, 1e-9). The image, the
-gradient and the optimiser state stay whole; only VGG's activations are per tile. Tiled runs
+gradient and the optimiser state stay whole; only VGG's activations are per tile. Given
+several devices, each pass deals its windows over them in turn (each window's pixels go to
+its device, its Grams or gradient come back to the image's): the windows are independent
+within a pass, so the devices compute them at once, and each holds one window's pass. Tiled runs
 use the Gram style loss and a gradient optimiser (Adam): other style losses, masks, gradient
 normalisation and L-BFGS's line search need the whole image at once.
 """
@@ -160,17 +163,48 @@ def tiled_features(
 
 
 def tiled_grams(
-    params: Params, image: jax.Array, layers: Sequence[str], pooling: str, tile: int
-) -> dict[str, jax.Array]:
+    params: Params, image: jax.Array, layers: Sequence[str], pooling: str, tile: int,
+    devices: Sequence[jax.Device] | None = None,
+) -> dict[str, jax.Array]:  # fmt: skip
     """Gram matrices (:func:`nst_jax.losses.gram_matrix`) of a large image, summed over tiles
-    (pass 1 of the tiled gradient; also a large style image's targets)."""
+    (pass 1 of the tiled gradient; also a large style image's targets), the windows dealt
+    over ``devices`` when several are given."""
     layers = tuple(layers)
+    deal = _Dealer(image, devices)
+    replicas = deal.replicate(params)
     sums = None
-    for _, pixels, crops, interior in _each_window(image, tile, layers):
-        parts = _tile_forward(params, pixels, layers, pooling, crops, interior, True)
+    for k, (_, pixels, crops, interior) in enumerate(_each_window(image, tile, layers)):
+        here = k % len(replicas)
+        parts = _tile_forward(replicas[here], deal.send(pixels, k), layers, pooling, crops,
+                              interior, True)  # fmt: skip
+        parts = deal.home(parts)
         sums = parts if sums is None else jax.tree.map(jnp.add, sums, parts)
     height, width = image.shape[:2]
     return {name: sums[name] / float(_positions(name, height, width)) for name in layers}
+
+
+class _Dealer:
+    """Deals windows over devices in turn, from and back to the device of ``image``; with
+    fewer than two devices it moves nothing."""
+
+    def __init__(self, image: jax.Array, devices: Sequence[jax.Device] | None):
+        self.devices = list(devices) if devices is not None and len(devices) > 1 else []
+        if self.devices:
+            if len(image.devices()) != 1:
+                raise ValueError("a tiled image is whole on one device, not sharded")
+            (self.home_device,) = image.devices()
+
+    def replicate(self, tree) -> list:
+        """``tree`` on each device (just ``[tree]`` without devices)."""
+        return [jax.device_put(tree, d) for d in self.devices] or [tree]
+
+    def send(self, tree, k: int):
+        """``tree`` on the device of window ``k``."""
+        return jax.device_put(tree, self.devices[k % len(self.devices)]) if self.devices else tree
+
+    def home(self, tree):
+        """A window's results on the image's device."""
+        return jax.device_put(tree, self.home_device) if self.devices else tree
 
 
 def _positions(layer: str, height: int, width: int) -> int:
@@ -226,6 +260,7 @@ def _style_cotangents(config: StyleConfig, grams, targets, weight, height, width
 def tiled_value_and_grad(
     params: Params, x: jax.Array, targets: Targets, config: StyleConfig, tile: int,
     on_tile: Callable[[int, int], None] | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], jax.Array]:  # fmt: skip
     """``jax.value_and_grad(loss_fn, argnums=1, has_aux=True)`` of one ``(H, W, 3)`` image,
     computed tile by tile (two passes, module docstring).
@@ -238,6 +273,8 @@ def tiled_value_and_grad(
       config: Gram style loss, no masks, no gradient normalisation.
       tile: interior size in pixels (:func:`check_tile`).
       on_tile: called with ``(tiles done, tiles in all)`` after each of pass 2's tiles.
+      devices: several devices to deal both passes' windows over (``x`` and the gradient
+        stay on ``x``'s device), or None: ``x``'s device alone.
 
     Returns:
       ``((loss, {"content", "style", "tv"}), gradient)``, as the untiled call.
@@ -247,7 +284,7 @@ def tiled_value_and_grad(
     vgg.check_tile(tile, layers)
     height, width = x.shape[:2]
     weights = targets["weights"]
-    grams = tiled_grams(params, x, config.style_layers, config.pooling, tile)
+    grams = tiled_grams(params, x, config.style_layers, config.pooling, tile, devices)
     cotangents, style = _style_cotangents(
         config, grams, targets["style"], weights["style"], height, width
     )
@@ -258,6 +295,8 @@ def tiled_value_and_grad(
     }
     tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
     grad, content = tv_grad, 0.0
+    deal = _Dealer(x, devices)
+    replicas = deal.replicate((params, cotangents, coefs))
     # One window's pixels at a time: together the windows hold more than the whole image.
     count = sum(1 for _ in _tiles(height, width, tile))
     for done, (window, pixels, crops, interior) in enumerate(_each_window(x, tile, layers), 1):
@@ -265,10 +304,13 @@ def tiled_value_and_grad(
             name: _target_slice(targets["content"][name], window, name, height, width)
             for name in config.content_layers
         }
+        here_params, here_cotangents, here_coefs = replicas[(done - 1) % len(replicas)]
         part, window_grad = _tile_backward(
-            params, pixels, cotangents, content_targets, coefs, static_config(config), crops,
+            here_params, deal.send(pixels, done - 1), here_cotangents,
+            deal.send(content_targets, done - 1), here_coefs, static_config(config), crops,
             interior,
         )  # fmt: skip
+        part, window_grad = deal.home((part, window_grad))
         content = content + part
         grad = _add_window(grad, window_grad, window.wtop, window.wleft)
         if on_tile is not None:
@@ -298,8 +340,12 @@ def check_tiled(config: StyleConfig) -> None:
                          "the whole image's loss")  # fmt: skip
 
 
-def tiled_step(config: StyleConfig, tx: optax.GradientTransformation, tile: int) -> Callable:
-    """The optimisation step of one image, its loss and gradient tiled.
+def tiled_step(
+    config: StyleConfig, tx: optax.GradientTransformation, tile: int,
+    devices: Sequence[jax.Device] | None = None,
+) -> Callable:  # fmt: skip
+    """The optimisation step of one image, its loss and gradient tiled (the windows dealt
+    over ``devices`` when several are given: :func:`tiled_value_and_grad`).
 
     Returns:
       ``step(params, targets, x, opt_state, on_tile=None) -> (x, opt_state, loss, terms)``,
@@ -310,7 +356,9 @@ def tiled_step(config: StyleConfig, tx: optax.GradientTransformation, tile: int)
     update = _update(tx)
 
     def step(params, targets, x, opt_state, on_tile=None):
-        (loss, terms), grad = tiled_value_and_grad(params, x, targets, config, tile, on_tile)
+        (loss, terms), grad = tiled_value_and_grad(
+            params, x, targets, config, tile, on_tile, devices
+        )
         with warnings.catch_warnings():
             # Donation is best effort: where XLA cannot reuse a buffer it says so once per
             # compile, a line a user can do nothing about.

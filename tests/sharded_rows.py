@@ -7,6 +7,9 @@ The run is float64, so that equality is shown exactly (the Grams' sums are split
 devices, which rounds differently only at the last bit of float64). The memory ratio is
 float32's, as a run on an accelerator: XLA's per-device temporaries of the row-exchanged step
 over those of the one-device step.
+
+It also deals a tiled step's windows over the devices (``tiling.tiled_value_and_grad``'s
+``devices``, as a tiled run on several accelerators does) against one device's, in float64.
 """
 
 import json
@@ -17,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import batching, optim, rows, vgg
+from nst_jax import batching, optim, rows, tiling, vgg
 
 from conftest import eight_bit_image, texture_image
 
@@ -50,6 +53,65 @@ def winograd_gradient_difference(params, content, style, mesh) -> float:
     return float(jnp.max(jnp.abs(split - one)) / jnp.max(jnp.abs(one)))
 
 
+def dealt_tiles(params, mesh_devices) -> dict:
+    """A tiled loss and gradient with the windows dealt over ``mesh_devices`` against one
+    device's (float64; block 3's layers and 32 px tiles on 70 x 90 px: a 3 x 3 grid), and
+    how many devices each pass's windows ran on."""
+    config = nst_jax.StyleConfig(
+        content_layers=("block3_conv2",),
+        style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
+    )
+    content = jnp.asarray(eight_bit_image(70, 90, seed=2), jnp.float64)
+    targets = nst_jax.make_targets(params, content, texture_image(40, 60), config)
+    x = jnp.asarray(texture_image(70, 90), jnp.float64)
+    ran_on = {"forward": set(), "backward": set()}
+
+    def recording(function, name):
+        def record(params, window, *args, **kwargs):
+            ran_on[name].update(window.devices())
+            return function(params, window, *args, **kwargs)
+
+        return record
+
+    one = tiling.tiled_value_and_grad(params, x, targets, config, 32)
+    forward, backward = tiling._tile_forward, tiling._tile_backward
+    tiling._tile_forward = recording(forward, "forward")
+    tiling._tile_backward = recording(backward, "backward")
+    try:
+        dealt = tiling.tiled_value_and_grad(params, x, targets, config, 32, None, mesh_devices)
+    finally:
+        tiling._tile_forward, tiling._tile_backward = forward, backward
+    (loss_one, _), grad_one = one
+    (loss_dealt, _), grad_dealt = dealt
+    return {
+        "dealt_loss_difference": float(abs(loss_dealt - loss_one) / abs(loss_one)),
+        "dealt_gradient_difference": float(
+            jnp.max(jnp.abs(grad_dealt - grad_one)) / jnp.max(jnp.abs(grad_one))
+        ),
+        "dealt_devices": [len(ran_on["forward"]), len(ran_on["backward"])],
+        "gradient_devices": len(grad_dealt.devices()),
+    }
+
+
+def one_image_policy(devices) -> dict:
+    """What ``stylize`` does with one image that fits no device untiled (the memory each
+    device has is patched to 1 byte), over these host devices."""
+    from nst_jax import memory, run
+
+    available = memory.available_bytes
+    memory.available_bytes = lambda device=None: 1
+    try:
+        tiled = run._mesh(nst_jax.StyleConfig(tile="auto"), devices, "auto", 1, 128, 96)
+        untiled = run._mesh(nst_jax.StyleConfig(), devices, "auto", 1, 128, 96)
+    finally:
+        memory.available_bytes = available
+    return {
+        "tiled_mesh": None if tiled is None else list(tiled.axis_names),
+        "tiled_window_devices": run._tile_devices(devices, tiled, 1),
+        "untiled_mesh": list(untiled.axis_names),
+    }
+
+
 def main(
     weights_path: str, height: int = 128, width: int = 96, steps: int = 2, conv: str = "direct"
 ) -> None:
@@ -66,6 +128,8 @@ def main(
     diff = float(np.max(np.abs(np.asarray(sharded.image) - np.asarray(single.image))))
     mesh = batching.rows_mesh()
     winograd = winograd_gradient_difference(params, content, style, mesh)
+    dealt = dealt_tiles(params, jax.local_devices())
+    policy = one_image_policy(jax.local_devices())
     targets = jax.tree.map(lambda a: a[None], nst_jax.make_targets(params, content, style, config))
     # float32, as a run on an accelerator; the params as the run prepares them (conv).
     params, targets, content = jax.tree.map(
@@ -77,7 +141,7 @@ def main(
     print(json.dumps({"devices": jax.local_device_count(), "exchanged": exchanged,
                       "shards": len(sharded.image.sharding.device_set),
                       "max_abs_pixel_difference": diff, "temp_ratio": ratio,
-                      "winograd_gradient_difference": winograd}))  # fmt: skip
+                      "winograd_gradient_difference": winograd, **dealt, **policy}))  # fmt: skip
 
 
 if __name__ == "__main__":

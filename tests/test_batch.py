@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import batching, rows
+from nst_jax import batching, rows, run
 
 from conftest import eight_bit_image, texture_image
 
@@ -191,6 +192,27 @@ def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_
     assert report["max_abs_pixel_difference"] <= 1e-9
     assert report["winograd_gradient_difference"] <= 1e-9
     assert report["temp_ratio"] <= 0.75
+    # A tiled step's windows dealt over the 4 devices (9 windows: every device has some) give
+    # one device's loss and gradient: the same sums in the same order, so float64's 1e-10
+    # and 1e-9 (test_tiling.py's bounds); the gradient stays on the image's device.
+    assert report["dealt_devices"] == [4, 4] and report["gradient_devices"] == 1
+    assert report["dealt_loss_difference"] <= 1e-10
+    assert report["dealt_gradient_difference"] <= 1e-9
+    # One image that fits no device untiled: with tiles, whole on one device rather than
+    # padded to a batch of 4 (host devices share one memory, so its windows are not dealt
+    # over them); without, split by rows.
+    assert report["tiled_mesh"] is None and report["tiled_window_devices"] is None
+    assert report["untiled_mesh"] == ["rows"]
+
+
+def test_a_tiled_image_deals_its_windows_over_accelerators_only():
+    # Accelerators have a memory each: a window on each at once. Host devices share one.
+    gpus = [SimpleNamespace(platform="gpu") for _ in range(4)]
+    assert run._tile_devices(gpus, None, 1) == tuple(gpus)
+    assert run._tile_devices(gpus[:1], None, 1) is None  # one device: nothing to deal
+    assert run._tile_devices(gpus, None, 2) is None  # a batch: each image on its device
+    cpus = [SimpleNamespace(platform="cpu") for _ in range(4)]
+    assert run._tile_devices(cpus, None, 1) is None
 
 
 def test_rows_are_exchanged_explicitly_only_where_no_pool_pairs_two_devices_rows():

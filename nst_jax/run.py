@@ -156,28 +156,29 @@ def _tiled_chunk(run: _Run, targets: list, images, states, k: int):
 
     ``targets`` is the list of each image's targets. Like the untiled chunk, which donates
     them, this consumes ``images`` and ``states``: at print sizes each whole-image array
-    (image, Adam's two moments) is gigabytes, so the step holds each once.
+    (image, Adam's two moments) is gigabytes, so the step holds each once. The rows that pad
+    the batch to a mesh are carried, not stepped (each would cost a whole tiled step).
     """
     step = tiling.tiled_step(run.config, run.tx, run.tile, run.tile_devices)
-    n = images.shape[0]
-    pending = _unstack((images, states), n)
+    pending = _unstack((images, states), images.shape[0])
     del images, states
     totals, last_terms, done = [], [], []
-    for i in range(n):
+    for i in range(len(pending)):
         (x, state), pending[i] = pending[i], None
-        losses = []
-        for _ in range(k):
-            x, state, loss, terms = step(run.step_params, targets[i], x, state, run.on_tile)
-            losses.append(np.asarray(loss))
-        totals.append(losses)
-        last_terms.append({t: np.asarray(terms[t]) for t in TERMS})
+        if i < run.n:
+            losses = []
+            for _ in range(k):
+                x, state, loss, terms = step(run.step_params, targets[i], x, state, run.on_tile)
+                losses.append(np.asarray(loss))
+            totals.append(losses)
+            last_terms.append({t: np.asarray(terms[t]) for t in TERMS})
         done.append((x, state))
     del x, state
     images, states = _stack(done)
     totals = np.asarray(totals)
     terms = {t: np.array([row[t] for row in last_terms]) for t in TERMS}
     terms["total"] = totals[:, -1]
-    return images, states, totals, terms, np.full(n, k)
+    return images, states, totals, terms, np.full(run.n, k)
 
 
 def _unstack(tree, n: int) -> list:
@@ -329,6 +330,13 @@ def stylize(
         resized to it; pixels outside every region keep the content (no style term).
       style_masks: with ``masks``, one entry per style: ``(h, w)`` the part of that style
         image whose Grams are matched (resized to the style), or ``None`` for all of it.
+      on_tile: in a tiled scale, called with ``(tiles done, tiles in all)`` during each
+        step's pass 2 (a step takes minutes at print sizes).
+      shard: ``"batch"``: the batch axis over the devices. ``"rows"``: one image's rows
+        split over them (:mod:`nst_jax.rows`). ``"auto"``: the batch, except one image that
+        fits no device untiled: its rows split (without ``config.tile``, or with ``"auto"``
+        where each device's share fits), else tiled whole on the first device, each pass's
+        windows dealt over the accelerators (:mod:`nst_jax.tiling`).
 
     Raises:
       DivergedError: a loss or image became non-finite; nothing non-finite is returned.

@@ -112,6 +112,21 @@ def one_image_policy(devices) -> dict:
     }
 
 
+def padded_tiled_batch(params) -> dict:
+    """Three images tiled (32 px tiles of 70 x 90 px: 9 windows each) on a batch mesh of 4
+    devices, which pads the batch to 4: how many windows pass 2 computed."""
+    config = nst_jax.StyleConfig(
+        content_layers=("block3_conv2",),
+        style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
+        steps=1, tile=32,
+    )  # fmt: skip
+    contents = np.stack([eight_bit_image(70, 90, seed=s) for s in (4, 5, 6)])
+    windows = []
+    nst_jax.stylize(contents, texture_image(40, 60), params=params, config=config,
+                    on_tile=lambda done, total: windows.append(total))  # fmt: skip
+    return {"padded_batch_windows": len(windows)}
+
+
 def main(
     weights_path: str, height: int = 128, width: int = 96, steps: int = 2, conv: str = "direct"
 ) -> None:
@@ -130,6 +145,7 @@ def main(
     winograd = winograd_gradient_difference(params, content, style, mesh)
     dealt = dealt_tiles(params, jax.local_devices())
     policy = one_image_policy(jax.local_devices())
+    padded = padded_tiled_batch(params)
     targets = jax.tree.map(lambda a: a[None], nst_jax.make_targets(params, content, style, config))
     # float32, as a run on an accelerator; the params as the run prepares them (conv).
     params, targets, content = jax.tree.map(
@@ -141,7 +157,8 @@ def main(
     print(json.dumps({"devices": jax.local_device_count(), "exchanged": exchanged,
                       "shards": len(sharded.image.sharding.device_set),
                       "max_abs_pixel_difference": diff, "temp_ratio": ratio,
-                      "winograd_gradient_difference": winograd, **dealt, **policy}))  # fmt: skip
+                      "winograd_gradient_difference": winograd,
+                      **dealt, **policy, **padded}))  # fmt: skip
 
 
 if __name__ == "__main__":

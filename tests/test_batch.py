@@ -203,6 +203,8 @@ def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_
     # over them); without, split by rows.
     assert report["tiled_mesh"] is None and report["tiled_window_devices"] is None
     assert report["untiled_mesh"] == ["rows"]
+    # Three tiled images on the 4 devices' batch mesh: the padding image is not stepped.
+    assert report["padded_batch_windows"] == 3 * 9
 
 
 def test_a_tiled_image_deals_its_windows_over_accelerators_only():

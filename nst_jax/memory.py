@@ -204,8 +204,9 @@ def check_fits(
 
 
 # Whole-image arrays a tiled step holds besides one window's pass: the image, its gradient,
-# total variation's gradient, Adam's two moments, the content, the starting image, and the
-# update's temporaries (measured against peak RSS: scripts/README.md).
+# Adam's two moments, a hook's copies of those three (the command's checkpointing keeps the
+# last state), the content, and the update's temporaries: 8 counted during pass 2 (a test
+# in tests/test_tiling.py), with a margin for the update (peak RSS: scripts/README.md).
 WHOLE_IMAGE_ARRAYS = 10
 TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
 # ``auto`` tiles give one window's pass at most this share of the memory left once the

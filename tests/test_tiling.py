@@ -120,16 +120,16 @@ def test_tiled_adam_steps_equal_untiled_in_float64(params):
 
 def test_a_tiled_run_holds_each_whole_image_array_once(params):
     # At print sizes each whole-image float32 array is gigabytes (805 MB at 8192 px). Counted
-    # during pass 2 of steps 2 and 3, with a hook that keeps the last state (as the command's
+    # during pass 2 of step 2, with a hook that keeps the last state (as the command's
     # checkpointing hook does): the content, the hook's copies of the image and Adam's two
     # moments, and the step's image, moments and gradient: 8 (14 when the batched arrays
     # and the scale's first ones stayed alive beside the per-image ones).
     config = nst_jax.StyleConfig(
         content_layers=("block3_conv2",),
         style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
-        steps=3, steps_per_call=1, tile=32,
+        steps=2, steps_per_call=1, tile=32,
     )  # fmt: skip
-    content = eight_bit_image(70, 90, seed=2)
+    content = eight_bit_image(32, 60, seed=2)  # two windows: two compiles a pass
     last, counts = {}, []
 
     def count_whole_images(done, total):

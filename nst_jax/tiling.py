@@ -28,8 +28,8 @@ The sum is the untiled gradient up to float rounding (tests: float64, 1e-9). The
 gradient and the optimiser state stay whole; only VGG's activations are per tile. Given
 several devices, each pass deals its windows over them in turn (each window's pixels go to
 its device, its Grams or gradient come back to the image's): the windows are independent
-within a pass, so the devices compute them at once, and each holds one window's pass. Tiled runs
-use the Gram style loss and a gradient optimiser (Adam): other style losses, masks, gradient
+within a pass, so the devices compute them at once, each holding one window's pass. Tiled
+runs use the Gram style loss and a gradient optimiser (Adam): other style losses, masks, gradient
 normalisation and L-BFGS's line search need the whole image at once.
 """
 
@@ -170,12 +170,10 @@ def tiled_grams(
     (pass 1 of the tiled gradient; also a large style image's targets), the windows dealt
     over ``devices`` when several are given."""
     layers = tuple(layers)
-    deal = _Dealer(image, devices)
-    replicas = deal.replicate(params)
+    deal = _Dealer(image, devices, params)
     sums = None
     for k, (_, pixels, crops, interior) in enumerate(_each_window(image, tile, layers)):
-        here = k % len(replicas)
-        parts = _tile_forward(replicas[here], deal.send(pixels, k), layers, pooling, crops,
+        parts = _tile_forward(deal.shared(k), deal.send(pixels, k), layers, pooling, crops,
                               interior, True)  # fmt: skip
         parts = deal.home(parts)
         sums = parts if sums is None else jax.tree.map(jnp.add, sums, parts)
@@ -184,19 +182,21 @@ def tiled_grams(
 
 
 class _Dealer:
-    """Deals windows over devices in turn, from and back to the device of ``image``; with
-    fewer than two devices it moves nothing."""
+    """Deals windows over devices in turn, from and back to the device of ``image``, with
+    the pytree ``shared`` (params, constants) copied to each device once; with fewer than two
+    devices it moves nothing."""
 
-    def __init__(self, image: jax.Array, devices: Sequence[jax.Device] | None):
+    def __init__(self, image: jax.Array, devices: Sequence[jax.Device] | None, shared):
         self.devices = list(devices) if devices is not None and len(devices) > 1 else []
         if self.devices:
             if len(image.devices()) != 1:
                 raise ValueError("a tiled image is whole on one device, not sharded")
             (self.home_device,) = image.devices()
+        self.copies = [jax.device_put(shared, d) for d in self.devices] or [shared]
 
-    def replicate(self, tree) -> list:
-        """``tree`` on each device (just ``[tree]`` without devices)."""
-        return [jax.device_put(tree, d) for d in self.devices] or [tree]
+    def shared(self, k: int):
+        """``shared`` on the device of window ``k``."""
+        return self.copies[k % len(self.copies)]
 
     def send(self, tree, k: int):
         """``tree`` on the device of window ``k``."""
@@ -295,26 +295,24 @@ def tiled_value_and_grad(
     }
     tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
     grad, content = tv_grad, 0.0
-    deal = _Dealer(x, devices)
-    replicas = deal.replicate((params, cotangents, coefs))
+    deal = _Dealer(x, devices, (params, cotangents, coefs))
     # One window's pixels at a time: together the windows hold more than the whole image.
     count = sum(1 for _ in _tiles(height, width, tile))
-    for done, (window, pixels, crops, interior) in enumerate(_each_window(x, tile, layers), 1):
+    for k, (window, pixels, crops, interior) in enumerate(_each_window(x, tile, layers)):
         content_targets = {
             name: _target_slice(targets["content"][name], window, name, height, width)
             for name in config.content_layers
         }
-        here_params, here_cotangents, here_coefs = replicas[(done - 1) % len(replicas)]
+        here_params, here_cotangents, here_coefs = deal.shared(k)
         part, window_grad = _tile_backward(
-            here_params, deal.send(pixels, done - 1), here_cotangents,
-            deal.send(content_targets, done - 1), here_coefs, static_config(config), crops,
-            interior,
+            here_params, deal.send(pixels, k), here_cotangents, deal.send(content_targets, k),
+            here_coefs, static_config(config), crops, interior,
         )  # fmt: skip
         part, window_grad = deal.home((part, window_grad))
         content = content + part
         grad = _add_window(grad, window_grad, window.wtop, window.wleft)
         if on_tile is not None:
-            on_tile(done, count)
+            on_tile(k + 1, count)
     terms = {"content": content, "style": style, "tv": tv}
     return (content + style + tv, terms), grad
 

@@ -390,6 +390,7 @@ def _make_run(
     """Everything fixed for the whole run: optimiser, params placed and prepared, mesh."""
     n, height, width, _ = batch.content.shape
     dtype = batch.content.dtype
+    devices = list(devices) if devices is not None else jax.local_devices()
     lrs = None
     if isinstance(config.learning_rate, tuple) and config.optimizer != "lbfgs":
         lrs = inputs.per_image(config, "learning_rate", n, dtype)
@@ -415,18 +416,18 @@ def _scale_loss(run: _Run, targets, height: int) -> Callable:
     return rows.row_loss(mesh)
 
 
-def _mesh(config: StyleConfig, devices, shard: str, n: int, height: int, width: int):
-    """The device mesh of a run (``stylize``'s ``shard``), or ``None`` on one device."""
+def _mesh(config: StyleConfig, devices: list, shard: str, n: int, height: int, width: int):
+    """The device mesh of a run over ``devices`` (``stylize``'s ``shard``), or ``None`` on
+    one device."""
     if shard not in ("auto", "batch", "rows"):
         raise ValueError(f"shard must be auto, batch or rows, got {shard!r}")
     if config.tile is not None and shard == "rows":
         raise ValueError("a tiled run runs on one device: give shard='batch' or tile=None")
-    devices = list(devices) if devices is not None else jax.local_devices()
     if shard == "auto" and len(devices) > 1 and n == 1:
         untiled = config.replace(tile=None)
         if not _fits(untiled, height, width, devices[0]):
             if config.tile is None or (
-                config.tile == "auto" and _split_fits(config, height, width, devices)
+                config.tile == "auto" and _split_fits(untiled, height, width, devices)
             ):
                 shard = "rows"
             else:
@@ -443,20 +444,20 @@ def _fits(config: StyleConfig, height: int, width: int, device) -> bool:
 
 
 def _split_fits(config: StyleConfig, height: int, width: int, devices) -> bool:
-    """Whether one image split by rows over ``devices`` fits, each device counted as one
-    running its share of the rows (the exchanged borders add two rows per convolution).
-    Host devices share one memory: split, the image takes no less of it."""
+    """Whether one image split by rows over ``devices`` fits (``config`` untiled), each
+    device counted as one running its share of the rows (the two border rows each
+    convolution adds are a few percent of a share, within the estimate's slack). Host devices
+    share one memory: split, the image takes no less of it."""
     if devices[0].platform == "cpu":
         return False
-    return _fits(config.replace(tile=None), -(-height // len(devices)), width, devices[0])
+    return _fits(config, -(-height // len(devices)), width, devices[0])
 
 
-def _tile_devices(devices, mesh, n: int) -> tuple | None:
+def _tile_devices(devices: list, mesh, n: int) -> tuple | None:
     """The devices a tiled step of one image deals its windows over: every device, when the
     image is on one (no mesh) and each device has its own memory (an accelerator); else
     ``None``, the image's device alone. Host devices share one memory and the same cores, so
     windows at once on several would only multiply the memory a window takes."""
-    devices = list(devices) if devices is not None else jax.local_devices()
     if mesh is not None or n != 1 or len(devices) < 2 or devices[0].platform == "cpu":
         return None
     return tuple(devices)

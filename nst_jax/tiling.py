@@ -29,8 +29,8 @@ gradient and the optimiser state stay whole; only VGG's activations are per tile
 several devices, each pass deals its windows over them in turn (each window's pixels go to
 its device, its Grams or gradient come back to the image's): the windows are independent
 within a pass, so the devices compute them at once, each holding one window's pass. Tiled
-runs use the Gram style loss and a gradient optimiser (Adam): other style losses, masks, gradient
-normalisation and L-BFGS's line search need the whole image at once.
+runs use the Gram style loss and a gradient optimiser (Adam): other style losses, masks,
+gradient normalisation and L-BFGS's line search need the whole image at once.
 """
 
 from __future__ import annotations
@@ -169,12 +169,16 @@ def tiled_grams(
     """Gram matrices (:func:`nst_jax.losses.gram_matrix`) of a large image, summed over tiles
     (pass 1 of the tiled gradient; also a large style image's targets), the windows dealt
     over ``devices`` when several are given."""
-    layers = tuple(layers)
-    deal = _Dealer(image, devices, params)
+    deal = _Dealer(image, devices)
+    return _summed_grams(deal, deal.replicate(params), image, tuple(layers), pooling, tile)
+
+
+def _summed_grams(deal, params_on: list, image, layers: tuple, pooling: str, tile: int):
+    """:func:`tiled_grams` with the dealer and its copies of the params given."""
     sums = None
     for k, (_, pixels, crops, interior) in enumerate(_each_window(image, tile, layers)):
-        parts = _tile_forward(deal.shared(k), deal.send(pixels, k), layers, pooling, crops,
-                              interior, True)  # fmt: skip
+        parts = _tile_forward(deal.on(k, params_on), deal.send(pixels, k), layers, pooling,
+                              crops, interior, True)  # fmt: skip
         parts = deal.home(parts)
         sums = parts if sums is None else jax.tree.map(jnp.add, sums, parts)
     height, width = image.shape[:2]
@@ -182,21 +186,23 @@ def tiled_grams(
 
 
 class _Dealer:
-    """Deals windows over devices in turn, from and back to the device of ``image``, with
-    the pytree ``shared`` (params, constants) copied to each device once; with fewer than two
-    devices it moves nothing."""
+    """Deals windows over devices in turn, from and back to the device of ``image``; with
+    fewer than two devices it moves nothing."""
 
-    def __init__(self, image: jax.Array, devices: Sequence[jax.Device] | None, shared):
+    def __init__(self, image: jax.Array, devices: Sequence[jax.Device] | None):
         self.devices = list(devices) if devices is not None and len(devices) > 1 else []
         if self.devices:
             if len(image.devices()) != 1:
                 raise ValueError("a tiled image is whole on one device, not sharded")
             (self.home_device,) = image.devices()
-        self.copies = [jax.device_put(shared, d) for d in self.devices] or [shared]
 
-    def shared(self, k: int):
-        """``shared`` on the device of window ``k``."""
-        return self.copies[k % len(self.copies)]
+    def replicate(self, tree) -> list:
+        """``tree`` (params, a pass's constants) on each device, copied once per pass."""
+        return [jax.device_put(tree, d) for d in self.devices] or [tree]
+
+    def on(self, k: int, copies: list):
+        """Of :meth:`replicate`'s copies, the one on the device of window ``k``."""
+        return copies[k % len(copies)]
 
     def send(self, tree, k: int):
         """``tree`` on the device of window ``k``."""
@@ -284,7 +290,9 @@ def tiled_value_and_grad(
     vgg.check_tile(tile, layers)
     height, width = x.shape[:2]
     weights = targets["weights"]
-    grams = tiled_grams(params, x, config.style_layers, config.pooling, tile, devices)
+    deal = _Dealer(x, devices)
+    params_on = deal.replicate(params)  # once a step, for both passes
+    grams = _summed_grams(deal, params_on, x, tuple(config.style_layers), config.pooling, tile)
     cotangents, style = _style_cotangents(
         config, grams, targets["style"], weights["style"], height, width
     )
@@ -295,7 +303,7 @@ def tiled_value_and_grad(
     }
     tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
     grad, content = tv_grad, 0.0
-    deal = _Dealer(x, devices, (params, cotangents, coefs))
+    constants_on = deal.replicate((cotangents, coefs))
     # One window's pixels at a time: together the windows hold more than the whole image.
     count = sum(1 for _ in _tiles(height, width, tile))
     for k, (window, pixels, crops, interior) in enumerate(_each_window(x, tile, layers)):
@@ -303,10 +311,10 @@ def tiled_value_and_grad(
             name: _target_slice(targets["content"][name], window, name, height, width)
             for name in config.content_layers
         }
-        here_params, here_cotangents, here_coefs = deal.shared(k)
+        here_cotangents, here_coefs = deal.on(k, constants_on)
         part, window_grad = _tile_backward(
-            here_params, deal.send(pixels, k), here_cotangents, deal.send(content_targets, k),
-            here_coefs, static_config(config), crops, interior,
+            deal.on(k, params_on), deal.send(pixels, k), here_cotangents,
+            deal.send(content_targets, k), here_coefs, static_config(config), crops, interior,
         )  # fmt: skip
         part, window_grad = deal.home((part, window_grad))
         content = content + part

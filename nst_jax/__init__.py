@@ -20,35 +20,37 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Public name -> the module that defines it.
+# Public name -> the module that defines it. The layers (design.md): ``core`` is the per-image
+# research core, ``run`` what ``stylize`` adds, ``files`` bytes on disk, ``cli`` the program.
 _EXPORTS = {
-    "batch_mesh": "batching",
     "PRESETS": "config",
     "StyleConfig": "config",
     "ImageError": "errors",
     "InputError": "errors",
     "WeightsError": "errors",
-    "CONTENT_LAYERS": "objective",
-    "STYLE_LAYERS": "objective",
-    "loss_fn": "objective",
-    "make_targets": "objective",
-    "keras_adam": "optim",
-    "make_optimizer": "optim",
-    "make_step": "optim",
-    "make_step_fn": "optim",
-    "scale_by_keras_adam": "optim",
-    "averaged_image": "optim",
-    "with_average": "optim",
-    "DivergedError": "run",
-    "RunState": "run",
-    "StyleResult": "run",
-    "stylize": "run",
-    "LAYERS": "vgg",
-    "prepare_params": "vgg",
-    "vgg19_features": "vgg",
-    "load_vgg19": "weights",
+    "LAYERS": "core.layers",
+    "CONTENT_LAYERS": "core.objective",
+    "STYLE_LAYERS": "core.objective",
+    "loss_fn": "core.objective",
+    "make_targets": "core.objective",
+    "keras_adam": "core.optim",
+    "make_optimizer": "core.optim",
+    "make_step": "core.optim",
+    "make_step_fn": "core.optim",
+    "scale_by_keras_adam": "core.optim",
+    "averaged_image": "core.optim",
+    "with_average": "core.optim",
+    "prepare_params": "core.conv",
+    "vgg19_features": "core.vgg",
+    "batch_mesh": "run.devices",
+    "DivergedError": "run.state",
+    "RunState": "run.state",
+    "StyleResult": "run.state",
+    "stylize": "run.stylize",
+    "load_vgg19": "files.weights",
 }
-_SUBMODULES = ("image", "losses")
+# Public submodules, by the name they are imported as (``from nst_jax import image``).
+_SUBMODULES = {"image": "files.image", "losses": "core.losses"}
 
 # Spelled out for tools; a test checks it against _EXPORTS.
 __all__ = [
@@ -87,7 +89,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f"nst_jax.{_EXPORTS[name]}"), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f"nst_jax.{name}")
+        value = importlib.import_module(f"nst_jax.{_SUBMODULES[name]}")
     else:
         raise AttributeError(f"module 'nst_jax' has no attribute {name!r}")
     globals()[name] = value  # found once; later lookups are plain attribute reads
@@ -99,12 +101,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from nst_jax import image, losses
-    from nst_jax.batching import batch_mesh
     from nst_jax.config import PRESETS, StyleConfig
-    from nst_jax.errors import ImageError, InputError, WeightsError
-    from nst_jax.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
-    from nst_jax.optim import (
+    from nst_jax.core import losses
+    from nst_jax.core.conv import prepare_params
+    from nst_jax.core.layers import LAYERS
+    from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
+    from nst_jax.core.optim import (
         averaged_image,
         keras_adam,
         make_optimizer,
@@ -113,6 +115,10 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         scale_by_keras_adam,
         with_average,
     )
-    from nst_jax.run import DivergedError, RunState, StyleResult, stylize
-    from nst_jax.vgg import LAYERS, prepare_params, vgg19_features
-    from nst_jax.weights import load_vgg19
+    from nst_jax.core.vgg import vgg19_features
+    from nst_jax.errors import ImageError, InputError, WeightsError
+    from nst_jax.files import image
+    from nst_jax.files.weights import load_vgg19
+    from nst_jax.run.devices import batch_mesh
+    from nst_jax.run.state import DivergedError, RunState, StyleResult
+    from nst_jax.run.stylize import stylize

@@ -6,7 +6,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from nst_jax import vgg
+from nst_jax.core.conv import CONV_METHODS
+from nst_jax.core.geometry import check_tile
+from nst_jax.core.layers import check_layers
 
 OPTIMIZERS = ("adam", "optax_adam", "lbfgs")
 # Older names still accepted (provenance of earlier outputs replays with --from).
@@ -55,14 +57,16 @@ class StyleConfig:
     """
 
     content_layers: tuple[str, ...] = _field(
-        ("block5_conv2",), "VGG19 layers whose features the result shares with the content",
+        ("block5_conv2",),
+        "VGG19 layers whose features the result shares with the content",
         "layers",
-    )  # fmt: skip
+    )
     style_layers: tuple[str, ...] = _field(
         TUTORIAL_STYLE_LAYERS,
         "VGG19 layers whose statistics (Gram matrices) the result shares with the style "
-        "(with --style-loss mrf, unless given: block3_conv1,block4_conv1)", "layers",
-    )  # fmt: skip
+        "(with --style-loss mrf, unless given: block3_conv1,block4_conv1)",
+        "layers",
+    )
     content_layer_weights: tuple[float, ...] | None = _field(
         None, "one multiplier per content layer (default: 1 each)", "floats"
     )
@@ -110,29 +114,34 @@ class StyleConfig:
         choices=PRESERVE_COLOR,
     )
     style_blend: tuple[float, ...] | None = _field(
-        None, "with several styles, one weight each: one style target, their Grams' "
-        "weighted mean", "floats",
-    )  # fmt: skip
+        None,
+        "with several styles, one weight each: one style target, their Grams' weighted mean",
+        "floats",
+    )
     style_scale: float | None = _field(
         None, "style resized so its longest side is this times the content's", "positive"
     )
     style_weights: tuple[float, ...] | None = _field(
-        None, "one multiplier of style_weight per style: with masks, each region's weight; "
-        "with one style per image, that image's (not with style_blend)", "per_style",
-    )  # fmt: skip
+        None,
+        "one multiplier of style_weight per style: with masks, each region's weight; "
+        "with one style per image, that image's (not with style_blend)",
+        "per_style",
+    )
     style_scales: tuple[float | None, ...] | None = _field(
         None, "one style_scale per style (None: style_scale's)", "per_style"
     )
     normalize_gradients: bool = _field(
-        False, "each content and style layer's gradient divided by its L1 norm, then "
+        False,
+        "each content and style layer's gradient divided by its L1 norm, then "
         "multiplied by the layer's weight (jcjohnson/neural-style's -normalize_gradients; "
         "losses.normalize_gradient)",
-    )  # fmt: skip
+    )
     average: float | None = _field(
-        None, "return an exponential moving average of the iterates with this decay in "
+        None,
+        "return an exponential moving average of the iterates with this decay in "
         "[0, 1), bias-corrected (as Katherine Crowson's style-transfer-pytorch; "
         "optim.with_average); 0 returns the last iterate",
-    )  # fmt: skip
+    )
     steps_per_call: int = _field(
         50, "steps per chunk: the progress interval; on accelerators one compiled call"
     )
@@ -149,9 +158,10 @@ class StyleConfig:
     seed: int = _field(0, "PRNG seed of noise initialisation")
     pooling: str = _field("max", "VGG pooling: max (Keras) or avg (Gatys et al.)", choices=POOLINGS)
     remat: bool = _field(
-        False, "recompute each VGG block's activations in the backward pass (less memory "
+        False,
+        "recompute each VGG block's activations in the backward pass (less memory "
         "on accelerators, ~1/3 more time)",
-    )  # fmt: skip
+    )
     tile: int | str | None = _field(
         None,
         "compute each step's loss and gradient in tiles of N px (plus halos), exactly: "
@@ -202,9 +212,16 @@ class StyleConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` with one line naming the first bad setting."""
+        self._validate_layers()
+        self._validate_choices()
+        self._validate_style_inputs()
+        self._validate_tile()
+        self._validate_numbers()
+
+    def _validate_layers(self) -> None:
         if not self.content_layers or not self.style_layers:
             raise ValueError("content_layers and style_layers must each name at least one layer")
-        vgg.check_layers(self.content_layers + self.style_layers)
+        check_layers(self.content_layers + self.style_layers)
         for layers, field in (
             ("content_layers", "content_layer_weights"),
             ("style_layers", "style_layer_weights"),
@@ -214,29 +231,30 @@ class StyleConfig:
                 raise ValueError(
                     f"{field} has {len(weights)} values for {len(getattr(self, layers))} {layers}"
                 )
-        for field in (
-            "content_layer_weights",
-            "style_layer_weights",
-            "style_blend",
-            "style_weights",
-        ):
+
+    def _validate_style_inputs(self) -> None:
+        for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
             for v in getattr(self, field) or ():
                 if not (v >= 0 and math.isfinite(v)):
                     raise ValueError(f"{field} must be finite numbers >= 0, got {v}")
+        for v in self.style_weights or ():
+            if not (v >= 0 and math.isfinite(v)):
+                raise ValueError(f"style_weights must be finite numbers >= 0, got {v}")
         for v in self.style_scales or ():
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"style_scales must be finite numbers > 0, got {v}")
         if self.style_weights is not None and self.style_blend is not None:
             raise ValueError("style_blend already weights each style: give no style_weights")
-        self._validate_tile()
-        if self.average is not None and not 0 <= self.average < 1:
-            raise ValueError(f"average is a decay in [0, 1), got {self.average}")
         if self.style_blend is not None and self.style_loss != "gram":
             raise ValueError("style_blend blends Gram matrices: it needs style_loss gram")
         if self.style_blend is not None and not sum(self.style_blend) > 0:
             raise ValueError("style_blend needs at least one weight > 0")
         if self.style_scale is not None and not self.style_scale > 0:
             raise ValueError(f"style_scale must be > 0, got {self.style_scale}")
+
+    def _validate_numbers(self) -> None:
+        if self.average is not None and not 0 <= self.average < 1:
+            raise ValueError(f"average is a decay in [0, 1), got {self.average}")
         for field in ("content_weight", "style_weight", "tv_weight", "learning_rate"):
             values = getattr(self, field)
             for v in values if isinstance(values, tuple) else (values,):
@@ -247,20 +265,8 @@ class StyleConfig:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if not self.epsilon >= 0:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
-        for field, choices in (
-            ("optimizer", OPTIMIZERS),
-            ("pooling", POOLINGS),
-            ("loop", LOOPS),
-            ("preserve_color", PRESERVE_COLOR),
-            ("style_loss", STYLE_LOSSES),
-            ("conv", vgg.CONV_METHODS),
-        ):
-            if getattr(self, field) not in choices:
-                raise ValueError(f"{field} must be one of {', '.join(choices)}")
         if not -(2**63) <= self.seed < 2**63:  # what jax.random.key takes
             raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {self.seed}")
-        if not self.init:
-            raise ValueError(f"init must be one of {', '.join(INITS)} or an image path")
         for field in ("steps", "steps_per_call", "scales", "lbfgs_memory"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be a positive integer, got {getattr(self, field)}")
@@ -268,17 +274,66 @@ class StyleConfig:
             if getattr(self, field) is not None and getattr(self, field) < 1:
                 raise ValueError(f"{field} must be a positive integer, got {getattr(self, field)}")
 
+    def _validate_choices(self) -> None:
+        for field, choices in (
+            ("optimizer", OPTIMIZERS),
+            ("pooling", POOLINGS),
+            ("loop", LOOPS),
+            ("preserve_color", PRESERVE_COLOR),
+            ("style_loss", STYLE_LOSSES),
+            ("conv", CONV_METHODS),
+        ):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{field} must be one of {', '.join(choices)}")
+        if not self.init:
+            raise ValueError(f"init must be one of {', '.join(INITS)} or an image path")
+
     def _validate_tile(self) -> None:
         if self.tile is None:
             return
         if self.tile != "auto" and (isinstance(self.tile, bool) or not isinstance(self.tile, int)):
             raise ValueError(f"tile must be a number of pixels, auto or off, got {self.tile!r}")
         if self.tile != "auto":
-            vgg.check_tile(self.tile, self.content_layers + self.style_layers)
-        if self.style_loss != "gram" or self.normalize_gradients or self.optimizer == "lbfgs":
+            check_tile(self.tile, self.content_layers + self.style_layers)
+        reason = self.untileable()
+        if reason is not None:
+            raise ValueError(f"tiled runs {reason}")
+
+    def untileable(self, masked: bool = False) -> str | None:
+        """Why a run of these settings (with content ``masked``) cannot be tiled, or ``None``
+        when it can: the end of a sentence that starts "tiled runs". Tiles compute the Gram
+        loss's exact gradient (:mod:`nst_jax.run.tiling`); what needs the whole image at once
+        cannot be tiled."""
+        if self.style_loss != "gram":
+            return f"match Gram matrices: style_loss {self.style_loss} needs the whole image"
+        if self.normalize_gradients:
+            return "cannot normalise gradients (each layer's L1 norm is the whole image's)"
+        if self.optimizer == "lbfgs":
+            return "use a gradient optimizer: lbfgs's line search needs the whole image's loss"
+        if masked:
+            return "take no masks: give tile=None"
+        return None
+
+    def unmaskable(self) -> str | None:
+        """Why a run of these settings cannot take content masks (spatial control), or
+        ``None`` when it can."""
+        if self.style_loss != "gram":
+            return (
+                "a masked run takes guided Gram matrices: it needs style_loss gram, "
+                f"not {self.style_loss}"
+            )
+        if self.style_blend is not None:
+            return "a masked run pairs each style with a region: give no style_blend"
+        if self.tile is not None:
+            return f"tiled runs {self.untileable(masked=True)}"
+        return None
+
+    def check_style_count(self, count: int) -> None:
+        """Raise ``ValueError`` unless ``count`` style images fit the per-style settings:
+        ``style_blend`` has one weight per style image."""
+        if self.style_blend is not None and len(self.style_blend) != count:
             raise ValueError(
-                "tiled runs need style_loss gram, no normalize_gradients and a gradient "
-                "optimizer (not lbfgs): the others need the whole image at once"
+                f"style_blend has {len(self.style_blend)} weights for {count} style images"
             )
 
     def replace(self, **changes) -> StyleConfig:

@@ -53,17 +53,11 @@ def measure(
     start = time.perf_counter()
     import jax
 
-    from nst_jax import (
-        StyleConfig,
-        compile_cache,
-        image,
-        load_vgg19,
-        memory,
-        process,
-        run,
-        stylize,
-        vgg,
-    )
+    from nst_jax import StyleConfig, load_vgg19, stylize
+    from nst_jax.cli import process
+    from nst_jax.core.conv import resolve_conv
+    from nst_jax.files import compile_cache, image
+    from nst_jax.run import memory, plan
 
     process.configure_for_program()  # as the nst-jax command does for itself
 
@@ -73,7 +67,7 @@ def measure(
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
     style = image.load(ROOT / "samples" / "hubble.jpg", size)
     contents = content if batch == 1 else jax.numpy.stack([content] * batch)
-    conv = vgg.resolve_conv(conv, run.pixel_steps(StyleConfig(), batch, size, size))
+    conv = resolve_conv(conv, plan.pixel_steps(StyleConfig(), batch, size, size))
     config = StyleConfig(
         steps=steps_per_call * (repeats + 1),
         steps_per_call=steps_per_call,
@@ -152,7 +146,9 @@ def race(size: int, steps: int, scales: int, coarse_steps: int, weights: str) ->
     """Seconds for single-scale Adam to do ``steps`` steps at ``size``, and for coarse-to-fine
     Adam (``scales`` sizes) to reach that run's last loss at full size, compile included.
     The coarse-to-fine run stops once it has taken as long as the single-scale one."""
-    from nst_jax import StyleConfig, image, load_vgg19, multiscale
+    from nst_jax import StyleConfig, load_vgg19
+    from nst_jax.files import image
+    from nst_jax.run import multiscale
 
     params = load_vgg19(weights)
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
@@ -265,11 +261,10 @@ def _print_row(r: dict) -> None:
 
 def _random_weights(folder: str) -> str:
     """A random weights file in the official layout (same shapes, so the same speed)."""
-    from nst_jax import vgg
-    from nst_jax import weights as nst_weights
+    from nst_jax.files import keras_h5
 
     path = str(Path(folder) / "vgg19_random.h5")
-    nst_weights.write_keras_h5(vgg.random_params(0), path)
+    keras_h5.write_keras_h5(keras_h5.random_params(0), path)
     return path
 
 

@@ -62,7 +62,7 @@ BGR_MEAN = (103.939, 116.779, 123.68)
 
 def images(size: int) -> tuple[np.ndarray, np.ndarray]:
     """The benchmark's content (chelsea, size x size) and style (hubble, longest side size)."""
-    from nst_jax import image
+    from nst_jax.files import image
 
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), size, size)
     return content, image.load(ROOT / "samples" / "hubble.jpg", size)
@@ -71,14 +71,14 @@ def images(size: int) -> tuple[np.ndarray, np.ndarray]:
 def step_gflop(size: int) -> float:
     """Analytic GFLOP of one step at ``size`` x ``size``: convolutions up to the deepest layer
     used (block5_conv2) forward and their input gradients backward, plus the Grams."""
-    from nst_jax import vgg
+    from nst_jax.core import layers as vgg_layers
 
     flops, side = 0.0, size
-    for name in vgg.LAYERS[: vgg.LAYERS.index("block5_conv2") + 1]:
+    for name in vgg_layers.LAYERS[: vgg_layers.LAYERS.index("block5_conv2") + 1]:
         if name.endswith("_pool"):
             side //= 2
             continue
-        (kh, kw, cin, cout), _ = vgg.conv_shapes()[name]
+        (kh, kw, cin, cout), _ = vgg_layers.conv_shapes()[name]
         conv = 2.0 * side * side * kh * kw * cin * cout
         flops += 2 * conv  # forward, and the input gradient
         if name in STYLE_LAYERS:
@@ -226,13 +226,16 @@ def _nst_jax_worker(
     import functools
 
     import nst_jax
-    from nst_jax import process, vgg
+    from nst_jax.cli import process
+    from nst_jax.core import conv as conv_choice
 
     process.configure_for_program()  # as the nst-jax command does for itself
     if min_channels is not None:
         # The threshold is a tuning constant of nst_jax, not a user setting; this worker
         # process alone overrides it, to measure it.
-        vgg.prepare_params = functools.partial(vgg.prepare_params, min_channels=min_channels)
+        conv_choice.prepare_params = functools.partial(
+            conv_choice.prepare_params, min_channels=min_channels
+        )
 
     params = nst_jax.load_vgg19(weights)
     config = nst_jax.StyleConfig(steps=10**6, steps_per_call=chunk, conv=conv)
@@ -362,11 +365,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights
         if weights is None:
-            from nst_jax import vgg
-            from nst_jax import weights as nst_weights
+            from nst_jax.files import keras_h5
 
             weights = str(Path(tmp) / "vgg19_random.h5")
-            nst_weights.write_keras_h5(vgg.random_params(0), weights)
+            keras_h5.write_keras_h5(keras_h5.random_params(0), weights)
         print("| size | implementation | ms/step median (min-max) | vs faster baseline | "
               "GFLOP/s | of matmul peak | peak RSS MiB (vs torch) | "
               "step-1 loss (rel. to nst_jax) | step-2 loss (rel.) |")  # fmt: skip

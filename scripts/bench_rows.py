@@ -27,7 +27,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import nst_jax
-from nst_jax import batching, optim, process, rows, vgg
+from nst_jax.cli import process
+from nst_jax.core import optim
+from nst_jax.files import keras_h5
+from nst_jax.run import batching, devices, rows
 from nst_jax.weights import write_keras_h5
 
 
@@ -49,9 +52,9 @@ def temp_mib(config, params, targets, image, mesh, loss) -> float:
 
 
 def _placed(tree, mesh):
-    """Shapes with the shardings ``batching.place`` gives a rows mesh."""
+    """Shapes with the shardings ``devices.place`` gives a rows mesh."""
     return jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=batching.row_sharding(a, mesh)),
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=devices.row_sharding(a, mesh)),
         tree,
     )
 
@@ -68,12 +71,12 @@ def main() -> None:
     args = parser.parse_args()
     if not args.xla_defaults:
         process.configure_for_program()  # as the nst-jax command does for itself
-    mesh = batching.rows_mesh()
+    mesh = devices.rows_mesh()
     if mesh is None:
         raise SystemExit("one device: set XLA_FLAGS=--xla_force_host_platform_device_count=4")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vgg19_notop.h5"
-        write_keras_h5(vgg.random_params(seed=0), path)
+        write_keras_h5(keras_h5.random_params(seed=0), path)
         raw = nst_jax.load_vgg19(path)
     config = nst_jax.StyleConfig()
     spec = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
@@ -89,7 +92,7 @@ def main() -> None:
             raw, spec((height, width, 3)), spec((64, 64, 3)),
         )  # fmt: skip
         for conv in args.convs:
-            params = jax.eval_shape(lambda p, conv=conv: vgg.prepare_params(p, conv), raw)
+            params = jax.eval_shape(lambda p, conv=conv: conv.prepare_params(p, conv), raw)
             image = jax.ShapeDtypeStruct((height, width, 3), jnp.float32)
             one = temp_mib(config, params, targets, image, None, nst_jax.loss_fn)
             split = temp_mib(config, params, targets, image, mesh, nst_jax.loss_fn)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _inputs(folder: Path, size: int) -> tuple[Path, Path]:
-    from nst_jax import image, vgg, weights
+    from nst_jax.files import image, keras_h5
 
     content = folder / f"content_{size}.png"
     if not content.exists():
@@ -34,7 +34,7 @@ def _inputs(folder: Path, size: int) -> tuple[Path, Path]:
         image.save(content, pixels)
     weights_file = folder / "vgg19_notop.h5"
     if not weights_file.exists():
-        weights.write_keras_h5(vgg.random_params(0), weights_file, naming="official")
+        keras_h5.write_keras_h5(keras_h5.random_params(0), weights_file, naming="official")
     return content, weights_file
 
 
@@ -43,7 +43,7 @@ def run(folder: Path, size: int, steps: int, tile: str, extra: list[str]) -> dic
     content, weights_file = _inputs(folder, size)
     log = folder / f"log_{size}_{tile}_{time.monotonic_ns()}.jsonl"
     command = [
-        sys.executable, "-m", "nst_jax.console", "stylize", str(content),
+        sys.executable, "-m", "nst_jax.cli.console", "stylize", str(content),
         "--style", str(ROOT / "samples" / "hubble.jpg"), "--max-dim", str(size),
         "--steps", str(steps), "--steps-per-call", "1", "--tile", tile, "--log", str(log),
         "--weights", str(weights_file), "--compile-cache", "off", "-q", "--force",

@@ -31,9 +31,11 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from nst_jax import StyleConfig, image, stylize, vgg, watch
+    from nst_jax import StyleConfig, stylize
+    from nst_jax.cli import watch
+    from nst_jax.files import image, keras_h5
 
-    params = vgg.random_params(0)
+    params = keras_h5.random_params(0)
     content = image.resize(image.decode(ROOT / "samples" / "chelsea.jpg"), args.size, args.size)
     style = image.load(ROOT / "samples" / "hubble.jpg", args.size)
     config = StyleConfig(steps=args.steps, steps_per_call=args.steps_per_call)

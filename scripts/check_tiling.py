@@ -20,7 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nst_jax  # noqa: E402
-from nst_jax import process, tiling, vgg  # noqa: E402
+from nst_jax.cli import process  # noqa: E402
+from nst_jax.files import keras_h5
+from nst_jax.run import tiling  # noqa: E402
 
 SIZES = ((517, 771), (512, 512))
 TILES = (128, 256)
@@ -71,7 +73,7 @@ def adam_steps(params) -> float:
 def main() -> None:
     process.configure_for_program()
     jax.config.update("jax_enable_x64", True)
-    params = vgg.random_params(0)
+    params = keras_h5.random_params(0)
     print("| size | tile | content layer | float64 loss | float64 gradient | float32 loss "
           "| float32 gradient |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import nst_jax  # noqa: E402
-from nst_jax import vgg  # noqa: E402
+from nst_jax.files import keras_h5
 
 from conftest import eight_bit_image, texture_image  # noqa: E402
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--inits", nargs="+", default=["noise", "content"])
     parser.add_argument("--pooling", default="max")
     args = parser.parse_args()
-    params = vgg.random_params(0)
+    params = keras_h5.random_params(0)
     content, style = eight_bit_image(64, 96, seed=1), texture_image(64, 96)
     print("| init | optimizer | evaluations | loss at start | loss at end | seconds |")
     print("|---|---|---|---|---|---|")

@@ -21,13 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import nst_jax  # noqa: E402
-from nst_jax import vgg  # noqa: E402
+from nst_jax.files import keras_h5
 
 from conftest import eight_bit_image, texture_image  # noqa: E402
 
 
 def drift(dtype, steps: int) -> float:
-    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), vgg.random_params(0))
+    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), keras_h5.random_params(0))
     contents = jnp.asarray(np.stack([eight_bit_image(64, 96, seed=i) for i in range(4)]), dtype)
     style = jnp.asarray(texture_image(64, 96), dtype)
     config = nst_jax.StyleConfig(steps=steps, steps_per_call=10)

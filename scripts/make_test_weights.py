@@ -8,7 +8,7 @@ exercise the users' path without the 80 MB download.
 
 import argparse
 
-from nst_jax import vgg, weights
+from nst_jax.files import keras_h5
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--naming", choices=("official", "keras2"), default="official")
     args = parser.parse_args()
-    weights.write_keras_h5(vgg.random_params(args.seed), args.path, naming=args.naming)
+    keras_h5.write_keras_h5(keras_h5.random_params(args.seed), args.path, naming=args.naming)
     print(f"wrote {args.path} (seed {args.seed}, {args.naming} naming)")
 
 

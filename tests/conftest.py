@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 import nst_jax
-from nst_jax import image, process, vgg, weights
+from nst_jax.cli import process
+from nst_jax.files import image, keras_h5, weights
 
 # The XLA:CPU flags the nst-jax command runs with (nst_jax.process), set before any JAX
 # computation: the suite then measures the programs users run from the command line.
@@ -37,14 +38,14 @@ def _isolated_weight_places(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def numpy_params() -> dict:
     """The random params written into the test weights file (He-normal, seed 0)."""
-    return vgg.random_params(WEIGHTS_SEED)
+    return keras_h5.random_params(WEIGHTS_SEED)
 
 
 @pytest.fixture(scope="session")
 def weights_h5(tmp_path_factory, numpy_params) -> str:
     """A weights file in the official Keras layout (``_W_1:0`` names), random values."""
     path = tmp_path_factory.mktemp("weights") / weights.OFFICIAL_NAME
-    weights.write_keras_h5(numpy_params, path, naming="official")
+    keras_h5.write_keras_h5(numpy_params, path, naming="official")
     return str(path)
 
 

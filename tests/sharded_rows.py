@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import batching, optim, rows, tiling, vgg
+from nst_jax.core import conv as convolution
+from nst_jax.core import optim
+from nst_jax.run import batching, devices, rows, tiling
 
 from conftest import eight_bit_image, texture_image
 
@@ -29,9 +31,9 @@ def step_temp_bytes(params, targets, image, config, mesh, loss=nst_jax.loss_fn) 
     """XLA's per-device temporary memory of the compiled step (``memory_analysis``)."""
     tx = optim.make_optimizer(config)
     images, states = image[None], batching.init_states(tx, image[None])
-    placed = batching.place((params, targets, images, states), mesh)
+    placed = devices.place((params, targets, images, states), mesh)
     if mesh is not None:
-        placed = (batching.place(params, mesh, False), *placed[1:])
+        placed = (devices.place(params, mesh, False), *placed[1:])
     compiled = batching.batch_step(config, tx, loss).lower(*placed).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
@@ -42,7 +44,7 @@ def winograd_gradient_difference(params, content, style, mesh) -> float:
     direct run does not take."""
     config = nst_jax.StyleConfig()
     targets = nst_jax.make_targets(params, content, style, config)
-    prepared = vgg.prepare_params(params, "winograd")
+    prepared = convolution.prepare_params(params, "winograd")
     x = jnp.asarray(texture_image(*content.shape[:2]), content.dtype)
     grad = lambda loss, *args: jax.jit(  # noqa: E731
         jax.grad(lambda p, x, t: loss(p, x, t, config)[0], argnums=1)
@@ -74,13 +76,13 @@ def dealt_tiles(params, mesh_devices) -> dict:
         return record
 
     one = tiling.tiled_value_and_grad(params, x, targets, config, 32)
-    forward, backward = tiling._tile_forward, tiling._tile_backward
-    tiling._tile_forward = recording(forward, "forward")
-    tiling._tile_backward = recording(backward, "backward")
+    forward, backward = tiling.window_forward, tiling.window_backward
+    tiling.window_forward = recording(forward, "forward")
+    tiling.window_backward = recording(backward, "backward")
     try:
         dealt = tiling.tiled_value_and_grad(params, x, targets, config, 32, None, mesh_devices)
     finally:
-        tiling._tile_forward, tiling._tile_backward = forward, backward
+        tiling.window_forward, tiling.window_backward = forward, backward
     (loss_one, _), grad_one = one
     (loss_dealt, _), grad_dealt = dealt
     return {
@@ -93,21 +95,21 @@ def dealt_tiles(params, mesh_devices) -> dict:
     }
 
 
-def one_image_policy(devices) -> dict:
+def one_image_policy(local) -> dict:
     """What ``stylize`` does with one image that fits no device untiled (the memory each
     device has is patched to 1 byte), over these host devices."""
-    from nst_jax import memory, run
+    from nst_jax.run import memory
 
     available = memory.available_bytes
     memory.available_bytes = lambda device=None: 1
     try:
-        tiled = run._mesh(nst_jax.StyleConfig(tile="auto"), devices, "auto", 1, 128, 96)
-        untiled = run._mesh(nst_jax.StyleConfig(), devices, "auto", 1, 128, 96)
+        tiled = devices.choose_mesh(nst_jax.StyleConfig(tile="auto"), local, "auto", 1, 128, 96)
+        untiled = devices.choose_mesh(nst_jax.StyleConfig(), local, "auto", 1, 128, 96)
     finally:
         memory.available_bytes = available
     return {
         "tiled_mesh": None if tiled is None else list(tiled.axis_names),
-        "tiled_window_devices": run._tile_devices(devices, tiled, 1),
+        "tiled_window_devices": devices.tile_devices(local, tiled, 1),
         "untiled_mesh": list(untiled.axis_names),
     }
 
@@ -141,7 +143,7 @@ def main(
     single = nst_jax.stylize(content, style, params=params, config=config,
                              devices=jax.local_devices()[:1])  # fmt: skip
     diff = float(np.max(np.abs(np.asarray(sharded.image) - np.asarray(single.image))))
-    mesh = batching.rows_mesh()
+    mesh = devices.rows_mesh()
     winograd = winograd_gradient_difference(params, content, style, mesh)
     dealt = dealt_tiles(params, jax.local_devices())
     policy = one_image_policy(jax.local_devices())
@@ -151,7 +153,7 @@ def main(
     params, targets, content = jax.tree.map(
         lambda a: jnp.asarray(a, jnp.float32), (params, targets, content)
     )
-    params = vgg.prepare_params(params, conv)
+    params = convolution.prepare_params(params, conv)
     sharded_bytes = step_temp_bytes(params, targets, content, config, mesh, rows.row_loss(mesh))
     ratio = sharded_bytes / step_temp_bytes(params, targets, content, config, None)
     print(json.dumps({"devices": jax.local_device_count(), "exchanged": exchanged,

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import batching, rows, run
+from nst_jax.run import batching, devices, rows
 
 from conftest import eight_bit_image, texture_image
 
@@ -210,16 +210,16 @@ def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_
 def test_a_tiled_image_deals_its_windows_over_accelerators_only():
     # Accelerators have a memory each: a window on each at once. Host devices share one.
     gpus = [SimpleNamespace(platform="gpu") for _ in range(4)]
-    assert run._tile_devices(gpus, None, 1) == tuple(gpus)
-    assert run._tile_devices(gpus[:1], None, 1) is None  # one device: nothing to deal
-    assert run._tile_devices(gpus, None, 2) is None  # a batch: each image on its device
+    assert devices.tile_devices(gpus, None, 1) == tuple(gpus)
+    assert devices.tile_devices(gpus[:1], None, 1) is None  # one device: nothing to deal
+    assert devices.tile_devices(gpus, None, 2) is None  # a batch: each image on its device
     cpus = [SimpleNamespace(platform="cpu") for _ in range(4)]
-    assert run._tile_devices(cpus, None, 1) is None
+    assert devices.tile_devices(cpus, None, 1) is None
 
 
 def test_rows_are_exchanged_explicitly_only_where_no_pool_pairs_two_devices_rows():
     # rows.exchanges: each device's rows must be a multiple of the pooling grid of the
-    # deepest layer used (16 px to block5_conv2, 4 px to block3_conv1: vgg.tile_alignment).
+    # deepest layer used (16 px to block5_conv2, 4 px to block3_conv1: geometry.tile_alignment).
     default = nst_jax.StyleConfig()
     assert rows.exchanges(default, 1, 128, 4)  # 32 rows each
     assert not rows.exchanges(default, 1, 96, 4)  # 24 rows each: the partitioner's

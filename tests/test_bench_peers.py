@@ -14,22 +14,24 @@ import numpy as np
 import pytest
 from scripts_loader import load_script
 
-from nst_jax import vgg, weights
+from nst_jax.core import conv, vgg
+from nst_jax.core import layers as vgg_layers
+from nst_jax.files import keras_h5
 
 bench_peers = load_script("bench_peers")
 
 
 def test_constants_match_nst_jax():
-    assert bench_peers.LAYERS == vgg.LAYERS
+    assert bench_peers.LAYERS == vgg_layers.LAYERS
     assert bench_peers.BGR_MEAN == vgg.BGR_MEAN
 
 
 @pytest.mark.parametrize("naming", ["official", "keras2"])
 def test_h5_reader_matches_nst_jax(tmp_path, numpy_params, naming):
     path = tmp_path / "w.h5"
-    weights.write_keras_h5(numpy_params, path, naming=naming)
+    keras_h5.write_keras_h5(numpy_params, path, naming=naming)
     read = bench_peers._read_h5(str(path))
-    assert list(read) == list(vgg.CONV_LAYERS)
+    assert list(read) == list(vgg_layers.CONV_LAYERS)
     for name, (kernel, bias) in read.items():  # bit for bit: both are reads of one file
         np.testing.assert_array_equal(kernel, numpy_params[name]["kernel"])
         np.testing.assert_array_equal(bias, numpy_params[name]["bias"])
@@ -48,9 +50,9 @@ def test_reader_does_not_import_jax(weights_h5):
 
 def test_sweep_thresholds_are_vgg_input_widths():
     # Each sweep worker must select a different set of Winograd layers: its threshold is an
-    # input-channel count that VGG19 has (vgg.conv_shapes), above the default's.
-    widths = {kernel[2] for kernel, _ in vgg.conv_shapes().values()}
+    # input-channel count that VGG19 has (vgg_layers.conv_shapes), above the default's.
+    widths = {kernel[2] for kernel, _ in vgg_layers.conv_shapes().values()}
     thresholds = [bench_peers.winograd_from(kind) for kind in bench_peers.SWEEP]
-    assert all(t in widths and t > vgg.WINOGRAD_MIN_CHANNELS for t in thresholds)
+    assert all(t in widths and t > conv.WINOGRAD_MIN_CHANNELS for t in thresholds)
     assert len(set(thresholds)) == len(thresholds)
     assert all(bench_peers.winograd_from(kind) is None for kind in bench_peers.WORKERS)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import cli, image, options
+from nst_jax.cli import main as cli
+from nst_jax.cli import options
+from nst_jax.files import image
 
 # The same chunk size and image size as test_core, so the compiled program is reused.
 FAST = ["--steps-per-call", "10", "--max-dim", "96"]
@@ -148,7 +150,7 @@ def bad_cases(files, weights_h5):
         ),
         "zero_blend": (
             [c, "--style", s, "--style", s, "-o", out, *w, "--style-blend", "0,0"],
-            "style_blend needs at least one weight > 0",
+            "--style-blend needs at least one weight > 0",
         ),
         "missing_init": (
             [c, "--style", s, "-o", out, *w, "--init", files / "nope.png"],
@@ -283,23 +285,24 @@ def test_several_results_need_a_folder(files, weights_h5, capsys):
 
 
 def test_hosts_split_the_jobs(tmp_path, files):
-    from nst_jax import StyleConfig, batch
+    from nst_jax import StyleConfig
+    from nst_jax.cli import jobs
 
     write_folder(tmp_path / "photos")
     config = StyleConfig(style_weight=(1.0, 2.0))
-    whole = batch.prepare([tmp_path / "photos"], [files / "style.png"], config, 32)
+    whole = jobs.prepare([tmp_path / "photos"], [files / "style.png"], config, 32)
     parts = [
-        batch.prepare([tmp_path / "photos"], [files / "style.png"], config, 32, 8, i, 3)
+        jobs.prepare([tmp_path / "photos"], [files / "style.png"], config, 32, 8, i, 3)
         for i in range(3)
     ]
     # Every job runs on exactly one host (10 jobs: 5 good images x 2 settings).
     assert len(whole.jobs) == 10
     assert sorted(j.name for p in parts for j in p.jobs) == sorted(j.name for j in whole.jobs)
     # Batches hold images of one size, at most batch_size of them.
-    small = batch.prepare([tmp_path / "photos"], [files / "style.png"], config, 32, batch_size=3)
-    for jobs in small.batches:
-        assert len(jobs) <= 3
-        assert len({small.contents[j.content].shape for j in jobs}) == 1
+    small = jobs.prepare([tmp_path / "photos"], [files / "style.png"], config, 32, batch_size=3)
+    for group in small.batches:
+        assert len(group) <= 3
+        assert len({small.contents[j.content].shape for j in group}) == 1
 
 
 @pytest.mark.parametrize(
@@ -362,7 +365,7 @@ def test_help_lists_an_option_for_every_config_field(capsys):
 
 def test_every_field_round_trips_through_the_parser():
     """A non-default value of each field, given as an option, lands in the config."""
-    from nst_jax import options
+    from nst_jax.cli import options
 
     argv = ["stylize", "c.png", "--beta1", "0.9", "--beta2", "0.99", "--epsilon", "1e-7",
             "--loop", "device", "--remat", "--content-layer-weights", "2",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import image
 from nst_jax.errors import ImageError, OutputError
+from nst_jax.files import image
 
 RGB = np.array(
     [[[255, 0, 0], [0, 255, 0], [0, 0, 255]], [[10, 20, 30], [200, 100, 50], [0, 0, 0]]], np.uint8

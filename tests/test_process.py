@@ -12,13 +12,15 @@ from PIL import Image
 before = (dict(os.environ), Image.MAX_IMAGE_PIXELS, gc.isenabled(), gc.get_freeze_count(),
           logging.root.level, list(logging.root.handlers))
 import nst_jax
-from nst_jax import cli, vgg
+from nst_jax.files import keras_h5
+from nst_jax.cli import main as cli
+from nst_jax.core import vgg
 from jax._src import xla_bridge  # private, but the one place that says it
 assert not xla_bridge.backends_are_initialized(), "importing nst_jax started a JAX backend"
 image = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
 config = nst_jax.StyleConfig(steps=2, steps_per_call=1, style_layers=("block1_conv1",),
                              content_layers=("block2_conv1",))
-nst_jax.stylize(image, image, params=vgg.random_params(0), config=config)
+nst_jax.stylize(image, image, params=keras_h5.random_params(0), config=config)
 after = (dict(os.environ), Image.MAX_IMAGE_PIXELS, gc.isenabled(), gc.get_freeze_count(),
          logging.root.level, list(logging.root.handlers))
 for name, a, b in zip(("environ", "MAX_IMAGE_PIXELS", "gc enabled", "gc freeze count",
@@ -44,7 +46,7 @@ def test_import_and_stylize_leave_the_process_as_it_was():
 
 def test_program_xla_flags_never_override_the_users(monkeypatch):
     """configure_for_program's flags are added to XLA_FLAGS, never in place of the user's."""
-    from nst_jax import process
+    from nst_jax.cli import process
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert process.set_xla_flags().split() == list(process.XLA_FLAGS)
@@ -54,7 +56,7 @@ def test_program_xla_flags_never_override_the_users(monkeypatch):
 
 
 def test_memory_is_trimmed_after_real_compilations_only(monkeypatch):
-    from nst_jax import process
+    from nst_jax.cli import process
 
     calls = []
     monkeypatch.setattr(process, "_malloc_trim", lambda: calls.append)

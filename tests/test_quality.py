@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import color, inputs, multiscale, objective, run
 from nst_jax.config import PRESETS, StyleConfig, gatys_weights
+from nst_jax.core import objective
+from nst_jax.run import color, inputs, multiscale
+from nst_jax.run import stylize as run_stylize
 
 FAST = StyleConfig(steps=4, steps_per_call=2)
 
@@ -52,8 +54,8 @@ def test_lbfgs_counts_every_evaluation(params, content_image, style_image, monke
         jax.debug.callback(lambda: calls.append(1))
         return original(*args, **kwargs)
 
-    # stylize takes each scale's loss from run._scale_loss, which hands the step loss_fn.
-    monkeypatch.setattr(run, "loss_fn", counted)
+    # stylize takes each scale's loss from run.stylize.scale_loss, which hands the step loss_fn.
+    monkeypatch.setattr(run_stylize, "loss_fn", counted)
     # A plan no other test uses, so the step is traced afresh with the counting loss.
     config = FAST.replace(optimizer="lbfgs", lbfgs_memory=3, steps=5, steps_per_call=5)
     result = nst_jax.stylize(content_image, style_image, params=params, config=config)

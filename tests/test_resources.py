@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import cli, compile_cache, memory
+from nst_jax.cli import main as cli
 from nst_jax.config import StyleConfig
+from nst_jax.files import compile_cache
+from nst_jax.run import memory
 
 FAST = StyleConfig(steps=2, steps_per_call=2)
 
@@ -36,9 +38,9 @@ def test_estimate_refuses_a_size_that_does_not_fit():
     needed = memory.estimate_bytes(FAST, 1, 64, 96)
     fixed = memory.process_rss_bytes()  # what the process holds; the rest grows with size
     half = fixed + (needed - fixed) // 2
-    # --remat is suggested only off CPU, where it can save memory.
-    hint = "" if jax.default_backend() == "cpu" else ", or add --remat"
-    with pytest.raises(MemoryError, match=rf"about --max-dim \d+ fits{hint}$"):
+    # remat is suggested only off CPU, where it can save memory; the library names settings.
+    hint = "" if jax.default_backend() == "cpu" else ", or remat=True"
+    with pytest.raises(MemoryError, match=rf"about max_dim=\d+ fits{hint}$"):
         memory.check_fits(FAST, 1, 64, 96, available=half)
     assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
 
@@ -60,7 +62,7 @@ def test_auto_falls_back_to_direct_convolution_when_only_that_fits(monkeypatch):
     between = (winograd + direct) // 2
     assert memory.fitting_config(auto, 1, 64, 96, available=between).conv == "direct"
     assert memory.fitting_config(auto, 1, 64, 96, available=2 * winograd) is auto
-    with pytest.raises(MemoryError, match=r"or --conv direct \(less memory, slower\)$"):
+    with pytest.raises(MemoryError, match=r"or conv=direct \(less memory, slower\)$"):
         memory.fitting_config(auto.replace(conv="winograd"), 1, 64, 96, available=between)
 
 
@@ -93,7 +95,7 @@ def test_compile_cache_stores_programs(tmp_path):
     import sys
 
     code = (
-        "import jax, jax.numpy as jnp; from nst_jax import compile_cache; "
+        "import jax, jax.numpy as jnp; from nst_jax.files import compile_cache; "
         f"compile_cache.enable({str(tmp_path / 'cache')!r}); "
         "jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()"
     )

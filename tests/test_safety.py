@@ -22,7 +22,9 @@ import pytest
 from flax import serialization
 from PIL import Image, PngImagePlugin
 
-from nst_jax import checkpoint, cli, image
+from nst_jax.cli import checkpoint
+from nst_jax.cli import main as cli
+from nst_jax.files import image
 
 # The 64 x 96 test images and chunks of 10, as the other CLI tests: programs are reused.
 FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q", "--compile-cache", "off"]
@@ -257,7 +259,7 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(files, monkeypatch, 
 
 def test_ctrl_c_while_starting_is_one_line_and_130(files):
     process = subprocess.Popen(
-        [sys.executable, "-m", "nst_jax.console", *stylize_argv(files)],
+        [sys.executable, "-m", "nst_jax.cli.console", *stylize_argv(files)],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     time.sleep(0.3)  # importing JAX takes longer than this
@@ -290,7 +292,7 @@ FROM_CASES = {
     "unknown_key": ({"config": {}, "run": "rm -rf /"}, "unknown key(s) run"),
     "settings_missing": ({"config": {"steps": 3}}, "not StyleConfig's fields"),
     "bad_setting": ("steps", "invalid settings"),
-    "bad_max_dim": ("max_dim", "max_dim"),
+    "bad_max_dim": ("max_dim", "--max-dim"),
     "bad_content": ("content", "content is not a file name"),
 }
 
@@ -398,7 +400,7 @@ def test_a_path_fault_of_a_long_run_is_reported_before_compiling(files):
     under 10 s (measured about 3 s: imports, the weights' path, no compilation)."""
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "nst_jax.console", "stylize", str(files / "content.png"),
+        [sys.executable, "-m", "nst_jax.cli.console", "stylize", str(files / "content.png"),
          "--style", str(files / "style.png"), "-o", str(files / "content.png"),
          "--max-dim", "512", "--steps", "1000", "--weights", str(files / "w.h5")],
         capture_output=True, text=True, timeout=60,

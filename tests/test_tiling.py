@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import tiling, vgg
+from nst_jax.core import geometry
+from nst_jax.run import tiling
 
 from conftest import eight_bit_image, texture_image
 
@@ -44,23 +45,23 @@ def images():
 def test_receptive_field_and_halo_come_from_the_network():
     # block1_conv1: one 3x3 conv reaches 1 px each way. block5_conv2, counted by hand from
     # VGG19's 2-2-4-4 convs and 4 pools: 86 px before, 101 after, stride 16.
-    assert vgg.receptive_span("block1_conv1") == (1, 1, 1)
-    assert vgg.receptive_span("block5_conv2") == (86, 101, 16)
+    assert geometry.receptive_span("block1_conv1") == (1, 1, 1)
+    assert geometry.receptive_span("block5_conv2") == (86, 101, 16)
     # The halo of a tile on the 16 px grid, walking back from block5_conv2 (a conv adds one
     # position of its map, a pool doubles): (((2 * 2 + 4) * 2 + 4) * 2 + 2) * 2 + 2 = 86.
-    assert vgg.halo(nst_jax.StyleConfig().content_layers) == 86
-    assert vgg.tile_alignment(nst_jax.STYLE_LAYERS) == 16
+    assert geometry.halo(nst_jax.StyleConfig().content_layers) == 86
+    assert geometry.tile_alignment(nst_jax.STYLE_LAYERS) == 16
 
 
 def test_each_layers_map_is_cut_to_what_deeper_layers_need():
     # Positions 32..63 of block5_conv2 in a 2048 px image: the walk above, layer by layer.
-    (start, end), spans = vgg.needed_spans({"block5_conv2": (32, 64)}, 2048)
+    (start, end), spans = geometry.needed_spans({"block5_conv2": (32, 64)}, 2048)
     assert (start, end) == (512 - 86, 1024 + 86)
     assert spans["block5_conv1"] == (31, 65) and spans["block4_pool"] == (30, 66)
     assert spans["block4_conv4"] == (60, 132) and spans["block1_conv1"] == (427, 1109)
     # At the image's borders nothing is needed past them (the zero padding is the image's).
-    assert vgg.needed_spans({"block5_conv2": (0, 32)}, 2048)[0] == (0, 512 + 86)
-    assert vgg.needed_spans({"block5_conv2": (96, 127)}, 2040)[0] == (1536 - 86, 2040)
+    assert geometry.needed_spans({"block5_conv2": (0, 32)}, 2048)[0] == (0, 512 + 86)
+    assert geometry.needed_spans({"block5_conv2": (96, 127)}, 2040)[0] == (1536 - 86, 2040)
 
 
 def test_tiled_equals_untiled_in_float64(params, images):
@@ -101,7 +102,7 @@ def test_tiled_adam_steps_equal_untiled_in_float64(params):
         content_layers=("block3_conv2",),
         style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
     )
-    assert vgg.halo(config.content_layers + config.style_layers) == 14  # ((2*2+2)*2+2)
+    assert geometry.halo(config.content_layers + config.style_layers) == 14  # ((2*2+2)*2+2)
     with jax.enable_x64():
         params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         content = jnp.asarray(eight_bit_image(70, 90, seed=2), jnp.float64)
@@ -149,13 +150,14 @@ def test_a_tiled_run_holds_each_whole_image_array_once(params):
 )
 def test_bad_tiles_are_refused(tile, message):
     with pytest.raises(ValueError, match=message):
-        vgg.check_tile(tile, nst_jax.StyleConfig().content_layers)
+        geometry.check_tile(tile, nst_jax.StyleConfig().content_layers)
 
 
 def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
     # Layers up to block3 (a 14 px halo on a 4 px grid), so the 64 x 96 test content is a
     # 2 x 3 grid of 32 px tiles and the run takes seconds.
-    from nst_jax import cli, image
+    from nst_jax.cli import main as cli
+    from nst_jax.files import image
 
     argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
             "--weights", str(files / "w.h5"), "--steps", "1", "--steps-per-call", "1", "-q",
@@ -175,21 +177,22 @@ def test_auto_tiles_only_the_scales_that_do_not_fit(files, monkeypatch, capsys):
     # Memory is simulated: the 96 px scale "needs" 100 GiB untiled, the 68 px one 1 GiB, and
     # 10 GiB are available. Coarse-to-fine then runs the coarse scale untiled and only the
     # last one in tiles (48 px: the only candidate offered, a 2 x 2 grid).
-    from nst_jax import cli, memory
+    from nst_jax.cli import main as cli
+    from nst_jax.run import memory, tile_memory
 
     monkeypatch.setattr(memory, "available_bytes", lambda device=None: 10 * memory.GIB)
     monkeypatch.setattr(
         memory, "estimate_bytes", lambda c, n, h, w: (100 if max(h, w) > 80 else 1) * memory.GIB
     )
-    monkeypatch.setattr(memory, "tiled_bytes", lambda *args: memory.GIB)
-    monkeypatch.setattr(memory, "TILE_CANDIDATES", (48,))
-    chosen, scale_tile = [], memory.scale_tile
+    monkeypatch.setattr(tile_memory, "tiled_bytes", lambda *args: memory.GIB)
+    monkeypatch.setattr(tile_memory, "TILE_CANDIDATES", (48,))
+    chosen, scale_tile = [], tile_memory.scale_tile
 
     def spy(config, n, height, width):
         chosen.append((max(height, width), scale_tile(config, n, height, width)))
         return chosen[-1][1]
 
-    monkeypatch.setattr(memory, "scale_tile", spy)
+    monkeypatch.setattr(tile_memory, "scale_tile", spy)
     argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
             "--weights", str(files / "w.h5"), "--steps", "1", "--coarse-steps", "1",
             "--scales", "2", "--steps-per-call", "1", "-q", "--compile-cache", "off",

@@ -9,7 +9,8 @@ import pytest
 from scripts_loader import load_script
 
 import nst_jax
-from nst_jax import image, losses
+from nst_jax.core import losses
+from nst_jax.files import image
 
 tf = pytest.importorskip("tensorflow")
 

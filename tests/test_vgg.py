@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import vgg
+from nst_jax.core import conv, geometry, vgg
+from nst_jax.core import layers as vgg_layers
 
 import reference
 
@@ -34,12 +35,12 @@ def max_relative_error(actual, expected):
     )
 
 
-@pytest.mark.parametrize("conv", ["direct", "winograd"])
-def test_every_layer_matches_numpy_reference(params, odd_image, reference_features, conv):
-    prepared = vgg.prepare_params(params, conv)
-    features = nst_jax.vgg19_features(prepared, jnp.asarray(odd_image)[None], vgg.LAYERS)
+@pytest.mark.parametrize("method", ["direct", "winograd"])
+def test_every_layer_matches_numpy_reference(params, odd_image, reference_features, method):
+    prepared = conv.prepare_params(params, method)
+    features = nst_jax.vgg19_features(prepared, jnp.asarray(odd_image)[None], vgg_layers.LAYERS)
     errors = {}
-    for name in vgg.LAYERS:
+    for name in vgg_layers.LAYERS:
         assert features[name].shape[1:] == reference_features[name].shape, name
         errors[name] = max_relative_error(features[name][0], reference_features[name])
     print("max relative error per layer:", {k: f"{v:.1e}" for k, v in errors.items()})
@@ -100,9 +101,9 @@ def test_bad_image_shape_is_quoted(params):
 
 
 def test_pools_before():
-    assert vgg.pools_before(["block1_conv1"]) == 0
-    assert vgg.pools_before(["block5_conv2", "block1_conv1"]) == 4
-    assert vgg.pools_before(["block5_pool"]) == 4
+    assert geometry.pools_before(["block1_conv1"]) == 0
+    assert geometry.pools_before(["block5_conv2", "block1_conv1"]) == 4
+    assert geometry.pools_before(["block5_pool"]) == 4
 
 
 @pytest.mark.parametrize("shape", [(6, 8, 3), (7, 9, 2), (2, 5, 4, 3)], ids=str)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import checkpoint, cli, image
+from nst_jax.cli import checkpoint
+from nst_jax.cli import main as cli
+from nst_jax.files import image
 
 # The 64 x 96 test images at --max-dim 96 and chunks of 10: the programs other tests compiled.
 FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q"]
@@ -66,7 +68,7 @@ def test_resume_refuses_another_setting(inputs, weights_h5, capsys):
     code = cli.main(argv(inputs, out, weights_h5, "--steps", "20", "--resume", "--tv-weight", "3"))
     assert code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "tv_weight=30.0" in err and "tv_weight=3.0" in err
+    assert err.count("\n") == 1 and "--tv-weight 30.0" in err and "--tv-weight 3.0" in err
 
 
 def test_sigint_saves_image_and_checkpoint(inputs, weights_h5):

@@ -9,12 +9,14 @@ import h5py
 import numpy as np
 import pytest
 
-from nst_jax import cli, vgg, weights
+from nst_jax.cli import main as cli
+from nst_jax.core import layers as vgg_layers
 from nst_jax.errors import WeightsError
+from nst_jax.files import keras_h5, weights
 
 
 def assert_bit_identical(a, b):
-    assert set(a) == set(b) == set(vgg.CONV_LAYERS)
+    assert set(a) == set(b) == set(vgg_layers.CONV_LAYERS)
     for layer in a:
         for key in ("kernel", "bias"):
             np.testing.assert_array_equal(np.asarray(a[layer][key]), np.asarray(b[layer][key]))
@@ -27,27 +29,27 @@ def test_official_layout_loads_the_values_written(weights_h5, numpy_params):
             b"block1_conv1_W_1:0",
             b"block1_conv1_b_1:0",
         ]
-    assert_bit_identical(weights.read_keras_h5(weights_h5), numpy_params)
+    assert_bit_identical(keras_h5.read_keras_h5(weights_h5), numpy_params)
 
 
 def test_keras2_naming_loads_identically(tmp_path, numpy_params):
     path = tmp_path / "keras2.h5"
-    weights.write_keras_h5(numpy_params, path, naming="keras2")
+    keras_h5.write_keras_h5(numpy_params, path, naming="keras2")
     with h5py.File(path) as f:
         assert list(f["block1_conv1"].attrs["weight_names"])[0] == b"block1_conv1/kernel:0"
-    assert_bit_identical(weights.read_keras_h5(path), numpy_params)
+    assert_bit_identical(keras_h5.read_keras_h5(path), numpy_params)
 
 
 def test_split_layer_names_attribute(tmp_path, numpy_params):
     # Keras splits long attributes into layer_names0, layer_names1, ...
     path = tmp_path / "split.h5"
-    weights.write_keras_h5(numpy_params, path)
+    keras_h5.write_keras_h5(numpy_params, path)
     with h5py.File(path, "a") as f:
         names = list(f.attrs["layer_names"])
         del f.attrs["layer_names"]
         f.attrs["layer_names0"] = names[:7]
         f.attrs["layer_names1"] = names[7:]
-    assert_bit_identical(weights.read_keras_h5(path), numpy_params)
+    assert_bit_identical(keras_h5.read_keras_h5(path), numpy_params)
 
 
 def test_converted_file_round_trips_bit_for_bit(tmp_path, weights_h5, numpy_params):
@@ -68,7 +70,7 @@ def broken_files(tmp_path, weights_h5, numpy_params):
 
     def h5_with(name, edit):
         path = tmp_path / f"{name}.h5"
-        weights.write_keras_h5(numpy_params, path)
+        keras_h5.write_keras_h5(numpy_params, path)
         with h5py.File(path, "a") as f:
             edit(f)
         files[name] = (path, edit.__doc__)

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax import multiscale, run, vgg, winograd
+from nst_jax.core import conv as convolution
+from nst_jax.core import layers as vgg_layers
+from nst_jax.core import winograd
+from nst_jax.run import multiscale, plan
 
 import reference
 
@@ -91,25 +94,25 @@ def test_conv3x3_batches_under_vmap():
 
 def test_prepare_params_transforms_every_layer_from_min_channels(numpy_params):
     params = jax.tree.map(jnp.asarray, numpy_params)
-    prepared = vgg.prepare_params(params, "winograd")
-    for name, (kernel_shape, _) in vgg.conv_shapes().items():
+    prepared = convolution.prepare_params(params, "winograd")
+    for name, (kernel_shape, _) in vgg_layers.conv_shapes().items():
         leaves = prepared[name]
-        if kernel_shape[2] >= vgg.WINOGRAD_MIN_CHANNELS:
+        if kernel_shape[2] >= convolution.WINOGRAD_MIN_CHANNELS:
             assert set(leaves) == {"winograd", "bias"}, name
             shapes = jax.tree.map(jnp.shape, leaves["winograd"])
             assert shapes == ((kernel_shape[2:],) * 4,) * 4, name
         else:
             assert leaves is params[name], name
     assert "kernel" in prepared["block1_conv1"]  # 3 input channels: direct
-    assert vgg.prepare_params(params, "direct") is params
+    assert convolution.prepare_params(params, "direct") is params
     on_cpu = jax.default_backend() == "cpu"
-    assert vgg.resolve_conv("auto") == ("winograd" if on_cpu else "direct")
-    long_run = vgg.WINOGRAD_MIN_PIXEL_STEPS
-    assert vgg.resolve_conv("auto", long_run) == ("winograd" if on_cpu else "direct")
-    assert vgg.resolve_conv("auto", long_run - 1) == "direct"  # compile time would dominate
-    assert vgg.resolve_conv("winograd", 1) == "winograd"
+    assert convolution.resolve_conv("auto") == ("winograd" if on_cpu else "direct")
+    long_run = convolution.WINOGRAD_MIN_PIXEL_STEPS
+    assert convolution.resolve_conv("auto", long_run) == ("winograd" if on_cpu else "direct")
+    assert convolution.resolve_conv("auto", long_run - 1) == "direct"  # compile time would dominate
+    assert convolution.resolve_conv("winograd", 1) == "winograd"
     with pytest.raises(ValueError, match="unknown convolution method 'fft'"):
-        vgg.prepare_params(params, "fft")
+        convolution.prepare_params(params, "fft")
 
 
 def test_stylize_is_the_same_either_way(params, content_image, style_image):
@@ -131,7 +134,7 @@ def test_pixel_steps_count_every_scale_and_image():
     cfg = nst_jax.StyleConfig(steps=10, scales=2, coarse_steps=4)
     # scale_shapes(64, 96) is [(45, 68), (64, 96)]: coarse by 1/sqrt(2), rounded.
     assert multiscale.scale_shapes(64, 96, cfg) == [(45, 68), (64, 96)]
-    assert run.pixel_steps(cfg, 3, 64, 96) == 3 * (4 * 45 * 68 + 10 * 64 * 96)
+    assert plan.pixel_steps(cfg, 3, 64, 96) == 3 * (4 * 45 * 68 + 10 * 64 * 96)
 
 
 def test_config_refuses_an_unknown_method():
@@ -143,8 +146,8 @@ def test_host_and_traced_kernel_transforms_agree(params):
     """Concrete kernels are transformed by NumPy, traced ones (``memory.step_bytes``) by
     XLA: the same adds and halvings, so the same bits. Kernels that were not committed to
     a device stay uncommitted, so the first step is placed like the later ones."""
-    on_host = vgg.prepare_params(params, "winograd")
-    traced = jax.jit(lambda p: vgg.prepare_params(p, "winograd"))(params)
+    on_host = convolution.prepare_params(params, "winograd")
+    traced = jax.jit(lambda p: convolution.prepare_params(p, "winograd"))(params)
     jax.tree.map(np.testing.assert_array_equal, on_host, traced)
     assert not on_host["block2_conv1"]["winograd"][1][2].committed
 

@@ -1,0 +1,145 @@
+"""Every path a run will write, planned in one place and checked before any work.
+
+A run's outputs (results, previews, sheet, log, plot, animation, checkpoint, converted
+weights) are refused, with one line naming the path and the fault, when:
+
+- the path is an input or a link to one (contents, styles, init image, weights): an input is
+  never replaced, ``--force`` or not;
+- two outputs are the same path (two styles with one file name, say);
+- a folder stands where a file goes, or a file where a folder goes;
+- the file exists, and neither ``--force`` nor ``--resume`` (for the run's own files) allows
+  replacing it;
+- the place cannot be written (checked by creating and removing a temporary file there).
+
+Checking also removes what an earlier, killed run left of these outputs: the ``.NAME.*.part``
+temporary files of :func:`nst_jax.atomic.atomic_write`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from nst_jax.errors import ImageError, OutputError
+from nst_jax.files import image
+from nst_jax.files.atomic import nearest_existing_parent
+
+
+class Output(NamedTuple):
+    """One path a run will write: ``what`` names the option it comes from (for messages);
+    ``own`` marks the run's own files, which ``--resume`` may replace."""
+
+    path: Path
+    what: str
+    own: bool = False
+
+
+def _identity(path: Path) -> tuple:
+    """What makes two paths the same file: device and inode where it exists (links and hard
+    links included), else the resolved path."""
+    try:
+        stat = path.stat()
+        return ("inode", stat.st_dev, stat.st_ino)
+    except OSError:
+        return ("path", str(path.resolve()))
+
+
+def check_outputs(
+    outputs: Sequence[Output],
+    inputs: Iterable[tuple[Path, str]],
+    force: bool = False,
+    resume: bool = False,
+) -> None:
+    """Refuse, before any work, outputs that would lose a file or cannot be written.
+
+    Args:
+      outputs: every path the run will write.
+      inputs: ``(path, what)`` of every file it reads.
+      force: allow replacing existing outputs (never inputs).
+      resume: allow replacing the run's own outputs (``Output.own``).
+
+    Raises:
+      OutputError: one line naming the path and the fault.
+    """
+    by_identity = {_identity(Path(p)): (Path(p), what) for p, what in inputs}
+    planned: dict[str, str] = {}
+    for out in outputs:
+        path = Path(out.path)
+        key = str(path.resolve())
+        if key in planned:
+            raise OutputError(f"{path}: written twice, as {planned[key]} and as {out.what}")
+        planned[key] = out.what
+        found = by_identity.get(_identity(path))
+        if found is not None:
+            raise OutputError(
+                f"{path}: {out.what} would replace the input {found[0]} ({found[1]}); "
+                "inputs are never replaced"
+            )
+        _check_place(path, out, force or (resume and out.own))
+
+
+def _check_place(path: Path, out: Output, may_replace: bool) -> None:
+    parent = nearest_existing_parent(path)
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is a file, where {out.what} needs a folder")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, where {out.what} writes a file")
+    if path.exists() and not may_replace:
+        raise OutputError(f"{path}: exists; --force replaces it ({out.what})")
+    _probe(path, parent, out.what)
+    remove_stale_parts(path)
+
+
+def remove_stale_parts(path: Path) -> None:
+    """Delete ``.NAME.*.part`` files beside ``path`` that a killed run left behind."""
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{path.name}.*.part"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+
+
+def check_folder(path: Path, what: str) -> None:
+    """A folder the run writes into (a cache): it must be, or be creatable as, a writable
+    folder."""
+    parent = path if path.is_dir() else nearest_existing_parent(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: is a file, where {what} needs a folder")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is a file, where {what} needs a folder")
+    _probe(path, parent, what)
+
+
+def _probe(path: Path, parent: Path, what: str) -> None:
+    """Create and remove a temporary file in ``parent``: the one test of writability that
+    also holds for root, read-only file systems and full disks' quotas."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".nst-jax-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write in {parent} ({e.strerror}; {what})") from None
+
+
+def output_paths(jobs: Sequence, out: str | os.PathLike, ext: str = ".png") -> dict:
+    """Where each job's result goes: ``out`` itself for a single job whose ``out`` has an image
+    extension, else ``out/<job name><ext>``.
+
+    Raises:
+      ImageError: several results but ``out`` names an image file, ``out`` has an extension
+        that is not an image format's, or ``out`` is a file.
+    """
+    out = Path(out)
+    if out.suffix and not out.is_dir():
+        # A name with an extension is meant as a file: check it (unknown extensions included).
+        image.check_output_path(out)
+    if out.suffix.lower() in image.SAVE_FORMATS:
+        if len(jobs) > 1:
+            raise ImageError(f"{out}: {len(jobs)} results need an output folder, not a file")
+        return {job: image.check_output_path(out) for job in jobs}
+    if out.exists() and not out.is_dir():
+        raise ImageError(f"{out}: exists and is not a folder")
+    return {job: image.check_output_path(out / f"{job.name}{ext}") for job in jobs}

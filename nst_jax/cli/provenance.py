@@ -1,0 +1,118 @@
+"""``nst-jax stylize --from PNG``: a result's stored settings replayed as untrusted data.
+
+A PNG written by nst-jax carries a JSON record of its run. Anyone can write such a chunk, so
+``--from`` reads it as data, never as a command:
+
+- the record must be a JSON object of known keys; its ``config`` must be a complete, valid
+  set of :class:`~nst_jax.StyleConfig` fields;
+- only settings are replayed (every ``StyleConfig`` field and ``--max-dim``), and, unless the
+  command line gives them, the content and style files to read;
+- never a subcommand, an output path, a weights path, another ``--from``, or any option
+  outside that list: the stored command is not run, and what it held besides settings is
+  named on stderr as not replayed;
+- options given on the command line override the stored ones; ``-o`` is required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from nst_jax.config import StyleConfig
+from nst_jax.errors import InputError
+from nst_jax.files import image
+
+RECORD_KEYS = {
+    "command",
+    "config",
+    "max_dim",
+    "weights_md5",
+    "style",
+    "content",
+    "setting",
+    "sha256",
+}
+FIELDS = {field.name: field for field in dataclasses.fields(StyleConfig)}
+# Options of a stored command that --from replays; everything else is reported as ignored.
+REPLAYED_OPTIONS = {"--" + name.replace("_", "-") for name in FIELDS} | {
+    "--max-dim",
+    "--preset",
+    "--style",
+    "-s",
+    "--per-style-weight",  # replayed as the stored style_weights
+}
+
+
+def _stored_config(config: Any, path: Path) -> StyleConfig:
+    if not isinstance(config, dict) or set(config) != set(FIELDS):
+        raise InputError(f"{path}: damaged provenance: its settings are not StyleConfig's fields")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    try:
+        return StyleConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: damaged provenance: invalid settings ({e})") from None
+
+
+def _strings(value: Any, key: str, path: Path) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(item, str) and item for item in items):
+        raise InputError(f"{path}: damaged provenance: {key} is not a file name")
+    return items
+
+
+def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
+    """The stored settings and the checked record of a PNG written by nst-jax.
+
+    Raises:
+      InputError: no record, not JSON, unknown keys, or ill-typed fields (one line).
+    """
+    path = Path(path)
+    record = image.read_provenance(path)
+    unknown = sorted(set(record) - RECORD_KEYS)
+    if unknown:
+        raise InputError(f"{path}: damaged provenance: unknown key(s) {', '.join(unknown)}")
+    config = _stored_config(record.get("config"), path)
+    max_dim = record.get("max_dim")
+    if max_dim is not None and (type(max_dim) is not int or max_dim < 1):
+        raise InputError(f"{path}: damaged provenance: max_dim {max_dim!r}")
+    checked = {"max_dim": max_dim}
+    if "content" in record:
+        checked["content"] = _strings(record["content"], "content", path)
+    if "style" in record:
+        checked["style"] = _strings(record["style"], "style", path)
+    command = record.get("command", [])
+    checked["command"] = command if isinstance(command, list) else []
+    return config, checked
+
+
+def _not_replayed(command: list) -> list[str]:
+    """What a stored command held besides replayable settings (for the user to see)."""
+    words = [str(word) for word in command]
+    ignored = [f"subcommand {words[0]!r}"] if words and words[0] != "stylize" else []
+    for word in words:
+        option = word.split("=")[0]
+        if word.startswith("-") and option not in REPLAYED_OPTIONS and option not in ignored:
+            ignored.append(option)
+    return ignored
+
+
+def apply(args: argparse.Namespace) -> None:
+    """Fill the options the command line left out from ``args.from_png``'s record, and say
+    on stderr what the record held that is not replayed."""
+    path = Path(args.from_png)
+    config, record = read_record(path)
+    for name in FIELDS:
+        if getattr(args, name, None) is None:  # per-style fields have no option of their own
+            setattr(args, name, getattr(config, name))
+    if args.max_dim is None:
+        args.max_dim = record["max_dim"]
+    if not args.content and "content" in record:
+        args.content = record["content"]
+    if not args.style and "style" in record:
+        args.style = record["style"]
+    ignored = _not_replayed(record["command"])
+    if ignored:
+        print(f"nst-jax: {path}: not replayed: {', '.join(ignored)}", file=sys.stderr)

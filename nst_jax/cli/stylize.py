@@ -1,0 +1,371 @@
+"""``nst-jax stylize``: plan every output and check it, check memory, then run the jobs.
+
+The order is what keeps a user's files safe and faults cheap: settings and the weights' path
+are checked first, then every path the run will write (before any image is decoded), then the
+memory the largest batch needs (from the images' headers, before any image is resized), and
+only then are images loaded and the work done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from nst_jax.cli import checkpoint, jobs, outputs, watch
+from nst_jax.cli.options import (
+    DEFAULT_MAX_DIM,
+    config_from_args,
+    reword,
+    style_losses,
+    style_masks,
+)
+from nst_jax.config import INITS, StyleConfig
+from nst_jax.errors import InputError
+from nst_jax.files import compile_cache, image, weights
+from nst_jax.run import multiscale
+from nst_jax.run.state import DivergedError, RunState
+
+WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
+
+
+class Progress:
+    """A tqdm bar over image-steps showing the current loss; timing for the closing line.
+
+    Called with each chunk's :class:`RunState`; a step count that does not grow means the
+    next batch has started.
+    """
+
+    def __init__(self, total: int, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, leave=False)
+        self.start = time.perf_counter()
+        self.first_chunk: tuple[int, float] | None = None  # (image-steps, time) incl. compile
+        self.done = 0
+        self.last_step = 0
+
+    def __call__(self, state: RunState) -> None:
+        steps = state.step - self.last_step if state.step > self.last_step else state.step
+        self.last_step = state.step
+        images = state.losses.shape[0]
+        self.done += steps * images
+        if self.first_chunk is None:
+            self.first_chunk = (self.done, time.perf_counter())
+        self.bar.set_postfix(loss=f"{float(state.losses[:, -1].mean()):.4g}", refresh=False)
+        self.bar.update(steps * images)
+
+    def tile(self, done: int, total: int) -> None:
+        """Within a tiled step (minutes at print sizes): which tile of the step's pass 2."""
+        self.bar.set_postfix_str(f"tile {done}/{total}")
+
+    def summary(self, images: int, steps: int) -> str:
+        """Image-steps per second after the first chunk, and the first chunk's time, which
+        includes compilation (near zero with a warm persistent compilation cache)."""
+        self.bar.close()
+        end = time.perf_counter()
+        first_done, first_time = self.first_chunk or (0, self.start)
+        if self.done > first_done:
+            rate = (self.done - first_done) / (end - first_time)
+        else:
+            rate = self.done / (end - self.start)
+        noun = "image" if images == 1 else "images"
+        return (
+            f"{images} {noun} x {steps} steps in {end - self.start:.1f} s "
+            f"({rate:.2f} image-steps/s after compile; first chunk with compile "
+            f"{first_time - self.start:.1f} s)"
+        )
+
+
+def _config(args: argparse.Namespace) -> StyleConfig:
+    """The run's settings, checked by the library's own rules (reworded as options)."""
+    masked = bool(args.mask or args.mask_labels)
+    try:
+        config = config_from_args(args)
+        config.check_style_count(len(args.style))
+        # A sweep of style losses: each loss's settings obey the rules.
+        each = [config.replace(style_loss=loss) for loss in style_losses(args) or ()] or [config]
+        untiled = args.tile is None and config.tile is None
+        if untiled and all(c.untileable(masked) is None for c in each):
+            config = config.replace(tile="auto")  # tile what would not fit, rather than refuse
+        reasons = [c.unmaskable() for c in each] if masked else []
+        reason = next((r for r in reasons if r is not None), None)
+    except ValueError as e:
+        raise InputError(reword(str(e))) from None
+    if style_masks(args) is not None and not masked:
+        raise InputError(
+            "--style-mask chooses a style's part for a content region: give --mask or --mask-labels"
+        )
+    if reason is not None:
+        raise InputError(reword(reason))
+    return config
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def _single_result_outputs(args, result: Path, steps: list[int], config) -> list:
+    """The files a single-result run writes besides its result: checkpoint, previews, log,
+    plot, animation (all the run's own: ``--resume`` may replace them)."""
+    Out = outputs.Output  # noqa: N806
+    planned = [Out(checkpoint.directory(result) / checkpoint.FILE, "the checkpoint", True)]
+    if args.save_every:
+        for step in watch.preview_steps(steps, config.steps_per_call, args.save_every):
+            planned.append(Out(watch.preview_path(result, step), "--save-every", True))
+    for option in ("log", "plot", "animate"):
+        if getattr(args, option):
+            planned.append(Out(Path(getattr(args, option)), f"--{option}", True))
+    return planned
+
+
+def _plan(args, config: StyleConfig, job_list, results: dict, sheet: Path | None, weights_path):
+    """Check every planned output against the inputs and each other (before any work)."""
+    single = len(job_list) == 1
+    planned = [outputs.Output(path, "-o", single) for path in results.values()]
+    if sheet is not None:
+        planned.append(outputs.Output(sheet, "--sheet"))
+    if single:
+        size = image.probe_size(job_list[0].content)
+        if size is not None:
+            shape = image.scaled_shape(*size, args.max_dim)
+            steps = multiscale.scale_steps(*shape, config)
+            planned += _single_result_outputs(args, next(iter(results.values())), steps, config)
+    inputs = [(job.content, "content") for job in job_list]
+    inputs += [(Path(s), "--style") for s in args.style]
+    inputs += [(Path(m), "--mask") for m in _mask_files(args)]
+    inputs.append((weights_path, "--weights"))
+    if config.init not in INITS:
+        inputs.append((Path(config.init), "--init"))
+    outputs.check_outputs(planned, inputs, force=args.force, resume=args.resume)
+    cache = compile_cache.resolve(args.compile_cache)
+    if cache is not None:
+        outputs.check_folder(cache, "--compile-cache")
+    return cache
+
+
+def _check_memory(shapes, config: StyleConfig, limit_gib: float | None) -> StyleConfig:
+    """Refuse, before any image is resized, a batch whose estimated memory exceeds what is
+    available. Returns the config to run: with ``--conv auto``, the direct convolution where
+    only that fits; with ``--tile auto``, tiles (the largest that fit) where nothing untiled
+    fits, else no tiles (each said in one line on stderr)."""
+    from nst_jax.run import memory
+
+    available = int(limit_gib * memory.GIB) if limit_gib else None
+    tiles = []
+    for first, *shape in dict.fromkeys(shapes):
+        what = str(first)
+        try:
+            tiles.append(_fitting_tile(config, shape, available, what))
+            if tiles[-1] is None:
+                fitting = memory.fitting_config(
+                    config.replace(tile=None), *shape, available=available, what=what
+                )
+                if fitting.conv != config.conv:
+                    print(
+                        f"nst-jax: {what}: Winograd would not fit in memory; using --conv direct",
+                        file=sys.stderr,
+                    )
+                    config = config.replace(conv=fitting.conv)
+        except MemoryError as e:
+            raise InputError(str(e)) from None
+    if config.tile == "auto":
+        chosen = [t for t in tiles if t is not None]
+        if not chosen:
+            config = config.replace(tile=None)
+        elif limit_gib:
+            # The limit is this check's alone: the tile it chose holds for every scale.
+            config = config.replace(tile=min(chosen))
+        # Else "auto" stays: each scale of a coarse-to-fine run is tiled only if it does not
+        # fit when it starts (tile_memory.scale_tile), so the coarse scales run untiled.
+    return config
+
+
+def _fitting_tile(config: StyleConfig, shape, available, what: str) -> int | None:
+    """The tile the largest scale of a batch of ``shape`` needs (``None``: untiled)."""
+    from nst_jax.run import memory, tile_memory
+
+    if config.tile is None:
+        return None
+    if config.tile == "auto":
+        # Tiles rather than the direct convolution's fallback: at print sizes the tiled
+        # Winograd step takes less memory and time (scripts/README.md, "Print sizes").
+        try:
+            memory.check_fits(config.replace(tile=None), *shape, available=available)
+            return None
+        except MemoryError:
+            pass
+    tile = tile_memory.check_tiled_fits(config, *shape, available=available, what=what)
+    if tile is not None:
+        print(f"nst-jax: {what}: {shape[2]}x{shape[1]} px runs in {tile} px tiles", file=sys.stderr)
+    return tile
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    """The ``stylize`` command; returns the exit status."""
+    if args.from_png:
+        from nst_jax.cli import provenance
+
+        if not args.output:
+            raise InputError(f"{args.from_png}: --from replays settings; give -o for the result")
+        provenance.apply(args)
+    if not args.content or not args.style or not args.output:
+        raise InputError("CONTENT, --style and -o are required (or --from PNG and -o)")
+    args.max_dim = args.max_dim or DEFAULT_MAX_DIM
+    config = _config(args)
+    weights_path = weights.find_weights(args.weights)
+    index, count = jobs.init_distributed()
+    # A label image's regions are counted when it is read (jobs.load checks them).
+    regions = len(args.mask) if args.mask else len(args.style) if args.mask_labels else None
+    planned = jobs.plan(
+        args.content,
+        args.style,
+        config,
+        index,
+        count,
+        regions=regions,
+        style_losses=style_losses(args),
+    )
+    results = outputs.output_paths(planned, args.output, f".{args.format}")
+    sheet = _sheet_path(args.sheet, index, count) if args.sheet else None
+    asked = [name for name in WATCH_OPTIONS if getattr(args, name)]
+    if len(planned) != 1 and asked:
+        names = ", ".join("--" + name.replace("_", "-") for name in asked)
+        raise InputError(f"{names}: one result at a time, and this run has {len(planned)}")
+    if len(planned) == 1:
+        watch.check_extras(_path(args.plot), _path(args.animate), args.save_every)
+    cache = _plan(args, config, planned, results, sheet, weights_path)
+    shapes = jobs.planned_shapes(planned, config, args.max_dim, args.batch_size)
+    config = _check_memory(shapes, config, args.memory_limit)
+    if cache is not None:
+        compile_cache.enable(cache)
+    work = jobs.load(
+        planned,
+        args.style,
+        config,
+        args.max_dim,
+        args.batch_size,
+        args.max_pixels,
+        masks=args.mask,
+        mask_labels=args.mask_labels,
+        style_masks=style_masks(args),
+    )
+    if work.jobs:
+        status = _run(args, work, results, sheet, weights_path)
+        if status:
+            return status
+    for error in work.errors:
+        print(f"nst-jax: error: {reword(error)}", file=sys.stderr)
+    return 2 if work.errors else 0
+
+
+def _mask_files(args) -> list[str]:
+    """Every mask file the run reads (content regions, labels, styles' own regions)."""
+    files = [*(args.mask or []), *([args.mask_labels] if args.mask_labels else [])]
+    return files + [m for m in style_masks(args) or [] if m is not None]
+
+
+def _sheet_path(path: str, process_index: int, process_count: int) -> Path:
+    """The sheet's path; with several hosts each writes its own, ``NAME.hostI.EXT``."""
+    sheet = image.check_output_path(path)
+    return sheet.with_suffix(f".host{process_index}{sheet.suffix}") if process_count > 1 else sheet
+
+
+def _metadata(args: argparse.Namespace, config: StyleConfig, weights_path: Path) -> dict:
+    """Provenance stored in each PNG result (and a checkpoint's settings)."""
+    return {
+        "command": args.argv,
+        "config": dataclasses.asdict(config),
+        "max_dim": args.max_dim,
+        "weights_md5": weights.md5sum(weights_path),
+        "style": [str(s) for s in args.style],
+    }
+
+
+def _run(args, work, results, sheet, weights_path) -> int:
+    """Load weights, run every batch, write the sheet; the exit status."""
+    params = weights.load_vgg19(weights_path)
+    metadata = _metadata(args, work.config, weights_path)
+    steps = [
+        multiscale.total_steps(*work.contents[j.content].shape[:2], work.config) for j in work.jobs
+    ]
+    progress = Progress(sum(steps), args.quiet)
+    options, watcher = {"on_chunk": progress}, None
+    if len(work.jobs) == 1:
+        watcher = _watcher(args, results[work.jobs[0]], work, metadata)
+        options = _watch_options(args, watcher, progress, steps[0])
+    if work.config.tile is not None:
+        options["on_tile"] = progress.tile
+    thumbnails = []
+    try:
+        for job, result in jobs.run(work, results, params=params, metadata=metadata, **options):
+            if sheet is not None:
+                thumbnails.append((image.thumbnail(result, 192), job.name))
+    except watch.RunInterruptedError as e:
+        progress.bar.close()
+        print(f"nst-jax: {e}", file=sys.stderr)
+        return e.exit_status
+    except DivergedError as e:
+        last = watcher.last_checkpoint if watcher is not None else None
+        raise InputError(f"{e}; last good checkpoint: {last or 'none'}") from None
+    except ValueError as e:
+        if "resume" not in options:
+            raise
+        raise InputError(f"{watcher.checkpoint_dir}: does not fit this run ({e})") from None
+    if watcher is not None:
+        watcher.finish(watcher.final_state, _path(args.plot))
+    if sheet is not None:
+        columns = min(len(thumbnails), len(work.styles) * len(jobs.settings(work.config)))
+        images, labels = zip(*thumbnails, strict=True)
+        image.save(sheet, image.contact_sheet(list(images), list(labels), columns))
+    destination = next(iter(results.values())) if len(results) == 1 else Path(args.output)
+    print(f"{progress.summary(len(work.jobs), max(steps))} -> {destination}")
+    return 0
+
+
+def _watcher(args, result: Path, work, metadata: dict) -> watch.Watcher:
+    """The hook of a single-result run (so Ctrl-C always saves the image and a checkpoint).
+    Its checkpoints record every input's SHA-256, so ``--resume`` notices a replaced file."""
+    job = work.jobs[0]
+    meta = jobs.job_metadata(job, metadata)
+    inputs = {"content": job.content, **{f"--style {s}": Path(s) for s in args.style}}
+    inputs.update({f"--mask {m}": Path(m) for m in _mask_files(args)})
+    if work.config.init not in INITS:
+        inputs["--init"] = Path(work.config.init)
+    meta["sha256"] = {name: checkpoint.sha256(path) for name, path in inputs.items()}
+    return watch.Watcher(
+        output=result,
+        meta=meta,
+        checkpoint_every=args.checkpoint_every,
+        save_every=args.save_every,
+        log=_path(args.log),
+        animate=_path(args.animate),
+        append_log=args.resume,
+    )
+
+
+def _watch_options(args, watcher: watch.Watcher, progress: Progress, total: int) -> dict:
+    """``stylize`` options of a watched run: progress and the watcher on each chunk, and the
+    checkpoint to resume from (checked against this run before any work)."""
+
+    def on_chunk(state: RunState) -> None:
+        progress(state)
+        watcher(state)
+
+    options = {"on_chunk": on_chunk}
+    if args.resume:
+        folder = watcher.checkpoint_dir
+        saved, meta = checkpoint.load(folder)
+        checkpoint.check_compatible(meta, watcher.meta, folder)
+        if saved.step > total:
+            raise InputError(
+                f"{folder}: the checkpoint is at step {saved.step}, past this run's {total} "
+                "steps; give --steps at least that"
+            )
+        watcher.last_step, watcher.final_state = saved.step, saved
+        progress.last_step = saved.step
+        options["resume"] = saved
+    watcher.install_signal_handlers()
+    return options

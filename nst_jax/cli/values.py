@@ -1,0 +1,91 @@
+"""How the ``nst-jax`` command reads option values: numbers, lists, layer names, tiles.
+
+Each function takes the option's text and returns its value, or raises
+``argparse.ArgumentTypeError`` with a one-line reason (argparse names the option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from nst_jax.config import OPTIMIZER_ALIASES, STYLE_LOSSES
+from nst_jax.core.layers import LAYERS
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def number(text: str) -> float:
+    """A finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def numbers(text: str) -> tuple[float, ...]:
+    """Comma-separated numbers >= 0."""
+    return tuple(non_negative(part) for part in text.split(","))
+
+
+def sweep(text: str) -> float | tuple[float, ...]:
+    """One number >= 0, or a comma-separated list of them (a sweep)."""
+    values = numbers(text)
+    return values[0] if len(values) == 1 else values
+
+
+def layers(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(","))
+    for name in names:
+        if name not in LAYERS:
+            raise argparse.ArgumentTypeError(
+                f"unknown VGG19 layer {name!r}; known: {', '.join(LAYERS)}"
+            )
+    return names
+
+
+def optimizer_name(text: str) -> str:
+    return OPTIMIZER_ALIASES.get(text, text)
+
+
+def style_loss_names(text: str) -> tuple[str, ...]:
+    """One style loss, or comma-separated ones: one result each (a program each)."""
+    names = tuple(part.strip() for part in text.split(","))
+    for name in names:
+        if name not in STYLE_LOSSES:
+            raise argparse.ArgumentTypeError(
+                f"unknown style loss {name!r}; known: {', '.join(STYLE_LOSSES)}"
+            )
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a style loss is named twice in {text!r}")
+    return names
+
+
+def tile(text: str) -> int | str:
+    """``auto``, ``off`` or a positive number of pixels."""
+    return text if text in ("auto", "off") else positive_int(text)

@@ -1,0 +1,327 @@
+"""Image files <-> float32 RGB arrays in [0, 1]: decode, orient, convert, resize, save."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from nst_jax.errors import ImageError
+from nst_jax.files.atomic import atomic_write, nearest_existing_parent
+
+# Output format by extension (Pillow format name).
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> ``(H, W, 3)`` float32 in [0, 1].
+
+    Transparent pixels are composited over white: their stored colour is arbitrary (often
+    black), and white is what a viewer shows behind them.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit integer) greyscale: keep the precision 8-bit conversion would lose.
+        grey = np.asarray(img, dtype=np.float32)
+        scale = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
+        grey = np.clip(grey / scale, 0.0, 1.0)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if img.mode == "F":
+        return np.repeat(np.clip(np.asarray(img, np.float32), 0, 1)[..., None], 3, axis=-1)
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("LA", "PA", "La"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        return rgba[..., :3] * alpha + (1.0 - alpha)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+# Pillow's own default limit (about 89.5 megapixels, a 0.25 GB RGB image in 8 bits).
+MAX_PIXELS = 89_478_485
+
+
+def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` float32 RGB in [0, 1], EXIF orientation applied.
+
+    Handles what Pillow reads (PNG, JPEG, WebP, BMP, TIFF, ...) in any mode: palette (with or
+    without transparency), grey, grey+alpha, RGBA, 16-bit grey, CMYK.
+
+    Raises:
+      ImageError: missing, empty, not an image, or truncated.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns by its own limit; ours, below, is the one that counts. Pillow's
+            # global limit is the process's: a program (the CLI) may lift it, a library not.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                # Refuse decompression bombs from the header, before decoding any pixels.
+                if max_pixels is not None and img.width * img.height > max_pixels:
+                    raise ImageError(
+                        f"{path}: {img.width}x{img.height} px is over the limit of "
+                        f"{max_pixels} pixels (max_pixels raises it)"
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                array = _to_rgb_array(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{path}: over Pillow's pixel limit (PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS}); a program may raise it"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        # Pillow reports truncation and corrupt data as OSError/SyntaxError with a short text.
+        raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+    if array.size == 0:
+        raise ImageError(f"{path}: image has no pixels")
+    if not np.all(np.isfinite(array)):  # float TIFFs can hold NaN or infinity
+        raise ImageError(f"{path}: image has non-finite pixel values")
+    return array
+
+
+def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(height, width)`` of an image as displayed (EXIF rotation applied), from its header
+    alone; ``None`` when the header cannot be read."""
+    # EXIF orientations 5-8 turn the stored image by 90 degrees.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                return (img.width, img.height) if turned else (img.height, img.width)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def scaled_shape(height: int, width: int, max_dim: int) -> tuple[int, int]:
+    """``(height, width)`` scaled so the longer side is ``max_dim``, truncated to integers as
+    the tutorial does (``tf.cast(shape * scale, tf.int32)``)."""
+    scale = max_dim / max(height, width)
+    return int(height * scale), int(width * scale)
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of ``(H, W, 3)`` to ``(height, width, 3)``, like ``tf.image.resize``'s
+    default (half-pixel centres, no antialiasing), so the tutorial's inputs are reproduced.
+
+    Computed in float64, one axis at a time, and rounded once to float32.
+    """
+    if image.shape[:2] == (height, width):
+        return image
+    rows = _linear_weights(image.shape[0], height)
+    cols = _linear_weights(image.shape[1], width)
+    out = np.einsum("ih,jw,hwc->ijc", rows, cols, np.asarray(image, np.float64), optimize=True)
+    return out.astype(np.float32)
+
+
+def _linear_weights(size: int, new_size: int) -> np.ndarray:
+    """``(new_size, size)``: each output position's weights on the input positions, for
+    linear interpolation with half-pixel centres, clamped at the edges. The positions are
+    computed in float32, as TensorFlow computes them, so its weights are matched exactly."""
+    scale = np.float32(size / new_size)
+    centre = (np.arange(new_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    low = np.floor(centre)
+    frac = (centre - low).astype(np.float64)
+    rows = np.arange(new_size)
+    weights = np.zeros((new_size, size))
+    np.add.at(weights, (rows, np.clip(low.astype(np.int64), 0, size - 1)), 1 - frac)
+    np.add.at(weights, (rows, np.clip(low.astype(np.int64) + 1, 0, size - 1)), frac)
+    return weights
+
+
+def load(
+    path: str | os.PathLike, max_dim: int | None = None, max_pixels: int | None = MAX_PIXELS
+) -> np.ndarray:
+    """Read an image and scale it so its longer side is ``max_dim`` (up or down, as the
+    tutorial does); ``None`` keeps the size.
+
+    Returns:
+      ``(H, W, 3)`` float32 RGB in [0, 1].
+
+    Raises:
+      ImageError: unreadable file, or an image that scales to zero pixels on a side.
+    """
+    image = decode(path, max_pixels)
+    if max_dim is None:
+        return image
+    height, width = scaled_shape(*image.shape[:2], max_dim)
+    if min(height, width) < 1:
+        raise ImageError(
+            f"{path}: {image.shape[1]}x{image.shape[0]} px scales to {width}x{height} "
+            f"at max-dim {max_dim}; too thin"
+        )
+    return resize(image, height, width)
+
+
+def load_mask(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A grey mask as ``(H, W)`` float32 in [0, 1] (a colour image's mean of R, G, B): white
+    selects, black does not, grey selects partly. Not resized: it is fitted to its image's
+    size when used (``nst_jax.objective.resize_masks``).
+
+    Raises:
+      ImageError: unreadable, or black everywhere (selects nothing).
+    """
+    mask = decode(path, max_pixels).mean(axis=-1)
+    if not mask.max() > 0:
+        raise ImageError(f"{path}: the mask is black everywhere: it selects no pixel")
+    return mask
+
+
+def load_labels(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A label image as ``(K, H, W)`` float32 masks, one per colour other than black (black:
+    no style). Colours are ordered by their 8-bit ``(R, G, B)`` value, so grey levels go from
+    dark to light: the k-th colour is the region of the k-th style.
+
+    Raises:
+      ImageError: unreadable, or black everywhere.
+    """
+    rgb = np.round(decode(path, max_pixels) * 255).astype(np.int64)
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    labels = [code for code in np.unique(codes) if code != 0]
+    if not labels:
+        raise ImageError(f"{path}: the label image is black everywhere: it has no region")
+    return np.stack([(codes == code).astype(np.float32) for code in labels])
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Check that ``path`` can be written as an image (known extension, parent a directory).
+
+    Raises:
+      ImageError: unknown extension, or a parent that is not a directory.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SAVE_FORMATS:
+        raise ImageError(
+            f"{path}: unknown output extension {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(SAVE_FORMATS)}"
+        )
+    parent = nearest_existing_parent(path)
+    if not parent.is_dir():
+        raise ImageError(f"{path}: {parent} is a file, where the image needs a folder")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, where the image is a file")
+    return path
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """``[0, 1]`` float -> uint8, rounding to nearest."""
+    return np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+PROVENANCE_KEY = "nst_jax"
+
+
+def save(
+    path: str | os.PathLike,
+    image: np.ndarray,
+    quality: int = 95,
+    metadata: dict | None = None,
+) -> Path:
+    """Write ``(H, W, 3)`` float RGB in [0, 1] as PNG, JPEG or WebP (by extension), atomically:
+    a temporary file beside the target is renamed over it, so no reader sees half a file.
+
+    ``metadata`` (JSON-able) is stored in a PNG text chunk; see :func:`read_provenance`.
+
+    Raises:
+      ImageError: unknown extension, a parent that is not a directory, or a non-finite image.
+    """
+    path = check_output_path(path)
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ImageError(f"{path}: refusing to write an image with non-finite values")
+    pil = Image.fromarray(to_uint8(image), "RGB")
+    fmt = SAVE_FORMATS[path.suffix.lower()]
+    options = {} if fmt == "PNG" else {"quality": quality}
+    if metadata is not None and fmt == "PNG":
+        # Provenance: a PNG text chunk holding the command, settings and weights hash.
+        info = PngImagePlugin.PngInfo()
+        info.add_text(PROVENANCE_KEY, json.dumps(metadata, sort_keys=True))
+        options["pnginfo"] = info
+    atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options))
+    return path
+
+
+def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` scaled down (Lanczos) to fit a ``size`` x ``size`` box, aspect kept."""
+    pil = Image.fromarray(to_uint8(image))
+    pil.thumbnail((size, size), Image.LANCZOS)
+    return np.asarray(pil, np.float32) / 255.0
+
+
+def contact_sheet(
+    images: list[np.ndarray], labels: list[str], columns: int, tile: int = 192
+) -> np.ndarray:
+    """A labelled grid of images, each scaled to fit a ``tile`` x ``tile`` box.
+
+    Args:
+      images: ``(H_i, W_i, 3)`` float RGB in [0, 1], any sizes.
+      labels: one line of text under each image.
+      columns: images per row.
+      tile: box size in px.
+
+    Returns:
+      ``(rows * (tile + label), columns * tile, 3)`` float32 RGB in [0, 1], white background.
+    """
+    label_height = 16
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + label_height)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (array, label) in enumerate(zip(images, labels, strict=True)):
+        thumb = Image.fromarray(to_uint8(thumbnail(array, tile)))
+        x, y = (i % columns) * tile, (i // columns) * (tile + label_height)
+        sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
+        draw.text((x + 4, y + tile + 2), label, fill="black")
+    return np.asarray(sheet, np.float32) / 255.0
+
+
+def provenance_text(path: str | os.PathLike) -> str | None:
+    """The raw provenance text stored in a PNG, or ``None`` (also for unreadable files)."""
+    try:
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}).get(PROVENANCE_KEY)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return text if isinstance(text, str) else None
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """The metadata :func:`save` stored in a PNG, parsed as strict JSON (untrusted data:
+    callers check its fields before use).
+
+    Raises:
+      ImageError: unreadable file, no nst_jax provenance in it, or a record that is not a
+        JSON object.
+    """
+    path = Path(path)
+    decode(path)  # the same one-line errors as any input
+    text = provenance_text(path)
+    if text is None:
+        raise ImageError(f"{path}: no nst_jax provenance (only PNGs written by nst-jax have it)")
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:
+        raise ImageError(f"{path}: damaged nst_jax provenance (not JSON: {e})") from None
+    if not isinstance(record, dict):
+        raise ImageError(f"{path}: damaged nst_jax provenance (not a JSON object)")
+    return record
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")

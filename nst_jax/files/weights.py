@@ -1,0 +1,292 @@
+"""VGG19 weights: the official Keras HDF5 file, its Flax-native conversion, and where to find them.
+
+The official file is Keras' ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` (legacy Keras
+HDF5 layout, read by :mod:`nst_jax.files.keras_h5`).
+
+The converted file is a Flax msgpack (``flax.serialization``; no pickle anywhere) holding
+``{"format", "version", "params"}``. Every load, of either kind, is validated strictly: all 16
+conv layers, exact shapes, finite values; errors name the file and the layer at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from nst_jax.core.layers import conv_shapes
+from nst_jax.errors import WeightsError
+from nst_jax.files import keras_h5
+from nst_jax.files.atomic import atomic_write
+
+OFFICIAL_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+OFFICIAL_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/vgg19/{OFFICIAL_NAME}"
+# The hash Keras' own loader (keras.applications.vgg19) checks.
+OFFICIAL_MD5 = "253f8cb515780f3b799900260a226db6"
+CONVERTED_NAME = "vgg19_notop.msgpack"
+FORMAT = "nst_jax-vgg19"
+FORMAT_VERSION = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FETCH_COMMAND = "nst-jax weights fetch"
+
+NumpyParams = dict[str, dict[str, np.ndarray]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Places
+
+
+def weights_dir() -> Path:
+    """Where converted weights live: ``$NST_JAX_WEIGHTS_DIR``, else the checkout's ``weights/``
+    folder (an editable install), else nst_jax's cache folder."""
+    if os.environ.get("NST_JAX_WEIGHTS_DIR"):
+        return Path(os.environ["NST_JAX_WEIGHTS_DIR"])
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    return checkout if checkout.is_dir() else cache_dir()
+
+
+def cache_dir() -> Path:
+    """nst_jax's download cache: ``$NST_JAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nst_jax``."""
+    if os.environ.get("NST_JAX_CACHE_DIR"):
+        return Path(os.environ["NST_JAX_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "nst_jax"
+
+
+def keras_cache_file() -> Path:
+    """Where Keras itself caches the official file (``$KERAS_HOME`` or ``~/.keras``)."""
+    keras_home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(keras_home) / "models" / OFFICIAL_NAME
+
+
+def candidates() -> list[tuple[str, Path]]:
+    """Places searched when no path is given, in order, each with a short label."""
+    places = []
+    if os.environ.get("NST_JAX_WEIGHTS"):
+        places.append(("$NST_JAX_WEIGHTS", Path(os.environ["NST_JAX_WEIGHTS"])))
+    places.append(("converted file", weights_dir() / CONVERTED_NAME))
+    places.append(("Keras cache", keras_cache_file()))
+    places.append(("nst_jax cache", cache_dir() / OFFICIAL_NAME))
+    return places
+
+
+def find_weights(path: str | os.PathLike | None = None) -> Path:
+    """The weights file to use: ``path`` if given, else the first existing candidate.
+
+    Raises:
+      WeightsError: ``path`` does not exist, or no candidate does (the message names every
+        place looked and the command that fetches the file).
+    """
+    if path is None and os.environ.get("NST_JAX_WEIGHTS"):
+        # Named by the user: missing is an error, not a reason to use some other file.
+        path, named = Path(os.environ["NST_JAX_WEIGHTS"]), " (named by $NST_JAX_WEIGHTS)"
+    else:
+        named = ""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such weights file{named}")
+        return path
+    places = candidates()
+    for _, place in places:
+        if place.is_file():
+            return place
+    looked = "; ".join(f"{label} {place}" for label, place in places)
+    raise WeightsError(
+        f"VGG19 weights not found (looked in: {looked}); run `{FETCH_COMMAND}` to download them"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate(params: Mapping, source: str | os.PathLike) -> NumpyParams:
+    """Check that ``params`` holds exactly VGG19's 16 convs with the right shapes and finite
+    float values; return them as float32 NumPy arrays.
+
+    Raises:
+      WeightsError: naming ``source`` and the first layer at fault.
+    """
+    checked = {}
+    for layer, (kernel_shape, bias_shape) in conv_shapes().items():
+        if layer not in params:
+            raise WeightsError(f"{source}: layer {layer} is missing")
+        for name, shape in (("kernel", kernel_shape), ("bias", bias_shape)):
+            value = params[layer].get(name) if isinstance(params[layer], Mapping) else None
+            if value is None:
+                raise WeightsError(f"{source}: layer {layer} has no {name}")
+            value = np.asarray(value)
+            if value.shape != shape:
+                raise WeightsError(
+                    f"{source}: layer {layer} {name} has shape {value.shape}, expected {shape}"
+                )
+            if not np.issubdtype(value.dtype, np.floating):
+                raise WeightsError(f"{source}: layer {layer} {name} has dtype {value.dtype}")
+            if not np.all(np.isfinite(value)):
+                raise WeightsError(f"{source}: layer {layer} {name} has non-finite values")
+            checked.setdefault(layer, {})[name] = value.astype(np.float32, copy=False)
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------
+# Converted (Flax msgpack) files
+
+
+def save_converted(params: Mapping, path: str | os.PathLike) -> Path:
+    """Write validated params as a Flax msgpack file, atomically. Returns the path."""
+    path = Path(path)
+    params = validate(params, path)
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "params": params}
+    atomic_write(path, lambda tmp: tmp.write_bytes(serialization.msgpack_serialize(payload)))
+    return path
+
+
+def read_converted(path: str | os.PathLike) -> NumpyParams:
+    """Read and validate a file written by :func:`save_converted`."""
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise WeightsError(f"{path}: empty file")
+    if not (0x80 <= data[0] <= 0x8F or data[0] in (0xDE, 0xDF)):  # a msgpack map starts so
+        raise WeightsError(f"{path}: neither a Keras HDF5 file nor an nst_jax weights file")
+    try:
+        payload = serialization.msgpack_restore(data)
+    except Exception as e:  # msgpack raises several unrelated types for corrupt input
+        raise WeightsError(f"{path}: truncated or corrupt weights file ({e})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise WeightsError(f"{path}: not an nst_jax weights file")
+    if payload.get("version") != FORMAT_VERSION:
+        raise WeightsError(f"{path}: unsupported format version {payload.get('version')}")
+    return validate(payload["params"], path)
+
+
+def _is_hdf5(path: Path) -> bool:
+    """Whether ``path`` starts with the HDF5 signature; raises ``WeightsError`` if unreadable."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(HDF5_SIGNATURE))
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read ({e.strerror})") from None
+    if not head:
+        raise WeightsError(f"{path}: empty file")
+    return head == HDF5_SIGNATURE
+
+
+def read_params(path: str | os.PathLike) -> NumpyParams:
+    """Read either kind of weights file, chosen by its content, not its name."""
+    path = Path(path)
+    if _is_hdf5(path):
+        return validate(keras_h5.read_keras_h5(path), path)
+    if path.suffix == ".h5":
+        raise WeightsError(f"{path}: not an HDF5 file")
+    return read_converted(path)
+
+
+def converted_path(dest: str | os.PathLike | None = None) -> Path:
+    """Where :func:`convert` writes: ``dest``, or the converted file in ``weights/``."""
+    return Path(dest) if dest is not None else weights_dir() / CONVERTED_NAME
+
+
+def convert(source: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path:
+    """Convert a Keras ``.h5`` (or re-save a converted file) to the Flax-native format.
+
+    Args:
+      source: the weights file to read.
+      dest: where to write; defaults to ``weights_dir() / CONVERTED_NAME``.
+
+    Returns:
+      The path written.
+    """
+    params = read_params(source)
+    return save_converted(params, converted_path(dest))
+
+
+def load_vgg19(path: str | os.PathLike | None = None) -> dict[str, dict[str, jax.Array]]:
+    """Load VGG19 params from the official ``.h5`` or a converted file.
+
+    Args:
+      path: a weights file; ``None`` searches ``$NST_JAX_WEIGHTS``, the converted file in
+        ``weights/``, Keras' cache and nst_jax's cache, in that order.
+
+    Returns:
+      ``{layer: {"kernel": (3, 3, in, out), "bias": (out,)}}`` float32 device arrays.
+
+    Raises:
+      WeightsError: nothing found, or the file is broken (the message names it and the fault).
+    """
+    params = read_params(find_weights(path))
+    return jax.tree.map(jnp.asarray, params)
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def info(path: str | os.PathLike | None = None) -> dict[str, object]:
+    """Describe a weights file: path, kind, MD5, whether it is the official file, sizes."""
+    path = find_weights(path)
+    params = read_params(path)
+    digest = md5sum(path)
+    return {
+        "path": str(path),
+        "kind": "keras-hdf5" if _is_hdf5(path) else "nst_jax-msgpack",
+        "md5": digest,
+        "official": digest == OFFICIAL_MD5,
+        "layers": len(params),
+        "parameters": int(sum(a.size for layer in params.values() for a in layer.values())),
+        "bytes": path.stat().st_size,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching
+
+
+def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` atomically, refusing it unless its MD5 is ``md5``."""
+
+    def write(tmp: Path) -> None:
+        digest = hashlib.md5()
+        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise WeightsError(f"{url}: MD5 {digest.hexdigest()} does not match {md5}")
+
+    try:
+        atomic_write(dest, write)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise WeightsError(
+            f"cannot download {url} ({reason}); download it by hand and run "
+            f"`nst-jax weights convert FILE`, or put it at {keras_cache_file()}"
+        ) from None
+    return dest
+
+
+def fetch(url: str = OFFICIAL_URL, md5: str = OFFICIAL_MD5) -> tuple[Path, Path]:
+    """Download the official file into nst_jax's cache (if not already there, hash-checked),
+    then convert it into ``weights/``.
+
+    Returns:
+      ``(downloaded file, converted file)``.
+    """
+    dest = cache_dir() / OFFICIAL_NAME
+    if not (dest.is_file() and md5sum(dest) == md5):
+        download(url, dest, md5)
+    return dest, convert(dest)

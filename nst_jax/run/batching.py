@@ -1,0 +1,166 @@
+"""The research core's step over a batch: ``jax.vmap`` (or ``lax.map`` for L-BFGS), one
+compiled chunk of steps, and optimiser states with a learning rate per image.
+
+Everything here is built from :func:`nst_jax.make_step_fn`, the per-image step; the compiled
+functions are cached per (static config, optimiser), so every run with the same settings and
+shapes reuses one program.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nst_jax.config import StyleConfig
+from nst_jax.core.objective import TERMS, loss_fn, static_config
+from nst_jax.core.optim import AverageState, make_step_fn
+
+
+def resolve_loop(loop: str) -> str:
+    """``"auto"`` -> ``"host"`` on CPU, ``"device"`` elsewhere.
+
+    XLA:CPU runs a step slower inside a compiled loop (``fori_loop``/``scan``) than as a
+    top-level program (scripts/README.md, "Design measurements"), so on CPU a chunk is a
+    Python loop over a jitted step, dispatched asynchronously. On GPU and TPU the whole chunk
+    is one compiled loop, so dispatch does not dominate small images.
+    """
+    if loop == "auto":
+        return "host" if jax.default_backend() == "cpu" else "device"
+    return loop
+
+
+def over_batch(config: StyleConfig, per_image: Callable) -> Callable:
+    """``per_image`` mapped over the leading (batch) axis of all its arguments.
+
+    ``jax.vmap`` for Adam. L-BFGS runs image by image (``lax.map``): its line search chooses
+    between branches that each evaluate the loss (``lax.cond``), and under ``vmap`` a cond with
+    a batched predicate evaluates both, doubling every trial's cost. The ``w2`` style loss runs
+    image by image too: with XLA:CPU's memory-minimising scheduler (the CLI's), a batch of its
+    eigendecompositions under ``vmap`` compiles and runs far slower than image by image.
+
+    A batch of one runs ``per_image`` itself, the batch axis dropped and put back: XLA:CPU runs
+    the per-image program faster than its vmapped form, chiefly because a vmapped Gram
+    ``f.T @ f`` becomes a batched product that first copies ``f`` transposed.
+    """
+    if config.optimizer == "lbfgs" or config.style_loss == "w2":
+        batched = lambda *args: jax.lax.map(lambda xs: per_image(*xs), args)  # noqa: E731
+    else:
+        batched = jax.vmap(per_image)
+
+    def mapped(*args):
+        if jax.tree.leaves(args)[0].shape[0] == 1:
+            out = per_image(*jax.tree.map(lambda a: a[0], args))
+            return jax.tree.map(lambda a: a[None], out)
+        return batched(*args)
+
+    return mapped
+
+
+def batch_step(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> Callable:
+    """Jitted ``(params, targets, images, states) -> (images, states, loss, terms,
+    evaluations)`` of a batch, each output with a leading batch axis; images and states are
+    donated. Configs that differ only in traced values share the compiled function.
+    ``loss``: as :func:`nst_jax.make_step_fn`'s."""
+    return _batch_step(static_config(config), tx, loss)
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
+    step = make_step_fn(config, tx, loss)
+
+    def batched_step(params, targets, images, states):
+        per_image = lambda t, x, s: step(params, t, x, s)  # noqa: E731
+        return over_batch(config, per_image)(targets, images, states)
+
+    return jax.jit(batched_step, donate_argnums=(2, 3))
+
+
+def batch_chunk(
+    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+) -> Callable:
+    """Up to ``config.steps_per_call`` steps of a batch in one compiled ``fori_loop``.
+
+    ``n_steps`` is traced, so a shorter last chunk reuses the program. Returns ``(images,
+    states, history, terms, evaluations, before)``: ``history`` ``(N, steps_per_call)`` holds
+    the loss before each step (zero from ``n_steps`` on), ``terms`` those before the last
+    step; ``before`` is the image before the last step (L-BFGS's terms need it; else None).
+    """
+    return _batch_chunk(static_config(config), tx, loss)
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
+    step = make_step_fn(config, tx, loss)
+    keep_before = config.optimizer == "lbfgs"
+
+    def per_image(params, targets, x, state, n_steps):
+        def body(i, carry):
+            x, state, history, _, evaluations, _ = carry
+            new, state, loss, terms, used = step(params, targets, x, state)
+            before = x if keep_before else None
+            return new, state, history.at[i].set(loss), terms, evaluations + used, before
+
+        zero = jnp.zeros((), x.dtype)
+        carry = (
+            x,
+            state,
+            jnp.zeros(config.steps_per_call, x.dtype),
+            dict.fromkeys(TERMS, zero),
+            jnp.zeros((), jnp.int32),
+            x if keep_before else None,
+        )
+        return jax.lax.fori_loop(0, n_steps, body, carry)
+
+    def batched_chunk(params, targets, images, states, n_steps):
+        one = lambda t, x, s: per_image(params, t, x, s, n_steps)  # noqa: E731
+        return over_batch(config, one)(targets, images, states)
+
+    return jax.jit(batched_chunk, donate_argnums=(2, 3))
+
+
+def batch_terms(config: StyleConfig, loss: Callable = loss_fn) -> Callable:
+    """Jitted ``(params, targets, images) -> {term: (N,)}``, a forward pass only (the loss
+    terms of L-BFGS runs, whose line search returns totals)."""
+    return _batch_terms(static_config(config), loss)
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_terms(config: StyleConfig, loss: Callable) -> Callable:
+
+    def batched_terms(params, targets, images):
+        per_image = lambda t, x: loss(params, x, t, config)[1]  # noqa: E731
+        if images.shape[0] == 1:  # as over_batch: the per-image program (row_loss's too)
+            return jax.tree.map(
+                lambda a: a[None], per_image(*jax.tree.map(lambda a: a[0], (targets, images)))
+            )
+        return jax.vmap(per_image)(targets, images)
+
+    return jax.jit(batched_terms)
+
+
+def init_states(
+    tx: optax.GradientTransformation, images: jax.Array, learning_rates: jax.Array | None = None
+) -> optax.OptState:
+    """Optimiser states of a batch, each image's ``learning_rate`` hyperparameter set from
+    ``learning_rates`` ``(N,)`` when given (a sweep)."""
+    states = jax.vmap(tx.init)(images)
+    if learning_rates is None:
+        return states
+    return _set_learning_rates(states, learning_rates)
+
+
+def _set_learning_rates(states, learning_rates):
+    if isinstance(states, AverageState):
+        return states._replace(inner=_set_learning_rates(states.inner, learning_rates))
+    if not isinstance(getattr(states, "hyperparams", None), dict) or (
+        "learning_rate" not in states.hyperparams
+    ):
+        raise ValueError("a learning_rate sweep needs an optimizer from optax.inject_hyperparams")
+    rates = jnp.asarray(learning_rates, states.hyperparams["learning_rate"].dtype)
+    return states._replace(hyperparams={**states.hyperparams, "learning_rate": rates})

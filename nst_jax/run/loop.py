@@ -1,0 +1,216 @@
+"""The loop of a run: chunks of the batched step over one scale, each chunk's state handed
+to ``on_chunk``.
+
+A :class:`Run` is what every chunk needs and what stays fixed for the whole run; a
+:class:`Scale` what changes from one scale of a coarse-to-fine run to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nst_jax.config import StyleConfig
+from nst_jax.core.objective import TERMS, loss_fn
+from nst_jax.core.optim import AverageState, restart_average
+from nst_jax.run import batching, multiscale, tiling
+from nst_jax.run.devices import place
+from nst_jax.run.state import RunState, check_finite, restore_states
+
+
+class Run(NamedTuple):
+    """What every chunk of a run needs, fixed for the whole run.
+
+    Attributes:
+      config: the settings.
+      tx: the optimiser.
+      params: VGG19 params as given, placed (targets are computed with these).
+      step_params: the params prepared for the step's convolutions.
+      mesh: the device mesh, or None on one device.
+      n: images in the batch (the mesh may pad it).
+      on_chunk: called with a copy of the state after each chunk.
+      on_tile: called with ``(tiles done, tiles in all)`` within a tiled step.
+      learning_rates: ``(N,)`` of a learning-rate sweep, else None.
+      tile_devices: devices a tiled step deals its windows over, else None.
+    """
+
+    config: StyleConfig
+    tx: optax.GradientTransformation
+    params: dict
+    step_params: dict
+    mesh: jax.sharding.Mesh | None
+    n: int
+    on_chunk: Callable[[RunState], None] | None
+    on_tile: Callable[[int, int], None] | None
+    learning_rates: jax.Array | None
+    tile_devices: tuple | None
+
+
+class Scale(NamedTuple):
+    """One scale of a run.
+
+    Attributes:
+      index: its place among the run's scales, from 0.
+      shape: ``(height, width)`` of its images.
+      end: the step (counted over all scales) at which it ends.
+      tile: its tile (:mod:`nst_jax.run.tiling`), or None: untiled.
+      loss: its loss, ``loss_fn`` or one computed another way with the same results
+        (:func:`nst_jax.run.rows.row_loss`).
+    """
+
+    index: int
+    shape: tuple[int, int]
+    end: int
+    tile: int | None = None
+    loss: Callable = loss_fn
+
+
+def run_chunk(run: Run, scale: Scale, targets, images, states, k: int):
+    """``k`` steps of the (padded, placed) batch.
+
+    Returns:
+      images, states, ``(N, k)`` total losses, ``{term: (N,)}`` terms before the last step
+      (with ``"total"``), and ``(N,)`` evaluations made.
+    """
+    config, lbfgs = run.config, run.config.optimizer == "lbfgs"
+    if scale.tile is not None:
+        return tiled_chunk(run, scale, targets, images, states, k)
+    if batching.resolve_loop(config.loop) == "device":
+        chunk = batching.batch_chunk(config, run.tx, scale.loss)
+        images, states, history, terms, evaluations, before = chunk(
+            run.step_params, targets, images, states, k
+        )
+        totals = np.asarray(history[:, :k])
+        if lbfgs:
+            terms = batching.batch_terms(config, scale.loss)(run.step_params, targets, before)
+    else:
+        step = batching.batch_step(config, run.tx, scale.loss)
+        totals, evaluations = [], 0
+        for i in range(k):
+            if i == k - 1 and lbfgs:  # the step donates the image: its terms first
+                before = batching.batch_terms(config, scale.loss)(run.step_params, targets, images)
+            images, states, loss, terms, used = step(run.step_params, targets, images, states)
+            totals.append(loss)
+            evaluations = evaluations + used
+        totals = np.stack([np.asarray(t) for t in totals], axis=1)
+        terms = before if lbfgs else terms
+    terms = {**{t: np.asarray(terms[t]) for t in TERMS}, "total": totals[:, -1]}
+    return images, states, totals, terms, np.asarray(evaluations)
+
+
+def tiled_chunk(run: Run, scale: Scale, targets: list, images, states, k: int):
+    """:func:`run_chunk` with each image's loss and gradient tiled (one image at a time).
+
+    ``targets`` is the list of each image's targets. Like the untiled chunk, which donates
+    them, this consumes ``images`` and ``states``: at print sizes each whole-image array
+    (image, Adam's two moments) is gigabytes, so the step holds each once. The rows that pad
+    the batch to a mesh are carried, not stepped (each would cost a whole tiled step).
+    """
+    step = tiling.tiled_step(run.config, run.tx, scale.tile, run.tile_devices)
+    pending = unstack((images, states), images.shape[0])
+    del images, states
+    totals, last_terms, done = [], [], []
+    for i in range(len(pending)):
+        (x, state), pending[i] = pending[i], None
+        if i < run.n:
+            losses = []
+            for _ in range(k):
+                x, state, loss, terms = step(run.step_params, targets[i], x, state, run.on_tile)
+                losses.append(np.asarray(loss))
+            totals.append(losses)
+            last_terms.append({t: np.asarray(terms[t]) for t in TERMS})
+        done.append((x, state))
+    del x, state
+    images, states = stack(done)
+    totals = np.asarray(totals)
+    terms = {t: np.array([row[t] for row in last_terms]) for t in TERMS}
+    terms["total"] = totals[:, -1]
+    return images, states, totals, terms, np.full(run.n, k)
+
+
+def unstack(tree, n: int) -> list:
+    """The ``n`` rows of a batched pytree, each per-position map (a 4-D leaf: images, Adam's
+    moments, content features) freed once split, as a donating jit would free it."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rows = [[] for _ in range(n)]
+    for leaf in leaves:
+        for i, row in enumerate(rows):
+            row.append(leaf[i])
+        if leaf.ndim == 4:
+            leaf.delete()
+    return [jax.tree.unflatten(treedef, row) for row in rows]
+
+
+def stack(rows: list):
+    """:func:`unstack` undone: one batched pytree, each row's maps freed once stacked."""
+    columns = zip(*(jax.tree.leaves(row) for row in rows), strict=True)
+    treedef = jax.tree.structure(rows[0])
+    rows.clear()
+    stacked = []
+    for column in columns:
+        stacked.append(jnp.stack(column))
+        for leaf in column:
+            if leaf.ndim == 3:
+                leaf.delete()
+    return jax.tree.unflatten(treedef, stacked)
+
+
+def scale_start(run: Run, scale: Scale, state: RunState | None, start, resumed: bool):
+    """Images and optimiser states at the start of a scale (placed, padded): fresh, carried
+    up from the last scale, or copied from a resumed state."""
+    shape = scale.shape
+    if state is None:
+        images = jnp.array(multiscale.resize_batch(start, *shape), copy=True)  # donated later
+    elif resumed:
+        # Copies: the first chunk donates them, and the caller may resume from this state again.
+        images = jnp.array(state.images, start.dtype, copy=True)
+        if images.shape[1:3] != tuple(shape):
+            raise ValueError(
+                f"resumed images are {images.shape[2]}x{images.shape[1]} px, this run's scale "
+                f"{shape[1]}x{shape[0]} px"
+            )
+    else:
+        images = multiscale.upsample_images(jnp.asarray(state.images), start, *shape)
+    if state is None or (not resumed and run.config.optimizer == "lbfgs"):
+        # L-BFGS restarts its memory at each scale: its curvature pairs are the old size's.
+        states = batching.init_states(run.tx, images, run.learning_rates)
+    elif resumed:
+        lrs = run.learning_rates
+        structure = jax.eval_shape(lambda x: batching.init_states(run.tx, x, lrs), images)
+        states = restore_states(structure, state.opt_states)
+    else:
+        states = multiscale.carry_state(state.opt_states, *shape)
+        if isinstance(states, AverageState):  # each scale averages its own iterates
+            states = jax.vmap(restart_average)(states, images)
+    return place((images, states), run.mesh)
+
+
+def run_scale(run: Run, scale: Scale, state: RunState, targets, images, states) -> RunState:
+    """Chunks of this scale until ``scale.end``; the state after each goes to ``on_chunk``."""
+    history = [np.asarray(state.losses)]
+    evaluations = np.array(state.evaluations, np.int64)
+    done, terms = state.step, state.terms
+    while done < scale.end:
+        k = min(run.config.steps_per_call, scale.end - done)
+        images, states, chunk, terms, used = run_chunk(run, scale, targets, images, states, k)
+        chunk = chunk[: run.n]
+        check_finite(chunk, images, done)
+        history.append(chunk)
+        evaluations = evaluations + used[: run.n]
+        done += k
+        if run.on_chunk is not None:
+            # Copies without padding rows: the next chunk donates the live buffers, and a
+            # hook may keep the state (to resume from, say).
+            now = jax.tree.map(lambda x: jnp.array(x[: run.n], copy=True), (images, states))
+            terms_now = {name: value[: run.n] for name, value in terms.items()}
+            losses = np.concatenate(history, axis=1)
+            run.on_chunk(RunState(done, *now, losses, terms_now, scale.index, evaluations))
+            del now  # what the hook keeps stays; nothing else holds the copies during a chunk
+    images, states = jax.tree.map(lambda x: x[: run.n], (images, states))
+    losses = np.concatenate(history, axis=1)
+    return RunState(done, images, states, losses, terms, scale.index, evaluations)

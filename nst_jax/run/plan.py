@@ -1,0 +1,23 @@
+"""What a run will do, worked out before it starts: its work in pixel-steps, and the params
+prepared for the convolution method that work calls for."""
+
+from __future__ import annotations
+
+from nst_jax.config import StyleConfig
+from nst_jax.core import conv
+from nst_jax.core.objective import Params, used_layers
+from nst_jax.run import multiscale
+
+
+def pixel_steps(config: StyleConfig, n: int, height: int, width: int) -> int:
+    """Images x pixels x steps of a run, over all its scales: what ``conv="auto"`` weighs
+    against Winograd's longer compile (:func:`nst_jax.core.conv.resolve_conv`)."""
+    shapes = multiscale.scale_shapes(height, width, config)
+    steps = multiscale.scale_steps(height, width, config)
+    return n * sum(s * h * w for s, (h, w) in zip(steps, shapes, strict=True))
+
+
+def step_params(params: Params, config: StyleConfig, n: int, height: int, width: int) -> Params:
+    """``params`` prepared for the step's convolutions (Winograd on CPU for long runs)."""
+    work = pixel_steps(config, n, height, width)
+    return conv.prepare_params(params, config.conv, pixel_steps=work, layers=used_layers(config))

@@ -1,0 +1,115 @@
+"""A run's state between chunks and what it returns: :class:`RunState`, :class:`StyleResult`.
+
+A :class:`RunState` is what ``on_chunk`` sees, what checkpoints hold and what ``resume``
+continues from; a resumed state is untrusted (it may come from a file), so it is checked
+against the run before use.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class StyleResult(NamedTuple):
+    """What :func:`nst_jax.stylize` returns.
+
+    Attributes:
+      image: float in [0, 1], the content's dtype (float32 for integer input), same leading
+        shape as the content: ``(H, W, 3)`` or ``(N, H, W, 3)``.
+      losses: total loss *before* each step, ``(steps,)`` or ``(N, steps)`` (with several
+        scales, the steps of every scale in order).
+      evaluations: loss-and-gradient evaluations (VGG forward + backward passes) each image
+        took, ``()`` or ``(N,)``: one per Adam step; for L-BFGS, its line-search trials plus
+        one to start each scale.
+    """
+
+    image: jax.Array
+    losses: np.ndarray
+    evaluations: np.ndarray | None = None
+
+
+class RunState(NamedTuple):
+    """A run between chunks: enough to save, inspect or resume it.
+
+    Attributes:
+      step: steps done, counted over all scales of a coarse-to-fine run.
+      images: ``(N, H, W, 3)`` current images, at the size of scale ``scale``.
+      opt_states: the optimiser state pytree of the batch (its N rows as the leading axis).
+      losses: ``(N, step)`` total loss before each step so far.
+      terms: ``{"content", "style", "tv", "total": (N,)}`` before the last step
+        (``losses[:, -1]`` is their total).
+      scale: index of the scale of a coarse-to-fine run (0 for a single-scale run).
+      evaluations: ``(N,)`` loss-and-gradient evaluations so far.
+    """
+
+    step: int
+    images: jax.Array
+    opt_states: optax.OptState
+    losses: np.ndarray
+    terms: dict[str, np.ndarray] | None = None
+    scale: int = 0
+    evaluations: np.ndarray | None = None
+
+
+class DivergedError(RuntimeError):
+    """The loss or the image became non-finite (too large a learning rate, usually)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"the run diverged: non-finite loss or image at step {step}")
+        self.step = step
+
+
+def check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
+    """Raise :class:`DivergedError` at the first non-finite loss of a chunk's ``(N, k)``
+    losses, or when its last update left a non-finite image."""
+    finite_steps = np.all(np.isfinite(chunk), axis=0)
+    if not finite_steps.all():
+        raise DivergedError(done + 1 + int(np.argmin(finite_steps)))
+    if not bool(jnp.all(jnp.isfinite(images))):
+        raise DivergedError(done + chunk.shape[1])  # the chunk's last update broke the image
+
+
+def fresh_scale_state(previous: RunState | None, n: int, index: int) -> RunState:
+    """The bookkeeping at the start of scale ``index`` (losses and counts carried over)."""
+    if previous is None:
+        return RunState(0, None, None, np.zeros((n, 0), np.float32), None, index, np.zeros(n))
+    return previous._replace(scale=index)
+
+
+def check_resume(state: RunState, n: int, scales: int) -> RunState:
+    """``state`` checked against a run of ``n`` images over ``scales`` scales, with its
+    evaluation counts as integers."""
+    if not 0 <= state.scale < scales:
+        raise ValueError(f"resumed run is at scale {state.scale}; this run has {scales} scales")
+    if np.shape(state.images)[0] != n:
+        raise ValueError(f"resumed run has {np.shape(state.images)[0]} images, this run {n}")
+    evaluations = state.evaluations if state.evaluations is not None else np.zeros(n)
+    return state._replace(evaluations=np.array(evaluations, np.int64))
+
+
+def restore_states(structure, saved):
+    """Saved optimiser states (maybe a checkpoint's flat list of leaves) in this run's
+    ``structure`` (shapes and dtypes from ``jax.eval_shape``), copied: the run donates them,
+    and the caller may resume from the same state again."""
+    leaves = jax.tree.leaves(saved)
+    wanted = jax.tree.leaves(structure)
+    if len(leaves) != len(wanted):
+        raise ValueError(
+            f"the saved optimizer state has {len(leaves)} arrays, this run's optimizer "
+            f"{len(wanted)}: it was saved with other optimizer settings"
+        )
+    for leaf, want in zip(leaves, wanted, strict=True):
+        if tuple(np.shape(leaf)) != tuple(want.shape):
+            raise ValueError(
+                f"the saved optimizer state has an array of shape {np.shape(leaf)} where this "
+                f"run has {want.shape}"
+            )
+    restored = [
+        jnp.array(leaf, want.dtype, copy=True) for leaf, want in zip(leaves, wanted, strict=True)
+    ]
+    return jax.tree.unflatten(jax.tree.structure(structure), restored)

@@ -1,0 +1,185 @@
+"""``stylize``: the research core run for you, over batches, chunks, scales and devices.
+
+A run is a composition of public pieces: :func:`nst_jax.run.inputs.batch_targets` (the
+targets of :func:`nst_jax.make_targets` for every image of a scale), optimiser states
+(:func:`nst_jax.run.batching.init_states`), then chunks of the batched step
+(:mod:`nst_jax.run.batching`, looped by :mod:`nst_jax.run.loop`). A
+:class:`~nst_jax.run.state.RunState` carries the run between chunks and scales; it is what
+``on_chunk`` sees, what checkpoints hold, and what ``resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nst_jax.config import StyleConfig
+from nst_jax.core.objective import loss_fn
+from nst_jax.core.optim import AverageState, averaged_image, make_optimizer, with_average
+from nst_jax.run import color, inputs, multiscale, rows, tile_memory
+from nst_jax.run.devices import choose_mesh, is_rows_mesh, place, tile_devices
+from nst_jax.run.loop import Run, Scale, run_scale, scale_start, unstack
+from nst_jax.run.plan import step_params
+from nst_jax.run.state import RunState, StyleResult, check_resume, fresh_scale_state
+
+
+def stylize(
+    content: jax.Array | np.ndarray,
+    style: jax.Array | np.ndarray | Sequence[jax.Array | np.ndarray],
+    *,
+    params,
+    config: StyleConfig | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    resume: RunState | None = None,
+    on_chunk: Callable[[RunState], None] | None = None,
+    masks: jax.Array | np.ndarray | None = None,
+    style_masks: Sequence[jax.Array | np.ndarray | None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+    shard: str = "auto",
+) -> StyleResult:
+    """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
+
+    A batch runs as one compiled program (per-image code under ``jax.vmap``); with several
+    devices its batch axis is sharded over them (padded to a multiple of their count).
+    With ``config.scales > 1`` (or ``min_size``) it runs coarse to fine; with
+    ``config.preserve_color`` it keeps the content's colours (see :mod:`nst_jax.run.color`).
+
+    Args:
+      content: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1], used as given (resizing
+        is the loader's job).
+      style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
+        ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image). With
+        ``config.style_blend``: the K styles to blend, shared by all images.
+      params: VGG19 params from :func:`nst_jax.load_vgg19`.
+      config: settings; defaults to the tutorial's. Weights and learning rate given as N
+        values sweep them over the batch; a single content image is repeated N times.
+      optimizer: any optax transformation instead of ``config.optimizer``'s (for L-BFGS-like
+        ones that need ``value_fn``, set ``config.optimizer="lbfgs"`` too).
+      devices: devices to shard the batch over; default every local device.
+      resume: a :class:`RunState` saved from an earlier run of the same inputs and config.
+      on_chunk: called after each chunk of ``config.steps_per_call`` steps with the
+        :class:`RunState` (progress, checkpoints, previews; it may raise to stop the run).
+      masks: spatial control (Gatys et al. 2017): ``(K, H, W)`` content regions in [0, 1]
+        shared by the batch, or ``(N, K, H, W)`` one set per image; region k takes the k-th
+        of the K ``style`` images (guided Grams, :func:`nst_jax.losses.guided_gram`),
+        weighted by ``config.style_weights``. Masks of another size than the content are
+        resized to it; pixels outside every region keep the content (no style term).
+      style_masks: with ``masks``, one entry per style: ``(h, w)`` the part of that style
+        image whose Grams are matched (resized to the style), or ``None`` for all of it.
+      on_tile: in a tiled scale, called with ``(tiles done, tiles in all)`` during each
+        step's pass 2 (a step takes minutes at print sizes).
+      shard: ``"batch"``: the batch axis over the devices. ``"rows"``: one image's rows
+        split over them (:mod:`nst_jax.run.rows`). ``"auto"``: the batch, except one image that
+        fits no device untiled: its rows split (without ``config.tile``, or with ``"auto"``
+        where each device's share fits), else tiled whole on the first device, each pass's
+        windows dealt over the accelerators (:mod:`nst_jax.run.tiling`).
+
+    Raises:
+      DivergedError: a loss or image became non-finite; nothing non-finite is returned.
+
+    Returns:
+      A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
+      sweep, else ``(N, H, W, 3)``.
+    """
+    config = config or StyleConfig()
+    batch = inputs.make_batch(content, style, config, masks, style_masks)
+    run = make_run(batch, config, params, optimizer, devices, on_chunk, on_tile, shard)
+    height, width = batch.content.shape[1:3]
+    start = inputs.initial_images(config, batch)
+    scales = plan_scales(run, height, width)
+    state = None if resume is None else check_resume(resume, run.n, len(scales))
+    resuming = resume is not None
+    for scale in scales[state.scale if resuming else 0 :]:
+        targets = inputs.batch_targets(run.params, batch, config, scale.shape, scale.tile)
+        targets = place(targets, run.mesh)
+        scale = scale._replace(loss=scale_loss(run, targets, scale.shape[0]))
+        if scale.tile is not None:  # a tiled chunk steps one image at a time
+            targets = unstack(targets, run.n)
+        images, states = scale_start(run, scale, state, start, resuming)
+        if not resuming:
+            state = fresh_scale_state(state, run.n, scale.index)
+        # The last scale's arrays are no longer needed (the hook may still keep its own).
+        state = state._replace(images=None, opt_states=None)
+        resuming = False
+        state = run_scale(run, scale, state, targets, images, states)
+    return _result(state, batch, config)
+
+
+def _result(state: RunState, batch: inputs.Batch, config: StyleConfig) -> StyleResult:
+    """The run's last state as a :class:`StyleResult`: the average of the iterates where
+    one is kept, the content's colours put back under luminance transfer."""
+    images = state.images
+    if isinstance(state.opt_states, AverageState):
+        images = jax.vmap(averaged_image)(state.opt_states).astype(images.dtype)
+    if config.preserve_color == "luminance":
+        images = jax.vmap(color.recombine)(images, batch.content)
+    if batch.single:
+        return StyleResult(images[0], state.losses[0], state.evaluations[0])
+    return StyleResult(images, state.losses, state.evaluations)
+
+
+def plan_scales(run: Run, height: int, width: int) -> list[Scale]:
+    """The run's scales, smallest first, each with its tile: none over a rows mesh (chosen
+    only where the split fits, :func:`nst_jax.run.devices.choose_mesh`), else the config's
+    (``"auto"``: only the scales that would not fit untiled)."""
+    config = run.config
+    shapes = multiscale.scale_shapes(height, width, config)
+    ends = np.cumsum(multiscale.scale_steps(height, width, config))
+    split = is_rows_mesh(run.mesh)
+    return [
+        Scale(i, shape, int(end), None if split else tile_memory.scale_tile(config, run.n, *shape))
+        for i, (shape, end) in enumerate(zip(shapes, ends, strict=True))
+    ]
+
+
+def make_run(
+    batch: inputs.Batch,
+    config: StyleConfig,
+    params,
+    optimizer: optax.GradientTransformation | None,
+    run_devices: Sequence[jax.Device] | None,
+    on_chunk: Callable[[RunState], None] | None,
+    on_tile: Callable[[int, int], None] | None,
+    shard: str = "auto",
+) -> Run:
+    """Everything fixed for the whole run: optimiser, params placed and prepared, mesh."""
+    n, height, width, _ = batch.content.shape
+    dtype = batch.content.dtype
+    run_devices = list(run_devices) if run_devices is not None else jax.local_devices()
+    lrs = None
+    if isinstance(config.learning_rate, tuple) and config.optimizer != "lbfgs":
+        lrs = inputs.per_image(config, "learning_rate", n, dtype)
+    mesh = choose_mesh(config, run_devices, shard, n, height, width)
+    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
+    params = place(params, mesh, batched=False)
+    tx = optimizer if optimizer is not None else make_optimizer(config)
+    if optimizer is not None and config.average is not None:
+        tx = _wrapped(optimizer, config.average)
+    prepared = step_params(params, config, n, height, width)
+    dealt = tile_devices(run_devices, mesh, n)
+    return Run(config, tx, params, prepared, mesh, n, on_chunk, on_tile, lrs, dealt)
+
+
+def scale_loss(run: Run, targets, height: int) -> Callable:
+    """The loss of a scale: :func:`nst_jax.run.rows.row_loss` where a rows mesh's borders
+    can be exchanged explicitly, else :func:`nst_jax.loss_fn` (over a rows mesh, XLA's
+    partitioner then splits it)."""
+    mesh = run.mesh
+    if not is_rows_mesh(mesh) or "masks" in targets:
+        return loss_fn
+    if not rows.exchanges(run.config, run.n, height, mesh.size):
+        return loss_fn
+    return rows.row_loss(mesh)
+
+
+@functools.lru_cache(maxsize=8)
+def _wrapped(optimizer: optax.GradientTransformation, decay: float):
+    # Cached: the same optimiser and decay give the same transformation, so compiled steps
+    # are reused between runs.
+    return with_average(optimizer, decay)

@@ -35,19 +35,26 @@ _EXPORTS = {
     "make_targets": "core.objective",
     "keras_adam": "core.optim",
     "make_optimizer": "core.optim",
-    "make_step": "core.optim",
-    "make_step_fn": "core.optim",
+    "make_step": "core.step",
+    "make_step_fn": "core.step",
     "scale_by_keras_adam": "core.optim",
     "averaged_image": "core.optim",
     "with_average": "core.optim",
+    "with_tolerance": "core.optim",
+    "StyleTerm": "core.style_terms",
+    "register_style_term": "core.style_terms",
+    "style_term": "core.style_terms",
     "prepare_params": "core.conv",
     "vgg19_features": "core.vgg",
     "batch_mesh": "run.devices",
     "DivergedError": "run.state",
     "RunState": "run.state",
+    "StopRun": "run.state",
     "StyleResult": "run.state",
     "stylize": "run.stylize",
     "load_vgg19": "files.weights",
+    "load_targets": "files.targets",
+    "save_targets": "files.targets",
 }
 # Public submodules, by the name they are imported as (``from nst_jax import image``).
 _SUBMODULES = {"image": "files.image", "losses": "core.losses"}
@@ -62,13 +69,16 @@ __all__ = [
     "PRESETS",
     "RunState",
     "STYLE_LAYERS",
+    "StopRun",
     "StyleConfig",
     "StyleResult",
+    "StyleTerm",
     "WeightsError",
     "averaged_image",
     "batch_mesh",
     "image",
     "keras_adam",
+    "load_targets",
     "load_vgg19",
     "loss_fn",
     "losses",
@@ -77,10 +87,14 @@ __all__ = [
     "make_step_fn",
     "make_targets",
     "prepare_params",
+    "register_style_term",
+    "save_targets",
     "scale_by_keras_adam",
+    "style_term",
     "stylize",
     "vgg19_features",
     "with_average",
+    "with_tolerance",
 ]
 __version__ = "0.2.0"
 
@@ -110,15 +124,17 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
         averaged_image,
         keras_adam,
         make_optimizer,
-        make_step,
-        make_step_fn,
         scale_by_keras_adam,
         with_average,
+        with_tolerance,
     )
+    from nst_jax.core.step import make_step, make_step_fn
+    from nst_jax.core.style_terms import StyleTerm, register_style_term, style_term
     from nst_jax.core.vgg import vgg19_features
     from nst_jax.errors import ImageError, InputError, WeightsError
     from nst_jax.files import image
+    from nst_jax.files.targets import load_targets, save_targets
     from nst_jax.files.weights import load_vgg19
     from nst_jax.run.devices import batch_mesh
-    from nst_jax.run.state import DivergedError, RunState, StyleResult
+    from nst_jax.run.state import DivergedError, RunState, StopRun, StyleResult
     from nst_jax.run.stylize import stylize

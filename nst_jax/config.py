@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from nst_jax.core.conv import CONV_METHODS
 from nst_jax.core.geometry import check_tile
 from nst_jax.core.layers import check_layers
+from nst_jax.core.style_terms import BUILT_IN, style_term
 
 OPTIMIZERS = ("adam", "optax_adam", "lbfgs")
 # Older names still accepted (provenance of earlier outputs replays with --from).
@@ -17,14 +18,9 @@ INITS = ("content", "noise", "style")  # or a path to an image file
 POOLINGS = ("max", "avg")
 LOOPS = ("auto", "device", "host")
 PRESERVE_COLOR = ("none", "luminance", "histogram")
-STYLE_LOSSES = ("gram", "mean_std", "w2", "mrf")
-TUTORIAL_STYLE_LAYERS = (
-    "block1_conv1",
-    "block2_conv1",
-    "block3_conv1",
-    "block4_conv1",
-    "block5_conv1",
-)
+# The built-in style terms; more may be registered (nst_jax.register_style_term).
+STYLE_LOSSES = BUILT_IN
+TUTORIAL_STYLE_LAYERS = tuple(f"block{b}_conv1" for b in range(1, 6))  # conv1 of each block
 MRF_STYLE_LAYERS = ("block3_conv1", "block4_conv1")  # Li & Wand's (relu3_1, relu4_1)
 SCALE_RATIO = 2**0.5  # between consecutive sizes of a coarse-to-fine run
 
@@ -64,7 +60,7 @@ class StyleConfig:
     style_layers: tuple[str, ...] = _field(
         TUTORIAL_STYLE_LAYERS,
         "VGG19 layers whose statistics (Gram matrices) the result shares with the style "
-        "(with --style-loss mrf, unless given: block3_conv1,block4_conv1)",
+        "(with style_loss mrf, unless given: block3_conv1,block4_conv1)",
         "layers",
     )
     content_layer_weights: tuple[float, ...] | None = _field(
@@ -87,7 +83,7 @@ class StyleConfig:
     beta1: float = _field(0.99, "Adam's first-moment decay")
     beta2: float = _field(0.999, "Adam's second-moment decay")
     epsilon: float = _field(
-        0.1, "Adam's epsilon (large, so where it is added matters: see --optimizer)"
+        0.1, "Adam's epsilon (large, so where it is added matters: see the optimizer's help)"
     )
     optimizer: str = _field(
         "adam",
@@ -102,10 +98,10 @@ class StyleConfig:
         1, "coarse-to-fine: sizes growing by sqrt(2), the last full size (multiscale.py)"
     )
     min_size: int | None = _field(
-        None, "coarse-to-fine from this longest side in px (instead of --scales)"
+        None, "coarse-to-fine from this longest side in px (instead of a number of scales)"
     )
     coarse_steps: int | None = _field(
-        None, "steps at each scale before the last (default: --steps)"
+        None, "steps at each scale before the last (default: the steps of the last)"
     )
     preserve_color: str = _field(
         "none",
@@ -142,6 +138,12 @@ class StyleConfig:
         "[0, 1), bias-corrected (as Katherine Crowson's style-transfer-pytorch; "
         "optim.with_average); 0 returns the last iterate",
     )
+    tol: float | None = _field(
+        None,
+        "stop an image early once its loss changed by at most this fraction over tol_window "
+        "steps (as artistic-videos' -tol_loss_relative); in a batch each image stops on its own",
+    )
+    tol_window: int = _field(50, "steps over which tol measures the loss's change")
     steps_per_call: int = _field(
         50, "steps per chunk: the progress interval; on accelerators one compiled call"
     )
@@ -153,7 +155,7 @@ class StyleConfig:
         choices=LOOPS,
     )
     init: str = _field(
-        "content", "starting image: content, noise (from --seed), style, or an image file"
+        "content", "starting image: content, noise (from the seed), style, or an image file"
     )
     seed: int = _field(0, "PRNG seed of noise initialisation")
     pooling: str = _field("max", "VGG pooling: max (Keras) or avg (Gatys et al.)", choices=POOLINGS)
@@ -267,7 +269,9 @@ class StyleConfig:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
         if not -(2**63) <= self.seed < 2**63:  # what jax.random.key takes
             raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {self.seed}")
-        for field in ("steps", "steps_per_call", "scales", "lbfgs_memory"):
+        if self.tol is not None and not (self.tol > 0 and math.isfinite(self.tol)):
+            raise ValueError(f"tol must be a finite number > 0, got {self.tol}")
+        for field in ("steps", "steps_per_call", "scales", "lbfgs_memory", "tol_window"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field} must be a positive integer, got {getattr(self, field)}")
         for field in ("min_size", "coarse_steps"):
@@ -280,11 +284,11 @@ class StyleConfig:
             ("pooling", POOLINGS),
             ("loop", LOOPS),
             ("preserve_color", PRESERVE_COLOR),
-            ("style_loss", STYLE_LOSSES),
             ("conv", CONV_METHODS),
         ):
             if getattr(self, field) not in choices:
                 raise ValueError(f"{field} must be one of {', '.join(choices)}")
+        style_term(self.style_loss)  # registered, by name
         if not self.init:
             raise ValueError(f"init must be one of {', '.join(INITS)} or an image path")
 
@@ -375,8 +379,6 @@ def gatys_weights(alpha: float = 1.0, beta: float = 1e3, reference_dim: int = 51
     return alpha * h * w * 512 / 2, beta / 4
 
 
-_GATYS_CONTENT, _GATYS_STYLE = gatys_weights()
-
 PRESETS: dict[str, StyleConfig] = {
     # The TensorFlow tutorial, exactly:
     # https://www.tensorflow.org/tutorials/generative/style_transfer
@@ -386,8 +388,8 @@ PRESETS: dict[str, StyleConfig] = {
     # recommendation), no total variation; weights converted by gatys_weights().
     "gatys": StyleConfig(
         content_layers=("block4_conv2",),
-        content_weight=_GATYS_CONTENT,
-        style_weight=_GATYS_STYLE,
+        content_weight=gatys_weights()[0],
+        style_weight=gatys_weights()[1],
         tv_weight=0.0,
         optimizer="lbfgs",
         init="noise",

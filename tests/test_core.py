@@ -260,25 +260,6 @@ def test_own_loop_script_reproduces_stylize(params, content_image, style_image):
     np.testing.assert_allclose(ours["image"], theirs.image, rtol=0, atol=1e-6)
 
 
-def test_own_style_loss_script_runs(params, content_image, style_image):
-    """scripts/own_style_loss.py swaps the style term for a moment loss: the result's moments
-    move towards the style's (the total rises first, as the content term starts at 0)."""
-    script = load_script("own_style_loss")
-    cfg = config(steps=5)
-    losses, result = script.moment_loop(params, content_image, style_image, cfg)
-    assert losses.shape == (5,) and np.all(np.isfinite(losses))
-
-    def moment_distance(x):
-        feats = nst_jax.vgg19_features(params, jnp.asarray(x), cfg.style_layers)
-        target = nst_jax.vgg19_features(params, jnp.asarray(style_image), cfg.style_layers)
-        return sum(
-            float(jnp.sum((script.mean_std(feats[n]) - script.mean_std(target[n])) ** 2))
-            for n in feats
-        )
-
-    assert moment_distance(result) < moment_distance(content_image)
-
-
 def test_optimizer_transformation_and_lr_sweep(params, content_image, style_image):
     """stylize takes any optax transformation; a learning-rate sweep is one program."""
     cfg = config(steps=3)

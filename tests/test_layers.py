@@ -30,7 +30,12 @@ LAYER_ORDER = (
 )
 # The settings are checked against the network's description (its layers, their geometry,
 # the convolution methods): core modules that import nothing of the config.
-CONFIG_READS = ("nst_jax.core.layers", "nst_jax.core.geometry", "nst_jax.core.conv")
+CONFIG_READS = (
+    "nst_jax.core.layers",
+    "nst_jax.core.geometry",
+    "nst_jax.core.conv",
+    "nst_jax.core.style_terms",
+)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60  # a body's lines, its docstring left out
 

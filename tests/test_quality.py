@@ -12,7 +12,6 @@ import nst_jax
 from nst_jax.config import PRESETS, StyleConfig, gatys_weights
 from nst_jax.core import objective
 from nst_jax.run import color, inputs, multiscale
-from nst_jax.run import stylize as run_stylize
 
 FAST = StyleConfig(steps=4, steps_per_call=2)
 
@@ -44,7 +43,7 @@ def test_lbfgs_beats_adam_per_evaluation(params, content_image, style_image):
     assert losses["lbfgs"][1] < 0.95 * losses["adam"][1]  # lower, and not a near-tie
 
 
-def test_lbfgs_counts_every_evaluation(params, content_image, style_image, monkeypatch):
+def test_lbfgs_counts_every_evaluation(params, content_image, style_image):
     """``evaluations`` equals the number of times the loss was really evaluated (counted by a
     host callback inside the compiled line search)."""
     calls = []
@@ -54,11 +53,9 @@ def test_lbfgs_counts_every_evaluation(params, content_image, style_image, monke
         jax.debug.callback(lambda: calls.append(1))
         return original(*args, **kwargs)
 
-    # stylize takes each scale's loss from run.stylize.scale_loss, which hands the step loss_fn.
-    monkeypatch.setattr(run_stylize, "loss_fn", counted)
     # A plan no other test uses, so the step is traced afresh with the counting loss.
     config = FAST.replace(optimizer="lbfgs", lbfgs_memory=3, steps=5, steps_per_call=5)
-    result = nst_jax.stylize(content_image, style_image, params=params, config=config)
+    result = nst_jax.stylize(content_image, style_image, params=params, config=config, loss=counted)
     jax.effects_barrier()
     terms = 1  # the chunk's one forward pass for the log's loss terms
     assert int(result.evaluations) == len(calls) - terms

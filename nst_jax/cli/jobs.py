@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nst_jax.config import INITS, StyleConfig
-from nst_jax.core import geometry, objective
+from nst_jax.core import objective
 from nst_jax.errors import ImageError, InputError
 from nst_jax.files import image
 from nst_jax.run.stylize import stylize
@@ -182,7 +182,7 @@ def planned_shapes(
     files' headers: no pixel is decoded or resized, so the memory a size needs can be checked
     first. Files whose header cannot be read, or that are too small for the layers, are left
     out (:func:`load` reports them)."""
-    smallest = geometry.smallest_side(objective.used_layers(config))
+    smallest = objective.min_side(config)
     shape_of = {}
     for path in dict.fromkeys(job.content for job in jobs):
         size = image.probe_size(path)
@@ -235,7 +235,7 @@ def load(
         if scale is not None and max_dim is not None:
             style_dim = max(1, round(scale * max_dim))
         array = image.load(path, style_dim, max_pixels)
-        _check_size(path, array, config.style_layers, style_dim)
+        _check_size(path, array, config, style_dim, style=True)
         style_arrays.append(array)
     regions = _load_regions(masks, mask_labels, len(styles), max_pixels)
     own = None
@@ -247,7 +247,7 @@ def load(
     for path in dict.fromkeys(job.content for job in jobs):
         try:
             array = image.load(path, max_dim, max_pixels)
-            _check_size(path, array, objective.used_layers(config), max_dim)
+            _check_size(path, array, config, max_dim)
             loaded[path] = array
         except ImageError as e:
             errors.append(str(e))
@@ -287,9 +287,9 @@ def prepare(
     return load(jobs, styles, config, max_dim, batch_size, max_pixels)
 
 
-def _check_size(path, array: np.ndarray, layers, max_dim: int | None) -> None:
+def _check_size(path, array: np.ndarray, config, max_dim: int | None, style=False) -> None:
     try:
-        objective.check_size(layers, array.shape, "image")
+        objective.check_size(config, array.shape, "image", style)
     except ValueError as e:
         raise ImageError(f"{path}: {e} (after scaling to max-dim {max_dim})") from None
 

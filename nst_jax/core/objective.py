@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from nst_jax.config import StyleConfig
 from nst_jax.core import geometry, losses, vgg
 from nst_jax.core.layers import LAYERS
+from nst_jax.core.style_terms import style_term
 
 CONTENT_LAYERS: tuple[str, ...] = StyleConfig().content_layers
 STYLE_LAYERS: tuple[str, ...] = StyleConfig().style_layers
@@ -81,9 +82,54 @@ def used_layers(config: StyleConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys(config.style_layers + config.content_layers))
 
 
-def check_size(layers: Sequence[str], shape: Sequence[int], what: str = "image") -> None:
-    """Raise ``ValueError`` when an image is too small for the deepest of ``layers``."""
-    need = geometry.smallest_side(layers)
+# Images are compared with [0, 1] allowing rounding of this much (a resize in float32).
+RANGE_SLACK = 1e-5
+# A style is a target only, never optimised or clipped: it may leave [0, 1] a little (a style
+# whose colours were matched to the content's does), but not as far as 0-255 values do.
+STYLE_RANGE = (-1.0, 2.0)
+
+
+def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
+    """``image`` as a JAX array, or ``ValueError`` in one line naming ``what``: RGB in
+    [0, 1] with floating-point values, ``(H, W, 3)`` (or ``(N, H, W, 3)`` when ``batched``),
+    finite; a style (``what`` starting "style") within :data:`STYLE_RANGE`. Values are
+    checked only when concrete (not under a transformation)."""
+    image = jnp.asarray(image)
+    shapes = "(H, W, 3) or (N, H, W, 3)" if batched else "(H, W, 3)"
+    if image.ndim not in ((3, 4) if batched else (3,)):
+        raise ValueError(f"{what}: expected {shapes} RGB, got shape {tuple(image.shape)}")
+    if image.shape[-1] != 3:
+        raise ValueError(f"{what}: expected 3 channels (RGB), got {image.shape[-1]}")
+    if not jnp.issubdtype(image.dtype, jnp.floating):
+        raise ValueError(
+            f"{what}: expected floating-point RGB in [0, 1], got {image.dtype} (divide by 255)"
+        )
+    if isinstance(image, jax.core.Tracer) or image.size == 0:
+        return image
+    low, high, finite = jax.device_get((jnp.min(image), jnp.max(image), jnp.isfinite(image).all()))
+    if not finite:
+        raise ValueError(f"{what}: has non-finite values (NaN or infinity)")
+    lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
+    if low < lowest - RANGE_SLACK or high > highest + RANGE_SLACK:
+        hint = " (0-255 values? divide by 255)" if high > 2 else ""
+        raise ValueError(f"{what}: values must lie in [0, 1], got {low:g} to {high:g}{hint}")
+    return image
+
+
+def min_side(config: StyleConfig, style: bool = False) -> int:
+    """The fewest pixels an image's sides need under ``config``: every layer it passes
+    through a non-empty map, and each style layer's map the positions the style term
+    compares (3 x 3 patches for MRF). ``style``: the style image, which passes through the
+    style layers only."""
+    layers = config.style_layers if style else used_layers(config)
+    patch = style_term(config.style_loss).min_side
+    return max(geometry.smallest_side(layers), patch * geometry.smallest_side(config.style_layers))
+
+
+def check_size(config: StyleConfig, shape: Sequence[int], what: str = "image", style=False):
+    """Raise ``ValueError`` when an image of ``shape`` ``(..., H, W, 3)`` is too small for
+    ``config`` (:func:`min_side`)."""
+    need = min_side(config, style)
     height, width = shape[-3], shape[-2]
     if min(height, width) < need:
         raise ValueError(
@@ -91,29 +137,20 @@ def check_size(layers: Sequence[str], shape: Sequence[int], what: str = "image")
         )
 
 
-# Per style loss: the style's statistic computed once (the target), the image's statistic in
-# the loss, and the loss over layers (all in losses.py).
-STYLE_TERMS = {
-    "gram": (losses.gram_matrix, losses.gram_matrix, losses.style_loss),
-    "mean_std": (losses.feature_moments, losses.feature_moments, losses.mean_std_loss),
-    "w2": (losses.w2_target, losses.gaussian_stats, losses.w2_loss),
-    "mrf": (losses.mrf_target, lambda features: features, losses.mrf_loss),
-}
-
-
 @functools.partial(jax.jit, static_argnames=("layers", "pooling", "statistic"))
 def _features(params: Params, image: jax.Array, layers: tuple[str, ...], pooling: str, statistic):
     features = vgg.image_features(params, image, layers, pooling)
     if statistic is None:
         return features
-    return {name: STYLE_TERMS[statistic][0](f) for name, f in features.items()}
+    target = style_term(statistic).target
+    return {name: target(f) for name, f in features.items()}
 
 
 def style_targets(params: Params, style: jax.Array, config: StyleConfig) -> dict[str, Any]:
     """``{layer: statistic}`` of one ``(h, w, 3)`` style image for ``config.style_loss``
     (jitted): ``(c, c)`` Gram matrices for the tutorial's loss."""
     style = jnp.asarray(style)
-    check_size(config.style_layers, style.shape, "style")
+    check_size(config, style.shape, "style", style=True)
     return _features(params, style, config.style_layers, config.pooling, config.style_loss)
 
 
@@ -122,7 +159,7 @@ def content_features(
 ) -> dict[str, jax.Array]:
     """``{layer: (h, w, c)}`` features of one ``(H, W, 3)`` content image (jitted)."""
     content = jnp.asarray(content)
-    check_size(used_layers(config), content.shape, "content")
+    check_size(config, content.shape, "content")
     return _features(params, content, config.content_layers, config.pooling, None)
 
 
@@ -176,7 +213,7 @@ def masked_style_targets(
     if mask is None:
         return style_targets(params, style, config)
     style = jnp.asarray(style)
-    check_size(config.style_layers, style.shape, "style")
+    check_size(config, style.shape, "style", style=True)
     mask = resize_masks(jnp.asarray(mask, style.dtype)[None], *style.shape[:2])[0]
     return _guided_style(params, style, mask, config.style_layers, config.pooling)
 
@@ -238,7 +275,12 @@ def make_targets(
       the statistic is ``config.style_loss``'s: ``(c, c)`` Grams for the tutorial's. With
       masks, ``(K, c, c)`` Grams and ``"masks"`` (see the module's docstring).
     """
-    content = jnp.asarray(content)
+    content = check_image(content, "content")
+    style = (
+        [check_image(s, "style") for s in style]
+        if masks is not None or (config.style_blend is not None)
+        else check_image(style, "style")
+    )
     weights = term_weights(config, content.dtype)
     targets = {"content": content_features(params, content, config), "weights": weights}
     if masks is not None:
@@ -302,14 +344,14 @@ def loss_fn(
         content, targets["content"], weights["content"], content_weights
     )
     if "masks" in targets:
-        style_term = _regions_style_loss(style, targets, style_weights)
+        style_value = _regions_style_loss(style, targets, style_weights)
     else:
-        _, statistic, style_loss = STYLE_TERMS[config.style_loss]
-        stats = {name: statistic(f) for name, f in style.items()}
-        style_term = style_loss(stats, targets["style"], weights["style"], style_weights)
+        term = style_term(config.style_loss)
+        stats = {name: term.statistic(f) for name, f in style.items()}
+        style_value = term.loss(stats, targets["style"], weights["style"], style_weights)
     terms = {
         "content": content_term,
-        "style": style_term,
+        "style": style_value,
         "tv": losses.total_variation_loss(x, weights["tv"]),
     }
     return terms["style"] + terms["content"] + terms["tv"], terms

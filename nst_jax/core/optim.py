@@ -1,8 +1,5 @@
-"""Optimisers as optax transformations, and the jitted step that applies one to the image.
-
-The step is the tutorial's: loss and gradient with respect to the image only, an optimiser
-update, then the image clipped to [0, 1]. The loss it returns is that of the image it was
-given, before the update (as the tutorial and ``stylize``'s ``losses`` report it).
+"""Optimisers of the image as optax transformations: Keras' Adam, iterate averaging, and a
+convergence test for early stopping (the step that applies them: :mod:`nst_jax.core.step`).
 
 Keras' Adam (the tutorial's, so the default) adds epsilon to ``sqrt(v)`` before the bias
 correction; optax's ``adam`` adds it after, to ``sqrt(v_hat)``. With the tutorial's
@@ -13,7 +10,6 @@ form) and ``"optax_adam"``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -21,7 +17,6 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import Params, Targets, loss_fn, static_config
 
 
 class ScaleByKerasAdamState(NamedTuple):
@@ -140,6 +135,101 @@ def restart_average(state: AverageState, x: jax.Array) -> AverageState:
     return state._replace(average_sum=(1 - state.decay) * x, decay_power=state.decay)
 
 
+class ToleranceState(NamedTuple):
+    """State of :func:`with_tolerance`: the inner optimiser's, and the convergence watch.
+
+    ``recent`` holds the last ``window`` losses as a ring indexed by step (``seen`` steps
+    counted so far); ``active`` is False once the image has converged, and stays so.
+    """
+
+    inner: optax.OptState
+    recent: jax.Array
+    seen: jax.Array
+    active: jax.Array
+    tol: jax.Array
+
+
+def with_tolerance(
+    tx: optax.GradientTransformation, tol: float, window: int
+) -> optax.GradientTransformation:
+    """``tx`` with a convergence test kept in its state: early stopping per image.
+
+    The rule of artistic-videos (Ruder et al. 2016, ``-tol_loss_relative`` over an
+    ``-tol_loss_relative_interval``): at step ``t``, with ``L_t`` the loss of the image before
+    update ``t``, the image has converged when ``t >= window`` and ``|L_{t-window} - L_t| <=
+    tol * |L_{t-window}|``. A converged image is not updated again: the step
+    (:func:`nst_jax.make_step_fn`) keeps its image and optimiser state as they are, so in a
+    batch each image stops on its own while the others go on.
+
+    Args:
+      tx: the optimiser of the image; its updates are unchanged.
+      tol: the relative change of the loss below which the image has converged, > 0.
+      window: steps over which the change is measured, >= 1.
+    """
+    if not tol > 0 or window < 1:
+        raise ValueError(f"tol must be > 0 and tol_window >= 1, got {tol} and {window}")
+
+    def init(params):
+        active = jnp.ones((), bool)
+        recent = jnp.zeros(window, params.dtype)
+        tolerance = jnp.asarray(tol, params.dtype)
+        return ToleranceState(tx.init(params), recent, jnp.zeros((), jnp.int32), active, tolerance)
+
+    def update(updates, state, params=None, **extra):
+        updates, inner = tx.update(updates, state.inner, params, **extra)
+        return updates, state._replace(inner=inner)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def watch_loss(state: ToleranceState, loss: jax.Array) -> ToleranceState:
+    """``state`` after the loss of one more step: recorded, and ``active`` False if the
+    image has converged (:func:`with_tolerance`). A converged state stays as it was."""
+    window = state.recent.shape[0]
+    slot = state.seen % window
+    past = state.recent[slot]
+    done = (state.seen >= window) & (jnp.abs(past - loss) <= state.tol * jnp.abs(past))
+    active = state.active & ~done
+    recorded = state._replace(recent=state.recent.at[slot].set(loss), seen=state.seen + 1)
+    kept = jax.tree.map(lambda new, old: jnp.where(active, new, old), recorded, state)
+    return kept._replace(active=active)
+
+
+# The wrappers of this module: each keeps the wrapped optimiser's state as ``inner``.
+WRAPPERS = (AverageState, ToleranceState)
+
+
+def find_state(state, kind: type):
+    """The state of type ``kind`` among ``state`` and the states it wraps, or ``None``."""
+    while True:
+        if isinstance(state, kind):
+            return state
+        if not isinstance(state, WRAPPERS):
+            return None
+        state = state.inner
+
+
+def replace_state(state, kind: type, change):
+    """``state`` with its state of type ``kind`` (:func:`find_state`) replaced by
+    ``change(it)``; unchanged when there is none."""
+    if isinstance(state, kind):
+        return change(state)
+    if isinstance(state, WRAPPERS):
+        return state._replace(inner=replace_state(state.inner, kind, change))
+    return state
+
+
+def restart_scale(state, x: jax.Array):
+    """``state`` at the start of a new scale of a coarse-to-fine run, whose first image is
+    ``x``: the average starts afresh at ``x``, and so does the convergence watch (the loss
+    of another size is not comparable)."""
+    state = replace_state(state, AverageState, lambda s: restart_average(s, x))
+    fresh = lambda s: s._replace(  # noqa: E731
+        recent=jnp.zeros_like(s.recent), seen=jnp.zeros_like(s.seen), active=jnp.ones_like(s.active)
+    )
+    return replace_state(state, ToleranceState, fresh)
+
+
 @functools.lru_cache(maxsize=32)
 def _optimizer(
     kind: str,
@@ -149,7 +239,11 @@ def _optimizer(
     eps: float,
     memory: int,
     average: float | None = None,
+    tolerance: tuple[float, int] | None = None,
 ):
+    if tolerance is not None:
+        inner = _optimizer(kind, learning_rate, b1, b2, eps, memory, average)
+        return with_tolerance(inner, *tolerance)
     if average is not None:
         return with_average(_optimizer(kind, learning_rate, b1, b2, eps, memory), average)
     if kind == "lbfgs":
@@ -168,7 +262,7 @@ def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
     learning rate in their state (``optax.inject_hyperparams``: ``state.hyperparams``).
     ``"lbfgs"``: optax's L-BFGS with its zoom line search (no learning rate); its step
     evaluates the loss at the image projected into [0, 1]. With ``config.average``, wrapped
-    in :func:`with_average`.
+    in :func:`with_average`; with ``config.tol``, in :func:`with_tolerance` (outermost).
 
     The same settings return the same object, so :func:`make_step` compiles once for them.
     """
@@ -183,112 +277,5 @@ def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
         config.epsilon,
         config.lbfgs_memory,
         config.average,
+        None if config.tol is None else (config.tol, config.tol_window),
     )
-
-
-StepFn = Callable[..., tuple]
-
-
-def update_image(tx: optax.GradientTransformation, grad, opt_state, x):
-    """One optimiser update of the image from its gradient, clipped to [0, 1] (and folded
-    into the average of :func:`with_average`). Returns ``(x, opt_state)``."""
-    updates, opt_state = tx.update(grad, opt_state, x)
-    x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-    return x, _averaged(opt_state, x)
-
-
-def _gradient_step(
-    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
-) -> StepFn:
-    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
-        (value, terms), grad = jax.value_and_grad(loss, argnums=1, has_aux=True)(
-            params, x, targets, config
-        )
-        x, opt_state = update_image(tx, grad, opt_state, x)
-        return x, opt_state, value, terms, jnp.ones((), jnp.int32)
-
-    return step
-
-
-def _lbfgs_step(
-    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
-) -> StepFn:
-    """L-BFGS minimises ``x -> loss(clip(x, 0, 1))``.
-
-    Evaluated at the clipped point, the value and gradient the line search keeps for its
-    accepted point stay exact once the image is projected back into [0, 1], so a step costs
-    exactly its line-search trials (the first also evaluates its start). The line search
-    returns totals only, so the step's terms are NaN; ``stylize`` evaluates them per chunk.
-    """
-
-    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
-        def value_fn(y):
-            return loss(params, jnp.clip(y, 0.0, 1.0), targets, config)[0]
-
-        fresh = ~jnp.isfinite(optax.tree_utils.tree_get(opt_state, "value"))
-        value, grad = optax.value_and_grad_from_state(value_fn)(x, state=opt_state)
-        updates, opt_state = tx.update(
-            grad, opt_state, x, value=value, grad=grad, value_fn=value_fn
-        )
-        x = jnp.clip(optax.apply_updates(x, updates), 0.0, 1.0)
-        opt_state = _averaged(opt_state, x)
-        trials = optax.tree_utils.tree_get(opt_state, "num_linesearch_steps")
-        nan = jnp.full((), jnp.nan, value.dtype)
-        evaluations = jnp.asarray(trials, jnp.int32) + fresh.astype(jnp.int32)
-        return x, opt_state, value, {"content": nan, "style": nan, "tv": nan}, evaluations
-
-    return step
-
-
-def _averaged(opt_state, x):
-    # Structural (the state's type), so resolved while tracing.
-    return update_average(opt_state, x) if isinstance(opt_state, AverageState) else opt_state
-
-
-def make_step_fn(
-    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
-) -> StepFn:
-    """The per-image step as a pure function, not jitted (for ``jax.vmap`` or your own jit).
-
-    ``loss`` has :func:`nst_jax.loss_fn`'s signature and results: another objective, or the
-    same one computed another way (:func:`nst_jax.rows.row_loss`, an image split by rows).
-
-    Returns:
-      ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms, evaluations)``:
-      :func:`make_step`'s outputs plus the loss evaluations the step made (1 for Adam; the
-      line-search trials for L-BFGS). ``config.optimizer == "lbfgs"`` selects the L-BFGS form,
-      which passes ``value``, ``grad`` and ``value_fn`` to ``tx.update``.
-    """
-    config = static_config(config)
-    if config.optimizer == "lbfgs":
-        return _lbfgs_step(config, tx, loss)
-    return _gradient_step(config, tx, loss)
-
-
-@functools.lru_cache(maxsize=32)
-def _jitted_step(config: StyleConfig, tx: optax.GradientTransformation, donate: bool):
-    step = make_step_fn(config, tx)
-    return jax.jit(
-        lambda params, targets, x, opt_state: step(params, targets, x, opt_state)[:4],
-        donate_argnums=(2, 3) if donate else (),
-    )
-
-
-def make_step(
-    config: StyleConfig, tx: optax.GradientTransformation, *, donate: bool = False
-) -> Callable:
-    """The jitted optimisation step of one image.
-
-    Args:
-      config: layers, pooling, remat and optimiser kind (term weights come from the targets).
-      tx: the optimiser, from :func:`make_optimizer` or any optax transformation.
-      donate: let XLA reuse the buffers of ``x`` and ``opt_state`` for the outputs (less
-        memory; the arrays passed in are invalid afterwards).
-
-    Returns:
-      ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms)``: ``x`` ``(H, W,
-      3)`` updated and clipped to [0, 1]; ``loss`` and ``terms`` (``content``, ``style``,
-      ``tv``) those of the ``x`` passed in. The same arguments return the same compiled
-      function.
-    """
-    return _jitted_step(static_config(config), tx, donate)

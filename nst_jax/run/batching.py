@@ -16,8 +16,9 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import TERMS, loss_fn, static_config
-from nst_jax.core.optim import AverageState, make_step_fn
+from nst_jax.core.objective import loss_fn, static_config
+from nst_jax.core.optim import WRAPPERS
+from nst_jax.core.step import make_step_fn, step_evaluations
 
 
 def resolve_loop(loop: str) -> str:
@@ -70,9 +71,21 @@ def batch_step(
     return _batch_step(static_config(config), tx, loss)
 
 
+def counted_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable):
+    """:func:`nst_jax.make_step_fn`'s step with a fifth output: the loss evaluations it
+    made (:func:`nst_jax.core.step.step_evaluations`)."""
+    step = make_step_fn(config, tx, loss)
+
+    def counted(params, targets, x, state):
+        x, new_state, value, terms = step(params, targets, x, state)
+        return x, new_state, value, terms, step_evaluations(config, state, new_state)
+
+    return counted
+
+
 @functools.lru_cache(maxsize=32)
 def _batch_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
-    step = make_step_fn(config, tx, loss)
+    step = counted_step(config, tx, loss)
 
     def batched_step(params, targets, images, states):
         per_image = lambda t, x, s: step(params, t, x, s)  # noqa: E731
@@ -96,22 +109,23 @@ def batch_chunk(
 
 @functools.lru_cache(maxsize=32)
 def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
-    step = make_step_fn(config, tx, loss)
+    step = counted_step(config, tx, loss)
     keep_before = config.optimizer == "lbfgs"
 
     def per_image(params, targets, x, state, n_steps):
+        shapes = jax.eval_shape(lambda: step(params, targets, x, state)[3])
+
         def body(i, carry):
             x, state, history, _, evaluations, _ = carry
             new, state, loss, terms, used = step(params, targets, x, state)
             before = x if keep_before else None
             return new, state, history.at[i].set(loss), terms, evaluations + used, before
 
-        zero = jnp.zeros((), x.dtype)
         carry = (
             x,
             state,
             jnp.zeros(config.steps_per_call, x.dtype),
-            dict.fromkeys(TERMS, zero),
+            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
             jnp.zeros((), jnp.int32),
             x if keep_before else None,
         )
@@ -156,7 +170,7 @@ def init_states(
 
 
 def _set_learning_rates(states, learning_rates):
-    if isinstance(states, AverageState):
+    if isinstance(states, WRAPPERS):
         return states._replace(inner=_set_learning_rates(states.inner, learning_rates))
     if not isinstance(getattr(states, "hyperparams", None), dict) or (
         "learning_rate" not in states.hyperparams

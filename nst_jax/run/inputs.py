@@ -20,13 +20,13 @@ from nst_jax.core.objective import (
     WEIGHT_FIELDS,
     Params,
     blend_grams,
+    check_image,
     check_masks,
     check_size,
     content_features,
     layer_masks,
     masked_style_targets,
     resize_masks,
-    used_layers,
 )
 from nst_jax.files import image
 from nst_jax.run import color, multiscale, tiling
@@ -55,15 +55,10 @@ class Batch(NamedTuple):
 
 
 def as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
-    """``(N, H, W, 3)`` float images; float32 unless float64 is given with x64 enabled."""
-    images = jnp.asarray(images)
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        images = images.astype(jnp.float32)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"{name}: expected (H, W, 3) or (N, H, W, 3), got {tuple(images.shape)}")
-    return images
+    """``(N, H, W, 3)`` images, checked (:func:`nst_jax.core.objective.check_image`): their
+    dtype is kept (float64 needs x64 enabled)."""
+    images = check_image(images, name, batched=True)
+    return images[None] if images.ndim == 3 else images
 
 
 def make_batch(content, style, config: StyleConfig, masks=None, style_masks=None) -> Batch:
@@ -71,7 +66,7 @@ def make_batch(content, style, config: StyleConfig, masks=None, style_masks=None
     their scales, and the regions (``masks`` ``(K, H, W)`` shared or ``(N, K, H, W)``)."""
     single = jnp.ndim(content) == 3 and config.sweep_size is None
     content = as_batch("content", content)
-    check_size(used_layers(config), content.shape, "content")
+    check_size(config, content.shape, "content")
     if config.sweep_size is not None and content.shape[0] == 1:
         content = jnp.broadcast_to(content, (config.sweep_size, *content.shape[1:]))
     n, height, width, _ = content.shape
@@ -222,7 +217,7 @@ def batch_targets(
     factor = max(shape) / max(batch.content.shape[1:3])
     content = multiscale.resize_batch(batch.run_content, *shape)
     what = "content" if factor == 1.0 else f"content at the {shape[1]}x{shape[0]} px scale"
-    check_size(used_layers(config), content.shape, what)
+    check_size(config, content.shape, what)
     style_masks = batch.style_masks or [None] * len(batch.style_sets[0])
     once: dict[tuple, Mapping[str, jax.Array]] = {}
     grams = []
@@ -234,7 +229,7 @@ def batch_targets(
                 scaled = scaled_style(s, shape, scale, factor)
                 mask = style_masks[k] if batch.masks is not None else None
                 if tile is not None and max(scaled.shape[:2]) > tile:
-                    check_size(config.style_layers, scaled.shape, "style")
+                    check_size(config, scaled.shape, "style", style=True)
                     once[key] = tiling.tiled_grams(
                         params, scaled, config.style_layers, config.pooling, tile
                     )

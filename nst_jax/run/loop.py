@@ -16,11 +16,11 @@ import numpy as np
 import optax
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import TERMS, loss_fn
-from nst_jax.core.optim import AverageState, restart_average
+from nst_jax.core.objective import loss_fn
+from nst_jax.core.optim import ToleranceState, find_state, restart_scale
 from nst_jax.run import batching, multiscale, tiling
 from nst_jax.run.devices import place
-from nst_jax.run.state import RunState, check_finite, restore_states
+from nst_jax.run.state import RunState, StopRun, check_finite, restore_states
 
 
 class Run(NamedTuple):
@@ -37,6 +37,7 @@ class Run(NamedTuple):
       on_tile: called with ``(tiles done, tiles in all)`` within a tiled step.
       learning_rates: ``(N,)`` of a learning-rate sweep, else None.
       tile_devices: devices a tiled step deals its windows over, else None.
+      loss: the objective the run was given (``loss_fn`` unless a custom one).
     """
 
     config: StyleConfig
@@ -49,6 +50,7 @@ class Run(NamedTuple):
     on_tile: Callable[[int, int], None] | None
     learning_rates: jax.Array | None
     tile_devices: tuple | None
+    loss: Callable = loss_fn
 
 
 class Scale(NamedTuple):
@@ -57,7 +59,7 @@ class Scale(NamedTuple):
     Attributes:
       index: its place among the run's scales, from 0.
       shape: ``(height, width)`` of its images.
-      end: the step (counted over all scales) at which it ends.
+      steps: its steps (fewer where every image converges first: ``config.tol``).
       tile: its tile (:mod:`nst_jax.run.tiling`), or None: untiled.
       loss: its loss, ``loss_fn`` or one computed another way with the same results
         (:func:`nst_jax.run.rows.row_loss`).
@@ -65,7 +67,7 @@ class Scale(NamedTuple):
 
     index: int
     shape: tuple[int, int]
-    end: int
+    steps: int
     tile: int | None = None
     loss: Callable = loss_fn
 
@@ -99,7 +101,7 @@ def run_chunk(run: Run, scale: Scale, targets, images, states, k: int):
             evaluations = evaluations + used
         totals = np.stack([np.asarray(t) for t in totals], axis=1)
         terms = before if lbfgs else terms
-    terms = {**{t: np.asarray(terms[t]) for t in TERMS}, "total": totals[:, -1]}
+    terms = {**{t: np.asarray(value) for t, value in terms.items()}, "total": totals[:, -1]}
     return images, states, totals, terms, np.asarray(evaluations)
 
 
@@ -123,12 +125,12 @@ def tiled_chunk(run: Run, scale: Scale, targets: list, images, states, k: int):
                 x, state, loss, terms = step(run.step_params, targets[i], x, state, run.on_tile)
                 losses.append(np.asarray(loss))
             totals.append(losses)
-            last_terms.append({t: np.asarray(terms[t]) for t in TERMS})
+            last_terms.append({t: np.asarray(value) for t, value in terms.items()})
         done.append((x, state))
     del x, state
     images, states = stack(done)
     totals = np.asarray(totals)
-    terms = {t: np.array([row[t] for row in last_terms]) for t in TERMS}
+    terms = {t: np.array([row[t] for row in last_terms]) for t in last_terms[0]}
     terms["total"] = totals[:, -1]
     return images, states, totals, terms, np.full(run.n, k)
 
@@ -185,32 +187,58 @@ def scale_start(run: Run, scale: Scale, state: RunState | None, start, resumed: 
         states = restore_states(structure, state.opt_states)
     else:
         states = multiscale.carry_state(state.opt_states, *shape)
-        if isinstance(states, AverageState):  # each scale averages its own iterates
-            states = jax.vmap(restart_average)(states, images)
+        states = jax.vmap(restart_scale)(states, images)  # its own average and convergence
     return place((images, states), run.mesh)
 
 
-def run_scale(run: Run, scale: Scale, state: RunState, targets, images, states) -> RunState:
-    """Chunks of this scale until ``scale.end``; the state after each goes to ``on_chunk``."""
+def run_scale(run: Run, scale: Scale, state: RunState, targets, images, states):
+    """Chunks of this scale until its steps are done (or every image has converged); the
+    state after each goes to ``on_chunk``.
+
+    Returns:
+      ``(state, stopped)``: the state after the scale, and whether ``on_chunk`` stopped the
+      run (:class:`~nst_jax.run.state.StopRun`).
+    """
     history = [np.asarray(state.losses)]
     evaluations = np.array(state.evaluations, np.int64)
-    done, terms = state.step, state.terms
-    while done < scale.end:
-        k = min(run.config.steps_per_call, scale.end - done)
+    done, within, terms, stopped = state.step, state.scale_step, state.terms, False
+    while within < scale.steps and not stopped:
+        k = min(run.config.steps_per_call, scale.steps - within)
         images, states, chunk, terms, used = run_chunk(run, scale, targets, images, states, k)
         chunk = chunk[: run.n]
         check_finite(chunk, images, done)
         history.append(chunk)
         evaluations = evaluations + used[: run.n]
-        done += k
+        done, within = done + k, within + k
+        if all_converged(states, run.n):
+            within = scale.steps
         if run.on_chunk is not None:
-            # Copies without padding rows: the next chunk donates the live buffers, and a
-            # hook may keep the state (to resume from, say).
-            now = jax.tree.map(lambda x: jnp.array(x[: run.n], copy=True), (images, states))
-            terms_now = {name: value[: run.n] for name, value in terms.items()}
             losses = np.concatenate(history, axis=1)
-            run.on_chunk(RunState(done, *now, losses, terms_now, scale.index, evaluations))
-            del now  # what the hook keeps stays; nothing else holds the copies during a chunk
+            stopped = hand_over(
+                run, RunState(done, images, states, losses, terms, scale.index, evaluations, within)
+            )
     images, states = jax.tree.map(lambda x: x[: run.n], (images, states))
     losses = np.concatenate(history, axis=1)
-    return RunState(done, images, states, losses, terms, scale.index, evaluations)
+    state = RunState(done, images, states, losses, terms, scale.index, evaluations, within)
+    return state, stopped
+
+
+def all_converged(states, n: int) -> bool:
+    """Whether every one of the batch's ``n`` images has converged (``config.tol``)."""
+    watch = find_state(states, ToleranceState)
+    return watch is not None and not bool(np.asarray(watch.active[:n]).any())
+
+
+def hand_over(run: Run, state: RunState) -> bool:
+    """Give ``on_chunk`` a copy of ``state`` without padding rows (the next chunk donates the
+    live buffers, and a hook may keep the state, to resume from, say); whether it stopped
+    the run."""
+    copies = jax.tree.map(lambda x: jnp.array(x[: run.n], copy=True), state[1:3])
+    terms = {name: value[: run.n] for name, value in state.terms.items()}
+    try:
+        run.on_chunk(state._replace(images=copies[0], opt_states=copies[1], terms=terms))
+    except StopRun:
+        return True
+    finally:
+        del copies  # what the hook keeps stays; nothing else holds the copies during a chunk
+    return False

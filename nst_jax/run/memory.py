@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import geometry, layers, objective, optim
+from nst_jax.core import layers, objective, optim
 from nst_jax.core.conv import resolve_conv
 from nst_jax.run import batching, plan
 
@@ -188,7 +188,7 @@ def check_fits(
     available = available if available is not None else available_bytes()
     if available is not None and needed > available:
         side = largest_side(config, n, height, width, needed, available)
-        smallest = geometry.smallest_side(config.style_layers + config.content_layers)
+        smallest = objective.min_side(config)
         if side < smallest:
             raise MemoryError(
                 f"{what}: needs about {needed / GIB:.1f} GiB, {available / GIB:.1f} GiB "

@@ -45,6 +45,8 @@ class RunState(NamedTuple):
         (``losses[:, -1]`` is their total).
       scale: index of the scale of a coarse-to-fine run (0 for a single-scale run).
       evaluations: ``(N,)`` loss-and-gradient evaluations so far.
+      scale_step: steps done at this scale (``None``: as the schedule says, ``step`` less the
+        earlier scales' steps; a scale whose images all converged ends early).
     """
 
     step: int
@@ -54,6 +56,12 @@ class RunState(NamedTuple):
     terms: dict[str, np.ndarray] | None = None
     scale: int = 0
     evaluations: np.ndarray | None = None
+    scale_step: int | None = None
+
+
+class StopRun(Exception):  # noqa: N818 (a request, not an error)
+    """Raised by an ``on_chunk`` hook to end the run there: :func:`nst_jax.stylize` then
+    returns the result so far (the state the hook was given), as if its steps were all."""
 
 
 class DivergedError(RuntimeError):
@@ -77,19 +85,26 @@ def check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
 def fresh_scale_state(previous: RunState | None, n: int, index: int) -> RunState:
     """The bookkeeping at the start of scale ``index`` (losses and counts carried over)."""
     if previous is None:
-        return RunState(0, None, None, np.zeros((n, 0), np.float32), None, index, np.zeros(n))
-    return previous._replace(scale=index)
+        losses = np.zeros((n, 0), np.float32)
+        return RunState(0, None, None, losses, None, index, np.zeros(n), 0)
+    return previous._replace(scale=index, scale_step=0)
 
 
-def check_resume(state: RunState, n: int, scales: int) -> RunState:
-    """``state`` checked against a run of ``n`` images over ``scales`` scales, with its
-    evaluation counts as integers."""
+def check_resume(state: RunState, n: int, scale_steps: list[int]) -> RunState:
+    """``state`` checked against a run of ``n`` images whose scales take ``scale_steps``,
+    with its evaluation counts as integers and its steps within its scale."""
+    scales = len(scale_steps)
     if not 0 <= state.scale < scales:
         raise ValueError(f"resumed run is at scale {state.scale}; this run has {scales} scales")
     if np.shape(state.images)[0] != n:
         raise ValueError(f"resumed run has {np.shape(state.images)[0]} images, this run {n}")
     evaluations = state.evaluations if state.evaluations is not None else np.zeros(n)
-    return state._replace(evaluations=np.array(evaluations, np.int64))
+    within = state.scale_step
+    if within is None:
+        within = state.step - sum(scale_steps[: state.scale])
+    if not 0 <= within <= scale_steps[state.scale]:
+        raise ValueError(f"resumed run is {within} steps into scale {state.scale}, past its end")
+    return state._replace(evaluations=np.array(evaluations, np.int64), scale_step=int(within))
 
 
 def restore_states(structure, saved):

@@ -20,8 +20,14 @@ import optax
 
 from nst_jax.config import StyleConfig
 from nst_jax.core.objective import loss_fn
-from nst_jax.core.optim import AverageState, averaged_image, make_optimizer, with_average
-from nst_jax.run import color, inputs, multiscale, rows, tile_memory
+from nst_jax.core.optim import (
+    AverageState,
+    averaged_image,
+    find_state,
+    make_optimizer,
+    with_average,
+)
+from nst_jax.run import color, groups, inputs, multiscale, rows, tile_memory
 from nst_jax.run.devices import choose_mesh, is_rows_mesh, place, tile_devices
 from nst_jax.run.loop import Run, Scale, run_scale, scale_start, unstack
 from nst_jax.run.plan import step_params
@@ -35,6 +41,7 @@ def stylize(
     params,
     config: StyleConfig | None = None,
     optimizer: optax.GradientTransformation | None = None,
+    loss: Callable = loss_fn,
     devices: Sequence[jax.Device] | None = None,
     resume: RunState | None = None,
     on_chunk: Callable[[RunState], None] | None = None,
@@ -48,11 +55,18 @@ def stylize(
     A batch runs as one compiled program (per-image code under ``jax.vmap``); with several
     devices its batch axis is sharded over them (padded to a multiple of their count).
     With ``config.scales > 1`` (or ``min_size``) it runs coarse to fine; with
-    ``config.preserve_color`` it keeps the content's colours (see :mod:`nst_jax.run.color`).
+    ``config.preserve_color`` it keeps the content's colours (see :mod:`nst_jax.run.color`);
+    with ``config.tol`` each image stops once its loss has converged.
+
+    ``stylize`` runs its own loop on concrete arrays: it cannot be traced (``jax.grad``,
+    ``jit``, ``vmap`` of it are refused); compose :func:`nst_jax.make_targets`,
+    :func:`nst_jax.loss_fn` and :func:`nst_jax.make_step` in your own loop for that.
 
     Args:
-      content: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1], used as given (resizing
-        is the loader's job).
+      content: ``(H, W, 3)`` or ``(N, H, W, 3)`` floating-point RGB in [0, 1], used as given
+        (resizing is the loader's job); or a list of ``(H_i, W_i, 3)`` images of any sizes,
+        grouped by shape into batches and returned as lists, in order. The result has the
+        content's dtype (float64 needs ``jax_enable_x64``).
       style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
         ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image). With
         ``config.style_blend``: the K styles to blend, shared by all images.
@@ -61,10 +75,15 @@ def stylize(
         values sweep them over the batch; a single content image is repeated N times.
       optimizer: any optax transformation instead of ``config.optimizer``'s (for L-BFGS-like
         ones that need ``value_fn``, set ``config.optimizer="lbfgs"`` too).
+      loss: the objective, :func:`nst_jax.loss_fn` by default, or any function with its
+        signature and results ``(scalar, {term: scalar})``: it gets batches, sweeps, scales,
+        ``on_chunk``, resume and devices; tiled runs compute ``loss_fn`` only.
       devices: devices to shard the batch over; default every local device.
       resume: a :class:`RunState` saved from an earlier run of the same inputs and config.
       on_chunk: called after each chunk of ``config.steps_per_call`` steps with the
-        :class:`RunState` (progress, checkpoints, previews; it may raise to stop the run).
+        :class:`RunState` (progress, checkpoints, previews). Raising
+        :class:`~nst_jax.run.state.StopRun` ends the run there and returns the result so
+        far; any other exception ends it and propagates.
       masks: spatial control (Gatys et al. 2017): ``(K, H, W)`` content regions in [0, 1]
         shared by the batch, or ``(N, K, H, W)`` one set per image; region k takes the k-th
         of the K ``style`` images (guided Grams, :func:`nst_jax.losses.guided_gram`),
@@ -85,20 +104,32 @@ def stylize(
 
     Returns:
       A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
-      sweep, else ``(N, H, W, 3)``.
+      sweep, else ``(N, H, W, 3)`` (lists for a list of contents).
     """
+    refuse_traced(content, style, params, masks)
     config = config or StyleConfig()
+    options = dict(optimizer=optimizer, loss=loss, devices=devices, on_chunk=on_chunk)
+    options.update(masks=masks, style_masks=style_masks, on_tile=on_tile, shard=shard)
+    if isinstance(content, (list, tuple)):
+        if resume is not None:
+            raise ValueError("resume continues one batch: give content as one array")
+        return groups.stylize_groups(_stylize_batch, content, style, params, config, options)
+    return _stylize_batch(content, style, params, config, resume=resume, **options)
+
+
+def _stylize_batch(content, style, params, config, *, masks, style_masks, resume, **options):
+    """:func:`stylize` of one batch (or one image)."""
     batch = inputs.make_batch(content, style, config, masks, style_masks)
-    run = make_run(batch, config, params, optimizer, devices, on_chunk, on_tile, shard)
+    run = make_run(batch, config, params, **options)
     height, width = batch.content.shape[1:3]
     start = inputs.initial_images(config, batch)
     scales = plan_scales(run, height, width)
-    state = None if resume is None else check_resume(resume, run.n, len(scales))
+    state = None if resume is None else check_resume(resume, run.n, [s.steps for s in scales])
     resuming = resume is not None
     for scale in scales[state.scale if resuming else 0 :]:
         targets = inputs.batch_targets(run.params, batch, config, scale.shape, scale.tile)
         targets = place(targets, run.mesh)
-        scale = scale._replace(loss=scale_loss(run, targets, scale.shape[0]))
+        scale = scale._replace(loss=scale_loss(run, targets, scale.shape, start.dtype))
         if scale.tile is not None:  # a tiled chunk steps one image at a time
             targets = unstack(targets, run.n)
         images, states = scale_start(run, scale, state, start, resuming)
@@ -107,16 +138,29 @@ def stylize(
         # The last scale's arrays are no longer needed (the hook may still keep its own).
         state = state._replace(images=None, opt_states=None)
         resuming = False
-        state = run_scale(run, scale, state, targets, images, states)
+        state, stopped = run_scale(run, scale, state, targets, images, states)
+        if stopped:
+            break
     return _result(state, batch, config)
+
+
+def refuse_traced(*trees) -> None:
+    """Raise ``TypeError`` when an argument is being traced (``jax.grad``, ``jit`` or
+    ``vmap`` of ``stylize``), whose loop needs concrete values."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees)):
+        raise TypeError(
+            "stylize runs its own loop on concrete arrays and cannot be traced (jax.grad, "
+            "jit, vmap); compose make_targets, loss_fn and make_step in your own loop"
+        )
 
 
 def _result(state: RunState, batch: inputs.Batch, config: StyleConfig) -> StyleResult:
     """The run's last state as a :class:`StyleResult`: the average of the iterates where
     one is kept, the content's colours put back under luminance transfer."""
     images = state.images
-    if isinstance(state.opt_states, AverageState):
-        images = jax.vmap(averaged_image)(state.opt_states).astype(images.dtype)
+    average = find_state(state.opt_states, AverageState)
+    if average is not None:
+        images = jax.vmap(averaged_image)(average).astype(images.dtype)
     if config.preserve_color == "luminance":
         images = jax.vmap(color.recombine)(images, batch.content)
     if batch.single:
@@ -130,11 +174,11 @@ def plan_scales(run: Run, height: int, width: int) -> list[Scale]:
     (``"auto"``: only the scales that would not fit untiled)."""
     config = run.config
     shapes = multiscale.scale_shapes(height, width, config)
-    ends = np.cumsum(multiscale.scale_steps(height, width, config))
+    steps = multiscale.scale_steps(height, width, config)
     split = is_rows_mesh(run.mesh)
     return [
-        Scale(i, shape, int(end), None if split else tile_memory.scale_tile(config, run.n, *shape))
-        for i, (shape, end) in enumerate(zip(shapes, ends, strict=True))
+        Scale(i, shape, k, None if split else tile_memory.scale_tile(config, run.n, *shape))
+        for i, (shape, k) in enumerate(zip(shapes, steps, strict=True))
     ]
 
 
@@ -142,15 +186,20 @@ def make_run(
     batch: inputs.Batch,
     config: StyleConfig,
     params,
-    optimizer: optax.GradientTransformation | None,
-    run_devices: Sequence[jax.Device] | None,
-    on_chunk: Callable[[RunState], None] | None,
-    on_tile: Callable[[int, int], None] | None,
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    loss: Callable = loss_fn,
+    devices: Sequence[jax.Device] | None = None,
+    on_chunk: Callable[[RunState], None] | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
     shard: str = "auto",
 ) -> Run:
     """Everything fixed for the whole run: optimiser, params placed and prepared, mesh."""
     n, height, width, _ = batch.content.shape
     dtype = batch.content.dtype
+    if loss is not loss_fn and config.tile is not None:
+        raise ValueError("tiled runs compute loss_fn tile by tile: a custom loss needs tile=None")
+    run_devices = devices
     run_devices = list(run_devices) if run_devices is not None else jax.local_devices()
     lrs = None
     if isinstance(config.learning_rate, tuple) and config.optimizer != "lbfgs":
@@ -163,19 +212,40 @@ def make_run(
         tx = _wrapped(optimizer, config.average)
     prepared = step_params(params, config, n, height, width)
     dealt = tile_devices(run_devices, mesh, n)
-    return Run(config, tx, params, prepared, mesh, n, on_chunk, on_tile, lrs, dealt)
+    return Run(config, tx, params, prepared, mesh, n, on_chunk, on_tile, lrs, dealt, loss)
 
 
-def scale_loss(run: Run, targets, height: int) -> Callable:
-    """The loss of a scale: :func:`nst_jax.run.rows.row_loss` where a rows mesh's borders
-    can be exchanged explicitly, else :func:`nst_jax.loss_fn` (over a rows mesh, XLA's
-    partitioner then splits it)."""
+def scale_loss(run: Run, targets, shape: tuple[int, int], dtype) -> Callable:
+    """The loss of a scale: the run's own (checked, :func:`check_loss`);
+    :func:`nst_jax.run.rows.row_loss` where a rows mesh's borders can be exchanged
+    explicitly; else :func:`nst_jax.loss_fn` (over a rows mesh, XLA's partitioner then
+    splits it)."""
     mesh = run.mesh
+    if run.loss is not loss_fn:
+        check_loss(run, targets, shape, dtype)
+        return run.loss
+    height = shape[0]
     if not is_rows_mesh(mesh) or "masks" in targets:
         return loss_fn
     if not rows.exchanges(run.config, run.n, height, mesh.size):
         return loss_fn
     return rows.row_loss(mesh)
+
+
+def check_loss(run: Run, targets, shape: tuple[int, int], dtype) -> None:
+    """Raise ``ValueError`` unless ``run.loss`` returns what ``loss_fn`` does for one image
+    of the batch, a scalar and a dict of scalars (traced for shapes, nothing computed)."""
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), targets)
+    image = jax.ShapeDtypeStruct((*shape, 3), dtype)
+    value, terms = jax.eval_shape(
+        lambda p, x, t: run.loss(p, x, t, run.config), run.step_params, image, one
+    )
+    leaves = jax.tree.leaves(terms)
+    if value.shape != () or not isinstance(terms, dict) or any(t.shape != () for t in leaves):
+        raise ValueError(
+            "a custom loss must return (scalar, {term: scalar}) as nst_jax.loss_fn does, "
+            f"got ({value.shape}, {jax.tree.map(lambda t: t.shape, terms)})"
+        )
 
 
 @functools.lru_cache(maxsize=8)

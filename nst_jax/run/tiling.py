@@ -46,7 +46,7 @@ import optax
 from nst_jax.config import StyleConfig
 from nst_jax.core import geometry, losses, vgg
 from nst_jax.core.objective import Params, Targets, static_config, used_layers
-from nst_jax.core.optim import update_image
+from nst_jax.core.step import update_image
 
 
 def _interior(features, layers, interior):
@@ -311,7 +311,7 @@ def tiled_step(
             # Donation is best effort: where XLA cannot reuse a buffer it says so once per
             # compile, a line a user can do nothing about.
             warnings.filterwarnings("ignore", "Some donated buffers were not usable")
-            x, opt_state = update(grad, opt_state, x)
+            x, opt_state = update(grad, opt_state, x, loss)
         return x, opt_state, loss, terms
 
     return step
@@ -322,7 +322,8 @@ def _update(tx: optax.GradientTransformation) -> Callable:
     # One compiled update of the whole image: op by op, each of Adam's operations would
     # allocate another whole-image array. The image, gradient and state are donated.
     return jax.jit(
-        lambda grad, state, x: update_image(tx, grad, state, x), donate_argnums=(0, 1, 2)
+        lambda grad, state, x, loss: update_image(tx, grad, state, x, loss),
+        donate_argnums=(0, 1, 2),
     )
 
 

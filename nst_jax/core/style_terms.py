@@ -1,0 +1,86 @@
+"""The registry of style terms: what of the style an image is made to share.
+
+A style term has three pure parts, for one image (:mod:`nst_jax.core.losses` has the
+built-in ones):
+
+- ``target(features)``: the style image's statistic of one layer's ``(h, w, c)`` features,
+  computed once before the loop (a Gram matrix, say);
+- ``statistic(features)``: the same statistic of the image being optimised, computed inside
+  the loss from the features of the one VGG pass every term shares;
+- ``loss(statistics, targets, weight, layer_weights)``: the weighted term over the style
+  layers, ``{layer: statistic}`` against ``{layer: target}``, as
+  :func:`nst_jax.core.losses.style_loss` is.
+
+``StyleConfig(style_loss=name)`` chooses one by name; :func:`register_style_term` adds one,
+so a new style loss is one entry, not a new loss function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from nst_jax.core import losses
+
+
+class StyleTerm(NamedTuple):
+    """One style term's three parts (module docstring).
+
+    Attributes:
+      target: ``(h, w, c)`` features of the style -> its statistic (any pytree).
+      statistic: ``(h, w, c)`` features of the image -> the statistic the loss compares.
+      loss: ``(statistics, targets, weight, layer_weights) -> scalar``, over the layers.
+      min_side: the fewest positions a style layer's map needs on each side (a term that
+        compares 3x3 patches needs 3).
+    """
+
+    target: Callable[[Any], Any]
+    statistic: Callable[[Any], Any]
+    loss: Callable[..., Any]
+    min_side: int = 1
+
+
+_TERMS: dict[str, StyleTerm] = {
+    "gram": StyleTerm(losses.gram_matrix, losses.gram_matrix, losses.style_loss),
+    "mean_std": StyleTerm(losses.feature_moments, losses.feature_moments, losses.mean_std_loss),
+    "w2": StyleTerm(losses.w2_target, losses.gaussian_stats, losses.w2_loss),
+    "mrf": StyleTerm(losses.mrf_target, lambda features: features, losses.mrf_loss, 3),
+}
+BUILT_IN: tuple[str, ...] = tuple(_TERMS)
+
+
+def register_style_term(name: str, term: StyleTerm) -> None:
+    """Make ``term`` available as ``StyleConfig(style_loss=name)``.
+
+    Registering the same term again under its name does nothing (a notebook cell run twice).
+
+    Raises:
+      ValueError: ``name`` is taken by another term (compiled programs are keyed by it), or
+        ``term``'s parts are not callables.
+    """
+    if name in BUILT_IN:
+        raise ValueError(f"style term {name!r} is built in; register yours under another name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a style term's name is an identifier, got {name!r}")
+    term = StyleTerm(*term)
+    if not all(callable(part) for part in term[:3]) or int(term.min_side) < 1:
+        raise ValueError(f"style term {name!r}: target, statistic and loss must be callables")
+    if name in _TERMS and _TERMS[name] != term:
+        raise ValueError(f"style term {name!r} is registered already, as another term")
+    _TERMS[name] = term
+
+
+def style_term(name: str) -> StyleTerm:
+    """The term registered as ``name``.
+
+    Raises:
+      ValueError: no such term.
+    """
+    if name not in _TERMS:
+        raise ValueError(f"unknown style_loss {name!r}; known: {', '.join(names())}")
+    return _TERMS[name]
+
+
+def names() -> tuple[str, ...]:
+    """Every registered term's name, the built-in ones first."""
+    return tuple(_TERMS)

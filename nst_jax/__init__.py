@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 # Public name -> the module that defines it. The layers (design.md): ``core`` is the per-image
 # research core, ``run`` what ``stylize`` adds, ``files`` bytes on disk, ``cli`` the program.
 _EXPORTS = {
-    "PRESETS": "config",
+    "PRESETS": "presets",
     "StyleConfig": "config",
     "ImageError": "errors",
     "InputError": "errors",
@@ -115,7 +115,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from nst_jax.config import PRESETS, StyleConfig
+    from nst_jax.config import StyleConfig
     from nst_jax.core import losses
     from nst_jax.core.conv import prepare_params
     from nst_jax.core.layers import LAYERS
@@ -135,6 +135,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from nst_jax.files import image
     from nst_jax.files.targets import load_targets, save_targets
     from nst_jax.files.weights import load_vgg19
+    from nst_jax.presets import PRESETS
     from nst_jax.run.devices import batch_mesh
     from nst_jax.run.state import DivergedError, RunState, StopRun, StyleResult
     from nst_jax.run.stylize import stylize

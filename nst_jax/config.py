@@ -6,6 +6,8 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from nst_jax.core.conv import CONV_METHODS
 from nst_jax.core.geometry import check_tile
 from nst_jax.core.layers import check_layers
@@ -23,6 +25,8 @@ STYLE_LOSSES = BUILT_IN
 TUTORIAL_STYLE_LAYERS = tuple(f"block{b}_conv1" for b in range(1, 6))  # conv1 of each block
 MRF_STYLE_LAYERS = ("block3_conv1", "block4_conv1")  # Li & Wand's (relu3_1, relu4_1)
 SCALE_RATIO = 2**0.5  # between consecutive sizes of a coarse-to-fine run
+# The largest decay below 1 in float32 (1 - 2**-24): a larger one rounds to 1 there.
+AVERAGE_MAX = float(np.nextafter(np.float32(1), np.float32(0)))
 
 
 def _field(default, help: str, kind: str | None = None, choices=None):
@@ -257,6 +261,9 @@ class StyleConfig:
     def _validate_numbers(self) -> None:
         if self.average is not None and not 0 <= self.average < 1:
             raise ValueError(f"average is a decay in [0, 1), got {self.average}")
+        if self.average is not None and float(np.float32(self.average)) == 1.0:
+            # A float32 run's average would stay 0 / 0: 1 - decay is 0 there.
+            raise ValueError(f"average={self.average} is 1 in float32: at most {AVERAGE_MAX}")
         for field in ("content_weight", "style_weight", "tv_weight", "learning_rate"):
             values = getattr(self, field)
             for v in values if isinstance(values, tuple) else (values,):
@@ -355,45 +362,3 @@ class StyleConfig:
         if len(lengths) > 1:
             raise ValueError(f"swept settings have different lengths {sorted(lengths)}")
         return lengths.pop() if lengths else None
-
-
-def gatys_weights(alpha: float = 1.0, beta: float = 1e3, reference_dim: int = 512):
-    """Gatys et al. (CVPR 2016) content and style weights in this project's normalisation.
-
-    Gatys: ``alpha * 1/2 sum (F - P)^2`` at one content layer, and
-    ``beta * sum_l 1/5 * 1/(4 N_l^2 M_l^2) sum (G_l - A_l)^2`` with unnormalised Grams
-    ``G = F^T F`` (N_l channels, M_l positions). Here Grams are divided by ``M_l`` and each
-    term is a mean divided by the number of layers, so:
-
-    - style: ``1/(4 N^2 M^2) sum (G - A)^2 = mean((G/M - A/M)^2) / 4``, giving
-      ``style_weight = beta / 4`` (the 1/5 is our 1/n_layers);
-    - content: ``1/2 sum (F - P)^2 = h w c / 2 * mean((F - P)^2)``, giving
-      ``content_weight = alpha * h w c / 2``, which depends on the image size: ``block4_conv2``
-      of a ``reference_dim`` square image is ``(dim/8)^2 x 512``.
-
-    Returns:
-      ``(content_weight, style_weight)``; with the defaults (alpha/beta = 1e-3, the paper's
-      main setting) ``(1048576.0, 250.0)``.
-    """
-    h = w = reference_dim // 8
-    return alpha * h * w * 512 / 2, beta / 4
-
-
-PRESETS: dict[str, StyleConfig] = {
-    # The TensorFlow tutorial, exactly:
-    # https://www.tensorflow.org/tutorials/generative/style_transfer
-    "tutorial": StyleConfig(),
-    # Gatys et al., "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016:
-    # relu4_2 content, relu1_1..relu5_1 style, L-BFGS from noise, average pooling (their
-    # recommendation), no total variation; weights converted by gatys_weights().
-    "gatys": StyleConfig(
-        content_layers=("block4_conv2",),
-        content_weight=gatys_weights()[0],
-        style_weight=gatys_weights()[1],
-        tv_weight=0.0,
-        optimizer="lbfgs",
-        init="noise",
-        pooling="avg",
-        steps=500,
-    ),
-}

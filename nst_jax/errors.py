@@ -1,4 +1,4 @@
-"""User-facing errors.
+"""User-facing errors, and how they name a path.
 
 Anything a user can fix (a bad file, a bad option, missing weights) raises :class:`InputError`
 with one line that names the file and what is wrong. The CLI prints that line and exits with
@@ -21,3 +21,10 @@ class ImageError(InputError):
 class OutputError(InputError):
     """A file cannot be written where asked: an input in the way, a clash between outputs,
     a folder that cannot be written, or a disk that filled up."""
+
+
+def shown(path: object, limit: int = 160) -> str:
+    """``path`` as a message names it: whole, or its start and end around an ellipsis when
+    longer than ``limit`` characters (a 5 MB name read from a file is not repeated)."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 4 :]}"

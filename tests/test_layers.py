@@ -19,6 +19,7 @@ PACKAGE = "nst_jax"
 LAYER_ORDER = (
     "errors",
     "config",
+    "presets",
     "core",
     "files",
     "metrics",

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import nst_jax
-from nst_jax.config import PRESETS, StyleConfig, gatys_weights
+from nst_jax.config import StyleConfig
 from nst_jax.core import objective
+from nst_jax.presets import PRESETS, gatys_weights
 from nst_jax.run import color, inputs, multiscale
 
 FAST = StyleConfig(steps=4, steps_per_call=2)

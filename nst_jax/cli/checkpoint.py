@@ -22,7 +22,8 @@ from nst_jax.files.atomic import atomic_write
 from nst_jax.run.state import RunState
 
 FILE = "checkpoint.msgpack"
-VERSION = 2  # 2: optimiser states with their learning rate (optax.inject_hyperparams)
+# 3: steps within the scale, and inputs keyed by role and rank (--mask #2, --style-mask #1).
+VERSION = 3
 
 
 def directory(output: str | os.PathLike) -> Path:
@@ -42,6 +43,7 @@ def save(folder: str | os.PathLike, state: RunState, meta: dict[str, Any]) -> Pa
         },
         "losses": np.asarray(state.losses),
         "scale": state.scale,
+        "scale_step": state.scale_step if state.scale_step is not None else state.step,
         "evaluations": np.asarray(
             state.evaluations if state.evaluations is not None else np.zeros(len(state.images)),
             np.int64,
@@ -94,6 +96,7 @@ def _integer(payload: dict, key: str) -> int:
 
 def _checked_state(payload: dict) -> RunState:
     step, scale = _integer(payload, "step"), _integer(payload, "scale")
+    scale_step = _integer(payload, "scale_step")
     images = _array(payload, "images", 4)
     losses = _array(payload, "losses", 2)
     evaluations = _array(payload, "evaluations", 1, "i")
@@ -111,7 +114,9 @@ def _checked_state(payload: dict) -> RunState:
     opt_leaves = [leaves[str(i)] for i in range(len(leaves))]
     if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiub" for a in opt_leaves):
         raise ValueError("opt_leaves holds something other than numeric arrays")
-    return RunState(step, images, opt_leaves, losses, None, scale, evaluations)
+    if scale_step > step:
+        raise ValueError(f"scale_step {scale_step} is past step {step}")
+    return RunState(step, images, opt_leaves, losses, None, scale, evaluations, scale_step)
 
 
 def _checked_meta(text: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from nst_jax.config import INITS, StyleConfig
 from nst_jax.core import objective
-from nst_jax.errors import ImageError, InputError
+from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files import image
 from nst_jax.run.stylize import stylize
 
@@ -63,6 +63,24 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def check_named(paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse, in one line before any work, inputs named that do not exist (however many:
+    a record replayed with ``--from`` may name thousands)."""
+    missing = []
+    for path in paths:
+        try:
+            exists = Path(path).exists()
+        except OSError:  # a name too long to look at
+            exists = False
+        if not exists:
+            missing.append(path)
+    if missing:
+        more = (
+            f" (and {len(missing) - 1} more inputs that do not exist)" if len(missing) > 1 else ""
+        )
+        raise InputError(f"{shown(missing[0])}: no such file{more}")
 
 
 def settings(config: StyleConfig) -> list[tuple[tuple[str, float], ...]]:
@@ -154,9 +172,10 @@ def plan(
         raise InputError(
             f"{regions} mask regions for {len(styles)} --style images: give one region per style"
         )
+    check_named(contents)
     files = expand_inputs(contents)
     if not files:
-        raise InputError(f"no image files in {', '.join(map(str, contents))}")
+        raise InputError(f"no image files in {', '.join(shown(c) for c in contents)}")
     style_paths = [Path(s) for s in styles]
     jobs = plan_jobs(files, style_paths, config, regions is not None, style_losses)
     return jobs[process_index::process_count]
@@ -226,14 +245,7 @@ def load(
         another number of regions than styles.
     """
     style_arrays = []
-    scales = config.style_scales or (None,) * len(styles)
-    for path, scale in zip(styles, scales, strict=True):
-        # With a style scale the style is resized relative to the content (max_dim long),
-        # so load it at that size rather than upsample it from max_dim later.
-        scale = scale if scale is not None else config.style_scale
-        style_dim = max_dim
-        if scale is not None and max_dim is not None:
-            style_dim = max(1, round(scale * max_dim))
+    for path, style_dim in zip(styles, style_dims(styles, config, max_dim), strict=True):
         array = image.load(path, style_dim, max_pixels)
         _check_size(path, array, config, style_dim, style=True)
         style_arrays.append(array)
@@ -255,6 +267,47 @@ def load(
     shapes = {path: array.shape for path, array in loaded.items()}
     batches = _batches(jobs, shapes, batch_size)
     return Work(loaded, style_arrays, jobs, batches, errors, config, regions, own)
+
+
+def style_dims(styles: Sequence, config: StyleConfig, max_dim: int | None) -> list:
+    """The longest side each style is loaded at: ``max_dim``, or with a style scale that
+    times ``max_dim`` (the style is resized relative to the content, so it is loaded at that
+    size rather than upsampled from ``max_dim`` later)."""
+    scales = config.style_scales or (None,) * len(styles)
+    dims = []
+    for scale in scales:
+        scale = scale if scale is not None else config.style_scale
+        dims.append(max_dim if scale is None or max_dim is None else max(1, round(scale * max_dim)))
+    return dims
+
+
+def planned_styles(
+    styles: Sequence, config: StyleConfig, max_dim: int | None, max_pixels: int | None
+) -> list[tuple[Path, int, int]]:
+    """``(style, height, width)`` of each style as it will be loaded, from its header.
+
+    Raises:
+      InputError: a style scaled past ``max_pixels`` (``--style-scale 1e6``).
+    """
+    shapes = []
+    for path, dim in zip(styles, style_dims(styles, config, max_dim), strict=True):
+        size = image.probe_size(path)
+        if size is None:
+            continue  # unreadable: loading says why, in one line
+        height, width = size if dim is None else image.scaled_shape(*size, dim)
+        need = objective.min_side(config, style=True)
+        if min(height, width) < need:
+            raise InputError(
+                f"{path}: style is {width}x{height} px after scaling; the layers used need "
+                f"both sides >= {need} px"
+            )
+        if max_pixels is not None and height * width > max_pixels:
+            raise InputError(
+                f"{path}: loaded with its longest side {dim} px it would be {width}x{height} "
+                f"px, over max_pixels={max_pixels}"
+            )
+        shapes.append((Path(path), height, width))
+    return shapes
 
 
 def _load_regions(masks, mask_labels, n_styles: int, max_pixels) -> list[np.ndarray] | None:
@@ -325,6 +378,7 @@ def run(
     *,
     params,
     metadata: dict | None = None,
+    replace: bool = False,
     **stylize_options,
 ) -> Iterator[tuple[Job, np.ndarray]]:
     """Stylise every batch and save each result atomically as soon as its batch ends.
@@ -332,6 +386,8 @@ def run(
     Args:
       work: from :func:`prepare`.
       outputs: from :func:`nst_jax.cli.outputs.output_paths`.
+      replace: whether a result replaces an existing file (else a file that appeared since
+        the outputs were checked, another run's, is kept and this run refused).
       params: VGG19 params.
       metadata: provenance stored in each PNG result, with the job's own inputs added.
       **stylize_options: passed to :func:`nst_jax.stylize` (``on_chunk``, ``resume``, ...).
@@ -357,7 +413,8 @@ def run(
         )
         images = np.asarray(result.image).reshape(len(jobs), *contents.shape[1:])
         for job, result_image in zip(jobs, images, strict=True):
-            image.save(outputs[job], result_image, metadata=job_metadata(job, metadata))
+            meta = job_metadata(job, metadata)
+            image.save(outputs[job], result_image, metadata=meta, replace=replace)
             yield job, result_image
 
 

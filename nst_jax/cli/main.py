@@ -8,14 +8,17 @@ internal error, 130/143 on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from nst_jax.cli import outputs
+from nst_jax.cli import outputs, signals
 from nst_jax.cli.options import EXIT_INPUT, build_parser, reword
-from nst_jax.errors import ImageError, InputError
+from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files import image, weights
 
 
@@ -26,10 +29,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     except ImageError:
         text = image.provenance_text(args.path)
         if text is not None:
-            print(text)
+            _print_to_reader(text)
         raise
-    print(json.dumps(record, indent=2, sort_keys=True))
+    _print_to_reader(json.dumps(record, indent=2, sort_keys=True))
     return 0
+
+
+def _print_to_reader(text: str) -> None:
+    """Print ``text``; a reader that stops early (``| head``) ends the printing quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python's own advice: point stdout at /dev/null, so the exit flushes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
@@ -67,30 +80,54 @@ COMMANDS = {
 }
 
 
+# File-system faults of a path the user gave (a name too long, a symbolic-link loop, ...):
+# one line naming the path, as any bad input.
+PATH_FAULTS = {errno.ENAMETOOLONG, errno.ELOOP, errno.EACCES, errno.ENOTDIR, errno.EROFS}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nst-jax``; returns the exit status."""
+    # A file name that is not valid UTF-8 is printed escaped rather than failing the print
+    # (after the work is done) under a strict encoding.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     try:
-        from PIL import Image
-
-        from nst_jax.cli import process
-
-        process.configure_for_program()
-        # The command's own pixel limit (--max-pixels) is the one that counts, per file.
-        Image.MAX_IMAGE_PIXELS = None
-        argv = list(sys.argv[1:] if argv is None else argv)
-        args = build_parser().parse_args(argv)
-        args.argv = argv  # stored in outputs' provenance
-        return COMMANDS[(args.command, getattr(args, "weights_command", None))](args)
+        return _command(argv)
     except InputError as e:
         print(f"nst-jax: error: {reword(str(e))}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        if e.errno not in PATH_FAULTS or e.filename is None:
+            return _internal_error()
+        print(f"nst-jax: error: {shown(e.filename)}: {e.strerror}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("nst-jax: interrupted", file=sys.stderr)
         return 130
     except Exception:
-        traceback.print_exc()
-        print("nst-jax: internal error (the traceback above helps a bug report)", file=sys.stderr)
-        return 1
+        return _internal_error()
+
+
+def _command(argv: Sequence[str] | None) -> int:
+    from PIL import Image
+
+    from nst_jax.cli import process
+
+    process.configure_for_program()
+    # The command's own pixel limit (--max-pixels) is the one that counts, per file.
+    Image.MAX_IMAGE_PIXELS = None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # stored in outputs' provenance
+    with signals.handling(getattr(args, "verbose", False)) as args.signals:
+        return COMMANDS[(args.command, getattr(args, "weights_command", None))](args)
+
+
+def _internal_error() -> int:
+    traceback.print_exc()
+    print("nst-jax: internal error (the traceback above helps a bug report)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

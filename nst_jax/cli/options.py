@@ -9,8 +9,9 @@ import dataclasses
 import re
 
 from nst_jax.cli import values
-from nst_jax.config import PRESETS, StyleConfig
+from nst_jax.config import StyleConfig
 from nst_jax.files import compile_cache, image
+from nst_jax.presets import PRESETS
 
 EXIT_INPUT = 2
 DEFAULT_MAX_DIM = 512  # the tutorial's
@@ -111,7 +112,7 @@ def _field_option(field: dataclasses.Field) -> tuple[str, dict]:
     if meta["kind"] in _PARSERS:
         kwargs.update(type=_PARSERS[meta["kind"]], metavar=_METAVARS[meta["kind"]])
     elif meta["choices"]:
-        kwargs.update(type=values.optimizer_name if field.name == "optimizer" else str)
+        kwargs.update(type=values.optimizer_name if field.name == "optimizer" else values.word)
         kwargs.update(choices=meta["choices"])
     elif isinstance(default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
@@ -258,6 +259,12 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="say each phase of the run on stderr, with the seconds since the start",
+    )
 
 
 def _add_resources(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from nst_jax.errors import ImageError, OutputError
+from nst_jax.errors import ImageError, OutputError, shown
 from nst_jax.files import image
 from nst_jax.files.atomic import nearest_existing_parent
 
@@ -45,7 +45,11 @@ def _identity(path: Path) -> tuple:
         stat = path.stat()
         return ("inode", stat.st_dev, stat.st_ino)
     except OSError:
+        pass
+    try:
         return ("path", str(path.resolve()))
+    except (OSError, RuntimeError):  # a symbolic-link loop, a name too long
+        return ("path", str(path.absolute()))
 
 
 def check_outputs(
@@ -69,17 +73,26 @@ def check_outputs(
     planned: dict[str, str] = {}
     for out in outputs:
         path = Path(out.path)
-        key = str(path.resolve())
-        if key in planned:
-            raise OutputError(f"{path}: written twice, as {planned[key]} and as {out.what}")
-        planned[key] = out.what
-        found = by_identity.get(_identity(path))
-        if found is not None:
-            raise OutputError(
-                f"{path}: {out.what} would replace the input {found[0]} ({found[1]}); "
-                "inputs are never replaced"
-            )
-        _check_place(path, out, force or (resume and out.own))
+        try:
+            _check_one(path, out, planned, by_identity, force or (resume and out.own))
+        except (OSError, RuntimeError) as e:  # a name too long, a symbolic-link loop
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise OutputError(f"{shown(path)}: cannot be written ({reason}; {out.what})") from None
+
+
+def _check_one(path: Path, out: Output, planned: dict, by_identity: dict, may_replace: bool):
+    """:func:`check_outputs` of one output (``planned``: the outputs checked before it)."""
+    key = str(path.resolve())
+    if key in planned:
+        raise OutputError(f"{path}: written twice, as {planned[key]} and as {out.what}")
+    planned[key] = out.what
+    found = by_identity.get(_identity(path))
+    if found is not None:
+        raise OutputError(
+            f"{path}: {out.what} would replace the input {found[0]} ({found[1]}); "
+            "inputs are never replaced"
+        )
+    _check_place(path, out, may_replace)
 
 
 def _check_place(path: Path, out: Output, may_replace: bool) -> None:
@@ -114,12 +127,12 @@ def check_folder(path: Path, what: str) -> None:
 
 
 def _probe(path: Path, parent: Path, what: str) -> None:
-    """Create and remove a temporary file in ``parent``: the one test of writability that
-    also holds for root, read-only file systems and full disks' quotas."""
+    """Create a temporary file in ``parent``: the one test of writability that also holds
+    for root, read-only file systems and full disks' quotas. Unnamed where the system allows
+    (``O_TMPFILE``), so a process killed meanwhile leaves nothing behind."""
     try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".nst-jax-probe.")
-        os.close(fd)
-        os.unlink(probe)
+        with tempfile.TemporaryFile(dir=parent, prefix=".nst-jax-probe."):
+            pass
     except OSError as e:
         raise OutputError(f"{path}: cannot write in {parent} ({e.strerror}; {what})") from None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,12 @@ RECORD_KEYS = {
     "content",
     "setting",
     "sha256",
+    "mask",
+    "mask_labels",
+    "style_mask",
 }
+# The longest file name a record may hold (Linux's PATH_MAX and NAME_MAX, in bytes).
+PATH_BYTES, NAME_BYTES = 4096, 255
 FIELDS = {field.name: field for field in dataclasses.fields(StyleConfig)}
 # Options of a stored command that --from replays; everything else is reported as ignored.
 REPLAYED_OPTIONS = {"--" + name.replace("_", "-") for name in FIELDS} | {
@@ -43,6 +49,9 @@ REPLAYED_OPTIONS = {"--" + name.replace("_", "-") for name in FIELDS} | {
     "--style",
     "-s",
     "--per-style-weight",  # replayed as the stored style_weights
+    "--mask",
+    "--mask-labels",
+    "--style-mask",
 }
 
 
@@ -56,11 +65,19 @@ def _stored_config(config: Any, path: Path) -> StyleConfig:
         raise InputError(f"{path}: damaged provenance: invalid settings ({e})") from None
 
 
-def _strings(value: Any, key: str, path: Path) -> list[str]:
+def _strings(value: Any, key: str, path: Path, empty: bool = False) -> list[str]:
+    """A record's file name(s), checked: strings a file system could hold."""
     items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(item, str) and item for item in items):
+    if (not items and not empty) or not all(_file_name(item) for item in items):
         raise InputError(f"{path}: damaged provenance: {key} is not a file name")
     return items
+
+
+def _file_name(item: Any) -> bool:
+    if not isinstance(item, str) or not item or "\0" in item:
+        return False
+    encoded = os.fsencode(item)
+    return len(encoded) <= PATH_BYTES and all(len(p) <= NAME_BYTES for p in encoded.split(b"/"))
 
 
 def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
@@ -83,6 +100,14 @@ def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
         checked["content"] = _strings(record["content"], "content", path)
     if "style" in record:
         checked["style"] = _strings(record["style"], "style", path)
+    for key in ("mask", "mask_labels"):
+        if record.get(key):
+            checked[key] = _strings(record[key], key, path)
+    if record.get("style_mask"):
+        masks = record["style_mask"]
+        named = [m for m in masks if m is not None] if isinstance(masks, list) else [masks]
+        _strings(named, "style_mask", path, empty=True)
+        checked["style_mask"] = masks
     command = record.get("command", [])
     checked["command"] = command if isinstance(command, list) else []
     return config, checked
@@ -113,6 +138,13 @@ def apply(args: argparse.Namespace) -> None:
         args.content = record["content"]
     if not args.style and "style" in record:
         args.style = record["style"]
+        args.per_style = [{} for _ in args.style]  # as --style does, for each
+        for own, mask in zip(args.per_style, record.get("style_mask") or (), strict=False):
+            if mask is not None:
+                own["style_mask"] = mask
+    if not args.mask and not args.mask_labels:
+        args.mask = record.get("mask")
+        args.mask_labels = (record.get("mask_labels") or [None])[0]
     ignored = _not_replayed(record["command"])
     if ignored:
         print(f"nst-jax: {path}: not replayed: {', '.join(ignored)}", file=sys.stderr)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
-from nst_jax.cli import checkpoint, jobs, outputs, watch
+from nst_jax.cli import checkpoint, jobs, outputs, preflight, watch
 from nst_jax.cli.options import (
     DEFAULT_MAX_DIM,
     config_from_args,
@@ -22,61 +23,14 @@ from nst_jax.cli.options import (
     style_losses,
     style_masks,
 )
+from nst_jax.cli.progress import Progress
 from nst_jax.config import INITS, StyleConfig
-from nst_jax.errors import InputError
+from nst_jax.errors import InputError, OutputError
 from nst_jax.files import compile_cache, image, weights
 from nst_jax.run import multiscale
 from nst_jax.run.state import DivergedError, RunState
 
 WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
-
-
-class Progress:
-    """A tqdm bar over image-steps showing the current loss; timing for the closing line.
-
-    Called with each chunk's :class:`RunState`; a step count that does not grow means the
-    next batch has started.
-    """
-
-    def __init__(self, total: int, quiet: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, leave=False)
-        self.start = time.perf_counter()
-        self.first_chunk: tuple[int, float] | None = None  # (image-steps, time) incl. compile
-        self.done = 0
-        self.last_step = 0
-
-    def __call__(self, state: RunState) -> None:
-        steps = state.step - self.last_step if state.step > self.last_step else state.step
-        self.last_step = state.step
-        images = state.losses.shape[0]
-        self.done += steps * images
-        if self.first_chunk is None:
-            self.first_chunk = (self.done, time.perf_counter())
-        self.bar.set_postfix(loss=f"{float(state.losses[:, -1].mean()):.4g}", refresh=False)
-        self.bar.update(steps * images)
-
-    def tile(self, done: int, total: int) -> None:
-        """Within a tiled step (minutes at print sizes): which tile of the step's pass 2."""
-        self.bar.set_postfix_str(f"tile {done}/{total}")
-
-    def summary(self, images: int, steps: int) -> str:
-        """Image-steps per second after the first chunk, and the first chunk's time, which
-        includes compilation (near zero with a warm persistent compilation cache)."""
-        self.bar.close()
-        end = time.perf_counter()
-        first_done, first_time = self.first_chunk or (0, self.start)
-        if self.done > first_done:
-            rate = (self.done - first_done) / (end - first_time)
-        else:
-            rate = self.done / (end - self.start)
-        noun = "image" if images == 1 else "images"
-        return (
-            f"{images} {noun} x {steps} steps in {end - self.start:.1f} s "
-            f"({rate:.2f} image-steps/s after compile; first chunk with compile "
-            f"{first_time - self.start:.1f} s)"
-        )
 
 
 def _config(args: argparse.Namespace) -> StyleConfig:
@@ -142,65 +96,15 @@ def _plan(args, config: StyleConfig, job_list, results: dict, sheet: Path | None
     outputs.check_outputs(planned, inputs, force=args.force, resume=args.resume)
     cache = compile_cache.resolve(args.compile_cache)
     if cache is not None:
-        outputs.check_folder(cache, "--compile-cache")
-    return cache
-
-
-def _check_memory(shapes, config: StyleConfig, limit_gib: float | None) -> StyleConfig:
-    """Refuse, before any image is resized, a batch whose estimated memory exceeds what is
-    available. Returns the config to run: with ``--conv auto``, the direct convolution where
-    only that fits; with ``--tile auto``, tiles (the largest that fit) where nothing untiled
-    fits, else no tiles (each said in one line on stderr)."""
-    from nst_jax.run import memory
-
-    available = int(limit_gib * memory.GIB) if limit_gib else None
-    tiles = []
-    for first, *shape in dict.fromkeys(shapes):
-        what = str(first)
         try:
-            tiles.append(_fitting_tile(config, shape, available, what))
-            if tiles[-1] is None:
-                fitting = memory.fitting_config(
-                    config.replace(tile=None), *shape, available=available, what=what
-                )
-                if fitting.conv != config.conv:
-                    print(
-                        f"nst-jax: {what}: Winograd would not fit in memory; using --conv direct",
-                        file=sys.stderr,
-                    )
-                    config = config.replace(conv=fitting.conv)
-        except MemoryError as e:
-            raise InputError(str(e)) from None
-    if config.tile == "auto":
-        chosen = [t for t in tiles if t is not None]
-        if not chosen:
-            config = config.replace(tile=None)
-        elif limit_gib:
-            # The limit is this check's alone: the tile it chose holds for every scale.
-            config = config.replace(tile=min(chosen))
-        # Else "auto" stays: each scale of a coarse-to-fine run is tiled only if it does not
-        # fit when it starts (tile_memory.scale_tile), so the coarse scales run untiled.
-    return config
-
-
-def _fitting_tile(config: StyleConfig, shape, available, what: str) -> int | None:
-    """The tile the largest scale of a batch of ``shape`` needs (``None``: untiled)."""
-    from nst_jax.run import memory, tile_memory
-
-    if config.tile is None:
-        return None
-    if config.tile == "auto":
-        # Tiles rather than the direct convolution's fallback: at print sizes the tiled
-        # Winograd step takes less memory and time (scripts/README.md, "Print sizes").
-        try:
-            memory.check_fits(config.replace(tile=None), *shape, available=available)
+            outputs.check_folder(cache, "--compile-cache")
+        except OutputError as e:
+            if compile_cache.chosen(args.compile_cache):
+                raise
+            # The default cache only saves compile time: a run goes on without it.
+            print(f"nst-jax: warning: no compilation cache: {e}", file=sys.stderr)
             return None
-        except MemoryError:
-            pass
-    tile = tile_memory.check_tiled_fits(config, *shape, available=available, what=what)
-    if tile is not None:
-        print(f"nst-jax: {what}: {shape[2]}x{shape[1]} px runs in {tile} px tiles", file=sys.stderr)
-    return tile
+    return cache
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -214,6 +118,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if not args.content or not args.style or not args.output:
         raise InputError("CONTENT, --style and -o are required (or --from PNG and -o)")
     args.max_dim = args.max_dim or DEFAULT_MAX_DIM
+    args.signals.phase("checking settings")
+    preflight.check_backend()
     config = _config(args)
     weights_path = weights.find_weights(args.weights)
     index, count = jobs.init_distributed()
@@ -236,11 +142,16 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise InputError(f"{names}: one result at a time, and this run has {len(planned)}")
     if len(planned) == 1:
         watch.check_extras(_path(args.plot), _path(args.animate), args.save_every)
+    args.signals.phase("checking outputs")
     cache = _plan(args, config, planned, results, sheet, weights_path)
+    args.signals.phase("checking memory")
     shapes = jobs.planned_shapes(planned, config, args.max_dim, args.batch_size)
-    config = _check_memory(shapes, config, args.memory_limit)
+    config = preflight.check_memory(shapes, config, args.memory_limit)
+    styles = jobs.planned_styles(args.style, config, args.max_dim, args.max_pixels)
+    preflight.check_style_memory(styles, shapes, config, args.memory_limit)
     if cache is not None:
         compile_cache.enable(cache)
+    args.signals.phase("loading images")
     work = jobs.load(
         planned,
         args.style,
@@ -259,6 +170,23 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     for error in work.errors:
         print(f"nst-jax: error: {reword(error)}", file=sys.stderr)
     return 2 if work.errors else 0
+
+
+def _input_roles(args, job, init: str) -> list[tuple[str, Path]]:
+    """Every input file with its role and rank (``--style #2``, ``--mask #1``,
+    ``--style-mask #2``): a checkpoint keyed so tells a file moved to another role or rank
+    from the same file where it was."""
+    roles = [("content", job.content)]
+    roles += [(f"--style #{k}", Path(s)) for k, s in enumerate(args.style, start=1)]
+    roles += [(f"--mask #{k}", Path(m)) for k, m in enumerate(args.mask or [], start=1)]
+    if args.mask_labels:
+        roles.append(("--mask-labels", Path(args.mask_labels)))
+    for k, m in enumerate(style_masks(args) or [], start=1):
+        if m is not None:
+            roles.append((f"--style-mask #{k}", Path(m)))
+    if init not in INITS:
+        roles.append(("--init", Path(init)))
+    return roles
 
 
 def _mask_files(args) -> list[str]:
@@ -281,26 +209,33 @@ def _metadata(args: argparse.Namespace, config: StyleConfig, weights_path: Path)
         "max_dim": args.max_dim,
         "weights_md5": weights.md5sum(weights_path),
         "style": [str(s) for s in args.style],
+        "mask": args.mask,
+        "mask_labels": args.mask_labels,
+        "style_mask": style_masks(args),
     }
 
 
 def _run(args, work, results, sheet, weights_path) -> int:
     """Load weights, run every batch, write the sheet; the exit status."""
+    args.signals.phase("loading weights")
     params = weights.load_vgg19(weights_path)
     metadata = _metadata(args, work.config, weights_path)
     steps = [
         multiscale.total_steps(*work.contents[j.content].shape[:2], work.config) for j in work.jobs
     ]
     progress = Progress(sum(steps), args.quiet)
-    options, watcher = {"on_chunk": progress}, None
+    options, watcher = {"on_chunk": _guarded(progress, args.signals)}, None
     if len(work.jobs) == 1:
         watcher = _watcher(args, results[work.jobs[0]], work, metadata)
         options = _watch_options(args, watcher, progress, steps[0])
     if work.config.tile is not None:
         options["on_tile"] = progress.tile
     thumbnails = []
+    args.signals.phase("running")
     try:
-        for job, result in jobs.run(work, results, params=params, metadata=metadata, **options):
+        replace = args.force or args.resume
+        runs = jobs.run(work, results, params=params, metadata=metadata, replace=replace, **options)
+        for job, result in runs:
             if sheet is not None:
                 thumbnails.append((image.thumbnail(result, 192), job.name))
     except watch.RunInterruptedError as e:
@@ -322,7 +257,27 @@ def _run(args, work, results, sheet, weights_path) -> int:
         image.save(sheet, image.contact_sheet(list(images), list(labels), columns))
     destination = next(iter(results.values())) if len(results) == 1 else Path(args.output)
     print(f"{progress.summary(len(work.jobs), max(steps))} -> {destination}")
+    if args.signals.status() is not None:  # after the last chunk: the results are written
+        name = signal.Signals(args.signals.received).name
+        print(f"nst-jax: {name} after the last step: every result is written", file=sys.stderr)
+        return args.signals.status()
     return 0
+
+
+def _guarded(progress: Progress, signals) -> Callable[[RunState], None]:
+    """The ``on_chunk`` hook of a run of many results: progress, and, after a signal, the
+    end of the run at this chunk (the results of finished batches are written; this
+    batch's are not begun)."""
+
+    def on_chunk(state: RunState) -> None:
+        signals.own_outputs()
+        progress(state)
+        if signals.received is not None:
+            raise watch.RunInterruptedError(
+                signals.received, f"at step {state.step}: the results written so far are kept"
+            )
+
+    return on_chunk
 
 
 def _watcher(args, result: Path, work, metadata: dict) -> watch.Watcher:
@@ -330,14 +285,12 @@ def _watcher(args, result: Path, work, metadata: dict) -> watch.Watcher:
     Its checkpoints record every input's SHA-256, so ``--resume`` notices a replaced file."""
     job = work.jobs[0]
     meta = jobs.job_metadata(job, metadata)
-    inputs = {"content": job.content, **{f"--style {s}": Path(s) for s in args.style}}
-    inputs.update({f"--mask {m}": Path(m) for m in _mask_files(args)})
-    if work.config.init not in INITS:
-        inputs["--init"] = Path(work.config.init)
-    meta["sha256"] = {name: checkpoint.sha256(path) for name, path in inputs.items()}
+    roles = _input_roles(args, job, work.config.init)
+    meta["sha256"] = {name: checkpoint.sha256(path) for name, path in roles}
     return watch.Watcher(
         output=result,
         meta=meta,
+        signals=args.signals,
         checkpoint_every=args.checkpoint_every,
         save_every=args.save_every,
         log=_path(args.log),
@@ -351,6 +304,7 @@ def _watch_options(args, watcher: watch.Watcher, progress: Progress, total: int)
     checkpoint to resume from (checked against this run before any work)."""
 
     def on_chunk(state: RunState) -> None:
+        watcher.signals.own_outputs()
         progress(state)
         watcher(state)
 
@@ -367,5 +321,4 @@ def _watch_options(args, watcher: watch.Watcher, progress: Progress, total: int)
         watcher.last_step, watcher.final_state = saved.step, saved
         progress.last_step = saved.step
         options["resume"] = saved
-    watcher.install_signal_handlers()
     return options

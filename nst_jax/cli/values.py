@@ -69,8 +69,13 @@ def layers(text: str) -> tuple[str, ...]:
     return names
 
 
+def word(text: str) -> str:
+    """A name among choices, spaces around it ignored (as numbers' are)."""
+    return text.strip()
+
+
 def optimizer_name(text: str) -> str:
-    return OPTIMIZER_ALIASES.get(text, text)
+    return OPTIMIZER_ALIASES.get(text.strip(), text.strip())
 
 
 def style_loss_names(text: str) -> tuple[str, ...]:
@@ -87,5 +92,7 @@ def style_loss_names(text: str) -> tuple[str, ...]:
 
 
 def tile(text: str) -> int | str:
-    """``auto``, ``off`` or a positive number of pixels."""
+    """``auto``, ``off`` or a positive number of pixels (spaces around it ignored, as in
+    every option value)."""
+    text = text.strip()
     return text if text in ("auto", "off") else positive_int(text)

@@ -15,23 +15,19 @@ from typing import Any
 import numpy as np
 
 from nst_jax.cli import checkpoint
+from nst_jax.cli.signals import EXIT_BY_SIGNAL, Signals
 from nst_jax.errors import InputError, OutputError
 from nst_jax.files import image
 from nst_jax.files.atomic import atomic_write
 from nst_jax.run.state import RunState
 
-EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
 
 class RunInterruptedError(Exception):
-    """Raised between chunks after a SIGINT/SIGTERM, once the image and checkpoint are saved."""
+    """Raised between chunks after a SIGINT/SIGTERM, once what the run promised is saved;
+    its message is the one line the command prints."""
 
-    def __init__(self, signum: int, step: int, output: Path, ckpt: Path):
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} at step {step}: image saved to {output}, checkpoint to {ckpt}; "
-            "add --resume to continue"
-        )
+    def __init__(self, signum: int, message: str):
+        super().__init__(f"{signal.Signals(signum).name} {message}")
         self.exit_status = EXIT_BY_SIGNAL.get(signum, 1)
 
 
@@ -68,21 +64,12 @@ class Watcher:
     final_state: RunState | None = None
     frames: list[np.ndarray] = dataclasses.field(default_factory=list)
     records: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    signal_received: int | None = None
+    signals: Signals | None = None
     start: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
     def checkpoint_dir(self) -> Path:
         return checkpoint.directory(self.output)
-
-    def install_signal_handlers(self) -> None:
-        """SIGINT and SIGTERM set a flag; the run stops at the end of the current chunk."""
-
-        def handler(signum, frame):
-            self.signal_received = signum
-
-        for signum in EXIT_BY_SIGNAL:
-            signal.signal(signum, handler)
 
     def __call__(self, state: RunState) -> None:
         self.final_state = state
@@ -96,11 +83,14 @@ class Watcher:
         if _crossed(self.last_step, state.step, self.checkpoint_every):
             self.save_checkpoint(state)
         self.last_step = state.step
-        if self.signal_received is not None:
+        received = None if self.signals is None else self.signals.received
+        if received is not None:
             image.save(self.output, np.asarray(state.images[0]), metadata=self.meta)
             self.save_checkpoint(state)
             raise RunInterruptedError(
-                self.signal_received, state.step, self.output, self.checkpoint_dir
+                received,
+                f"at step {state.step}: image saved to {self.output}, checkpoint to "
+                f"{self.checkpoint_dir}; add --resume to continue",
             )
 
     def save_checkpoint(self, state: RunState) -> None:

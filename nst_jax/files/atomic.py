@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,41 +11,86 @@ from pathlib import Path
 from nst_jax.errors import OutputError
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Path], None], replace: bool = True
+) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then put it at ``path``.
 
     The temporary file lives in the same folder so the rename is atomic (same file system); it
     is removed if ``write`` raises, or on Ctrl-C. A file-system fault (a full disk, a lost
     permission) raises :class:`~nst_jax.errors.OutputError` naming ``path``.
 
+    Args:
+      path: the file to write.
+      write: writes the whole file at the path it is given.
+      replace: whether an existing ``path`` is replaced. Without, the file is published by
+        a hard link, which fails if ``path`` exists, so of two writers of one new path
+        exactly one succeeds and the other gets an ``OutputError`` (checking first and
+        renaming after would let the second silently replace the first).
+
     Returns:
       ``path`` as a ``Path``.
     """
     path = Path(path)
+    created = _missing_folders(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
         os.close(fd)
     except OSError as e:
+        _remove_empty(created)
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
     try:
         write(Path(tmp))
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _publish_new(Path(tmp), path)
     except OSError as e:  # a full disk, a permission lost mid-run: one line, nothing left
         Path(tmp).unlink(missing_ok=True)
+        _remove_empty(created)
         if e.errno is None:  # not the file system's (a download's URLError, say)
             raise
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        _remove_empty(created)
         raise
     return path
 
 
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    missing = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), those still empty: a
+    refused write leaves no empty folder behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it and put it back
+    """The process's umask, read without changing it where Linux shows it (setting it and
+    putting it back would give another thread's new files a wrong mode meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0)  # elsewhere the only portable way: set it and put it back
     os.umask(mask)
     return mask
 
@@ -54,3 +100,24 @@ def nearest_existing_parent(path: str | os.PathLike) -> Path:
     callers check that it is a directory before promising a write."""
     # A path's parents end with "." or "/", which exist, so the search always succeeds.
     return next(parent for parent in Path(path).parents if parent.exists())
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if no file has it: a hard link (atomic, and it fails
+    when ``path`` exists), then the temporary name removed."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(
+            f"{path}: exists: another run wrote it while this one ran (--force replaces it)"
+        ) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+            raise
+        # No hard links on this file system (FAT, some network shares): the best left is a
+        # check just before the rename.
+        if path.exists():
+            raise OutputError(f"{path}: exists: another run wrote it while this one ran") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()

@@ -30,6 +30,12 @@ def resolve(option: str | None) -> Path | None:
     return None if value.strip().lower() in OFF else Path(value).expanduser()
 
 
+def chosen(option: str | None) -> bool:
+    """Whether the cache folder was chosen (``--compile-cache`` or
+    ``$NST_JAX_COMPILE_CACHE``) rather than the default."""
+    return option is not None or os.environ.get("NST_JAX_COMPILE_CACHE") is not None
+
+
 def enable(folder: str | os.PathLike) -> Path:
     """Cache every compiled program in ``folder`` (created if missing).
 

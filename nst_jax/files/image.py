@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -10,18 +11,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from nst_jax.errors import ImageError
+from nst_jax.errors import ImageError, shown
 from nst_jax.files.atomic import atomic_write, nearest_existing_parent
 
 # Output format by extension (Pillow format name).
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
+def _to_rgb_array(img: Image.Image, background: float = 1.0) -> np.ndarray:
     """Any Pillow mode -> ``(H, W, 3)`` float32 in [0, 1].
 
-    Transparent pixels are composited over white: their stored colour is arbitrary (often
-    black), and white is what a viewer shows behind them.
+    Transparent pixels are composited over ``background``: their stored colour is arbitrary
+    (often black). White (1) is what a viewer shows behind a picture; a mask's transparent
+    pixels are outside it, black (0).
     """
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit (or 32-bit integer) greyscale: keep the precision 8-bit conversion would lose.
@@ -36,7 +38,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     if img.mode in ("RGBA", "RGBa"):
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3:]
-        return rgba[..., :3] * alpha + (1.0 - alpha)
+        return rgba[..., :3] * alpha + background * (1.0 - alpha)
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
@@ -44,7 +46,9 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
 MAX_PIXELS = 89_478_485
 
 
-def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+def decode(
+    path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS, background: float = 1.0
+) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` float32 RGB in [0, 1], EXIF orientation applied.
 
     Handles what Pillow reads (PNG, JPEG, WebP, BMP, TIFF, ...) in any mode: palette (with or
@@ -54,11 +58,14 @@ def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.n
       ImageError: missing, empty, not an image, or truncated.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
+    try:
+        size = path.stat().st_size
+    except OSError as e:  # missing, a symbolic-link loop, a name too long
+        reason = "no such file" if e.errno == errno.ENOENT else e.strerror
+        raise ImageError(f"{shown(path)}: {reason}") from None
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
+    if size == 0:
         raise ImageError(f"{path}: empty file")
     try:
         with warnings.catch_warnings():
@@ -74,7 +81,7 @@ def decode(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.n
                     )
                 img.load()
                 img = ImageOps.exif_transpose(img)
-                array = _to_rgb_array(img)
+                array = _to_rgb_array(img, background)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -170,13 +177,14 @@ def load(
 
 def load_mask(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """A grey mask as ``(H, W)`` float32 in [0, 1] (a colour image's mean of R, G, B): white
-    selects, black does not, grey selects partly. Not resized: it is fitted to its image's
-    size when used (``nst_jax.objective.resize_masks``).
+    selects, black does not, grey selects partly, and transparent pixels are outside it
+    (as if black: a white shape drawn on a transparent layer selects the shape). Not resized:
+    it is fitted to its image's size when used (``nst_jax.core.objective.resize_masks``).
 
     Raises:
-      ImageError: unreadable, or black everywhere (selects nothing).
+      ImageError: unreadable, or black (or transparent) everywhere: it selects nothing.
     """
-    mask = decode(path, max_pixels).mean(axis=-1)
+    mask = decode(path, max_pixels, background=0.0).mean(axis=-1)
     if not mask.max() > 0:
         raise ImageError(f"{path}: the mask is black everywhere: it selects no pixel")
     return mask
@@ -190,7 +198,7 @@ def load_labels(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) ->
     Raises:
       ImageError: unreadable, or black everywhere.
     """
-    rgb = np.round(decode(path, max_pixels) * 255).astype(np.int64)
+    rgb = np.round(decode(path, max_pixels, background=0.0) * 255).astype(np.int64)
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     labels = [code for code in np.unique(codes) if code != 0]
     if not labels:
@@ -202,9 +210,18 @@ def check_output_path(path: str | os.PathLike) -> Path:
     """Check that ``path`` can be written as an image (known extension, parent a directory).
 
     Raises:
-      ImageError: unknown extension, or a parent that is not a directory.
+      ImageError: unknown extension, a parent that is not a directory, or a path the system
+        cannot look at (a name too long, a symbolic-link loop).
     """
     path = Path(path)
+    try:
+        return _check_output_path(path)
+    except (OSError, RuntimeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ImageError(f"{shown(path)}: cannot be written ({reason})") from None
+
+
+def _check_output_path(path: Path) -> Path:
     if path.suffix.lower() not in SAVE_FORMATS:
         raise ImageError(
             f"{path}: unknown output extension {path.suffix or '(none)'!r}; "
@@ -231,11 +248,13 @@ def save(
     image: np.ndarray,
     quality: int = 95,
     metadata: dict | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write ``(H, W, 3)`` float RGB in [0, 1] as PNG, JPEG or WebP (by extension), atomically:
     a temporary file beside the target is renamed over it, so no reader sees half a file.
 
     ``metadata`` (JSON-able) is stored in a PNG text chunk; see :func:`read_provenance`.
+    ``replace=False`` writes only a new file (:func:`nst_jax.files.atomic.atomic_write`).
 
     Raises:
       ImageError: unknown extension, a parent that is not a directory, or a non-finite image.
@@ -254,7 +273,7 @@ def save(
         info = PngImagePlugin.PngInfo()
         info.add_text(PROVENANCE_KEY, json.dumps(metadata, sort_keys=True))
         options["pnginfo"] = info
-    atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options))
+    atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options), replace)
     return path
 
 

@@ -119,6 +119,17 @@ def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.f
     )
 
 
+def forward_bytes(config: StyleConfig, height: int, width: int, dtype=jnp.float32) -> int:
+    """Bytes of one style image's targets (a forward pass through the style layers), plus
+    the process's present memory: a style may be larger than every content."""
+    spec = jax.ShapeDtypeStruct((height, width, 3), dtype)
+    params = param_shapes(config, 1, height, width, dtype)
+    targets = jax.jit(lambda p, x: objective.style_targets(p, x, config))
+    stats = targets.lower(params, spec).compile().memory_analysis()
+    used = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+    return process_rss_bytes() + int(used * ALLOCATOR_SLACK)
+
+
 def estimate_bytes(config: StyleConfig, n: int, height: int, width: int) -> int:
     """Peak memory of a run: what the process holds once the step is compiled (compilers'
     memory is not all handed back to the system) plus what the step itself needs, with

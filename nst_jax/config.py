@@ -161,7 +161,9 @@ class StyleConfig:
     init: str = _field(
         "content", "starting image: content, noise (from the seed), style, or an image file"
     )
-    seed: int = _field(0, "PRNG seed of noise initialisation")
+    seed: int | tuple[int, ...] = _field(
+        0, "PRNG seed of noise initialisation (in a batch, one seed per image may be given)"
+    )
     pooling: str = _field("max", "VGG pooling: max (Keras) or avg (Gatys et al.)", choices=POOLINGS)
     remat: bool = _field(
         False,
@@ -202,6 +204,8 @@ class StyleConfig:
                 object.__setattr__(self, field, tuple(float(v) for v in getattr(self, field)))
         if self.tile == "off":
             object.__setattr__(self, "tile", None)
+        if isinstance(self.seed, (list, tuple)):
+            object.__setattr__(self, "seed", tuple(int(s) for s in self.seed))
         if self.style_scales is not None:
             scales = tuple(None if v is None else float(v) for v in self.style_scales)
             object.__setattr__(self, "style_scales", scales)
@@ -274,8 +278,9 @@ class StyleConfig:
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if not self.epsilon >= 0:
             raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
-        if not -(2**63) <= self.seed < 2**63:  # what jax.random.key takes
-            raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {self.seed}")
+        for seed in self.seed if isinstance(self.seed, tuple) else (self.seed,):
+            if not -(2**63) <= seed < 2**63:  # what jax.random.key takes
+                raise ValueError(f"seed must be an integer in [-2**63, 2**63), got {seed}")
         if self.tol is not None and not (self.tol > 0 and math.isfinite(self.tol)):
             raise ValueError(f"tol must be a finite number > 0, got {self.tol}")
         for field in ("steps", "steps_per_call", "scales", "lbfgs_memory", "tol_window"):

@@ -72,6 +72,7 @@ def run64(params64, content, style, cfg):
         return np.asarray(result.image), result.losses
 
 
+@pytest.mark.slow
 def test_batch_of_contents_and_styles_equals_each_alone(params64, contents, styles):
     batch_images, batch_losses = run64(params64, contents, styles, config())
     assert batch_images.shape == (4, HEIGHT, WIDTH, 3) and batch_losses.shape == (4, STEPS)
@@ -86,6 +87,7 @@ def test_batch_of_contents_and_styles_equals_each_alone(params64, contents, styl
     assert np.min(np.abs(batch_losses[:, 0] - batch_losses[0, 0])[1:]) > 0
 
 
+@pytest.mark.slow
 def test_float32_batch_matches_alone_on_first_steps(params, contents, styles):
     cfg = nst_jax.StyleConfig(steps=2, steps_per_call=10)
     batch = nst_jax.stylize(contents, styles, params=params, config=cfg)
@@ -155,6 +157,7 @@ def run_on_four_cpu_devices(script: Path, weights_h5: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
     report = run_on_four_cpu_devices(SHARDED_SCRIPT, weights_h5)
     print("sharded run:", report)
@@ -165,6 +168,7 @@ def test_sharded_over_four_cpu_devices_equals_unsharded(weights_h5):
 
 
 @pytest.mark.parametrize("style_loss", ["w2", "mean_std"])
+@pytest.mark.slow
 def test_a_weight_sweep_with_another_style_loss_compiles_once(params, contents, styles, style_loss):
     """Style weights stay traced whatever the style loss: three settings, one program."""
     cfg = nst_jax.StyleConfig(
@@ -180,6 +184,7 @@ def test_a_weight_sweep_with_another_style_loss_compiles_once(params, contents, 
 SHARDED_ROWS_SCRIPT = Path(__file__).with_name("sharded_rows.py")
 
 
+@pytest.mark.slow
 def test_one_image_split_by_rows_over_four_cpu_devices_equals_unsharded(weights_h5):
     # In its own process, as above: 128 x 96 px, 2 steps, the borders exchanged explicitly
     # (rows.py; scripts/README.md records 512 x 768 px over 10 steps). Bounds: float64

@@ -241,20 +241,23 @@ def write_folder(folder):
     return sizes
 
 
+@pytest.mark.slow
 def test_folder_with_a_corrupt_file(tmp_path, files, weights_h5, capsys):
     sizes = write_folder(tmp_path / "photos")
     out = tmp_path / "results"
     code = exit_code(["stylize", str(tmp_path / "photos"), "--style", str(files / "style.png"),
                       "-o", str(out), "--max-dim", "32", "--steps", "2", "-q",
                       "--batch-size", "2", "--weights", weights_h5])  # fmt: skip
-    assert code == 2  # only because of the corrupt file
+    assert code == 3  # finished, but an input failed: the corrupt file
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "corrupt.jpg" in err
-    assert sorted(p.name for p in out.iterdir()) == [f"{n}.png" for n in sorted(sizes)]
+    written = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert written == [f"{n}.png" for n in sorted(sizes)]
     for name, (w, h) in sizes.items():
         assert image.decode(out / f"{name}.png").shape == (h, w, 3)
 
 
+@pytest.mark.slow
 def test_sweep_and_styles_with_sheet(tmp_path, files, content_image, weights_h5, capsys):
     out, sheet = tmp_path / "sweep", tmp_path / "sheet.png"
     Image.fromarray(image.to_uint8(content_image[::2, ::2])).save(tmp_path / "small.png")
@@ -263,7 +266,8 @@ def test_sweep_and_styles_with_sheet(tmp_path, files, content_image, weights_h5,
                       "-o", str(out), "--max-dim", "48", "--steps", "2", "-q",
                       "--sheet", str(sheet), "--weights", weights_h5])  # fmt: skip
     assert code == 0
-    names = sorted(p.name for p in out.iterdir())
+    # Besides the results, only the job's manifest folder (what a rerun continues from).
+    names = sorted(p.name for p in out.iterdir() if p.name != ".nst-jax")
     assert names == sorted(
         f"small_{style}_sw{w}.png"
         for style in ("style", "content")
@@ -272,7 +276,7 @@ def test_sweep_and_styles_with_sheet(tmp_path, files, content_image, weights_h5,
     # The sheet: one row per content, a column per style x setting, each tile 192 + label 16.
     assert image.decode(sheet).shape == (192 + 16, 6 * 192, 3)
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "6 images x 2 steps" in last
+    assert "6 done, 0 failed" in last
 
 
 def test_several_results_need_a_folder(files, weights_h5, capsys):
@@ -284,25 +288,22 @@ def test_several_results_need_a_folder(files, weights_h5, capsys):
     assert not list((files / "out").iterdir())
 
 
-def test_hosts_split_the_jobs(tmp_path, files):
-    from nst_jax import StyleConfig
-    from nst_jax.cli import jobs
+def test_shards_split_the_items(tmp_path, files):
+    """Every item belongs to exactly one of 3 shards (10 items: 5 good images x 2 settings,
+    the corrupt file's 2 are failures each shard reports its share of)."""
+    from nst_jax import StyleConfig, dataset
 
     write_folder(tmp_path / "photos")
     config = StyleConfig(style_weight=(1.0, 2.0))
-    whole = jobs.prepare([tmp_path / "photos"], [files / "style.png"], config, 32)
-    parts = [
-        jobs.prepare([tmp_path / "photos"], [files / "style.png"], config, 32, 8, i, 3)
-        for i in range(3)
-    ]
-    # Every job runs on exactly one host (10 jobs: 5 good images x 2 settings).
-    assert len(whole.jobs) == 10
-    assert sorted(j.name for p in parts for j in p.jobs) == sorted(j.name for j in whole.jobs)
-    # Batches hold images of one size, at most batch_size of them.
-    small = jobs.prepare([tmp_path / "photos"], [files / "style.png"], config, 32, batch_size=3)
-    for group in small.batches:
-        assert len(group) <= 3
-        assert len({small.contents[j.content].shape for j in group}) == 1
+    settings = dataset.JobSettings(max_dim=32)
+    plan = dataset.plan_job([str(tmp_path / "photos")], [str(files / "style.png")],
+                            str(tmp_path / "out"), config, settings)  # fmt: skip
+    assert len(plan.items) == 12 and len([it for it in plan.items if it.batch < 0]) == 2
+    shards = [[i for b in plan.shard(k, 3) for i in b.items] for k in range(3)]
+    assert sorted(sum(shards, [])) == sorted(it.index for it in plan.items if it.batch >= 0)
+    # Batches hold images of one program shape, at most batch_size of them.
+    for batch in plan.batches:
+        assert len(batch.items) <= settings.batch_size
 
 
 @pytest.mark.parametrize(
@@ -323,6 +324,7 @@ def test_hosts_split_the_jobs(tmp_path, files):
     ],
     ids=["gatys", "luminance_scales", "layers_init"],
 )
+@pytest.mark.slow
 def test_algorithm_options_run(files, weights_h5, extra, capsys):
     out = files / "out" / "r.png"
     argv = [str(files / "content.png"), "--style", str(files / "style.png"), "-o", str(out)]
@@ -332,6 +334,7 @@ def test_algorithm_options_run(files, weights_h5, extra, capsys):
     assert config["steps"] == 2
 
 
+@pytest.mark.slow
 def test_blend_writes_one_result_and_init_from_a_file(files, weights_h5, capsys):
     flipped = files / "flipped.png"
     Image.open(files / "style.png").transpose(Image.FLIP_TOP_BOTTOM).save(flipped)
@@ -340,7 +343,7 @@ def test_blend_writes_one_result_and_init_from_a_file(files, weights_h5, capsys)
             str(flipped), "--style-blend", "0.7,0.3", "-o", str(out), "--init",
             str(files / "style.png"), "--steps", "2", "-q"]  # fmt: skip
     assert run(files, *argv, weights=weights_h5) == 0
-    assert [p.name for p in out.iterdir()] == ["content.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".nst-jax", "content.png"]  # a job's manifest
     config = image.read_provenance(out / "content.png")["config"]
     assert config["style_blend"] == [0.7, 0.3]
 

@@ -41,6 +41,7 @@ def halves() -> np.ndarray:
 # --- masks -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_all_ones_mask_is_todays_result_bit_for_bit(params, content_image, style_image):
     # guided_gram multiplies by h w / sum(m^2), exactly 1.0 for ones: no rounding anywhere.
     cfg = config(steps=20)
@@ -51,6 +52,7 @@ def test_an_all_ones_mask_is_todays_result_bit_for_bit(params, content_image, st
     np.testing.assert_array_equal(np.asarray(masked.image), np.asarray(plain.image))
 
 
+@pytest.mark.slow
 def test_each_half_takes_its_own_style(params, content_image, style_image, second_style, halves):
     # style_weight 1 (not the tutorial's 1e-2): with random test weights the style term must
     # dominate within 50 steps. Measured: the largest own/other distance ratio is 0.24.
@@ -91,6 +93,7 @@ def test_layer_masks_have_each_layers_size(params):
         assert masks[layer].shape == (2, *features[layer].shape[:2])
 
 
+@pytest.mark.slow
 def test_a_batch_with_different_masks_is_one_program(
     params, content_image, style_image, second_style, halves
 ):
@@ -168,6 +171,7 @@ def test_a_scale_per_style_resizes_each(params, content_image, style_image):
 # --- normalised gradients ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_layers_gradient_is_normalised(params, content_image, style_image):
     # With normalize_gradients, the gradient reaching each (term, layer)'s features has L1
     # norm equal to its coefficient (term weight x layer weight / n_layers): checked by
@@ -218,6 +222,7 @@ def test_normalize_gradient_has_unit_l1_norm():
 # --- iterate averaging -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_decay_zero_returns_the_last_iterate_exactly(params, content_image, style_image):
     seen = []
     cfg = config(steps=20, average=0.0)
@@ -226,6 +231,7 @@ def test_decay_zero_returns_the_last_iterate_exactly(params, content_image, styl
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(seen[-1].images[0]))
 
 
+@pytest.mark.slow
 def test_averaging_resumes_exactly_from_a_checkpoint(tmp_path, params, content_image, style_image):
     seen = []
     cfg = config(steps=20, average=0.9)
@@ -240,6 +246,7 @@ def test_averaging_resumes_exactly_from_a_checkpoint(tmp_path, params, content_i
     np.testing.assert_array_equal(np.asarray(resumed.image), np.asarray(full.image))
 
 
+@pytest.mark.slow
 def test_the_average_is_the_bias_corrected_ema_in_float64(params, content_image, style_image):
     # Reference: crowsonkb's EMA written out over the iterates the run reports.
     with jax.enable_x64():
@@ -307,11 +314,13 @@ def test_masks_and_per_style_settings_on_the_command_line(mask_files):
     assert exit_code(labels) == 0 and (f / "out/l.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_style_loss_sweep_writes_each_result(files):
     argv = stylize_argv(files, "--style-loss", "gram,mean_std,w2,mrf", out="out/losses")
     assert exit_code(argv) == 0
     written = sorted(p.name for p in (files / "out/losses").iterdir())
-    assert written == [f"content_{loss}.png" for loss in ("gram", "mean_std", "mrf", "w2")]
+    losses = ("gram", "mean_std", "mrf", "w2")
+    assert written == [".nst-jax"] + [f"content_{loss}.png" for loss in losses]
 
 
 BAD_CLI = {

@@ -79,6 +79,7 @@ def eager32(params, noisy_content, style_image):
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
+@pytest.mark.slow
 def test_jitted_loop_equals_eager_single_steps_float64(
     params, noisy_content, style_image, eager64, loop
 ):
@@ -100,6 +101,7 @@ def test_jitted_loop_equals_eager_single_steps_float64(
 
 
 @pytest.mark.parametrize("loop", ["host", "device"])
+@pytest.mark.slow
 def test_jitted_loop_equals_eager_single_steps_float32(
     params, noisy_content, style_image, eager32, loop
 ):
@@ -211,6 +213,7 @@ def test_keras_adam_is_a_chain_that_takes_a_schedule():
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.slow
 def test_grad_of_loss_fn_is_what_the_step_applies(params, content_image, style_image, jit):
     """An optimiser that stores its gradient in its state shows what make_step applied."""
     cfg = config()
@@ -248,6 +251,7 @@ def test_make_targets_and_loss_fn_give_stylize_first_loss(
     np.testing.assert_allclose(float(loss), sum(float(t) for t in terms.values()), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_own_loop_script_reproduces_stylize(params, content_image, style_image):
     """scripts/own_loop.py, public names only, equals stylize step for step (float64)."""
     own_loop = load_script("own_loop")
@@ -260,6 +264,7 @@ def test_own_loop_script_reproduces_stylize(params, content_image, style_image):
     np.testing.assert_allclose(ours["image"], theirs.image, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_optimizer_transformation_and_lr_sweep(params, content_image, style_image):
     """stylize takes any optax transformation; a learning-rate sweep is one program."""
     cfg = config(steps=3)
@@ -280,6 +285,7 @@ def test_optimizer_transformation_and_lr_sweep(params, content_image, style_imag
     np.testing.assert_allclose(swept.losses[1], alone.losses, rtol=DRIFT_RTOL)
 
 
+@pytest.mark.slow
 def test_optax_adam_would_not_reproduce_the_tutorial(params, content_image, style_image):
     """optax.adam adds epsilon after bias correction: with the tutorial's eps = 0.1, step 2
     differs from Keras' form by a formula, not by rounding (float64: rounding is ~1e-15)."""

@@ -20,6 +20,7 @@ FAST = StyleConfig(steps=4, steps_per_call=2)
 # --- L-BFGS -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lbfgs_beats_adam_per_evaluation(params, content_image, style_image):
     """Acceptance 1: after the same loss-and-gradient evaluations (VGG forward + backward) on
     the 64 x 96 test images, L-BFGS's total loss is lower than Adam's (tutorial weights,
@@ -44,6 +45,7 @@ def test_lbfgs_beats_adam_per_evaluation(params, content_image, style_image):
     assert losses["lbfgs"][1] < 0.95 * losses["adam"][1]  # lower, and not a near-tie
 
 
+@pytest.mark.slow
 def test_lbfgs_counts_every_evaluation(params, content_image, style_image):
     """``evaluations`` equals the number of times the loss was really evaluated (counted by a
     host callback inside the compiled line search)."""
@@ -63,6 +65,7 @@ def test_lbfgs_counts_every_evaluation(params, content_image, style_image):
     assert result.evaluations >= 6  # the start plus at least one trial per step
 
 
+@pytest.mark.slow
 def test_lbfgs_stays_in_unit_range_and_reports_terms(params, content_image, style_image):
     config = FAST.replace(optimizer="lbfgs", init="noise")
     states = []
@@ -95,6 +98,7 @@ def test_scale_schedule():
     assert multiscale.total_steps(256, 256, StyleConfig(scales=3, steps=10, coarse_steps=4)) == 18
 
 
+@pytest.mark.slow
 def test_coarse_to_fine_ends_at_requested_size(params, content_image, style_image):
     config = FAST.replace(scales=2, coarse_steps=3, steps=2)
     chunks = []
@@ -112,6 +116,7 @@ def test_coarse_to_fine_ends_at_requested_size(params, content_image, style_imag
     assert int(jax.tree.leaves(chunks[-1].opt_states)[0][0]) == 5
 
 
+@pytest.mark.slow
 def test_coarse_to_fine_resumes_mid_scale(params, content_image, style_image):
     """A run resumed from its state at the first scale ends where the uninterrupted one does."""
     config = FAST.replace(scales=2, coarse_steps=4, steps=2)
@@ -135,6 +140,7 @@ def test_coarse_to_fine_resumes_mid_scale(params, content_image, style_image):
 # --- colour -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_luminance_mode_keeps_content_chroma(params, content_image, style_image, tmp_path):
     """Acceptance 2: the output's YIQ chroma equals the content's within 1/255, in the float
     result and after saving to 8 bits."""

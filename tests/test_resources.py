@@ -18,6 +18,7 @@ from nst_jax.run import memory
 FAST = StyleConfig(steps=2, steps_per_call=2)
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_loss_and_gradient(params, content_image, style_image):
     """jax.checkpoint per block recomputes, it does not change the function (float32, 1e-5)."""
     image = jnp.asarray(content_image)
@@ -45,6 +46,7 @@ def test_estimate_refuses_a_size_that_does_not_fit():
     assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_direct_convolution_when_only_that_fits(monkeypatch):
     """Winograd's tile planes and transformed kernels need more memory; "auto" then runs the
     direct convolution instead of refusing, and explicit Winograd is refused with a hint.

@@ -194,6 +194,7 @@ def test_bad_numbers_are_refused(files, case, capsys):
     assert_refused(files, stylize_argv(files, *extra), fragment, capsys=capsys)
 
 
+@pytest.mark.slow
 def test_a_huge_max_dim_is_refused_before_any_image_is_resized(files, capsys):
     """A 100000 px run is refused by the memory estimate, from the header alone, in seconds
     (resizing the image first would need 120 GB). Layers up to block3: the estimates compile

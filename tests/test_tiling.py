@@ -64,6 +64,7 @@ def test_each_layers_map_is_cut_to_what_deeper_layers_need():
     assert geometry.needed_spans({"block5_conv2": (96, 127)}, 2040)[0] == (1536 - 86, 2040)
 
 
+@pytest.mark.slow
 def test_tiled_equals_untiled_in_float64(params, images):
     # The tutorial's layers; block4_conv2 content too in scripts/check_tiling.py.
     config = nst_jax.StyleConfig()
@@ -83,6 +84,7 @@ def test_tiled_equals_untiled_in_float64(params, images):
         assert relative(tiled_grad, grad) <= 1e-9
 
 
+@pytest.mark.slow
 def test_tiled_features_and_grams_equal_untiled_in_float32(params, images):
     config = nst_jax.StyleConfig()
     content, _, x = (jnp.asarray(a) for a in images)
@@ -96,6 +98,7 @@ def test_tiled_features_and_grams_equal_untiled_in_float32(params, images):
         assert relative(grams[layer], nst_jax.losses.gram_matrix(features[layer])) <= 1e-5
 
 
+@pytest.mark.slow
 def test_tiled_adam_steps_equal_untiled_in_float64(params):
     # 3 steps here (20 in scripts/check_tiling.py): the image after each step is the same.
     config = nst_jax.StyleConfig(
@@ -119,6 +122,7 @@ def test_tiled_adam_steps_equal_untiled_in_float64(params):
         assert float(jnp.max(jnp.abs(x - y))) <= 1e-9
 
 
+@pytest.mark.slow
 def test_a_tiled_run_holds_each_whole_image_array_once(params):
     # At print sizes each whole-image float32 array is gigabytes (805 MB at 8192 px). Counted
     # during pass 2 of step 2, with a hook that keeps the last state (as the command's
@@ -153,6 +157,7 @@ def test_bad_tiles_are_refused(tile, message):
         geometry.check_tile(tile, nst_jax.StyleConfig().content_layers)
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
     # Layers up to block3 (a 14 px halo on a 4 px grid), so the 64 x 96 test content is a
     # 2 x 3 grid of 32 px tiles and the run takes seconds.
@@ -173,6 +178,7 @@ def test_the_command_line_runs_tiled_and_refuses_bad_tiles(files, capsys):
     assert not (files / "out/bad.png").exists()
 
 
+@pytest.mark.slow
 def test_auto_tiles_only_the_scales_that_do_not_fit(files, monkeypatch, capsys):
     # Memory is simulated: the 96 px scale "needs" 100 GiB untiled, the 68 px one 1 GiB, and
     # 10 GiB are available. Coarse-to-fine then runs the coarse scale untiled and only the

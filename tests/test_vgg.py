@@ -36,6 +36,7 @@ def max_relative_error(actual, expected):
 
 
 @pytest.mark.parametrize("method", ["direct", "winograd"])
+@pytest.mark.slow
 def test_every_layer_matches_numpy_reference(params, odd_image, reference_features, method):
     prepared = conv.prepare_params(params, method)
     features = nst_jax.vgg19_features(prepared, jnp.asarray(odd_image)[None], vgg_layers.LAYERS)

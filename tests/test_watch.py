@@ -35,6 +35,7 @@ def no_temporaries(folder):
     return not [p for p in folder.rglob("*") if p.name.endswith(".part")]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_image(inputs, weights_h5):
     steps = ["--steps", "40", "--checkpoint-every", "10"]
     reference = inputs / "reference.png"
@@ -71,6 +72,7 @@ def test_resume_refuses_another_setting(inputs, weights_h5, capsys):
     assert err.count("\n") == 1 and "--tv-weight 30.0" in err and "--tv-weight 3.0" in err
 
 
+@pytest.mark.slow
 def test_sigint_saves_image_and_checkpoint(inputs, weights_h5):
     out = inputs / "interrupted.png"
     # Every single-result run saves its work on Ctrl-C; --log only shows when steps have begun.
@@ -108,6 +110,7 @@ def test_divergence_stops_with_the_step_and_writes_nothing(inputs, weights_h5, c
         assert np.all(np.isfinite(state.images))
 
 
+@pytest.mark.slow
 def test_log_plot_previews_animation_and_provenance(inputs, weights_h5, capsys):
     out = inputs / "watched.png"
     log, plot, gif = inputs / "run.jsonl", inputs / "loss.png", inputs / "progress.gif"

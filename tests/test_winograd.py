@@ -115,6 +115,7 @@ def test_prepare_params_transforms_every_layer_from_min_channels(numpy_params):
         convolution.prepare_params(params, "fft")
 
 
+@pytest.mark.slow
 def test_stylize_is_the_same_either_way(params, content_image, style_image):
     """A whole run in float64, Winograd vs direct: the same losses and image to rounding
     (measured ~1e-15 relative, bound 1e-10), so ``conv`` changes speed, not results."""
@@ -152,6 +153,7 @@ def test_host_and_traced_kernel_transforms_agree(params):
     assert not on_host["block2_conv1"]["winograd"][1][2].committed
 
 
+@pytest.mark.slow
 def test_a_run_compiles_its_step_once(params, content_image, style_image):
     """Three steps, one compilation of the step (committed kernels once made the second step
     compile again, costing a warm start 0.5 s)."""

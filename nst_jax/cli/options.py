@@ -267,6 +267,47 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_jobs(p: argparse.ArgumentParser) -> None:
+    """Options of a job of many results (a dataset): its inputs, styles, shapes, shards."""
+    g = p.add_argument_group("jobs of many results (continued by rerunning the command)")
+    g.add_argument("--files-from", metavar="LIST", help="content files, one per line")
+    g.add_argument(
+        "--styles-per-image",
+        type=values.positive_int,
+        metavar="K",
+        help="K of the --style images per content, chosen by a hash of its name and --seed "
+        "(default: every style)",
+    )
+    g.add_argument(
+        "--size",
+        type=values.size,
+        metavar="WxH",
+        help="every result this size (--fit) (default: each keeps its aspect, run at one of a "
+        "few shapes)",
+    )
+    g.add_argument("--fit", choices=("crop", "pad"), default="crop", help="how --size is filled")
+    g.add_argument("--shard", type=values.shard, metavar="I/N", help="run part I of N of the job")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run the batches here, or as Ray tasks (pip install 'nst_jax[ray]')",
+    )
+    g.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: local)")
+    g.add_argument(
+        "--ray-workers",
+        type=values.positive_int,
+        metavar="N",
+        help="Ray actors running batches (default: one per GPU of the cluster, else one)",
+    )
+    g.add_argument(
+        "--workers",
+        type=values.positive_int,
+        default=2,
+        help="threads decoding images ahead of the run",
+    )
+
+
 def _add_resources(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("resources")
     r.add_argument(
@@ -335,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_inputs(p)
     _add_outputs(p)
+    _add_jobs(p)
     add_config_options(p)
     _add_resources(p)
     _add_watch(p)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from nst_jax.errors import ImageError, OutputError, shown
+from nst_jax.errors import OutputError, shown
 from nst_jax.files import image
 from nst_jax.files.atomic import nearest_existing_parent
 
@@ -137,22 +137,24 @@ def _probe(path: Path, parent: Path, what: str) -> None:
         raise OutputError(f"{path}: cannot write in {parent} ({e.strerror}; {what})") from None
 
 
-def output_paths(jobs: Sequence, out: str | os.PathLike, ext: str = ".png") -> dict:
-    """Where each job's result goes: ``out`` itself for a single job whose ``out`` has an image
-    extension, else ``out/<job name><ext>``.
+def check_job_outputs(paths: Sequence[str], inputs: Iterable[tuple[Path, str]]) -> None:
+    """Refuse, before any work, a job whose results would replace an input: each result's
+    path against every input's identity (a job's many results are not probed one by one:
+    its folder was, with the manifest's)."""
+    by_identity = {_identity(Path(p)): (Path(p), what) for p, what in inputs}
+    for path in paths:
+        found = by_identity.get(_identity(Path(path)))
+        if found is not None:
+            raise OutputError(
+                f"{shown(path)}: a result would replace the input {shown(found[0])} "
+                f"({found[1]}); inputs are never replaced"
+            )
 
-    Raises:
-      ImageError: several results but ``out`` names an image file, ``out`` has an extension
-        that is not an image format's, or ``out`` is a file.
-    """
-    out = Path(out)
-    if out.suffix and not out.is_dir():
-        # A name with an extension is meant as a file: check it (unknown extensions included).
-        image.check_output_path(out)
-    if out.suffix.lower() in image.SAVE_FORMATS:
-        if len(jobs) > 1:
-            raise ImageError(f"{out}: {len(jobs)} results need an output folder, not a file")
-        return {job: image.check_output_path(out) for job in jobs}
-    if out.exists() and not out.is_dir():
-        raise ImageError(f"{out}: exists and is not a folder")
-    return {job: image.check_output_path(out / f"{job.name}{ext}") for job in jobs}
+
+def write_sheet(path: str | os.PathLike, results: Sequence[str | os.PathLike], per_row: int):
+    """A labelled grid of the results (read back from disk: a continued job's too), each
+    labelled with its file's stem; ``per_row`` results a row."""
+    thumbs = [image.thumbnail(image.decode(r), 192) for r in results]
+    labels = [Path(r).stem for r in results]
+    sheet = image.contact_sheet(thumbs, labels, max(1, min(len(thumbs), per_row)))
+    image.save(path, sheet, replace=True)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import os
 import sys
 
+from nst_jax.cli import outputs
 from nst_jax.config import StyleConfig
-from nst_jax.errors import InputError
+from nst_jax.errors import InputError, OutputError
+from nst_jax.files import compile_cache
 
 
 def check_backend() -> None:
@@ -98,3 +100,28 @@ def _fitting_tile(config: StyleConfig, shape, available, what: str) -> int | Non
     if tile is not None:
         print(f"nst-jax: {what}: {shape[2]}x{shape[1]} px runs in {tile} px tiles", file=sys.stderr)
     return tile
+
+
+def enable_cache(args) -> None:
+    """Turn on the persistent compilation cache the command uses (``--compile-cache``, or
+    the default). A chosen folder that cannot be written was refused with the outputs; an
+    unusable default only costs compile time, so the run goes on without it, saying so."""
+    cache = compile_cache.resolve(args.compile_cache)
+    if cache is None:
+        return
+    try:
+        outputs.check_folder(cache, "--compile-cache")
+    except OutputError as e:
+        if compile_cache.chosen(args.compile_cache):
+            raise
+        print(f"nst-jax: warning: no compilation cache: {e}", file=sys.stderr)
+        return
+    compile_cache.enable(cache)
+
+
+def check_chosen_cache(args) -> None:
+    """A ``--compile-cache`` folder given (or ``$NST_JAX_COMPILE_CACHE``) must be writable:
+    checked with the outputs, before any work."""
+    cache = compile_cache.resolve(args.compile_cache)
+    if cache is not None and compile_cache.chosen(args.compile_cache):
+        outputs.check_folder(cache, "--compile-cache")

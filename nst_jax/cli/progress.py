@@ -54,3 +54,57 @@ class Progress:
             f"({rate:.2f} image-steps/s after compile; first chunk with compile "
             f"{first_time - self.start:.1f} s)"
         )
+
+
+class JobProgress:
+    """A job's bar over its items: done, failed and skipped, its steady images/s and ETA
+    (:class:`nst_jax.dataset.Progress` leaves compiles out), and ``compiling`` while a batch
+    of a new shape runs; it stops the job at a chunk's end after a signal."""
+
+    def __init__(self, plan, shard: tuple[int, int], quiet: bool, signals):
+        from tqdm import tqdm
+
+        from nst_jax.dataset import Progress as Counts
+
+        self.counts, self.signals = Counts(plan, shard), signals
+        self.bar = tqdm(
+            total=self.counts.total, unit="image", disable=quiet, file=sys.stderr, leave=False
+        )
+        self.compiling = False
+
+    def on_chunk(self, state: RunState) -> None:
+        """``stylize``'s hook: the run owns outputs from its first chunk; a signal ends the
+        job here (the results of finished batches are kept, this batch's are not written)."""
+        from nst_jax.cli.watch import RunInterruptedError
+
+        self.signals.own_outputs()
+        if self.signals.received is not None:
+            raise RunInterruptedError(
+                self.signals.received, "the results written so far are kept; rerun to continue"
+            )
+
+    def on_batch(self, batch, seconds: float | None, items: int) -> None:
+        key = (batch.shape, batch.program)
+        if seconds is None:  # a batch starts: a new shape compiles its program first
+            if key not in self.counts.programs:
+                height, width = batch.shape
+                self.bar.set_postfix_str(f"compiling the {width}x{height} px program")
+            return
+        self.counts.batch(key, seconds, items)
+        rate, eta = self.counts.images_per_second, self.counts.eta()
+        if rate is not None:
+            self.bar.set_postfix_str(f"{rate:.2f} images/s, ETA {eta:.0f} s", refresh=False)
+
+    def add(self, outcome) -> None:
+        self.counts.add(outcome)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.counts.write()
+
+    def line(self) -> str:
+        """This run's closing words: its counts and steady rate."""
+        c, rate = self.counts.counts, self.counts.images_per_second
+        speed = f", {rate:.2f} images/s after compiles" if rate is not None else ""
+        return f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped{speed}"

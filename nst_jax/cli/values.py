@@ -91,6 +91,30 @@ def style_loss_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def shard(text: str) -> tuple[int, int]:
+    """``I/N``: part I (from 0) of N."""
+    try:
+        index, count = (int(part) for part in text.strip().split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected I/N (part I of N, from 0), got {text!r}"
+        ) from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(
+            f"part {index} of {count} does not exist (0 to {count - 1})"
+        )
+    return index, count
+
+
+def size(text: str) -> tuple[int, int]:
+    """``WxH`` in pixels."""
+    try:
+        width, height = (positive_int(part) for part in text.strip().lower().split("x"))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected WxH in pixels, got {text!r}") from None
+    return width, height
+
+
 def tile(text: str) -> int | str:
     """``auto``, ``off`` or a positive number of pixels (spaces around it ignored, as in
     every option value)."""

@@ -21,6 +21,9 @@ from nst_jax.files import image
 from nst_jax.files.atomic import atomic_write
 from nst_jax.run.state import RunState
 
+# The options that watch one result's run (refused for a job of many results).
+WATCH_OPTIONS = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
+
 
 class RunInterruptedError(Exception):
     """Raised between chunks after a SIGINT/SIGTERM, once what the run promised is saved;

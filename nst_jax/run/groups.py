@@ -12,7 +12,7 @@ from nst_jax.core.objective import check_image
 from nst_jax.run.state import StyleResult
 
 # Settings that may hold one value per image (a sweep, or each image's own style's).
-PER_IMAGE = ("content_weight", "style_weight", "tv_weight", "learning_rate")
+PER_IMAGE = ("content_weight", "style_weight", "tv_weight", "learning_rate", "seed")
 PER_STYLE = ("style_weights", "style_scales")
 
 

@@ -30,6 +30,7 @@ from nst_jax.core.objective import (
 )
 from nst_jax.files import image
 from nst_jax.run import color, multiscale, tiling
+from nst_jax.run.style_cache import StyleCache, style_key
 
 
 class Batch(NamedTuple):
@@ -209,37 +210,18 @@ def batch_targets(
     config: StyleConfig,
     shape: tuple[int, int],
     tile: int | None = None,
+    cache: StyleCache | None = None,
 ) -> dict:
     """Targets of every image for the scale of size ``shape``: ``make_targets``' pytree with
     a leading batch axis. With ``tile``, features and Grams of images larger than a tile are
-    computed tile by tile (:mod:`nst_jax.tiling`)."""
+    computed tile by tile (:mod:`nst_jax.run.tiling`); with ``cache``, a style's targets
+    computed by an earlier run are reused."""
     n = batch.content.shape[0]
     factor = max(shape) / max(batch.content.shape[1:3])
     content = multiscale.resize_batch(batch.run_content, *shape)
     what = "content" if factor == 1.0 else f"content at the {shape[1]}x{shape[0]} px scale"
     check_size(config, content.shape, what)
-    style_masks = batch.style_masks or [None] * len(batch.style_sets[0])
-    once: dict[tuple, Mapping[str, jax.Array]] = {}
-    grams = []
-    for styles, scales in zip(batch.style_sets, batch.style_scales, strict=True):
-        per_style = []
-        for k, (s, scale) in enumerate(zip(styles, scales, strict=True)):
-            key = (id(s), scale, k if batch.masks is not None else None)
-            if key not in once:
-                scaled = scaled_style(s, shape, scale, factor)
-                mask = style_masks[k] if batch.masks is not None else None
-                if tile is not None and max(scaled.shape[:2]) > tile:
-                    check_size(config, scaled.shape, "style", style=True)
-                    once[key] = tiling.tiled_grams(
-                        params, scaled, config.style_layers, config.pooling, tile
-                    )
-                else:
-                    once[key] = masked_style_targets(params, scaled, config, mask)
-            per_style.append(once[key])
-        if batch.masks is not None:
-            grams.append(jax.tree.map(lambda *g: jnp.stack(g), *per_style))
-        else:
-            grams.append(blend_grams(per_style, config.style_blend))
+    grams = _style_statistics(params, batch, config, (shape, factor), tile, cache)
     regions = None if batch.masks is None else batch.masks.shape[1]
     if tile is not None:
         per_image = [
@@ -260,10 +242,48 @@ def batch_targets(
     return targets
 
 
+def _style_statistics(params, batch: Batch, config: StyleConfig, scale, tile, cache) -> list:
+    """Each image's style targets at this scale (``(shape, factor)``): a blend of its
+    styles' or, with regions, their stack; each style computed once per call."""
+    shape, factor = scale
+    style_masks = batch.style_masks or [None] * len(batch.style_sets[0])
+    once: dict[tuple, Mapping[str, jax.Array]] = {}
+    grams = []
+    for styles, scales in zip(batch.style_sets, batch.style_scales, strict=True):
+        per_style = []
+        for k, (s, style_scale) in enumerate(zip(styles, scales, strict=True)):
+            key = (id(s), style_scale, k if batch.masks is not None else None)
+            if key not in once:
+                scaled = scaled_style(s, shape, style_scale, factor)
+                mask = style_masks[k] if batch.masks is not None else None
+                once[key] = _one_style(params, scaled, mask, config, tile, cache)
+            per_style.append(once[key])
+        if batch.masks is not None:
+            grams.append(jax.tree.map(lambda *g: jnp.stack(g), *per_style))
+        else:
+            grams.append(blend_grams(per_style, config.style_blend))
+    return grams
+
+
+def _one_style(params, style, mask, config: StyleConfig, tile, cache: StyleCache | None):
+    """One style's targets: tiled when larger than a tile, from ``cache`` when there."""
+    if tile is not None and max(style.shape[:2]) > tile:
+        check_size(config, style.shape, "style", style=True)
+        compute = lambda: tiling.tiled_grams(  # noqa: E731
+            params, style, config.style_layers, config.pooling, tile
+        )
+    else:
+        compute = lambda: masked_style_targets(params, style, config, mask)  # noqa: E731
+    if cache is None:
+        return compute()
+    return cache.get(style_key(style, mask, tile, config), compute)
+
+
 def initial_images(config: StyleConfig, batch: Batch) -> jax.Array:
     """The starting images, at the content's size.
 
-    ``"content"``: the content itself. ``"noise"``: uniform noise seeded by ``config.seed``,
+    ``"content"``: the content itself. ``"noise"``: uniform noise seeded by ``config.seed``
+    (or by each image's own, when it gives one per image),
     drawn once per image shape and shared by the batch, so an image starts the same whatever
     batch it runs in. ``"style"``: each image's (most heavily blended) style, resized.
     Anything else is an image file's path, loaded and resized.
@@ -273,6 +293,11 @@ def initial_images(config: StyleConfig, batch: Batch) -> jax.Array:
     if config.init == "content":
         return content
     if config.init == "noise":
+        if isinstance(config.seed, tuple):  # each image's own seed
+            if len(config.seed) != n:
+                raise ValueError(f"seed has {len(config.seed)} values for a batch of {n}")
+            draw = lambda s: jax.random.uniform(jax.random.key(s), content.shape[1:], content.dtype)  # noqa: E731
+            return jnp.stack([draw(s) for s in config.seed])
         noise = jax.random.uniform(jax.random.key(config.seed), content.shape[1:], content.dtype)
         return jnp.broadcast_to(noise, content.shape)
     if config.init == "style":

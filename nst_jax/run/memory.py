@@ -8,6 +8,7 @@ does the estimate.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import resource
@@ -87,7 +88,17 @@ def param_shapes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp
 
 
 def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.float32) -> int:
-    """Bytes XLA needs for one compiled step of an ``(n, height, width, 3)`` batch."""
+    """Bytes XLA needs for one compiled step of an ``(n, height, width, 3)`` batch (worked
+    out once per program: the settings that shape it, the convolution, the shape)."""
+    conv = "winograd" if uses_winograd(config, n, height, width) else "direct"
+    # The program's settings, and the optimiser's wrappers (their state is memory too).
+    wrappers = {f: getattr(config, f) for f in ("average", "tol", "tol_window")}
+    static = objective.static_config(config).replace(conv=conv, **wrappers)
+    return _step_bytes(static, n, height, width, jnp.dtype(dtype).name)
+
+
+@functools.lru_cache(maxsize=64)
+def _step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype: str) -> int:
     spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
     params = param_shapes(config, n, height, width, dtype)
     content = jax.eval_shape(

@@ -32,6 +32,7 @@ from nst_jax.run.devices import choose_mesh, is_rows_mesh, place, tile_devices
 from nst_jax.run.loop import Run, Scale, run_scale, scale_start, unstack
 from nst_jax.run.plan import step_params
 from nst_jax.run.state import RunState, StyleResult, check_resume, fresh_scale_state
+from nst_jax.run.style_cache import StyleCache
 
 
 def stylize(
@@ -49,6 +50,7 @@ def stylize(
     style_masks: Sequence[jax.Array | np.ndarray | None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     shard: str = "auto",
+    style_cache: StyleCache | None = None,
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -98,6 +100,8 @@ def stylize(
         fits no device untiled: its rows split (without ``config.tile``, or with ``"auto"``
         where each device's share fits), else tiled whole on the first device, each pass's
         windows dealt over the accelerators (:mod:`nst_jax.run.tiling`).
+      style_cache: a :class:`~nst_jax.run.style_cache.StyleCache` shared by the runs of one
+        job (the same params): a style's targets computed once serve every run.
 
     Raises:
       DivergedError: a loss or image became non-finite; nothing non-finite is returned.
@@ -110,6 +114,7 @@ def stylize(
     config = config or StyleConfig()
     options = dict(optimizer=optimizer, loss=loss, devices=devices, on_chunk=on_chunk)
     options.update(masks=masks, style_masks=style_masks, on_tile=on_tile, shard=shard)
+    options["style_cache"] = style_cache
     if isinstance(content, (list, tuple)):
         if resume is not None:
             raise ValueError("resume continues one batch: give content as one array")
@@ -117,7 +122,9 @@ def stylize(
     return _stylize_batch(content, style, params, config, resume=resume, **options)
 
 
-def _stylize_batch(content, style, params, config, *, masks, style_masks, resume, **options):
+def _stylize_batch(
+    content, style, params, config, *, masks, style_masks, resume, style_cache, **options
+):
     """:func:`stylize` of one batch (or one image)."""
     batch = inputs.make_batch(content, style, config, masks, style_masks)
     run = make_run(batch, config, params, **options)
@@ -127,7 +134,9 @@ def _stylize_batch(content, style, params, config, *, masks, style_masks, resume
     state = None if resume is None else check_resume(resume, run.n, [s.steps for s in scales])
     resuming = resume is not None
     for scale in scales[state.scale if resuming else 0 :]:
-        targets = inputs.batch_targets(run.params, batch, config, scale.shape, scale.tile)
+        targets = inputs.batch_targets(
+            run.params, batch, config, scale.shape, scale.tile, style_cache
+        )
         targets = place(targets, run.mesh)
         scale = scale._replace(loss=scale_loss(run, targets, scale.shape, start.dtype))
         if scale.tile is not None:  # a tiled chunk steps one image at a time

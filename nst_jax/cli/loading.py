@@ -1,0 +1,110 @@
+"""The command's inputs besides contents: styles, masks and the init image, checked from
+their headers before any work and loaded with one-line errors naming the file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nst_jax.config import INITS, StyleConfig
+from nst_jax.core import objective
+from nst_jax.dataset.plan import style_dims
+from nst_jax.errors import ImageError, InputError
+from nst_jax.files import image
+
+
+def planned_styles(
+    styles: Sequence, config: StyleConfig, max_dim: int | None, max_pixels: int | None
+) -> list[tuple[Path, int, int]]:
+    """``(style, height, width)`` of each style as it will be loaded, from its header.
+
+    Raises:
+      InputError: a style too small for the layers, or scaled past ``max_pixels``
+        (``--style-scale 1e6``).
+    """
+    shapes = []
+    for path, dim in zip(styles, style_dims(config, len(styles), max_dim), strict=True):
+        size = image.probe_size(path)
+        if size is None:
+            continue  # unreadable: loading says why, in one line
+        height, width = size if dim is None else image.scaled_shape(*size, dim)
+        need = objective.min_side(config, style=True)
+        if min(height, width) < need:
+            raise InputError(
+                f"{path}: style is {width}x{height} px after scaling; the layers used need "
+                f"both sides >= {need} px"
+            )
+        if max_pixels is not None and height * width > max_pixels:
+            raise InputError(
+                f"{path}: loaded with its longest side {dim} px it would be {width}x{height} "
+                f"px, over max_pixels={max_pixels}"
+            )
+        shapes.append((Path(path), height, width))
+    return shapes
+
+
+def load_styles(styles: Sequence, config: StyleConfig, max_dim, max_pixels) -> list[np.ndarray]:
+    """Each style at its size (:func:`nst_jax.dataset.plan.style_dims`), checked."""
+    arrays = []
+    for path, dim in zip(styles, style_dims(config, len(styles), max_dim), strict=True):
+        array = image.load(path, dim, max_pixels)
+        check_size(path, array.shape, config, dim, style=True)
+        arrays.append(array)
+    return arrays
+
+
+def check_size(path, shape: tuple, config, max_dim: int | None, style=False) -> None:
+    """An image of ``shape`` (from its header, or loaded) too small for the layers is one
+    line naming the file."""
+    try:
+        objective.check_size(config, (*shape[:2], 3), "image", style)
+    except ValueError as e:
+        raise ImageError(f"{path}: {e} (after scaling to max-dim {max_dim})") from None
+
+
+def load_regions(masks, mask_labels, n_styles: int, max_pixels) -> list[np.ndarray] | None:
+    """The content regions, one ``(H, W)`` mask per style, from mask files or a label image."""
+    if mask_labels is not None:
+        regions = list(image.load_labels(mask_labels, max_pixels))
+        if len(regions) != n_styles:
+            raise InputError(
+                f"{mask_labels}: {len(regions)} regions (colours other than black) for "
+                f"{n_styles} --style images: give one style per region"
+            )
+        return regions
+    if masks is None:
+        return None
+    return [image.load_mask(path, max_pixels) for path in masks]
+
+
+def load_style_masks(style_masks, max_pixels) -> list[np.ndarray | None] | None:
+    """Each style's own region (or None: all of it), or None when no style has one."""
+    if style_masks is None:
+        return None
+    return [None if p is None else image.load_mask(p, max_pixels) for p in style_masks]
+
+
+def check_init(config: StyleConfig, max_pixels) -> None:
+    """An init image that cannot be read fails now, naming the file, not mid-run."""
+    if config.init not in INITS:
+        image.load(config.init, None, max_pixels)
+
+
+def mask_files(args) -> list[str]:
+    """Every mask file the run reads (content regions, labels, styles' own regions)."""
+    own = [own.get("style_mask") for own in getattr(args, "per_style", None) or []]
+    files = [*(args.mask or []), *([args.mask_labels] if args.mask_labels else [])]
+    return files + [m for m in own if m is not None]
+
+
+def input_paths(args, config: StyleConfig, weights_path: os.PathLike) -> list[tuple[Path, str]]:
+    """``(path, option)`` of every file the run reads besides its contents."""
+    inputs = [(Path(s), "--style") for s in args.style]
+    inputs += [(Path(m), "--mask") for m in mask_files(args)]
+    inputs.append((Path(weights_path), "--weights"))
+    if config.init not in INITS:
+        inputs.append((Path(config.init), "--init"))
+    return inputs

@@ -1,0 +1,301 @@
+"""A dataset job's plan: every item (an input with its style(s) and setting), its output, its
+seed and its batch, worked out from file names and image headers alone, before any pixel.
+
+The plan is a pure function of the inputs, the styles and the settings: walking the same
+folders gives the same items in the same batches, whichever machine or shard plans it. That
+is what lets a killed job continue by planning again, and shards split one job without a
+coordinator. Style choices and seeds come from a hash of the item's relative name and the
+seed, never from an order: ``--styles-per-image 2 --seed 7`` gives each input the same two
+styles whole, in shards or after kills.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from nst_jax.config import StyleConfig
+from nst_jax.core import objective
+from nst_jax.dataset import buckets
+from nst_jax.dataset.walk import walk_inputs
+from nst_jax.errors import InputError, shown
+from nst_jax.files import image
+
+# Short labels of the swept settings, in output names and sheet labels.
+SHORT = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "learning_rate": "lr"}
+# Swept settings that change the program: a batch holds one value of each.
+STATIC_SWEPT = ("style_loss",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One result to make.
+
+    Attributes:
+      index: its place in the plan.
+      input: the content file.
+      output: the result's path (under the job's folder).
+      styles: indices of its style images (all of them for a blend or regions).
+      setting: ``((field, value), ...)``: its values of the swept settings.
+      seed: its own seed (noise initialisation), from its name and the job's seed.
+      batch: its batch's index, or -1 when it failed at planning.
+      shape: ``(height, width)`` of its result, or None when it failed at planning.
+      reason: why it failed at planning, or None.
+    """
+
+    index: int
+    input: str
+    output: str
+    styles: tuple[int, ...]
+    setting: tuple
+    seed: int
+    batch: int = -1
+    shape: tuple[int, int] | None = None
+    reason: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Items run together as one compiled program of ``shape`` (padded to the batch size)."""
+
+    index: int
+    shape: tuple[int, int]
+    items: tuple[int, ...]
+    program: tuple = ()
+
+
+@dataclasses.dataclass
+class Plan:
+    """A whole job: its settings (JSON-able, compared when it is continued), its styles, its
+    items and batches."""
+
+    out: Path
+    settings: dict
+    styles: tuple[str, ...]
+    items: list[Item]
+    batches: list[Batch]
+
+    def shard(self, index: int, count: int) -> list[Batch]:
+        """The batches of part ``index`` of ``count`` (``--shard I/N``): every count-th."""
+        return self.batches[index::count]
+
+    @property
+    def settings_hash(self) -> str:
+        """The SHA-256 of the settings, as each item records them."""
+        text = json.dumps(self.settings, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """How a job is planned, beyond the run's ``StyleConfig``.
+
+    Attributes:
+      max_dim: longest side of every content (and style) after loading.
+      batch_size: items per batch (the last of a bucket is padded to it).
+      styles_per_image: K styles chosen per input by hash, or None: every style.
+      buckets: ``"grid"`` or ``"fixed"`` (:mod:`nst_jax.dataset.buckets`).
+      size: ``(height, width)`` with ``"fixed"``.
+      fit: ``"crop"`` or ``"pad"`` with ``"fixed"``.
+      ext: the results' extension.
+      style_losses: several style losses, one result each; or None.
+      regions: content masks pair each style with a region (every style in each item).
+    """
+
+    max_dim: int = 512
+    batch_size: int = 8
+    styles_per_image: int | None = None
+    buckets: str = "grid"
+    size: tuple[int, int] | None = None
+    fit: str = "crop"
+    ext: str = ".png"
+    style_losses: tuple[str, ...] | None = None
+    regions: bool = False
+
+
+def plan_job(
+    inputs: Sequence[str],
+    styles: Sequence[str],
+    out: str,
+    config: StyleConfig,
+    job: JobSettings = JobSettings(),
+    files_from: str | None = None,
+    extra_settings: dict | None = None,
+) -> Plan:
+    """Plan a job from file names and image headers (nothing is decoded).
+
+    Args:
+      inputs: content files and folders (walked recursively).
+      styles: style image files.
+      out: the folder the results go to, mirroring the inputs' tree.
+      config: the run's settings (sweeps as tuples).
+      job: how the job is planned (:class:`JobSettings`).
+      files_from: a file listing more inputs, one per line.
+      extra_settings: more settings to record and compare (the weights' hash, say).
+
+    Raises:
+      InputError: no inputs, a missing named input, a bad count of styles, or two results
+        with one name (one line each).
+    """
+    _check_job(styles, config, job)
+    found = walk_inputs(inputs, files_from)
+    style_sets = [_styles_of(rel, styles, config, job) for _, rel in found]
+    items = _name_items(found, style_sets, styles, config, job, Path(out))
+    items, batches = _batch(items, config, job)
+    settings = _settings(styles, config, job, extra_settings)
+    return Plan(Path(out), settings, tuple(map(str, styles)), items, batches)
+
+
+def _check_job(styles: Sequence[str], config: StyleConfig, job: JobSettings) -> None:
+    if not styles:
+        raise InputError("no style: give --style at least once")
+    if job.styles_per_image is not None:
+        if job.styles_per_image < 1:
+            raise InputError(f"styles_per_image must be at least 1, got {job.styles_per_image}")
+        if job.styles_per_image > len(styles):
+            raise InputError(
+                f"styles_per_image={job.styles_per_image} with {len(styles)} style images"
+            )
+    try:
+        config.check_style_count(len(styles))
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if job.buckets == "fixed" and job.size is None:
+        raise InputError("fixed buckets need a size: give size=(height, width)")
+
+
+def hashed(*parts: object) -> int:
+    """A 64-bit number from ``parts``: the same on every machine and in every order."""
+    digest = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1  # non-negative, within int64
+
+
+def _styles_of(rel: str, styles: Sequence[str], config, job: JobSettings) -> list[tuple]:
+    """The style sets of one input: all styles together (a blend, regions), K chosen by
+    hash, or each style alone."""
+    if config.style_blend is not None or job.regions:
+        return [tuple(range(len(styles)))]
+    if job.styles_per_image is None:
+        return [(s,) for s in range(len(styles))]
+    ranked = sorted(range(len(styles)), key=lambda s: hashed(rel, config.seed, styles[s]))
+    return [(s,) for s in sorted(ranked[: job.styles_per_image])]
+
+
+def settings_of(config: StyleConfig) -> list[tuple]:
+    """The swept settings as ``((field, value), ...)`` per setting; ``[()]`` without."""
+    if config.sweep_size is None:
+        return [()]
+    swept = [f for f in SHORT if isinstance(getattr(config, f), tuple)]
+    return [tuple((f, getattr(config, f)[i]) for f in swept) for i in range(config.sweep_size)]
+
+
+def _name_items(found, style_sets, styles, config, job: JobSettings, out: Path) -> list[Item]:
+    """Every input x style set x setting x style loss, named after the input's relative
+    path (``a/b.jpg`` -> ``OUT/a/b[_style][_sw0.01][_w2].png``)."""
+    losses = [(("style_loss", loss),) for loss in job.style_losses or ()] or [()]
+    several = max(len(sets) for sets in style_sets) > 1
+    items, seen = [], {}
+    for (path, rel), sets in zip(found, style_sets, strict=True):
+        stem, seed = PurePosixPath(rel).with_suffix(""), hashed(rel, config.seed)
+        for chosen, setting, loss in itertools.product(sets, settings_of(config), losses):
+            parts = [stem.name, *([Path(styles[chosen[0]]).stem] if several else [])]
+            parts += [f"{SHORT[f]}{v:g}" for f, v in setting] + [v for _, v in loss]
+            output = out / (str(stem.parent / "_".join(parts)) + job.ext)
+            item = Item(len(items), str(path), str(output), chosen, setting + loss, seed)
+            _refuse_clash(seen, item)
+            items.append(item)
+    return items
+
+
+def _refuse_clash(seen: dict, item: Item) -> None:
+    first = seen.setdefault(item.output, item)
+    if first is not item:
+        raise InputError(
+            f"{shown(item.input)}: its result would be {shown(item.output)}, as that of "
+            f"{shown(first.input)}; rename an input"
+        )
+
+
+def _batch(items: list[Item], config: StyleConfig, job: JobSettings):
+    """Each item's shape from its header, its bucket, and the batches: items of one bucket
+    and program, sorted by style, ``batch_size`` at a time."""
+    smallest = objective.min_side(config)
+    shapes: dict[str, tuple] = {}
+    groups: dict[tuple, list[Item]] = {}
+    planned = []
+    for item in items:
+        if item.input not in shapes:
+            shapes[item.input] = _shape(item.input, job, smallest)
+        shape, reason = shapes[item.input]
+        item = dataclasses.replace(item, shape=shape, reason=reason)
+        planned.append(item)
+        if reason is None:
+            bucket = (
+                job.size
+                if job.buckets == "fixed"
+                else buckets.grid_shape(*shape, job.max_dim, smallest)
+            )
+            program = tuple((f, v) for f, v in item.setting if f in STATIC_SWEPT)
+            groups.setdefault((bucket, program), []).append(item)
+    batches = []
+    for (bucket, program), members in sorted(groups.items(), key=lambda g: g[1][0].index):
+        members.sort(key=lambda it: (it.styles, it.index))
+        for start in range(0, len(members), job.batch_size):
+            chunk = tuple(it.index for it in members[start : start + job.batch_size])
+            batches.append(Batch(len(batches), bucket, chunk, program))
+    for batch in batches:
+        for index in batch.items:
+            planned[index] = dataclasses.replace(planned[index], batch=batch.index)
+    return planned, batches
+
+
+def _shape(path: str, job: JobSettings, smallest: int) -> tuple:
+    """``(result shape, None)`` from the image's header, or ``(None, reason)``."""
+    if job.buckets == "fixed":
+        size = image.probe_size(path)
+        return (job.size, None) if size is not None else (None, _unreadable(path))
+    size = image.probe_size(path)
+    if size is None:
+        return None, _unreadable(path)
+    shape = image.scaled_shape(*size, job.max_dim)
+    if min(shape) < smallest:
+        return None, (
+            f"{size[1]}x{size[0]} px is {shape[1]}x{shape[0]} at max_dim={job.max_dim}; the "
+            f"layers used need both sides >= {smallest} px"
+        )
+    return shape, None
+
+
+def _unreadable(path: str) -> str:
+    """Why a header could not be read, as decoding says it (one line)."""
+    try:
+        image.decode(path, max_pixels=1)
+    except Exception as e:  # noqa: BLE001 (any failure is the reason to report)
+        return str(e).removeprefix(f"{path}: ")
+    return "unreadable image header"
+
+
+def style_dims(config: StyleConfig, count: int, max_dim: int | None) -> list[int | None]:
+    """The longest side each of ``count`` styles is loaded at: ``max_dim``, or with a style
+    scale that times ``max_dim`` (the style is resized relative to the content, so it is
+    loaded at that size rather than upsampled from ``max_dim`` later)."""
+    scales = config.style_scales or (None,) * count
+    dims = []
+    for scale in scales:
+        scale = scale if scale is not None else config.style_scale
+        dims.append(max_dim if scale is None or max_dim is None else max(1, round(scale * max_dim)))
+    return dims
+
+
+def _settings(styles, config: StyleConfig, job: JobSettings, extra: dict | None) -> dict:
+    """The job's settings as JSON-able values, compared field by field when it continues."""
+    settings = {
+        "config": json.loads(json.dumps(dataclasses.asdict(config))),
+        "job": json.loads(json.dumps(dataclasses.asdict(job))),
+        "styles": [str(s) for s in styles],
+    }
+    return {**settings, **json.loads(json.dumps(extra or {}))}

@@ -3,6 +3,8 @@ same job run uninterrupted: every output once, byte for byte the same, the failu
 
     python scripts/check_dataset_kills.py [--images 240] [--kills 5] [--seed 7]
 
+Each kill comes once a random number of results (more than the last kill left) exist.
+
 The job: mixed-size images in nested folders, 2 corrupt files and a text file, at
 ``--max-dim 48 --steps 4`` (random weights of the official shapes).
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 
 
 def main() -> None:
-    from test_dataset import photo_tree, results
+    from test_dataset import kill_once_written, photo_tree, results
 
     from nst_jax.dataset import manifest
     from nst_jax.files import keras_h5
@@ -49,13 +50,14 @@ def main() -> None:
         reference = results(out)
         shutil.rmtree(out)
         rng = random.Random(args.seed)
-        moments = sorted(rng.uniform(0.05, 0.95) * seconds for _ in range(args.kills))
-        for moment in moments:
-            process = subprocess.Popen([*COMMAND, *argv], stderr=subprocess.DEVNULL)
-            time.sleep(moment)
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            print(f"killed at {moment:.1f} s: {len(results(out))} outputs so far", flush=True)
+        for _ in range(args.kills):
+            # Killed once a random number of results (more than so far) exist: each kill
+            # lands mid-job, wherever the batches are.
+            if len(results(out)) + 1 >= len(reference):
+                break  # the last kill left too little to kill in
+            target = rng.randint(len(results(out)) + 1, len(reference) - 1)
+            found = kill_once_written(argv, out, target)
+            print(f"killed once {target} results existed: {found} there", flush=True)
         final = subprocess.run([*COMMAND, *argv], capture_output=True, text=True)
         failed = [r for r in manifest.read_records(out).values() if r["status"] == "failed"]
         same = results(out) == reference

@@ -17,7 +17,6 @@ temporary files of :func:`nst_jax.atomic.atomic_write`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nst_jax.errors import OutputError, shown
-from nst_jax.files import image
+from nst_jax.files import atomic, image
 from nst_jax.files.atomic import nearest_existing_parent
 
 
@@ -104,15 +103,7 @@ def _check_place(path: Path, out: Output, may_replace: bool) -> None:
     if path.exists() and not may_replace:
         raise OutputError(f"{path}: exists; --force replaces it ({out.what})")
     _probe(path, parent, out.what)
-    remove_stale_parts(path)
-
-
-def remove_stale_parts(path: Path) -> None:
-    """Delete ``.NAME.*.part`` files beside ``path`` that a killed run left behind."""
-    if path.parent.is_dir():
-        for stale in path.parent.glob(f".{path.name}.*.part"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+    atomic.remove_stale_parts([path])
 
 
 def check_folder(path: Path, what: str) -> None:

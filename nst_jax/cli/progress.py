@@ -84,7 +84,7 @@ class JobProgress:
             )
 
     def on_batch(self, batch, seconds: float | None, items: int) -> None:
-        key = (batch.shape, batch.program)
+        key = batch.key
         if seconds is None:  # a batch starts: a new shape compiles its program first
             if key not in self.counts.programs:
                 height, width = batch.shape

@@ -3,9 +3,10 @@ background workers while the previous one runs, stylised as one program, and its
 written (atomically) and recorded in the manifest as they finish.
 
 An item whose input cannot be read fails on its own, recorded with the reason; its batch
-goes on without it (padded, so its program is unchanged). A batch's result does not depend
-on where a job was interrupted: batches are fixed by the plan, and one not wholly done is
-run again whole, so a continued job writes the bytes an uninterrupted one would.
+goes on without it, padded to its planned slots (as a bucket's last batch is), so its
+program is unchanged. A batch's result does not depend on where a job was interrupted:
+batches are fixed by the plan, and one not wholly done is run again whole, so a continued
+job writes the bytes an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from nst_jax.core.objective import resize_masks
 from nst_jax.dataset import buckets, manifest
 from nst_jax.dataset.plan import STATIC_SWEPT, Batch, Item, Plan, style_dims
 from nst_jax.errors import ImageError
-from nst_jax.files import image
+from nst_jax.files import atomic, image
 from nst_jax.files.stream import prefetch
 from nst_jax.run.style_cache import StyleCache
 from nst_jax.run.stylize import stylize
@@ -81,6 +82,9 @@ def run_job(plan: Plan, resources: Resources, shard: tuple[int, int] = (0, 1)):
     finished = manifest.finished(plan, manifest.read_records(plan.out))
     known, todo = unfinished(plan, shard, finished)
     yield from known
+    # What a killed run of this shard left half-written (its own items only: another shard
+    # may be writing its own now).
+    atomic.remove_stale_parts(plan.items[i].output for batch in todo for i in batch.items)
     runner = BatchRunner(plan, resources, finished)
     load = lambda batch: load_batch(plan, batch)  # noqa: E731
     for batch, loaded in prefetch(todo, load, resources.workers):
@@ -189,7 +193,7 @@ def _run_batch(plan, batch: Batch, loaded, resources: Resources, styles, cache, 
     ready = [(item, px) for item, px, _ in loaded if px is not None]
     if not ready:
         return outcomes
-    padded = ready + [ready[-1]] * (len(batch.items) - len(ready))
+    padded = ready + [ready[-1]] * (batch.slots - len(ready))
     items = [item for item, _ in padded]
     config = batch_config(resources.config, items, batch, len(plan.styles))
     shared = config.style_blend is not None or resources.masks is not None

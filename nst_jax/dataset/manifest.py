@@ -55,7 +55,8 @@ def plan_record(plan: Plan) -> dict[str, Any]:
         "settings": plan.settings,
         "settings_hash": plan.settings_hash,
         "batches": [
-            [list(b.shape), list(b.items), [list(p) for p in b.program]] for b in plan.batches
+            [list(b.shape), list(b.items), [list(p) for p in b.program], b.slots]
+            for b in plan.batches
         ],
         "items": items,
     }
@@ -113,8 +114,8 @@ def load_plan(out: str | os.PathLike) -> Plan:
             for k, (i, o, s, setting, seed, b, shape, reason) in enumerate(record["items"])
         ]
         batches = [
-            Batch(k, tuple(shape), tuple(members), tuple(tuple(p) for p in program))
-            for k, (shape, members, program) in enumerate(record["batches"])
+            Batch(k, tuple(shape), tuple(members), tuple(tuple(p) for p in program), int(slots))
+            for k, (shape, members, program, slots) in enumerate(record["batches"])
         ]
     except (TypeError, ValueError) as e:
         raise InputError(f"{folder(out)}: damaged job manifest ({e})") from None

@@ -60,12 +60,19 @@ class Item:
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
-    """Items run together as one compiled program of ``shape`` (padded to the batch size)."""
+    """Items run together as one compiled program of ``shape`` for ``slots`` images (a
+    batch with fewer items is padded to them, so it reuses its bucket's program)."""
 
     index: int
     shape: tuple[int, int]
     items: tuple[int, ...]
     program: tuple = ()
+    slots: int = 1
+
+    @property
+    def key(self) -> tuple:
+        """What the compiled program depends on: its shape, static settings and slots."""
+        return (self.shape, self.program, self.slots)
 
 
 @dataclasses.dataclass
@@ -96,7 +103,8 @@ class JobSettings:
 
     Attributes:
       max_dim: longest side of every content (and style) after loading.
-      batch_size: items per batch (the last of a bucket is padded to it).
+      batch_size: items per batch (the last of a bucket is padded to it; the job's first
+        item runs alone, so that its first result comes as soon as one image's would).
       styles_per_image: K styles chosen per input by hash, or None: every style.
       buckets: ``"grid"`` or ``"fixed"`` (:mod:`nst_jax.dataset.buckets`).
       size: ``(height, width)`` with ``"fixed"``.
@@ -241,12 +249,19 @@ def _batch(items: list[Item], config: StyleConfig, job: JobSettings):
             )
             program = tuple((f, v) for f, v in item.setting if f in STATIC_SWEPT)
             groups.setdefault((bucket, program), []).append(item)
-    batches = []
+    chunks = []
     for (bucket, program), members in sorted(groups.items(), key=lambda g: g[1][0].index):
         members.sort(key=lambda it: (it.styles, it.index))
-        for start in range(0, len(members), job.batch_size):
-            chunk = tuple(it.index for it in members[start : start + job.batch_size])
-            batches.append(Batch(len(batches), bucket, chunk, program))
+        indices = [it.index for it in members]
+        if not chunks and job.batch_size > 1:  # the job's first result, alone (docstring)
+            chunks.append((bucket, program, indices[:1], 1))
+            indices = indices[1:]
+        for start in range(0, len(indices), job.batch_size):
+            chunks.append((bucket, program, indices[start : start + job.batch_size], None))
+    batches = [
+        Batch(k, bucket, tuple(chunk), program, slots or job.batch_size)
+        for k, (bucket, program, chunk, slots) in enumerate(chunks)
+    ]
     for batch in batches:
         for index in batch.items:
             planned[index] = dataclasses.replace(planned[index], batch=batch.index)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from nst_jax.errors import OutputError
@@ -121,3 +122,24 @@ def _publish_new(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
         return
     tmp.unlink()
+
+
+def remove_stale_parts(paths: Iterable[str | os.PathLike]) -> None:
+    """Delete the ``.NAME.*.part`` files a killed writer of these paths left behind (each
+    folder listed once, so a job's many outputs cost one listing a folder). Only a path's
+    own writer may call this: another process writing it now would lose its file."""
+    names: dict[Path, set[str]] = {}
+    for path in map(Path, paths):
+        names.setdefault(path.parent, set()).add(path.name)
+    for folder, wanted in names.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # no folder yet: nothing left behind
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") and name.endswith(".part"):
+                stem = name[1:].rsplit(".", 2)[0]  # ``.NAME.<random>.part``
+                if stem in wanted:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)

@@ -39,7 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         keras_h5.write_keras_h5(keras_h5.random_params(0), tmp / "w.h5")
-        tree = photo_tree(tmp / "tree", args.images)
+        tree = photo_tree(tmp / "tree", args.images, mixed_aspects=True)
         out = tmp / "out"
         argv = ["stylize", str(tree), "--style", str(ROOT / "samples" / "hubble.jpg"),
                 "-o", str(out), "--weights", str(tmp / "w.h5"), "--max-dim", "48",

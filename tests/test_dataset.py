@@ -28,12 +28,16 @@ from nst_jax.files import image
 COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 
 
-def photo_tree(root: Path, count: int, seed: int = 0) -> Path:
-    """``count`` small images of mixed sizes and aspects in nested folders, plus 2 corrupt
-    files and a text file."""
+def photo_tree(root: Path, count: int, seed: int = 0, mixed_aspects: bool = False) -> Path:
+    """``count`` small images of mixed sizes in nested folders, plus 2 corrupt files and a
+    text file. Their aspects are near square (one bucket: each job compiles few programs,
+    for the suite's time), or mixed (every bucket) with ``mixed_aspects``."""
     rng = np.random.default_rng(seed)
     for k in range(count):
         height, width = (int(v) for v in rng.integers(45, 90, 2))  # sides >= 16 at 32 px
+        if not mixed_aspects:  # short side >= 0.9 of the long: the square bucket
+            height = max(height, int(0.9 * width) + 1)
+            width = max(width, int(0.9 * height) + 1)
         folder = root / f"set{k % 3}" / (f"sub{k % 2}" if k % 5 else "")
         folder.mkdir(parents=True, exist_ok=True)
         pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -51,6 +51,12 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
     return stylize.cmd_stylize(args)
 
 
+def _cmd_video(args: argparse.Namespace) -> int:
+    from nst_jax.cli import video
+
+    return video.cmd_video(args)
+
+
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:
     downloaded, converted = weights.fetch()
     print(f"official weights: {downloaded}\nconverted: {converted}")
@@ -74,6 +80,7 @@ def _cmd_weights_info(args: argparse.Namespace) -> int:
 COMMANDS = {
     ("stylize", None): _cmd_stylize,
     ("info", None): _cmd_info,
+    ("video", None): _cmd_video,
     ("weights", "fetch"): _cmd_weights_fetch,
     ("weights", "convert"): _cmd_weights_convert,
     ("weights", "info"): _cmd_weights_info,
@@ -118,7 +125,9 @@ def _command(argv: Sequence[str] | None) -> int:
     # The command's own pixel limit (--max-pixels) is the one that counts, per file.
     Image.MAX_IMAGE_PIXELS = None
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    from nst_jax.cli import video
+
+    args = build_parser((video.add_parser,)).parse_args(argv)
     args.argv = argv  # stored in outputs' provenance
     with signals.handling(getattr(args, "verbose", False)) as args.signals:
         return COMMANDS[(args.command, getattr(args, "weights_command", None))](args)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+from collections.abc import Callable, Sequence
 
 from nst_jax.cli import values
 from nst_jax.config import StyleConfig
@@ -364,8 +365,9 @@ def _add_watch(p: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``nst-jax`` argument parser (each command's ``func`` is set by the CLI)."""
+def build_parser(more_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    """The ``nst-jax`` argument parser; each of ``more_commands`` adds its command's
+    subparser (``add_parser(sub)``), so commands built on these options can register."""
     parser = Parser(prog="nst-jax", description="Neural style transfer in JAX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
@@ -391,4 +393,6 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", metavar="PATH", nargs="?")
     info = sub.add_parser("info", help="print the provenance stored in an output PNG")
     info.add_argument("path", metavar="PNG")
+    for add_parser in more_commands:
+        add_parser(sub)
     return parser

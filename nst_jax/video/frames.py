@@ -1,0 +1,194 @@
+"""A clip's frames on disk: a video file (ffmpeg, from the imageio-ffmpeg wheel) or a folder
+of numbered images, probed before any work, read in order, and written back as a video.
+
+ffmpeg comes with ``imageio-ffmpeg`` (the ``video`` extra), so no system install is needed;
+OpenCV's reader would need its own codecs and cannot copy an audio track.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from nst_jax.errors import ImageError, InputError, shown
+from nst_jax.files import image
+from nst_jax.files.atomic import atomic_write
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Videos written: H.264 (the most widely played), audio re-encoded as AAC.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+DEFAULT_FPS = 24.0  # a folder of frames carries no rate; --fps sets it
+
+
+class Clip(NamedTuple):
+    """What a clip holds, from a probe.
+
+    Attributes:
+      path: the video file or folder.
+      frames: for a folder, its frame files in order; for a video, ``None``.
+      count: number of frames.
+      size: ``(height, width)`` of every frame.
+      fps: frames per second (``None`` for a folder).
+      audio: whether a video has an audio track.
+    """
+
+    path: Path
+    frames: tuple[Path, ...] | None
+    count: int
+    size: tuple[int, int]
+    fps: float | None
+    audio: bool
+
+
+def frame_name(index: int) -> str:
+    """The file name of frame ``index`` (0-based) in an output folder."""
+    return f"{index + 1:06d}.png"
+
+
+def ffmpeg() -> str:
+    """The ffmpeg executable of the imageio-ffmpeg wheel."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise InputError(
+            "video files need ffmpeg: pip install 'nst_jax[video]' (or give a folder of frames)"
+        ) from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe(path: str | os.PathLike) -> Clip:
+    """The clip at ``path``, checked: a folder of same-size frames, or a video with frames.
+
+    Raises:
+      InputError: one line naming ``path``: missing, not a video, no frames, mixed sizes.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _probe_folder(path)
+    if not path.is_file():
+        raise InputError(f"{shown(path)}: no such video file or folder of frames")
+    return _probe_video(path)
+
+
+def _numbered(name: str) -> tuple:
+    # Natural order: frame2 before frame10.
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def _probe_folder(path: Path) -> Clip:
+    files = sorted(
+        (p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+        key=lambda p: _numbered(p.name),
+    )
+    if not files:
+        raise InputError(f"{shown(path)}: folder holds no frames ({', '.join(FRAME_SUFFIXES)})")
+    sizes = {}
+    for frame in files:
+        size = image.probe_size(frame)
+        if size is None:
+            raise InputError(f"{shown(frame)}: not an image")
+        sizes.setdefault(size, frame)
+        if len(sizes) > 1:
+            (first, one), (second, other) = sizes.items()
+            raise InputError(
+                f"{shown(path)}: frames of mixed sizes ({one.name} {first[1]}x{first[0]}, "
+                f"{other.name} {second[1]}x{second[0]})"
+            )
+    return Clip(path, tuple(files), len(files), next(iter(sizes)), None, False)
+
+
+def _probe_video(path: Path) -> Clip:
+    run = subprocess.run(
+        [ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    report = run.stderr
+    if "Input #0" not in report:
+        raise InputError(f"{shown(path)}: not a video ffmpeg can read, nor a folder of frames")
+    video = re.search(r"Stream #\S+.*?: Video: .*", report)
+    if video is None:
+        raise InputError(f"{shown(path)}: has no video frames")
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        reader.close()
+        count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (OSError, RuntimeError, StopIteration):
+        raise InputError(f"{shown(path)}: has no video frames") from None
+    if count == 0:
+        raise InputError(f"{shown(path)}: has no video frames")
+    width, height = meta["size"]
+    audio = re.search(r"Stream #\S+.*?: Audio: ", report) is not None
+    return Clip(path, None, count, (height, width), float(meta["fps"]), audio)
+
+
+def read(clip: Clip, max_dim: int | None, start: int = 0) -> Iterator[np.ndarray]:
+    """The clip's frames from ``start`` on, each ``(H, W, 3)`` float32 RGB in [0, 1] with
+    its longer side ``max_dim`` (as :func:`nst_jax.files.image.load` scales an image)."""
+    if clip.frames is not None:
+        for frame in clip.frames[start:]:
+            yield image.load(frame, max_dim, max_pixels=None)
+        return
+    import imageio_ffmpeg
+
+    height, width = clip.size
+    reader = imageio_ffmpeg.read_frames(str(clip.path))
+    try:
+        next(reader)  # the meta information
+        for index, data in enumerate(reader):
+            if index < start:
+                continue
+            pixels = np.frombuffer(data, np.uint8).reshape(height, width, 3)
+            frame = pixels.astype(np.float32) / 255.0
+            if max_dim is not None:
+                frame = image.resize(frame, *image.scaled_shape(height, width, max_dim))
+            yield frame
+    finally:
+        reader.close()
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """A written frame back, exactly as the loop kept it (8-bit values / 255)."""
+    return image.decode(path, max_pixels=None)
+
+
+def write_video(
+    folder: Path, count: int, fps: float, out: Path, audio_from: Path | None = None
+) -> Path:
+    """Encode ``folder``'s frames ``0 .. count - 1`` (:func:`frame_name`) as the video
+    ``out``, atomically; with ``audio_from``, its first audio track is added (as AAC).
+
+    Raises:
+      ImageError: ffmpeg failed (its last line is given).
+    """
+
+    def encode(tmp: Path) -> None:
+        first = read_frame(folder / frame_name(0))
+        height, width = first.shape[:2]
+        # yuv420p needs even sides: one black row or column is added where a side is odd.
+        pad = f"pad={width + width % 2}:{height + height % 2}"
+        command = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+        command += ["-framerate", repr(fps), "-i", str(folder / "%06d.png")]
+        if audio_from is not None:
+            command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac"]
+        command += ["-frames:v", str(count), "-vf", pad, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+        command += ["-f", FORMATS[out.suffix.lower()], str(tmp)]
+        run = subprocess.run(command, capture_output=True, text=True, errors="replace")
+        if run.returncode != 0:
+            last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+            raise ImageError(f"{shown(out)}: ffmpeg could not write the video ({last})")
+
+    return atomic_write(out, encode)
+
+
+FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}

@@ -1,0 +1,158 @@
+"""A video run as a job: frames written atomically as they finish into one folder, with a
+record of the settings, so a killed run continues from its last finished frame and gives
+the frames an uninterrupted run gives.
+
+The folder holds ``000001.png``, ``000002.png``, ... and ``.nst-jax/video.json`` (what the
+frames depend on: the clip, the settings, the styles' and weights' hashes). Each frame's
+PNG carries its loss terms and warping error, so a continued run reports the whole clip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from nst_jax.errors import InputError, shown
+from nst_jax.files import image
+from nst_jax.files.atomic import atomic_write, remove_stale_parts
+from nst_jax.video import frames as clips
+from nst_jax.video.flow import FlowFeeder
+from nst_jax.video.loop import FrameResult, VideoSettings, stylize_frames
+
+RECORD = Path(".nst-jax") / "video.json"
+RECORD_VERSION = 1
+
+
+class VideoSummary(NamedTuple):
+    """What a finished run reports.
+
+    Attributes:
+      frames: number of frames.
+      warping_error: mean over consecutive pairs (``nan`` for one frame).
+      terms: each loss term's mean over the frames.
+      seconds: per frame, the means of ``flow``, ``waited``, ``steps`` and ``write`` over
+        the frames this run made (empty when it made none).
+    """
+
+    frames: int
+    warping_error: float
+    terms: dict[str, float]
+    seconds: dict[str, float]
+
+
+def record_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / RECORD
+
+
+def finished(folder: Path, count: int) -> int:
+    """How many frames from the first are written (a run writes them in order)."""
+    done = 0
+    while done < count and (folder / clips.frame_name(done)).is_file():
+        done += 1
+    return done
+
+
+def check_folder(folder: Path, record: Mapping[str, Any], resume: bool, force: bool) -> int:
+    """Where the run starts: 0 for a new run, the finished frames when continuing.
+
+    Raises:
+      InputError: frames already there without ``--resume`` or ``--force``, or ``--resume``
+        on a folder of another run (other settings or clip) or of none.
+    """
+    path = record_path(folder)
+    has_frames = folder.is_dir() and any(folder.glob("[0-9]" * 6 + ".png"))
+    if force or not (has_frames or path.exists()):
+        return 0
+    if not resume:
+        raise InputError(
+            f"{shown(folder)}: holds frames of a run; --resume continues it, --force starts over"
+        )
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"{shown(path)}: missing or damaged; cannot continue this run") from None
+    record = json.loads(json.dumps(record))  # as stored: tuples become lists
+    if stored != record:
+        changed = sorted(k for k in {*stored, *record} if stored.get(k) != record.get(k))
+        raise InputError(
+            f"{shown(folder)}: was made with other settings ({', '.join(changed)}); "
+            "--force starts over"
+        )
+    return finished(folder, record["clip"]["frames"])
+
+
+def start_over(folder: Path) -> None:
+    """Remove the frames and record of an earlier run (``--force``)."""
+    for frame in folder.glob("[0-9]" * 6 + ".png"):
+        frame.unlink()
+    record_path(folder).unlink(missing_ok=True)
+
+
+def stored_result(path: Path) -> tuple[dict[str, float], float | None]:
+    """A written frame's terms and warping error, checked (the file is untrusted)."""
+    record = image.read_provenance(path)
+    terms, error = record.get("terms"), record.get("warping_error")
+    numbers = isinstance(terms, dict) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in terms.values()
+    )
+    if not numbers or not (error is None or isinstance(error, int | float)):
+        raise InputError(f"{shown(path)}: frame record damaged; --force starts over")
+    return {str(k): float(v) for k, v in terms.items()}, error
+
+
+def run_job(
+    params,
+    clip: clips.Clip,
+    styles: np.ndarray | Sequence[np.ndarray],
+    config,
+    settings: VideoSettings,
+    folder: Path,
+    record: Mapping[str, Any],
+    start: int = 0,
+    max_dim: int | None = None,
+    tick: Callable[[], None] = lambda: None,
+    on_frame: Callable[[FrameResult], None] = lambda result: None,
+) -> VideoSummary:
+    """Stylise ``clip`` into ``folder`` from frame ``start`` (:func:`check_folder`).
+
+    Frames before ``start`` are read back from ``folder``; each new frame is written as it
+    finishes. Returns the whole clip's :class:`VideoSummary`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts([folder / clips.frame_name(i) for i in range(start, clip.count)])
+    atomic_write(record_path(folder), lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    reach = max(settings.offsets)
+    first = max(0, start - reach)
+    previous = {i: clips.read_frame(folder / clips.frame_name(i)) for i in range(first, start)}
+    feeder = FlowFeeder(
+        clips.read(clip, max_dim, first), first, start, settings.offsets, settings.flow
+    )
+    made = []
+    frames = stylize_frames(params, feeder, styles, config, settings, previous, tick)
+    for result in frames:
+        began = time.perf_counter()
+        meta = {"frame": result.index, "terms": result.terms, "warping_error": result.warping_error}
+        image.save(folder / clips.frame_name(result.index), result.image, metadata=meta)
+        made.append({**result.seconds, "write": time.perf_counter() - began})
+        on_frame(result)
+    seconds = {k: float(np.mean([m[k] for m in made])) for k in made[0]} if made else {}
+    if made:
+        seconds["waited"] = feeder.waited / len(made)
+    return summarise(folder, clip.count, seconds)
+
+
+def summarise(folder: Path, count: int, seconds: dict[str, float]) -> VideoSummary:
+    """The clip's summary from its written frames' records."""
+    results = [stored_result(folder / clips.frame_name(i)) for i in range(count)]
+    errors = [error for _, error in results if error is not None]
+    names = sorted({name for terms, _ in results for name in terms})
+    terms = {n: float(np.mean([t.get(n, math.nan) for t, _ in results])) for n in names}
+    error = float(np.mean(errors)) if errors else math.nan
+    return VideoSummary(count, error, terms, seconds)

@@ -57,7 +57,12 @@ _EXPORTS = {
     "save_targets": "files.targets",
 }
 # Public submodules, by the name they are imported as (``from nst_jax import image``).
-_SUBMODULES = {"image": "files.image", "losses": "core.losses"}
+_SUBMODULES = {
+    "image": "files.image",
+    "losses": "core.losses",
+    "metrics": "metrics",
+    "temporal": "core.temporal",
+}
 
 # Spelled out for tools; a test checks it against _EXPORTS.
 __all__ = [
@@ -86,12 +91,14 @@ __all__ = [
     "make_step",
     "make_step_fn",
     "make_targets",
+    "metrics",
     "prepare_params",
     "register_style_term",
     "save_targets",
     "scale_by_keras_adam",
     "style_term",
     "stylize",
+    "temporal",
     "vgg19_features",
     "with_average",
     "with_tolerance",
@@ -115,8 +122,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from nst_jax import metrics
     from nst_jax.config import StyleConfig
-    from nst_jax.core import losses
+    from nst_jax.core import losses, temporal
     from nst_jax.core.conv import prepare_params
     from nst_jax.core.layers import LAYERS
     from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets

@@ -86,6 +86,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     settings = VideoSettings(args.temporal_weight, args.flow_offsets, args.flow)
     max_dim = args.max_dim or DEFAULT_MAX_DIM
     clip = frames.probe(args.input)
+    shape = (*image.scaled_shape(*clip.size, max_dim), 3)
+    loading.check_size(clip.path, shape, config, max_dim)
     out, folder = _places(args, clip)
     weights_path = weights.find_weights(args.weights)
     loading.planned_styles(args.style, config, max_dim, image.MAX_PIXELS)

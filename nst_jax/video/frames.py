@@ -137,7 +137,7 @@ def read(clip: Clip, max_dim: int | None, start: int = 0) -> Iterator[np.ndarray
     its longer side ``max_dim`` (as :func:`nst_jax.files.image.load` scales an image)."""
     if clip.frames is not None:
         for frame in clip.frames[start:]:
-            yield image.load(frame, max_dim, max_pixels=None)
+            yield image.load(frame, max_dim)
         return
     import imageio_ffmpeg
 

@@ -135,7 +135,9 @@ def run_job(
         clips.read(clip, max_dim, first), first, start, settings.offsets, settings.flow
     )
     made = []
-    frames = stylize_frames(params, feeder, styles, config, settings, previous, tick)
+    frames = stylize_frames(
+        params, feeder, styles, config, settings, previous, tick, clip.count - start
+    )
     for result in frames:
         began = time.perf_counter()
         meta = {"frame": result.index, "terms": result.terms, "warping_error": result.warping_error}

@@ -27,7 +27,8 @@ import optax
 from nst_jax import metrics
 from nst_jax.config import StyleConfig
 from nst_jax.core import temporal
-from nst_jax.core.objective import content_features, loss_fn, make_targets
+from nst_jax.core.conv import prepare_params
+from nst_jax.core.objective import content_features, loss_fn, make_targets, used_layers
 from nst_jax.core.optim import make_optimizer
 from nst_jax.core.step import make_step
 from nst_jax.video.flow import FrameFlows
@@ -112,6 +113,7 @@ def stylize_frames(
     settings: VideoSettings,
     previous: Mapping[int, np.ndarray] | None = None,
     tick: Callable[[], None] = lambda: None,
+    count: int | None = None,
 ):
     """Stylise ``frames`` in order, one :class:`FrameResult` each (a generator).
 
@@ -123,6 +125,8 @@ def stylize_frames(
       settings: the temporal settings.
       previous: earlier stylised frames by index (as written) when continuing a run.
       tick: called after every step (progress).
+      count: how many frames will come (``None``: many), for ``config.conv="auto"``: the
+        run's convolutions are chosen as ``stylize`` chooses them for its pixel-steps.
     """
     offsets = check_offsets(settings.offsets)
     previous = dict(previous or {})
@@ -132,6 +136,11 @@ def stylize_frames(
     for index, frame, flows in frames:
         began = time.perf_counter()
         if base is None:
+            work = None if count is None else count * frame.shape[0] * frame.shape[1]
+            params = prepare_params(
+                params, config.conv, pixel_steps=work and work * config.steps,
+                layers=used_layers(config),
+            )  # fmt: skip
             base = make_targets(params, frame, styles, config)
         earlier = [previous.get(index - o, np.zeros_like(frame)) for o in offsets]
         warped, weights, pair = temporal_inputs(

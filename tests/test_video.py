@@ -135,6 +135,7 @@ def frames_of(clip: np.ndarray) -> flow.FlowFeeder:
     return flow.FlowFeeder(iter(clip / np.float32(255)), 0, 0, (1,), "dis")
 
 
+@pytest.mark.slow
 def test_temporal_loss_cuts_the_warping_error_and_the_step_compiles_once(params):
     # Bound 0.3x (the issue's, on 24 frames of 96 px; scripts/README.md). Here 6 frames of
     # 48 px, 6 steps each, measured 0.042x. Both runs share one program: the temporal
@@ -156,6 +157,7 @@ def test_temporal_loss_cuts_the_warping_error_and_the_step_compiles_once(params)
     assert ratio <= 0.3
 
 
+@pytest.mark.slow
 def test_long_term_offsets_run_with_the_same_program_shape(params):
     clip = synthetic.translated_clip(5, 48, SHIFT)
     style = synthetic.texture(48, 48, seed=5)
@@ -236,6 +238,7 @@ def audio_clip(path: Path, frames_count: int, fps: int, audio: bool) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_video_keeps_its_frame_rate_and_audio(files, capsys):
     source = audio_clip(files / "av.mp4", 4, 12, audio=True)
     out = files / "styled.mp4"

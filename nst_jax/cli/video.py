@@ -48,6 +48,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("input", metavar="IN", help="a video file or a folder of frames")
     p.add_argument("--style", "-s", action="append", metavar="STYLE", help="style image")
+    p.set_defaults(per_style=None)  # --style-scale is then every style's
     p.add_argument("-o", "--output", metavar="OUT", help="a video file or a folder of frames")
     p.add_argument("--max-dim", type=values.positive_int, help="longest side of the frames")
     p.add_argument("--fps", type=values.positive, help="frame rate of OUT (default: IN's, 24)")

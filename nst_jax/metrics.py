@@ -38,7 +38,9 @@ def clip_warping_error(
 ) -> float:
     """The mean of :func:`warping_error` over the consecutive pairs of ``frames``;
     ``backward[k]`` and ``forward[k]`` are the content flows between frames ``k`` and
-    ``k + 1`` (``k + 1 -> k`` and ``k -> k + 1``)."""
+    ``k + 1`` (``k + 1 -> k`` and ``k -> k + 1``); ``nan`` for fewer than two frames."""
+    if len(frames) < 2:
+        return float("nan")
     errors = []
     for k in range(len(frames) - 1):
         weights = temporal.consistency_weights(forward[k], backward[k])

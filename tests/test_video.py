@@ -250,7 +250,8 @@ def test_a_video_keeps_its_frame_rate_and_audio(files, capsys):
 
 
 def test_bad_inputs_are_one_line_and_write_nothing(files, capsys):
-    (files / "notes.txt").write_text("not a video\n")
+    # Long enough for ffmpeg's tty reader, which renders any text file as an "ansi" video.
+    (files / "notes.txt").write_text("not a video, a note\n" * 60)
     no_frames = files / "zero.mp4"
     subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
@@ -268,6 +269,9 @@ def test_bad_inputs_are_one_line_and_write_nothing(files, capsys):
     ]
     for source, out, extra, fragment in cases:
         assert_refused(files, video_argv(files, source, out, *extra), fragment, capsys=capsys)
+    missing_style = video_argv(files, files / "clip", files / "o6")
+    missing_style[missing_style.index("--style") + 1] = str(files / "missing.png")
+    assert_refused(files, missing_style, "missing.png", capsys=capsys)
 
 
 def test_a_folder_of_another_run_is_not_continued(files, capsys, tmp_path):

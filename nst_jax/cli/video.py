@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from nst_jax.cli import loading, outputs, preflight
 from nst_jax.cli.options import DEFAULT_MAX_DIM, add_config_options, config_from_args, reword
@@ -21,7 +23,7 @@ from nst_jax.cli.watch import RunInterruptedError
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
-from nst_jax.video import frames
+from nst_jax.video import flow, frames
 from nst_jax.video.flow import METHODS
 from nst_jax.video.settings import TEMPORAL_WEIGHT, VideoSettings, check_offsets
 
@@ -36,7 +38,7 @@ def flow_offsets(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: Any) -> None:
     """The ``video`` command's options (the style settings are ``stylize``'s)."""
     from nst_jax.cli import values
 
@@ -83,6 +85,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise InputError("IN, --style and -o are required")
     args.signals.phase("checking settings")
     preflight.check_backend()
+    flow.require()
     config = _config(args)
     settings = VideoSettings(args.temporal_weight, args.flow_offsets, args.flow)
     max_dim = args.max_dim or DEFAULT_MAX_DIM
@@ -90,13 +93,15 @@ def cmd_video(args: argparse.Namespace) -> int:
     shape = (*image.scaled_shape(*clip.size, max_dim), 3)
     loading.check_size(clip.path, shape, config, max_dim)
     out, folder = _places(args, clip)
+    if out is not None:
+        frames.ffmpeg()  # installed, before the run rather than after it
     weights_path = weights.find_weights(args.weights)
     loading.planned_styles(args.style, config, max_dim, image.MAX_PIXELS)
+    styles = loading.load_styles(args.style, config, max_dim, image.MAX_PIXELS)
     record = _record(args, clip, config, settings, max_dim, weights_path)
     start = job.check_folder(folder, record, args.resume, args.force)
     if out is not None and out.exists() and not args.force:
         raise InputError(f"{shown(out)}: exists; --force replaces it")
-    styles = loading.load_styles(args.style, config, max_dim, image.MAX_PIXELS)
     args.signals.phase("loading weights")
     params = weights.load_vgg19(weights_path)
     if args.force:
@@ -151,7 +156,8 @@ def _places(args, clip: frames.Clip) -> tuple[Path | None, Path]:
         )
     source = clip.path.resolve()
     for path in filter(None, (video, folder)):
-        if path.resolve() == source:
+        same = path.exists() and os.path.samefile(path, clip.path)  # links, case-folding
+        if same or path.resolve() == source:
             raise InputError(f"{shown(path)}: OUT is IN; inputs are never replaced")
         if clip.frames is not None and source in path.resolve().parents:
             raise InputError(f"{shown(path)}: OUT lies inside the frames folder IN")
@@ -165,11 +171,14 @@ def _places(args, clip: frames.Clip) -> tuple[Path | None, Path]:
 def _record(args, clip, config, settings: VideoSettings, max_dim, weights_path) -> dict:
     """What the frames depend on (``OUT/.nst-jax/video.json``): a run continues only on
     the same record."""
+    import jax
+
     from nst_jax.video import job
 
     styles = [hashlib.sha256(Path(s).read_bytes()).hexdigest() for s in args.style]
     return {
         "version": job.RECORD_VERSION,
+        "backend": jax.default_backend(),  # another backend rounds differently
         "clip": {"path": str(clip.path.resolve()), "frames": clip.count, "size": clip.size},
         "config": dataclasses.asdict(config),
         "video": settings._asdict(),

@@ -23,7 +23,20 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nst_jax.errors import InputError
+from nst_jax.video.settings import check_offsets
+
 METHODS = ("dis", "farneback")
+
+
+def require() -> None:
+    """Raise ``InputError`` with the install hint unless OpenCV is installed."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "video needs OpenCV's optical flow: pip install 'nst_jax[video]'"
+        ) from None
 
 
 class FrameFlows(NamedTuple):
@@ -96,9 +109,10 @@ class FlowFeeder:
 
     A reader thread decodes frames and hands each frame's flows to ``workers`` threads; at
     most ``ahead`` frames wait finished or in progress, so memory stays bounded. Iterating
-    yields ``(index, frame, FrameFlows)`` from ``start`` on; the frames before ``start``
-    that its offsets reach are read for their flows only. ``waited`` adds up the seconds
-    the consumer waited.
+    yields ``(index, frame, FrameFlows)`` from ``start`` on (the flows' rows follow the
+    offsets in increasing order); the frames before ``start`` that its offsets reach are
+    read for their flows only. ``waited`` adds up the seconds the consumer waited. Use it
+    in a ``with`` block (or call :meth:`close`) so its threads stop whatever happens.
     """
 
     def __init__(
@@ -111,7 +125,7 @@ class FlowFeeder:
         workers: int = 2,
         ahead: int = 4,
     ):
-        self.offsets, self.method = tuple(offsets), method
+        self.offsets, self.method = check_offsets(offsets), method
         self.first, self.start = first, start
         self.waited = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=ahead)
@@ -161,6 +175,12 @@ class FlowFeeder:
                 yield index, frame, flows
         finally:
             self.close()
+
+    def __enter__(self) -> FlowFeeder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         """Stop reading and computing (also when the consumer stops early)."""

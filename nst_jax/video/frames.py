@@ -111,10 +111,11 @@ def _probe_video(path: Path) -> Clip:
         errors="replace",
     )
     report = run.stderr
-    if "Input #0" not in report:
+    # ffmpeg renders any text file as an "ansi" video (its tty reader): not a clip.
+    if "Input #0" not in report or re.search(r"Input #0, tty,|Video: ansi", report):
         raise InputError(f"{shown(path)}: not a video ffmpeg can read, nor a folder of frames")
-    video = re.search(r"Stream #\S+.*?: Video: .*", report)
-    if video is None:
+    streams = re.findall(r"Stream #\S+.*?: Video: .*", report)
+    if not [s for s in streams if "(attached pic)" not in s]:  # cover art is no video
         raise InputError(f"{shown(path)}: has no video frames")
     import imageio_ffmpeg
 
@@ -122,7 +123,7 @@ def _probe_video(path: Path) -> Clip:
         reader = imageio_ffmpeg.read_frames(str(path))
         meta = next(reader)
         reader.close()
-        count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))  # "-f null": passthrough
     except (OSError, RuntimeError, StopIteration):
         raise InputError(f"{shown(path)}: has no video frames") from None
     if count == 0:
@@ -132,9 +133,18 @@ def _probe_video(path: Path) -> Clip:
     return Clip(path, None, count, (height, width), float(meta["fps"]), audio)
 
 
+# Every decoded frame once: a variable-rate video is neither padded nor thinned to a
+# constant rate, so reading gives the frames counting counted (ffmpeg's null output).
+PASSTHROUGH = ["-fps_mode", "passthrough"]
+
+
 def read(clip: Clip, max_dim: int | None, start: int = 0) -> Iterator[np.ndarray]:
     """The clip's frames from ``start`` on, each ``(H, W, 3)`` float32 RGB in [0, 1] with
-    its longer side ``max_dim`` (as :func:`nst_jax.files.image.load` scales an image)."""
+    its longer side ``max_dim`` (as :func:`nst_jax.files.image.load` scales an image).
+
+    Raises:
+      InputError: the video changed since it was probed (fewer frames than counted).
+    """
     if clip.frames is not None:
         for frame in clip.frames[start:]:
             yield image.load(frame, max_dim)
@@ -142,10 +152,13 @@ def read(clip: Clip, max_dim: int | None, start: int = 0) -> Iterator[np.ndarray
     import imageio_ffmpeg
 
     height, width = clip.size
-    reader = imageio_ffmpeg.read_frames(str(clip.path))
+    reader = imageio_ffmpeg.read_frames(str(clip.path), output_params=PASSTHROUGH)
+    index = -1
     try:
         next(reader)  # the meta information
         for index, data in enumerate(reader):
+            if index >= clip.count:
+                break
             if index < start:
                 continue
             pixels = np.frombuffer(data, np.uint8).reshape(height, width, 3)
@@ -155,6 +168,8 @@ def read(clip: Clip, max_dim: int | None, start: int = 0) -> Iterator[np.ndarray
             yield frame
     finally:
         reader.close()
+    if index + 1 < clip.count:
+        raise InputError(f"{shown(clip.path)}: has {index + 1} frames now, {clip.count} before")
 
 
 def read_frame(path: Path) -> np.ndarray:
@@ -180,7 +195,10 @@ def write_video(
         command = [ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
         command += ["-framerate", repr(fps), "-i", str(folder / "%06d.png")]
         if audio_from is not None:
-            command += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac"]
+            # The audio read for the frames' length only (-shortest would drop frames where
+            # an encoded track ends a little early, as they often do).
+            command += ["-t", f"{count / fps:.6f}", "-i", str(audio_from)]
+            command += ["-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac"]
         command += ["-frames:v", str(count), "-vf", pad, "-c:v", "libx264", "-pix_fmt", "yuv420p"]
         command += ["-f", FORMATS[out.suffix.lower()], str(tmp)]
         run = subprocess.run(command, capture_output=True, text=True, errors="replace")

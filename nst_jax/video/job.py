@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image
 from nst_jax.files.atomic import atomic_write, remove_stale_parts
@@ -48,6 +49,7 @@ class VideoSummary(NamedTuple):
 
 
 def record_path(folder: str | os.PathLike) -> Path:
+    """Where a frames folder keeps its run's record."""
     return Path(folder) / RECORD
 
 
@@ -62,9 +64,12 @@ def finished(folder: Path, count: int) -> int:
 def check_folder(folder: Path, record: Mapping[str, Any], resume: bool, force: bool) -> int:
     """Where the run starts: 0 for a new run, the finished frames when continuing.
 
+    A folder with neither frames nor a record starts a new run, ``--resume`` or not.
+
     Raises:
-      InputError: frames already there without ``--resume`` or ``--force``, or ``--resume``
-        on a folder of another run (other settings or clip) or of none.
+      InputError: frames or a record already there without ``--resume`` or ``--force``, or
+        ``--resume`` on a folder of another run (other settings, clip or backend) or with a
+        damaged record.
     """
     path = record_path(folder)
     has_frames = folder.is_dir() and any(folder.glob("[0-9]" * 6 + ".png"))
@@ -72,7 +77,8 @@ def check_folder(folder: Path, record: Mapping[str, Any], resume: bool, force: b
         return 0
     if not resume:
         raise InputError(
-            f"{shown(folder)}: holds frames of a run; --resume continues it, --force starts over"
+            f"{shown(folder)}: holds a run's frames or record; --resume continues it, "
+            "--force starts over"
         )
     try:
         stored = json.loads(path.read_text())
@@ -108,10 +114,10 @@ def stored_result(path: Path) -> tuple[dict[str, float], float | None]:
 
 
 def run_job(
-    params,
+    params: Mapping[str, Any],
     clip: clips.Clip,
     styles: np.ndarray | Sequence[np.ndarray],
-    config,
+    config: StyleConfig,
     settings: VideoSettings,
     folder: Path,
     record: Mapping[str, Any],
@@ -131,19 +137,24 @@ def run_job(
     reach = max(settings.offsets)
     first = max(0, start - reach)
     previous = {i: clips.read_frame(folder / clips.frame_name(i)) for i in range(first, start)}
-    feeder = FlowFeeder(
-        clips.read(clip, max_dim, first), first, start, settings.offsets, settings.flow
-    )
+    source = clips.read(clip, max_dim, first)
     made = []
-    frames = stylize_frames(
-        params, feeder, styles, config, settings, previous, tick, clip.count - start
-    )
-    for result in frames:
-        began = time.perf_counter()
-        meta = {"frame": result.index, "terms": result.terms, "warping_error": result.warping_error}
-        image.save(folder / clips.frame_name(result.index), result.image, metadata=meta)
-        made.append({**result.seconds, "write": time.perf_counter() - began})
-        on_frame(result)
+    with FlowFeeder(source, first, start, settings.offsets, settings.flow) as feeder:
+        # The whole clip's length, not what is left: a continued run chooses the same
+        # convolutions (conv="auto") as the uninterrupted one.
+        frames = stylize_frames(
+            params, feeder, styles, config, settings, previous, tick, clip.count
+        )
+        for result in frames:
+            began = time.perf_counter()
+            meta = {
+                "frame": result.index,
+                "terms": result.terms,
+                "warping_error": result.warping_error,
+            }
+            image.save(folder / clips.frame_name(result.index), result.image, metadata=meta)
+            made.append({**result.seconds, "write": time.perf_counter() - began})
+            on_frame(result)
     seconds = {k: float(np.mean([m[k] for m in made])) for k in made[0]} if made else {}
     if made:
         seconds["waited"] = feeder.waited / len(made)

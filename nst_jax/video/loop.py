@@ -16,7 +16,7 @@ The temporal weight's default is explained in :mod:`nst_jax.video.settings`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -28,7 +28,13 @@ from nst_jax import metrics
 from nst_jax.config import StyleConfig
 from nst_jax.core import temporal
 from nst_jax.core.conv import prepare_params
-from nst_jax.core.objective import content_features, loss_fn, make_targets, used_layers
+from nst_jax.core.objective import (
+    Params,
+    content_features,
+    loss_fn,
+    make_targets,
+    used_layers,
+)
 from nst_jax.core.optim import make_optimizer
 from nst_jax.core.step import make_step
 from nst_jax.video.flow import FrameFlows
@@ -55,7 +61,9 @@ class FrameResult(NamedTuple):
     seconds: dict[str, float]
 
 
-def video_loss(params, x: jax.Array, targets: Mapping[str, Any], config: StyleConfig):
+def video_loss(
+    params: Params, x: jax.Array, targets: Mapping[str, Any], config: StyleConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """:func:`nst_jax.loss_fn` plus the temporal term; ``targets["temporal"]`` holds
     ``warped`` ``(J, H, W, 3)``, ``weights`` ``(J, H, W)`` and ``weight`` (a scalar).
 
@@ -70,7 +78,9 @@ def video_loss(params, x: jax.Array, targets: Mapping[str, Any], config: StyleCo
 
 
 @jax.jit
-def temporal_inputs(previous: jax.Array, backward: jax.Array, forward: jax.Array, present):
+def temporal_inputs(
+    previous: jax.Array, backward: jax.Array, forward: jax.Array, present: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Earlier stylised frames ``(J, H, W, 3)`` warped onto this one, their long-term
     weights ``(J, H, W)``, and each pair's own consistency weights ``(J, H, W)``."""
     pair = jax.vmap(temporal.consistency_weights)(forward, backward)
@@ -95,7 +105,15 @@ def quantised(image: jax.Array) -> np.ndarray:
     return (pixels / 255.0).astype(np.float32)
 
 
-def run_steps(step, params, targets, x, tx: optax.GradientTransformation, steps: int, tick):
+def run_steps(
+    step: Callable,
+    params: Params,
+    targets: Mapping[str, Any],
+    x: jax.Array,
+    tx: optax.GradientTransformation,
+    steps: int,
+    tick: Callable[[], None],
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``steps`` optimisation steps from ``x``; returns ``(x, terms)`` of the last step."""
     opt_state = tx.init(x)
     terms = {}
@@ -106,7 +124,7 @@ def run_steps(step, params, targets, x, tx: optax.GradientTransformation, steps:
 
 
 def stylize_frames(
-    params,
+    params: Params,
     frames: Iterable[tuple[int, np.ndarray, FrameFlows]],
     styles: np.ndarray | Sequence[np.ndarray],
     config: StyleConfig,
@@ -114,7 +132,7 @@ def stylize_frames(
     previous: Mapping[int, np.ndarray] | None = None,
     tick: Callable[[], None] = lambda: None,
     count: int | None = None,
-):
+) -> Iterator[FrameResult]:
     """Stylise ``frames`` in order, one :class:`FrameResult` each (a generator).
 
     Args:

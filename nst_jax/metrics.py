@@ -1,9 +1,16 @@
-"""Scores that compare results: for video, the warping error (more metrics join here as the
-methods that need them do).
+"""Scores that compare results, so that methods (optimisation, feed-forward networks) can be
+set side by side on the same images.
 
-The warping error measures flicker: how far each stylised frame is from the previous one
-carried along the motion, over the pixels the flow can be trusted at (Lai et al., "Learning
-Blind Video Temporal Consistency", ECCV 2018, their E_warp).
+- Feature distances between any two images, per layer, unweighted: the content distance
+  (mean squared feature difference), and style distances of the Gram matrices (the
+  tutorial's statistic), of the channels' means and standard deviations (Huang & Belongie
+  2017) and the Wasserstein-2 distance of the features' Gaussians (as in
+  :mod:`nst_jax.core.losses`).
+- SSIM and PSNR, from dm-pix (DeepMind's image library for JAX; the ``metrics`` extra):
+  well-tested implementations of the standard definitions, rather than another copy.
+- The warping error measures flicker: how far each stylised frame is from the previous one
+  carried along the motion, over the pixels the flow can be trusted at (Lai et al.,
+  "Learning Blind Video Temporal Consistency", ECCV 2018, their E_warp).
 """
 
 from __future__ import annotations
@@ -13,7 +20,55 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from nst_jax.core import temporal
+from nst_jax.core import losses, temporal
+from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, Params
+from nst_jax.core.vgg import vgg19_features
+from nst_jax.errors import InputError
+
+
+def content_distance(
+    params: Params, a: jax.Array, b: jax.Array, layers: Sequence[str] = CONTENT_LAYERS
+) -> dict[str, jax.Array]:
+    """``{layer: mean((F_l(a) - F_l(b))^2)}`` for two ``(H, W, 3)`` images of one size."""
+    fa, fb = (vgg19_features(params, x, tuple(layers)) for x in (a, b))
+    return {layer: jnp.mean((fa[layer] - fb[layer]) ** 2) for layer in layers}
+
+
+def style_distances(
+    params: Params, a: jax.Array, b: jax.Array, layers: Sequence[str] = STYLE_LAYERS
+) -> dict[str, dict[str, jax.Array]]:
+    """Per statistic and layer, the distance between two images' styles (any sizes):
+    ``{"gram": {layer: mean((G_a - G_b)^2)}, "mean_std": {layer: mean((m_a - m_b)^2)},
+    "w2": {layer: W2(N_a, N_b)^2}}``."""
+    fa, fb = (vgg19_features(params, x, tuple(layers)) for x in (a, b))
+    out: dict[str, dict[str, jax.Array]] = {"gram": {}, "mean_std": {}, "w2": {}}
+    for layer in layers:
+        ga, gb = losses.gram_matrix(fa[layer]), losses.gram_matrix(fb[layer])
+        out["gram"][layer] = jnp.mean((ga - gb) ** 2)
+        ma, mb = losses.feature_moments(fa[layer]), losses.feature_moments(fb[layer])
+        out["mean_std"][layer] = jnp.mean((ma - mb) ** 2)
+        stats = losses.gaussian_stats(fa[layer])
+        out["w2"][layer] = losses.w2_distance(stats, losses.w2_target(fb[layer]))
+    return out
+
+
+def _pix():
+    try:
+        import dm_pix
+    except ImportError:
+        raise InputError("SSIM and PSNR need dm-pix: pip install 'nst_jax[metrics]'") from None
+    return dm_pix
+
+
+def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Structural similarity of two ``(H, W, 3)`` images in [0, 1] (dm-pix: Wang et al.
+    2004, Gaussian window of 11 px, sigma 1.5); 1 for equal images."""
+    return _pix().ssim(jnp.asarray(a), jnp.asarray(b), max_val=1.0)
+
+
+def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1] (dm-pix); inf when equal."""
+    return _pix().psnr(jnp.asarray(a), jnp.asarray(b))
 
 
 def warping_error(

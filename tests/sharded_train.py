@@ -18,8 +18,8 @@ import nst_jax
 from nst_jax.feedforward import johnson, objective
 
 CONFIG = nst_jax.StyleConfig(
-    content_layers=("block3_conv2",),
-    style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
+    content_layers=("block2_conv2",),
+    style_layers=("block1_conv1", "block2_conv1"),
 )
 
 
@@ -41,7 +41,7 @@ def main(weights_path: str) -> None:
         rng.random((16, 16, 3)),
     )
     net = johnson.TransformerNet(width=4, residual_blocks=1)
-    params = net.init(jax.random.key(0), jnp.zeros((16, 16, 3), jnp.float64))
+    params = jax.jit(net.init)(jax.random.key(0), jnp.zeros((16, 16, 3), jnp.float64))
     targets = nst_jax.make_targets(vgg, jnp.asarray(contents[0]), style, CONFIG)
     tx = optax.adam(1e-2)
     step = objective.make_train_step(

@@ -53,10 +53,11 @@ def start(argv, env=None) -> tuple[subprocess.Popen, float]:
 # --- Signals --------------------------------------------------------------------------------
 
 
-MOMENTS = 10  # SIGINTs over the start-up window
-# Races of two commands: 3 in the suite for its time (each round is two cold processes);
-# NST_JAX_RACE_ROUNDS=20 runs the 20 that scripts/README.md reports.
-RACE_ROUNDS = int(os.environ.get("NST_JAX_RACE_ROUNDS", "3"))
+# SIGINTs over the start-up window, and races of two commands: 5 and 2 in the suite for its
+# time (each is a cold process, or two); NST_JAX_SIGINT_MOMENTS=10 and
+# NST_JAX_RACE_ROUNDS=20 run the 10 and 20 that scripts/README.md reports.
+MOMENTS = int(os.environ.get("NST_JAX_SIGINT_MOMENTS", "5"))
+RACE_ROUNDS = int(os.environ.get("NST_JAX_RACE_ROUNDS", "2"))
 
 
 @pytest.mark.slow
@@ -94,7 +95,7 @@ def test_sigint_anywhere_in_the_start_up_window_is_130_one_line_and_nothing_writ
             shutil.rmtree(files / "out")
             (files / "out").mkdir()
     print(f"start-up window {window:.2f} s; {early} of {MOMENTS} signals landed in it")
-    assert early >= 7  # the last moments may fall just past the window
+    assert early >= MOMENTS - 3  # the last moments may fall just past the window
 
 
 @pytest.mark.slow

@@ -157,25 +157,6 @@ def test_temporal_loss_cuts_the_warping_error_and_the_step_compiles_once(params)
     assert ratio <= 0.3
 
 
-@pytest.mark.slow
-def test_long_term_offsets_run_with_the_same_program_shape(params):
-    clip = synthetic.translated_clip(5, 48, SHIFT)
-    style = synthetic.texture(48, 48, seed=5)
-    config = nst_jax.StyleConfig(steps=2)
-    settings = VideoSettings(offsets=(1, 2, 4))
-    results = list(
-        loop.stylize_frames(
-            params,
-            flow.FlowFeeder(iter(clip / np.float32(255)), 0, 0, settings.offsets, "farneback"),
-            style,
-            config,
-            settings,
-        )
-    )
-    assert [r.index for r in results] == [0, 1, 2, 3, 4]
-    assert results[0].terms["temporal"] == 0  # nothing before the first frame
-
-
 def write_frames(folder: Path, clip: np.ndarray) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for index, frame in enumerate(clip):
@@ -208,11 +189,14 @@ def frame_bytes(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_a_run_killed_at_frame_10_continues_to_the_same_frames(files, capsys):
+    # With the long-term loss (offsets 1 and 2), so the continued run reads two earlier
+    # frames back from disk.
+    long_term = ("--flow-offsets", "1,2")
     whole = files / "whole"
-    assert exit_code(video_argv(files, files / "clip", whole)) == 0
+    assert exit_code(video_argv(files, files / "clip", whole, *long_term)) == 0
     killed = files / "killed"
     command = [sys.executable, "-m", "nst_jax.cli.main"]
-    process = subprocess.Popen([*command, *video_argv(files, files / "clip", killed)])
+    process = subprocess.Popen([*command, *video_argv(files, files / "clip", killed, *long_term)])
     deadline = time.monotonic() + 120
     while not (killed / frames.frame_name(9)).exists() and process.poll() is None:
         assert time.monotonic() < deadline
@@ -221,9 +205,9 @@ def test_a_run_killed_at_frame_10_continues_to_the_same_frames(files, capsys):
     process.wait()
     written = len(list(killed.glob("*.png")))
     assert 10 <= written < 12, written  # killed mid-clip
-    assert exit_code(video_argv(files, files / "clip", killed)) == 2  # needs --resume
+    assert exit_code(video_argv(files, files / "clip", killed, *long_term)) == 2  # --resume
     capsys.readouterr()
-    assert exit_code(video_argv(files, files / "clip", killed, "--resume")) == 0
+    assert exit_code(video_argv(files, files / "clip", killed, *long_term, "--resume")) == 0
     assert frame_bytes(killed) == frame_bytes(whole)
     assert "warping error" in capsys.readouterr().out
 

@@ -180,6 +180,7 @@ def vgg64(weights_h5):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), nst_jax.load_vgg19(weights_h5))
 
 
+@pytest.mark.slow
 def test_five_johnson_training_steps_equal_pytorch_in_float64(vgg64):
     # Adam on both sides (optax.adam and torch.optim.Adam: bias-corrected, epsilon after
     # the root). Bound: 1e-10 relative on the 5 losses and on the trained networks' outputs

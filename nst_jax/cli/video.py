@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -173,9 +172,10 @@ def _record(args, clip, config, settings: VideoSettings, max_dim, weights_path) 
     the same record."""
     import jax
 
+    from nst_jax.cli import checkpoint
     from nst_jax.video import job
 
-    styles = [hashlib.sha256(Path(s).read_bytes()).hexdigest() for s in args.style]
+    styles = [checkpoint.sha256(style) for style in args.style]
     return {
         "version": job.RECORD_VERSION,
         "backend": jax.default_backend(),  # another backend rounds differently

@@ -22,7 +22,9 @@ from nst_jax.files.atomic import atomic_write
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Videos written: H.264 (the most widely played), audio re-encoded as AAC.
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
+# ffmpeg's container for each video extension written.
+FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4"}
+VIDEO_SUFFIXES = tuple(FORMATS)
 DEFAULT_FPS = 24.0  # a folder of frames carries no rate; --fps sets it
 
 
@@ -207,6 +209,3 @@ def write_video(
             raise ImageError(f"{shown(out)}: ffmpeg could not write the video ({last})")
 
     return atomic_write(out, encode)
-
-
-FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}

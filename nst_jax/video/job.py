@@ -138,7 +138,7 @@ def run_job(
     first = max(0, start - reach)
     previous = {i: clips.read_frame(folder / clips.frame_name(i)) for i in range(first, start)}
     source = clips.read(clip, max_dim, first)
-    made = []
+    made, results = [], {}
     with FlowFeeder(source, first, start, settings.offsets, settings.flow) as feeder:
         # The whole clip's length, not what is left: a continued run chooses the same
         # convolutions (conv="auto") as the uninterrupted one.
@@ -154,16 +154,24 @@ def run_job(
             }
             image.save(folder / clips.frame_name(result.index), result.image, metadata=meta)
             made.append({**result.seconds, "write": time.perf_counter() - began})
+            results[result.index] = (result.terms, result.warping_error)
             on_frame(result)
     seconds = {k: float(np.mean([m[k] for m in made])) for k in made[0]} if made else {}
     if made:
         seconds["waited"] = feeder.waited / len(made)
-    return summarise(folder, clip.count, seconds)
+    return summarise(folder, clip.count, seconds, results)
 
 
-def summarise(folder: Path, count: int, seconds: dict[str, float]) -> VideoSummary:
-    """The clip's summary from its written frames' records."""
-    results = [stored_result(folder / clips.frame_name(i)) for i in range(count)]
+def summarise(
+    folder: Path, count: int, seconds: dict[str, float], known: Mapping[int, tuple] | None = None
+) -> VideoSummary:
+    """The clip's summary: each frame's terms and warping error from ``known`` (the frames
+    this run made), the others from their written records."""
+    known = known or {}
+    results = [
+        known[i] if i in known else stored_result(folder / clips.frame_name(i))
+        for i in range(count)
+    ]
     errors = [error for _, error in results if error is not None]
     names = sorted({name for terms, _ in results for name in terms})
     terms = {n: float(np.mean([t.get(n, math.nan) for t, _ in results])) for n in names}

@@ -37,6 +37,7 @@ from nst_jax.core.objective import (
 )
 from nst_jax.core.optim import make_optimizer
 from nst_jax.core.step import make_step
+from nst_jax.files import image
 from nst_jax.video.flow import FrameFlows
 from nst_jax.video.settings import VideoSettings, check_offsets
 
@@ -99,10 +100,9 @@ def first_start(frame: np.ndarray, config: StyleConfig) -> jax.Array:
     return jnp.asarray(frame)
 
 
-def quantised(image: jax.Array) -> np.ndarray:
-    """``image`` as it is written: rounded to 8 bits, then back to [0, 1] floats."""
-    pixels = np.round(np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0)
-    return (pixels / 255.0).astype(np.float32)
+def quantised(x: jax.Array) -> np.ndarray:
+    """``x`` as it is written: rounded to 8 bits, then back to [0, 1] floats."""
+    return (image.to_uint8(np.asarray(x)) / np.float32(255.0)).astype(np.float32)
 
 
 def run_steps(
@@ -160,21 +160,24 @@ def stylize_frames(
                 layers=used_layers(config),
             )  # fmt: skip
             base = make_targets(params, frame, styles, config)
+            content = base["content"]  # this frame's, made with the style's targets
+        else:
+            content = content_features(params, frame, config)
         earlier = [previous.get(index - o, np.zeros_like(frame)) for o in offsets]
         warped, weights, pair = temporal_inputs(
             jnp.asarray(np.stack(earlier)), flows.backward, flows.forward, flows.present
         )
         held = {"warped": warped, "weights": weights, "weight": settings.temporal_weight}
-        targets = {**base, "content": content_features(params, frame, config), "temporal": held}
+        targets = {**base, "content": content, "temporal": held}
         start = warped[0] if index > 0 else first_start(frame, config)
         x, terms = run_steps(step, params, targets, start, tx, config.steps, tick)
-        image = quantised(x)
+        written = quantised(x)
         error = None
         if index > 0:
-            error = float(warping_error(image, previous[index - 1], flows.backward[0], pair[0]))
-        previous[index] = image
+            error = float(warping_error(written, previous[index - 1], flows.backward[0], pair[0]))
+        previous[index] = written
         for old in [i for i in previous if i <= index - max(offsets)]:
             del previous[old]
         seconds = {"flow": flows.seconds, "steps": time.perf_counter() - began}
         values = {name: float(value) for name, value in terms.items()}
-        yield FrameResult(index, image, values, error, seconds)
+        yield FrameResult(index, written, values, error, seconds)

@@ -1,0 +1,118 @@
+"""Training batches: random square crops of the images in a folder, streamed.
+
+Stateless by design: the files and crops of step ``s`` are a function of the file list, the
+seed and ``s`` alone. An epoch's order is a permutation drawn from ``(seed, stream, epoch)``
+and a crop's offsets from ``(seed, stream, step, slot)`` (NumPy's ``default_rng`` of those
+integers). So the data position a checkpoint needs is the step number, and a resumed run
+reads exactly the batches an uninterrupted run reads.
+
+Files are decoded ahead of the training step by worker threads
+(:func:`nst_jax.files.stream.prefetch`, the loader of the dataset jobs). Each image is
+scaled so its shorter side is the crop's size (bilinear, :func:`nst_jax.files.image.resize`)
+and cropped at a random offset along the longer side, as the AdaIN paper crops (Johnson
+et al. squash the whole image to a square instead).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from nst_jax.errors import InputError, shown
+from nst_jax.files import image
+from nst_jax.files.stream import prefetch
+
+SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+CONTENT_STREAM, STYLE_STREAM = 0, 1
+
+
+def image_files(folder: str | os.PathLike, option: str = "--data") -> list[Path]:
+    """The images below ``folder`` (by suffix; hidden files and folders skipped), sorted, each
+    header checked readable.
+
+    Raises:
+      InputError: ``folder`` is not a folder, holds no image, or holds one Pillow cannot read.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{shown(folder)}: {option} is not a folder")
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [
+            Path(root) / name
+            for name in sorted(files)
+            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES
+        ]
+    if not found:
+        raise InputError(f"{shown(folder)}: no images ({', '.join(SUFFIXES)}) for {option}")
+    for path in found:
+        if image.probe_size(path) is None:
+            raise InputError(f"{shown(path)}: not an image Pillow can read")
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def epoch_order(count: int, seed: int, stream: int, epoch: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits ``count`` files."""
+    return np.random.default_rng([seed, stream, epoch]).permutation(count)
+
+
+def batch_indices(count: int, batch: int, step: int, seed: int, stream: int) -> list[int]:
+    """The files of step ``step``'s batch: positions ``step * batch ...`` of the epochs'
+    orders laid end to end."""
+    indices = []
+    for position in range(step * batch, (step + 1) * batch):
+        epoch, index = divmod(position, count)
+        indices.append(int(epoch_order(count, seed, stream, epoch)[index]))
+    return indices
+
+
+def random_crop(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``(size, size, 3)`` crop of ``pixels`` scaled so its shorter side is ``size``."""
+    height, width = pixels.shape[:2]
+    scale = size / min(height, width)
+    new = (max(size, round(height * scale)), max(size, round(width * scale)))
+    pixels = image.resize(pixels, *new)
+    top = int(rng.integers(0, new[0] - size + 1))
+    left = int(rng.integers(0, new[1] - size + 1))
+    return pixels[top : top + size, left : left + size]
+
+
+def load_crop(path: Path, size: int, seed: int, stream: int, step: int, slot: int) -> np.ndarray:
+    """Slot ``slot`` of step ``step``: ``path`` decoded and randomly cropped."""
+    rng = np.random.default_rng([seed, stream, step, slot])
+    return random_crop(image.decode(path), size, rng)
+
+
+def batches(
+    files: list[Path],
+    batch: int,
+    size: int,
+    seed: int,
+    steps: range,
+    stream: int = CONTENT_STREAM,
+    workers: int = 2,
+) -> Iterator[np.ndarray]:
+    """``(batch, size, size, 3)`` float32 crops for each step of ``steps``, in order, decoded
+    ahead by ``workers`` threads (at most two batches ahead)."""
+    tasks = (
+        (step, slot, files[index])
+        for step in steps
+        for slot, index in enumerate(batch_indices(len(files), batch, step, seed, stream))
+    )
+
+    def load(task):
+        step, slot, path = task
+        return load_crop(path, size, seed, stream, step, slot)
+
+    crops = []
+    for _, crop in prefetch(tasks, load, workers, ahead=2 * batch):
+        crops.append(crop)
+        if len(crops) == batch:
+            yield np.stack(crops)
+            crops = []

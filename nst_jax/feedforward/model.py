@@ -1,0 +1,190 @@
+"""A trained model's folder, and applying a model to images.
+
+A model folder holds ``params.msgpack`` (the network's params, a Flax msgpack: no pickle)
+and ``model.json``: the method, the training settings, the objective (Johnson), the style
+(Johnson), the VGG19 weights' MD5 and the params file's SHA-256. ``model.json`` is written
+last, so a folder without it is not a model. On load everything is checked before use: the
+record's fields, the params file's digest, and the params' structure, shapes and values
+against the network the settings describe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from nst_jax.errors import InputError, shown
+from nst_jax.feedforward import adain
+from nst_jax.feedforward.train import TrainSettings, example_input, network
+from nst_jax.files.atomic import atomic_write
+
+RECORD_FILE, PARAMS_FILE = "model.json", "params.msgpack"
+FORMAT = "nst_jax-model"
+VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A loaded model: its settings, record and params (NumPy arrays)."""
+
+    settings: TrainSettings
+    record: dict
+    params: Any
+
+
+def save_model(folder: str | os.PathLike, settings: TrainSettings, params: Any, info: dict) -> None:
+    """Write ``params`` and the record (``info`` added to the method and settings)."""
+    import hashlib
+
+    folder = Path(folder)
+    payload = serialization.msgpack_serialize(jax.tree.map(np.asarray, params))
+    atomic_write(folder / PARAMS_FILE, lambda tmp: tmp.write_bytes(payload))
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": settings.method,
+        "settings": dataclasses.asdict(settings),
+        "params_sha256": hashlib.sha256(payload).hexdigest(),
+        **info,
+    }
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / RECORD_FILE, lambda tmp: tmp.write_text(text))
+
+
+def read_record(folder: str | os.PathLike) -> dict:
+    """The checked ``model.json`` of ``folder``.
+
+    Raises:
+      InputError: not a model folder, or a damaged record (one line).
+    """
+    folder = Path(folder)
+    path = folder / RECORD_FILE
+    if not path.is_file():
+        raise InputError(f"{shown(folder)}: not a model folder (no {RECORD_FILE})")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{shown(path)}: damaged model record ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise InputError(f"{shown(path)}: not an nst_jax model record")
+    if record.get("version") != VERSION:
+        raise InputError(f"{shown(path)}: model format version {record.get('version')!r}")
+    try:
+        settings = TrainSettings(**record["settings"]).resolved()
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{shown(path)}: damaged model settings ({e})") from None
+    if settings.method != record.get("method"):
+        raise InputError(f"{shown(path)}: damaged model record (two methods)")
+    return record
+
+
+def load_model(folder: str | os.PathLike, method: str | None = None) -> Model:
+    """The model in ``folder``, checked (module docstring); ``method`` refuses another's.
+
+    Raises:
+      InputError: not a model, a damaged one, or one of another method (one line).
+    """
+    import hashlib
+
+    folder = Path(folder)
+    record = read_record(folder)
+    if method is not None and record["method"] != method:
+        raise InputError(f"{shown(folder)}: a {record['method']} model, not {method}")
+    path = folder / PARAMS_FILE
+    try:
+        payload = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{shown(path)}: cannot read ({e.strerror})") from None
+    if hashlib.sha256(payload).hexdigest() != record.get("params_sha256"):
+        raise InputError(f"{shown(path)}: damaged (its SHA-256 is not the record's)")
+    settings = TrainSettings(**record["settings"]).resolved()
+    return Model(settings, record, _checked_params(path, payload, settings))
+
+
+def _checked_params(path: Path, payload: bytes, settings: TrainSettings) -> Any:
+    """The params in ``payload``, with the structure and shapes of ``settings``' network."""
+    try:
+        params = serialization.msgpack_restore(payload)
+    except Exception as e:  # msgpack raises several unrelated types for corrupt input
+        raise InputError(f"{shown(path)}: damaged params ({type(e).__name__})") from None
+    expected = jax.eval_shape(network(settings).init, jax.random.key(0), example_input(settings))
+    try:
+        params = serialization.from_state_dict(expected, params)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{shown(path)}: params of another network ({e})") from None
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
+        if not isinstance(got, np.ndarray) or got.shape != want.shape or got.dtype != want.dtype:
+            raise InputError(f"{shown(path)}: params of another network (shapes differ)")
+        if not np.all(np.isfinite(got)):
+            raise InputError(f"{shown(path)}: params hold non-finite values")
+    return params
+
+
+def _pad_to(image: jax.Array, multiple: int) -> jax.Array:
+    """``image`` reflected at its bottom and right edges to sides that are multiples."""
+    height, width = image.shape[:2]
+    pad = ((0, -height % multiple), (0, -width % multiple), (0, 0))
+    return jnp.pad(image, pad, mode="reflect" if min(height, width) > 1 else "edge")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _johnson(settings: TrainSettings, params: Any, contents: jax.Array) -> jax.Array:
+    def one(content):
+        out = network(settings).apply(params, _pad_to(content, 4))
+        return out[: content.shape[0], : content.shape[1]]
+
+    return jax.vmap(one)(contents)
+
+
+@jax.jit
+def _adain(params, vgg_params, contents, style_features, weights, alpha) -> jax.Array:
+    def one(content):
+        padded = _pad_to(content, 8)
+        features = adain.encode(vgg_params, padded)[adain.ENCODER_LAYER]
+        target = adain.blend_targets(features, style_features, weights, alpha)
+        decoded = adain.Decoder().apply(params, target)
+        return jnp.clip(decoded, 0.0, 1.0)[: content.shape[0], : content.shape[1]]
+
+    return jax.vmap(one)(contents)
+
+
+def apply_model(
+    model: Model,
+    contents: jax.Array,
+    vgg_params: Any = None,
+    styles: Sequence[jax.Array] = (),
+    weights: Sequence[float] | None = None,
+    alpha: float = 1.0,
+) -> jax.Array:
+    """Stylise ``(N, H, W, 3)`` contents in one forward pass (any ``H``, ``W``: the images
+    are reflected up to the network's multiple and cropped back).
+
+    Args:
+      model: a loaded model.
+      contents: images in [0, 1].
+      vgg_params: VGG19 params (AdaIN's encoder; the weights it was trained with).
+      styles: AdaIN: one or more ``(h, w, 3)`` style images, mixed by ``weights``.
+      weights: AdaIN: one per style, summing to 1 (``None``: equal).
+      alpha: AdaIN: 0 keeps the content's features, 1 takes the style's statistics.
+
+    Returns:
+      ``(N, H, W, 3)`` images in [0, 1].
+    """
+    if model.settings.method == "johnson":
+        return _johnson(model.settings, model.params, jnp.asarray(contents))
+    encoded = [
+        adain.encode(vgg_params, _pad_to(jnp.asarray(s), 8))[adain.ENCODER_LAYER] for s in styles
+    ]
+    count = len(encoded)
+    weights = jnp.asarray([1.0 / count] * count if weights is None else weights)
+    return _adain(model.params, vgg_params, jnp.asarray(contents), encoded, weights, alpha)

@@ -28,7 +28,7 @@ EXIT_SOME_FAILED = 3
 
 def run(args: argparse.Namespace, config: StyleConfig, weights_path: Path, meta: dict) -> int:
     """The job command; returns the exit status."""
-    shard = _shard(args)
+    shard = shard_of(args)
     args.weights_path = weights_path
     args.signals.phase("planning")
     plan = dataset.plan_job(
@@ -36,12 +36,12 @@ def run(args: argparse.Namespace, config: StyleConfig, weights_path: Path, meta:
         args.style,
         args.output,
         config,
-        _job_settings(args),
+        job_settings(args),
         args.files_from,
         extra_settings={"weights_md5": meta["weights_md5"], "masks": _mask_settings(args)},
     )
     args.signals.phase("checking outputs")
-    _check_outputs(args, plan, config, weights_path)
+    check_outputs(args, plan, config, weights_path)
     args.signals.phase("checking memory")
     config = _check_memory(args, plan, config)
     continuing = dataset.start(plan, force=args.force)
@@ -58,10 +58,10 @@ def run(args: argparse.Namespace, config: StyleConfig, weights_path: Path, meta:
         style_masks=loading.load_style_masks(style_masks(args), args.max_pixels),
     )
     args.signals.phase("running")
-    return _report(args, plan, resources, shard)
+    return report(args, plan, resources, shard)
 
 
-def _job_settings(args) -> dataset.JobSettings:
+def job_settings(args) -> dataset.JobSettings:
     size = None if args.size is None else (args.size[1], args.size[0])
     return dataset.JobSettings(
         max_dim=args.max_dim,
@@ -80,7 +80,7 @@ def _mask_settings(args) -> dict:
     return {"mask": args.mask, "mask_labels": args.mask_labels, "style_mask": style_masks(args)}
 
 
-def _shard(args) -> tuple[int, int]:
+def shard_of(args) -> tuple[int, int]:
     """``--shard I/N``, or this host's part of a ``jax.distributed`` run."""
     if args.shard is not None:
         return args.shard
@@ -110,7 +110,7 @@ def _init_distributed() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def _check_outputs(args, plan: dataset.Plan, config: StyleConfig, weights_path) -> None:
+def check_outputs(args, plan: dataset.Plan, config: StyleConfig, weights_path) -> None:
     """Before any work: the output folder can take the results, none would replace an input,
     and the sheet is a writable image path."""
     for option in watch.WATCH_OPTIONS:
@@ -143,7 +143,7 @@ def _check_memory(args, plan: dataset.Plan, config: StyleConfig) -> StyleConfig:
     return config
 
 
-def _report(args, plan: dataset.Plan, resources: dataset.Resources, shard) -> int:
+def report(args, plan: dataset.Plan, resources: dataset.Resources, shard) -> int:
     """Run the job, saying each failure as it is met; the summary line and exit status."""
     from nst_jax.cli.progress import JobProgress
 

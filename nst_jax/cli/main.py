@@ -57,6 +57,12 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return video.cmd_video(args)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nst_jax.cli import train
+
+    return train.cmd_train(args)
+
+
 def _cmd_weights_fetch(args: argparse.Namespace) -> int:
     downloaded, converted = weights.fetch()
     print(f"official weights: {downloaded}\nconverted: {converted}")
@@ -81,6 +87,7 @@ COMMANDS = {
     ("stylize", None): _cmd_stylize,
     ("info", None): _cmd_info,
     ("video", None): _cmd_video,
+    ("train", None): _cmd_train,
     ("weights", "fetch"): _cmd_weights_fetch,
     ("weights", "convert"): _cmd_weights_convert,
     ("weights", "info"): _cmd_weights_info,
@@ -125,9 +132,9 @@ def _command(argv: Sequence[str] | None) -> int:
     # The command's own pixel limit (--max-pixels) is the one that counts, per file.
     Image.MAX_IMAGE_PIXELS = None
     argv = list(sys.argv[1:] if argv is None else argv)
-    from nst_jax.cli import video
+    from nst_jax.cli import models, train, video
 
-    args = build_parser((video.add_parser,)).parse_args(argv)
+    args = build_parser((video.add_parser, train.add_parser, models.add_options)).parse_args(argv)
     args.argv = argv  # stored in outputs' provenance
     with signals.handling(getattr(args, "verbose", False)) as args.signals:
         return COMMANDS[(args.command, getattr(args, "weights_command", None))](args)

@@ -124,8 +124,9 @@ def _field_option(field: dataclasses.Field) -> tuple[str, dict]:
     return "--" + field.name.replace("_", "-"), kwargs
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """``--preset`` and one option per :class:`StyleConfig` field (``None``: the preset's)."""
+def add_config_options(parser: argparse.ArgumentParser, only: Sequence[str] = ()) -> None:
+    """``--preset`` and one option per :class:`StyleConfig` field (or the fields ``only``
+    names), each ``None`` by default: the preset's."""
     group = parser.add_argument_group("settings (each defaults to the --preset's value)")
     group.add_argument(
         "--preset",
@@ -135,8 +136,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
         "2016, weights converted); the options below override them",
     )
     for field in dataclasses.fields(StyleConfig):
-        if field.metadata["kind"] == "per_style":
-            continue  # set by the options that follow each --style
+        if field.metadata["kind"] == "per_style" or (only and field.name not in only):
+            continue  # per-style ones are set by the options that follow each --style
         name, kwargs = _field_option(field)
         if field.name == "style_scale":
             kwargs.update(

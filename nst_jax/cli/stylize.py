@@ -28,6 +28,10 @@ from nst_jax.files import image, weights
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     """The ``stylize`` command; returns the exit status."""
+    if args.model is not None:
+        from nst_jax.cli import models
+
+        return models.run(args)
     if args.from_png:
         from nst_jax.cli import provenance
 

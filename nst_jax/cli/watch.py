@@ -170,7 +170,7 @@ def _require(module: str, option: str) -> None:
         raise InputError(f"{option} needs {module}: pip install 'nst_jax[viz]'")
 
 
-def plot_losses(records: list[dict[str, float]], path: Path) -> None:
+def plot_losses(records: list[dict], path: Path, terms=("total", "style", "content", "tv")) -> None:
     """Each loss term against steps, log scale, written atomically."""
     import matplotlib
 
@@ -179,7 +179,7 @@ def plot_losses(records: list[dict[str, float]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     steps = [r["step"] for r in records]
-    for term in ("total", "style", "content", "tv"):
+    for term in terms:
         ax.plot(steps, [max(r[term], 1e-30) for r in records], label=term)
     ax.set(xlabel="step", ylabel="loss", yscale="log")
     ax.legend()

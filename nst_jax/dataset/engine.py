@@ -60,6 +60,8 @@ class Resources:
       styles_kept: styles kept decoded (an LRU).
       continuing: whether the job was started before: a planned output found without its
         record is then this job's own (written before a kill), and is replaced.
+      apply: replaces optimisation (a feed-forward model): ``apply(contents, style_sets)``
+        stylises ``(N, H, W, 3)`` contents, each with its item's style indices, in one pass.
     """
 
     params: Any
@@ -73,6 +75,7 @@ class Resources:
     on_batch: Callable | None = None
     styles_kept: int = 64
     continuing: bool = False
+    apply: Callable | None = None
 
 
 def run_job(plan: Plan, resources: Resources, shard: tuple[int, int] = (0, 1)):
@@ -195,6 +198,22 @@ def _run_batch(plan, batch: Batch, loaded, resources: Resources, styles, cache, 
         return outcomes
     padded = ready + [ready[-1]] * (batch.slots - len(ready))
     items = [item for item, _ in padded]
+    contents = np.stack([px for _, px in padded])
+    if resources.apply is not None:
+        results = resources.apply(contents, [item.styles for item in items])
+    else:
+        results = _optimise(plan, batch, items, contents, resources, styles, cache)
+    for (item, _), result_image in zip(ready, np.asarray(results), strict=False):
+        if item.index in finished:
+            outcomes.append(_skipped(item, finished[item.index]))
+            continue
+        _write(item, result_image, resources)
+        outcomes.append(Outcome(item, "done"))
+    return outcomes
+
+
+def _optimise(plan, batch: Batch, items: list[Item], contents, resources, styles, cache):
+    """The batch's results by optimisation (:func:`nst_jax.stylize`)."""
     config = batch_config(resources.config, items, batch, len(plan.styles))
     shared = config.style_blend is not None or resources.masks is not None
     style = (
@@ -206,8 +225,8 @@ def _run_batch(plan, batch: Batch, loaded, resources: Resources, styles, cache, 
     if resources.masks is not None:
         fitted = [resize_masks(m[None], *batch.shape)[0] for m in resources.masks]
         masks = np.stack([np.asarray(m) for m in fitted])
-    result = stylize(
-        np.stack([px for _, px in padded]),
+    return stylize(
+        contents,
         style,
         params=resources.params,
         config=config,
@@ -215,14 +234,7 @@ def _run_batch(plan, batch: Batch, loaded, resources: Resources, styles, cache, 
         style_masks=resources.style_masks if masks is not None else None,
         on_chunk=resources.on_chunk,
         style_cache=cache,
-    )
-    for (item, _), result_image in zip(ready, np.asarray(result.image), strict=False):
-        if item.index in finished:
-            outcomes.append(_skipped(item, finished[item.index]))
-            continue
-        _write(item, result_image, resources)
-        outcomes.append(Outcome(item, "done"))
-    return outcomes
+    ).image
 
 
 def batch_config(config: StyleConfig, items: list[Item], batch: Batch, n_styles: int):

@@ -3,7 +3,7 @@
 # optax, h5py, pillow, tqdm, pytest and PyTorch already installed and reaches no registry:
 # nst_jax is put on the path, nothing is installed.
 #
-#   bash scripts/device_check.sh            # at most 8 minutes on one H200
+#   bash scripts/device_check.sh   # its timeouts bound it at 17 minutes; steps 1-5 at 13
 #
 # 1. The tests that run the compiled device loop, batches and sweeps, on the GPU (float32
 #    matrix products at full precision there: XLA's GPU default, TF32, rounds to ~1e-3).
@@ -12,6 +12,8 @@
 # 4. nst_jax beside the PyTorch port on the same GPU (scripts/bench_peers.py).
 # 5. The largest untiled size the GPU holds (the memory estimate's answer), and one tiled
 #    4096 px step (scripts/bench_tiled.py).
+# 6. The feed-forward models' images/s at 256-1024 px (batch 1 and 8) and training steps/s
+#    (scripts/bench_feedforward.py); needs orbax-checkpoint, which flax brings.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
@@ -60,3 +62,7 @@ except MemoryError as e:
     print(e)
 "
 timeout 150 "$python" scripts/bench_tiled.py --sizes 4096 --steps 2 --tile 1024
+
+echo "== 6. feed-forward models: images/s applied, training steps/s"
+timeout 120 "$python" scripts/bench_feedforward.py apply --repeats 5
+timeout 60 "$python" scripts/bench_feedforward.py train --repeats 5

@@ -1,0 +1,218 @@
+"""Optimisation, Johnson and AdaIN on the same held-out contents: objective, metrics, time.
+
+    python scripts/compare_methods.py                     # 64 px, 200 training steps
+    python scripts/compare_methods.py --weights PATH      # real VGG19 weights
+
+Without ``--weights``, VGG19 weights of the official shapes are drawn at random (seed 0):
+the figures then measure the machinery (does training lower the objective, what does each
+method cost), not the look of a style. The training images are smooth random textures
+(``nst_jax.video.synthetic.texture``), written as PNGs and read by the training loader.
+
+For each method it reports, as means over the held-out contents:
+- the project's objective (``nst_jax.loss_fn`` with each content's own targets), beside the
+  content image's own objective (the starting point of optimisation);
+- AdaIN's training loss on held-out (content, style) pairs, beside the content image's and
+  the untrained decoder's;
+- content distance (block5_conv2), style distances (Gram and mean/std, summed over the
+  style layers), SSIM and PSNR against the content, and seconds per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+import nst_jax
+from nst_jax import metrics
+from nst_jax.core.step import make_step_fn
+from nst_jax.feedforward import adain, data, objective, train
+from nst_jax.feedforward.model import Model, apply_model
+from nst_jax.files import image, keras_h5
+from nst_jax.video.synthetic import texture
+
+CONFIG = nst_jax.StyleConfig()  # the tutorial's objective
+
+
+def write_textures(folder: Path, count: int, side: int, first_seed: int, blur: float) -> list:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        pixels = texture(side, side, first_seed + i, blur)
+        Image.fromarray(image.to_uint8(pixels)).save(folder / f"{i:04d}.png")
+    return data.image_files(folder)
+
+
+def train_model(method, args, vgg, contents, styles, targets):
+    rate = args.learning_rate if method == "johnson" else None
+    settings = train.TrainSettings(
+        method, steps=args.train_steps, batch_size=args.batch, size=args.size, learning_rate=rate
+    ).resolved()
+    batches = train.step_batches(settings, contents, styles, 0)
+    times, losses = [], []
+
+    def on_step(state, value, terms):
+        losses.append(float(value))
+        times.append(time.perf_counter())
+
+    began = time.perf_counter()
+    state = train.fit(settings, train.init_state(settings), vgg, batches, targets, CONFIG, on_step)
+    per_step = float(np.median(np.diff(times)))
+    print(f"{method}: {settings.steps} steps of batch {settings.batch_size} at {settings.size} "
+          f"px in {time.perf_counter() - began:.1f} s (first step, compiling, "
+          f"{times[0] - began:.1f} s); {1 / per_step:.2f} steps/s after it; training loss, "
+          f"mean of the first 10 steps {np.mean(losses[:10]):.4g}, of the last 10 "
+          f"{np.mean(losses[-10:]):.4g}")  # fmt: skip
+    return Model(settings, {}, jax.device_get(state["params"])), settings
+
+
+def stacked_targets(vgg, contents, style):
+    """Each content's targets (``make_targets`` checks its inputs, so it runs unjitted)."""
+    each = [nst_jax.make_targets(vgg, content, style, CONFIG) for content in contents]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *each)
+
+
+def objective_of(vgg, images, contents, style) -> float:
+    def one(x, targets):
+        return nst_jax.loss_fn(vgg, x, targets, CONFIG)[0]
+
+    targets = stacked_targets(vgg, contents, style)
+    return float(jnp.mean(jax.jit(jax.vmap(one))(images, targets)))
+
+
+def optimise(vgg, contents, style, stops):
+    """Adam from the contents, vmapped; the images and seconds at each stop."""
+    targets = stacked_targets(vgg, contents, style)
+    tx = nst_jax.make_optimizer(CONFIG)
+    step = jax.jit(jax.vmap(make_step_fn(CONFIG, tx), in_axes=(None, 0, 0, 0)))
+    x, state = contents, jax.vmap(tx.init)(contents)
+    x, state, _, _ = step(vgg, targets, x, state)  # compiled (and one step) outside the clock
+    x, state = contents, jax.vmap(tx.init)(contents)
+    found, began = {}, time.perf_counter()
+    for done in range(1, max(stops) + 1):
+        x, state, _, _ = step(vgg, targets, x, state)
+        if done in stops:
+            jax.block_until_ready(x)
+            found[done] = (x, time.perf_counter() - began)
+    return found
+
+
+def timed(apply, repeats: int = 3):
+    apply()  # compiled outside the clock
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(apply())
+        times.append(time.perf_counter() - began)
+    return apply(), float(np.median(times))
+
+
+def adain_loss_of(decoder_params, vgg, contents, styles, outputs=None) -> float:
+    """AdaIN's loss of the pairs; with ``outputs``, of those images as the decoded ones."""
+    if outputs is None:
+        loss = jax.jit(objective.adain_batch_loss)(decoder_params, vgg, contents, styles)
+        return float(loss[0])
+
+    def one(output, content, style):
+        layer = adain.ENCODER_LAYER
+        target = adain.adain(adain.encode(vgg, content)[layer], adain.encode(vgg, style)[layer])
+        ours, theirs = (adain.encode(vgg, x, adain.STYLE_LAYERS) for x in (output, style))
+        style_term = sum(
+            jnp.mean((a - b) ** 2)
+            for n in adain.STYLE_LAYERS
+            for a, b in zip(adain.mean_std(ours[n]), adain.mean_std(theirs[n]), strict=True)
+        )
+        return jnp.mean((ours[layer] - target) ** 2) + 10.0 * style_term
+
+    return float(jnp.mean(jax.jit(jax.vmap(one))(outputs, contents, styles)))
+
+
+def scores(vgg, images, contents, style) -> dict:
+    def one(x, content):
+        distances = metrics.style_distances(vgg, x, style, CONFIG.style_layers)
+        return {
+            "content": sum(metrics.content_distance(vgg, x, content).values()),
+            **{k: sum(distances[k].values()) for k in ("gram", "mean_std")},
+            "ssim": metrics.ssim(x, content),
+            "psnr": metrics.psnr(x, content),
+        }
+
+    return {k: float(jnp.mean(v)) for k, v in jax.jit(jax.vmap(one))(images, contents).items()}
+
+
+def report(rows: list) -> None:
+    keys = ["objective", "content", "gram", "mean_std", "ssim", "psnr", "s/image"]
+    print("| method | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, values in rows:
+        print(f"| {name} | " + " | ".join(f"{values[k]:.4g}" for k in keys) + " |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", help="VGG19 weights (default: random, official shapes)")
+    p.add_argument("--images", type=int, default=64, help="training images")
+    p.add_argument("--held-out", type=int, default=16, help="held-out contents")
+    p.add_argument("--size", type=int, default=64, help="crop and held-out side")
+    p.add_argument("--train-steps", type=int, default=200)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--learning-rate", type=float, help="Johnson's (default: the paper's 1e-3)")
+    p.add_argument("--opt-steps", default="10,50,200,1000", help="optimisation's stops")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args, Path(tmp))
+
+
+def run(args, tmp: Path) -> None:
+    path = args.weights
+    if path is None:
+        path = tmp / "vgg19.h5"
+        keras_h5.write_keras_h5(keras_h5.random_params(0), path, naming="official")
+    vgg = nst_jax.load_vgg19(path)
+    side = args.size * 3 // 2  # crops vary: the loader scales the shorter side to --size
+    contents = write_textures(tmp / "data", args.images, side, 0, 2.0)
+    styles = write_textures(tmp / "styles", 16, side, 10_000, 1.0)
+    held = jnp.stack([texture(args.size, args.size, 20_000 + i, 2.0)
+                      for i in range(args.held_out)])  # fmt: skip
+    style = jnp.asarray(texture(args.size, args.size, 30_000, 1.0))
+    held_styles = jnp.stack([texture(args.size, args.size, 40_000 + i, 1.0)
+                             for i in range(args.held_out)])  # fmt: skip
+    targets = nst_jax.make_targets(vgg, held[0], style, CONFIG)
+    johnson_model, _ = train_model("johnson", args, vgg, contents, None, targets)
+    adain_model, adain_settings = train_model("adain", args, vgg, contents, styles, None)
+    compare(args, vgg, held, style, held_styles, johnson_model, adain_model, adain_settings)
+
+
+def compare(args, vgg, held, style, held_styles, johnson_model, adain_model, adain_settings):
+    count = len(held)
+    rows = [("content image", {**scores(vgg, held, held, style), "s/image": 0.0,
+                               "objective": objective_of(vgg, held, held, style)})]  # fmt: skip
+    stops = [int(s) for s in args.opt_steps.split(",")]
+    for steps, (x, seconds) in optimise(vgg, held, style, stops).items():
+        row = {**scores(vgg, x, held, style), "objective": objective_of(vgg, x, held, style)}
+        rows.append((f"optimisation, {steps} steps", {**row, "s/image": seconds / count}))
+    untrained = Model(johnson_model.settings, {}, train.init_params(johnson_model.settings))
+    for name, model in (("Johnson, untrained", untrained), ("Johnson", johnson_model)):
+        out, seconds = timed(lambda m=model: apply_model(m, held))
+        row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, held, style)}
+        rows.append((name, {**row, "s/image": seconds / count}))
+    out, seconds = timed(lambda: apply_model(adain_model, held, vgg, [style]))
+    row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, held, style)}
+    rows.append(("AdaIN (alpha 1)", {**row, "s/image": seconds / count}))
+    report(rows)
+    untrained = train.init_params(adain_settings)
+    print(
+        f"AdaIN loss on {count} held-out (content, style) pairs: content image "
+        f"{adain_loss_of(None, vgg, held, held_styles, held):.6g}, untrained decoder "
+        f"{adain_loss_of(untrained, vgg, held, held_styles):.6g}, trained decoder "
+        f"{adain_loss_of(adain_model.params, vgg, held, held_styles):.6g}"
+    )
+
+
+if __name__ == "__main__":
+    main()

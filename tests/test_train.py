@@ -1,0 +1,190 @@
+"""``nst-jax train`` and ``stylize --model``: the data stream, exact resume after SIGKILL,
+model folders checked on load, and bad input refused in one line with nothing written.
+
+Networks here are tiny (Johnson width 4, one residual block; 16 px crops) on random test
+weights: these tests check the machinery, not the quality.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax.cli import main as cli
+from nst_jax.feedforward import data
+from nst_jax.feedforward import model as models
+from nst_jax.files import image
+
+STEPS = 120
+
+
+def exit_code(argv) -> int:
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory, weights_h5) -> Path:
+    """data/ (6 images of mixed sizes), styles/ (3), style.png, the weights, empty/."""
+    root = tmp_path_factory.mktemp("train")
+    rng = np.random.default_rng(0)
+    for folder, count in (("data", 6), ("styles", 3)):
+        (root / folder).mkdir()
+        for i in range(count):
+            h, w = rng.integers(20, 40, 2)
+            pixels = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / folder / f"{i}.png")
+    shutil.copy(root / "styles" / "0.png", root / "style.png")
+    shutil.copy(weights_h5, root / "w.h5")
+    (root / "empty").mkdir()
+    return root
+
+
+def johnson_argv(place: Path, out: Path, *extra) -> list:
+    return [
+        "train", "--method", "johnson", "--style", place / "style.png", "--data",
+        place / "data", "-o", out, "--steps", STEPS, "--batch-size", 2, "--size", 16,
+        "--width", 4, "--residual-blocks", 1, "--checkpoint-every", 16, "--content-layers",
+        "block2_conv2", "--style-layers", "block1_conv1,block2_conv1", "--weights",
+        place / "w.h5", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def johnson_model(place) -> Path:
+    out = place / "johnson"
+    assert exit_code(johnson_argv(place, out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def adain_model(place) -> Path:
+    out = place / "adain"
+    argv = ["train", "--method", "adain", "--styles", place / "styles", "--data", place / "data",
+            "-o", out, "--steps", 3, "--batch-size", 2, "--size", 16, "--weights",
+            place / "w.h5", "--quiet"]  # fmt: skip
+    assert exit_code(argv) == 0
+    return out
+
+
+def test_a_step_s_batch_depends_on_the_seed_and_step_alone(place):
+    files = data.image_files(place / "data")
+    whole = list(data.batches(files, 4, 16, seed=3, steps=range(0, 5)))
+    later = list(data.batches(files, 4, 16, seed=3, steps=range(2, 5)))
+    assert all(np.array_equal(a, b) for a, b in zip(whole[2:], later, strict=True))
+    other = next(data.batches(files, 4, 16, seed=4, steps=range(0, 1)))
+    assert not np.array_equal(whole[0], other)
+    # An epoch (6 files, batches of 4: steps 0 and half of 1) visits every file once.
+    visited = data.batch_indices(6, 4, 0, 3, 0) + data.batch_indices(6, 4, 1, 3, 0)[:2]
+    assert sorted(visited) == list(range(6))
+    assert whole[0].shape == (4, 16, 16, 3) and whole[0].dtype == np.float32
+
+
+@pytest.mark.slow
+def test_training_killed_by_sigkill_resumes_to_bit_identical_params(place, johnson_model):
+    killed = place / "killed"
+    command = [sys.executable, "-m", "nst_jax.cli.main", *map(str, johnson_argv(place, killed))]
+    process = subprocess.Popen(command)
+    log, deadline = killed / "log.jsonl", time.monotonic() + 120
+    while process.poll() is None and (not log.exists() or log.read_text().count("\n") < 40):
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / models.RECORD_FILE).exists()  # killed mid-run
+    assert exit_code(johnson_argv(place, killed)) == 2  # a run is there: --resume or --force
+    assert exit_code(johnson_argv(place, killed, "--resume")) == 0
+    params = models.PARAMS_FILE
+    assert (killed / params).read_bytes() == (johnson_model / params).read_bytes()
+    losses = [[json.loads(line)["total"] for line in (folder / "log.jsonl").open()]
+              for folder in (killed, johnson_model)]  # fmt: skip
+    assert losses[0] == losses[1] and len(losses[0]) == STEPS
+
+
+def test_a_johnson_model_applies_alone_and_in_a_job(place, johnson_model, capsys):
+    out = place / "one.png"
+    content = place / "data" / "0.png"
+    argv = ["stylize", content, "--model", johnson_model, "-o", out, "--max-dim", 32]
+    assert exit_code(argv) == 0
+    model = models.load_model(johnson_model, "johnson")
+    expected = models.apply_model(model, image.load(content, 32)[None])[0]
+    np.testing.assert_array_equal(image.decode(out), image.to_uint8(expected) / np.float32(255))
+    assert image.read_provenance(out)["model"]["method"] == "johnson"
+    job = ["stylize", place / "data", "--model", johnson_model, "-o", place / "job", "-q",
+           "--max-dim", 32]  # fmt: skip
+    assert exit_code(job) == 0
+    assert len(list((place / "job").glob("*.png"))) == 6
+    capsys.readouterr()
+    assert exit_code(job) == 0  # a rerun continues the job: nothing left to do
+    assert "0 done" in capsys.readouterr().out
+
+
+def test_an_adain_model_takes_styles_and_alpha(place, adain_model):
+    content, outs = place / "data" / "1.png", {}
+    for name, extra in (("a1", ()), ("a0", ("--alpha", 0)), ("mix", ("--style-blend", "0.5,0.5"))):
+        styles = ["--style", place / "styles" / "0.png"]
+        if name == "mix":
+            styles += ["--style", place / "styles" / "1.png"]
+        argv = ["stylize", content, "--model", adain_model, *styles, "-o", place / f"{name}.png",
+                "--weights", place / "w.h5", "--max-dim", 32, *extra]  # fmt: skip
+        assert exit_code(argv) == 0
+        outs[name] = image.decode(place / f"{name}.png")
+    assert outs["a1"].shape == image.load(content, 32).shape
+    assert np.abs(outs["a1"] - outs["a0"]).max() > 0  # alpha matters
+    assert np.abs(outs["a1"] - outs["mix"]).max() > 0  # so does the second style
+
+
+def snapshot(root: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, capsys):
+    damaged = place / "damaged"
+    shutil.copytree(johnson_model, damaged)
+    payload = bytearray((damaged / models.PARAMS_FILE).read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    (damaged / models.PARAMS_FILE).write_bytes(payload)
+    broken = place / "broken"
+    shutil.copytree(johnson_model, broken)
+    (broken / models.RECORD_FILE).write_text("{")
+    content, w = place / "data" / "0.png", place / "w.h5"
+    cases = {
+        "no images": johnson_argv(place, place / "new", "--data", place / "empty"),
+        "another method's run": ["train", "--method", "adain", "--styles", place / "styles",
+                                 "--data", place / "data", "-o", johnson_model, "--resume",
+                                 "--weights", w],
+        "a style for johnson": ["stylize", content, "--model", johnson_model, "--style",
+                                place / "style.png", "-o", place / "x.png"],
+        "alpha 2": ["stylize", content, "--model", johnson_model, "--alpha", 2,
+                    "-o", place / "x.png"],
+        "damaged params": ["stylize", content, "--model", damaged, "-o", place / "x.png"],
+        "damaged record": ["stylize", content, "--model", broken, "-o", place / "x.png"],
+        "not a model": ["stylize", content, "--model", place / "data", "-o", place / "x.png"],
+    }  # fmt: skip
+    expected = {
+        "no images": "no images",
+        "another method's run": "a johnson training run",
+        "a style for johnson": "has its style built in",
+        "alpha 2": "expected a number from 0 to 1",
+        "damaged params": "damaged",
+        "damaged record": "damaged model record",
+        "not a model": "not a model folder",
+    }
+    capsys.readouterr()
+    for name, argv in cases.items():
+        before = snapshot(place)
+        assert exit_code(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected[name] in err, (name, err)
+        assert snapshot(place) == before, name

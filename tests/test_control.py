@@ -316,10 +316,11 @@ def test_masks_and_per_style_settings_on_the_command_line(mask_files):
 
 @pytest.mark.slow
 def test_a_style_loss_sweep_writes_each_result(files):
-    argv = stylize_argv(files, "--style-loss", "gram,mean_std,w2,mrf", out="out/losses")
+    # Two losses (each compiles its own program): the naming is the same for any number.
+    argv = stylize_argv(files, "--style-loss", "gram,w2", out="out/losses")
     assert exit_code(argv) == 0
     written = sorted(p.name for p in (files / "out/losses").iterdir())
-    losses = ("gram", "mean_std", "mrf", "w2")
+    losses = ("gram", "w2")
     assert written == [".nst-jax"] + [f"content_{loss}.png" for loss in losses]
 
 

@@ -56,7 +56,7 @@ def johnson_argv(place: Path, out: Path, *extra) -> list:
         "train", "--method", "johnson", "--style", place / "style.png", "--data",
         place / "data", "-o", out, "--steps", STEPS, "--batch-size", 2, "--size", 16,
         "--width", 4, "--residual-blocks", 1, "--checkpoint-every", 16, "--content-layers",
-        "block2_conv2", "--style-layers", "block1_conv1,block2_conv1", "--weights",
+        "block1_conv2", "--style-layers", "block1_conv1", "--weights",
         place / "w.h5", "--quiet", *extra,
     ]  # fmt: skip
 

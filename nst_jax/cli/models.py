@@ -122,16 +122,18 @@ def _vgg_path(args: argparse.Namespace, record: dict) -> Path | None:
 
 def _applier(model, vgg, styles: list, config: StyleConfig, alpha: float):
     """``apply(contents, style_sets)`` for the dataset engine: each run of items that share
-    a style set in one pass."""
-    from nst_jax.feedforward.model import apply_model
+    a style set in one pass. The styles are encoded once, for every batch."""
+    from nst_jax.feedforward.model import apply_model, encode_styles
+
+    encoded = encode_styles(vgg, styles) if model.settings.method == "adain" else []
 
     def apply(contents: np.ndarray, style_sets: list[tuple[int, ...]]) -> np.ndarray:
         results = np.empty_like(contents)
         for chosen in dict.fromkeys(style_sets):
             rows = [i for i, s in enumerate(style_sets) if s == chosen]
             blend = config.style_blend if len(chosen) > 1 else None
-            mixed = [styles[s] for s in chosen] if styles else []
-            out = apply_model(model, contents[rows], vgg, mixed, blend, alpha)
+            mixed = [encoded[s] for s in chosen] if encoded else None
+            out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed)
             results[rows] = np.asarray(out)
         return results
 

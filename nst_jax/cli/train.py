@@ -177,7 +177,7 @@ def _check_folder(folder: Path, record: dict, args) -> None:
                          "--force starts over")  # fmt: skip
     try:
         stored = json.loads(run_file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise InputError(f"{shown(run_file)}: damaged training record ({e})") from None
     if not isinstance(stored, dict) or stored.keys() != record.keys():
         raise InputError(f"{shown(run_file)}: not a training record of this version")

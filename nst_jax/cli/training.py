@@ -83,7 +83,7 @@ class _Log:
             for line in path.read_text().splitlines():
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     break  # a line cut by a kill: the steps after it are redone
                 if not isinstance(record, dict) or not isinstance(record.get("step"), int):
                     break

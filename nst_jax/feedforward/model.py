@@ -73,7 +73,7 @@ def read_record(folder: str | os.PathLike) -> dict:
         raise InputError(f"{shown(folder)}: not a model folder (no {RECORD_FILE})")
     try:
         record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise InputError(f"{shown(path)}: damaged model record ({e})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(f"{shown(path)}: not an nst_jax model record")
@@ -158,6 +158,14 @@ def _adain(params, vgg_params, contents, style_features, weights, alpha) -> jax.
     return jax.vmap(one)(contents)
 
 
+def encode_styles(vgg_params: Any, styles: Sequence[jax.Array]) -> list[jax.Array]:
+    """AdaIN's encoder features of each ``(h, w, 3)`` style image (any size): encode them
+    once and pass them to :func:`apply_model` for every batch of a job."""
+    return [
+        adain.encode(vgg_params, _pad_to(jnp.asarray(s), 8))[adain.ENCODER_LAYER] for s in styles
+    ]
+
+
 def apply_model(
     model: Model,
     contents: jax.Array,
@@ -165,6 +173,7 @@ def apply_model(
     styles: Sequence[jax.Array] = (),
     weights: Sequence[float] | None = None,
     alpha: float = 1.0,
+    style_features: Sequence[jax.Array] | None = None,
 ) -> jax.Array:
     """Stylise ``(N, H, W, 3)`` contents in one forward pass (any ``H``, ``W``: the images
     are reflected up to the network's multiple and cropped back).
@@ -176,15 +185,15 @@ def apply_model(
       styles: AdaIN: one or more ``(h, w, 3)`` style images, mixed by ``weights``.
       weights: AdaIN: one per style, summing to 1 (``None``: equal).
       alpha: AdaIN: 0 keeps the content's features, 1 takes the style's statistics.
+      style_features: AdaIN: the styles already encoded (:func:`encode_styles`), in place
+        of ``styles``.
 
     Returns:
       ``(N, H, W, 3)`` images in [0, 1].
     """
     if model.settings.method == "johnson":
         return _johnson(model.settings, model.params, jnp.asarray(contents))
-    encoded = [
-        adain.encode(vgg_params, _pad_to(jnp.asarray(s), 8))[adain.ENCODER_LAYER] for s in styles
-    ]
+    encoded = encode_styles(vgg_params, styles) if style_features is None else style_features
     count = len(encoded)
     weights = jnp.asarray([1.0 / count] * count if weights is None else weights)
     return _adain(model.params, vgg_params, jnp.asarray(contents), encoded, weights, alpha)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from nst_jax.core import linalg
+
 
 def _check_rank(name: str, x: jax.Array, rank: int, what: str) -> None:
     if x.ndim != rank:
@@ -239,17 +241,10 @@ def gaussian_stats(features: jax.Array) -> dict[str, jax.Array]:
     return {"mean": mean, "cov": centred.T @ centred / flat.shape[0]}
 
 
-def _psd_sqrt(matrix: jax.Array) -> jax.Array:
-    """The square root of a symmetric positive semi-definite matrix (eigenvalues below 0,
-    rounding's, are taken as 0)."""
-    values, vectors = jnp.linalg.eigh(matrix)
-    return (vectors * jnp.sqrt(jnp.maximum(values, 0.0))) @ vectors.T
-
-
 def w2_target(features: jax.Array) -> dict[str, jax.Array]:
     """The style's side of :func:`w2_loss`: its Gaussian and the covariance's square root."""
     stats = gaussian_stats(features)
-    return {**stats, "cov_sqrt": _psd_sqrt(stats["cov"])}
+    return {**stats, "cov_sqrt": linalg.psd_sqrt(stats["cov"])}
 
 
 def _live(values: jax.Array) -> jax.Array:
@@ -264,7 +259,7 @@ def _live(values: jax.Array) -> jax.Array:
 def _trace_sqrt(matrix: jax.Array) -> jax.Array:
     """``tr(M^1/2)`` of a symmetric positive semi-definite matrix: the sum of the square
     roots of its eigenvalues (those below rounding, :func:`_live`, count as 0)."""
-    values = jnp.linalg.eigvalsh(matrix)
+    values = linalg.eigvalsh(matrix)
     return jnp.sum(jnp.sqrt(jnp.where(_live(values), values, 0.0)))
 
 
@@ -276,7 +271,7 @@ def _trace_sqrt_jvp(primals, tangents):
     # layers of small images). d sqrt(l) = 1 / (2 sqrt(l)) is infinite at 0; zero
     # eigenvalues take derivative 0, the subgradient at the kink, so the gradient is finite.
     (matrix,), (dot,) = primals, tangents
-    values, vectors = jnp.linalg.eigh(matrix)
+    values, vectors = linalg.eigh(matrix)
     live = _live(values)
     roots = jnp.sqrt(jnp.where(live, values, 1.0))
     slope = jnp.where(live, 0.5 / roots, 0.0)

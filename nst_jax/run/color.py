@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.core import linalg
+
 MODES = ("luminance", "histogram")
 
 # NTSC YIQ, as in Gatys et al. 2016 (rows: Y, I, Q). NumPy, so importing nst_jax starts no
@@ -83,7 +85,7 @@ def _stats(image: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _sqrt_psd(matrix: jax.Array, inverse: bool = False) -> jax.Array:
     """Symmetric square root (or inverse square root) of a covariance matrix."""
-    values, vectors = jnp.linalg.eigh(matrix)
+    values, vectors = linalg.eigh(matrix)
     values = jnp.maximum(values, 1e-10)  # a flat-coloured image has a singular covariance
     power = -0.5 if inverse else 0.5
     return (vectors * values**power) @ vectors.T

@@ -1,12 +1,23 @@
 """Optimisation, Johnson and AdaIN on the same held-out contents: objective, metrics, time.
 
     python scripts/compare_methods.py                     # 64 px, 200 training steps
+    python scripts/compare_methods.py --preset gatys      # Gatys et al.'s objective
+    python scripts/compare_methods.py --style texture     # a style like the contents
     python scripts/compare_methods.py --weights PATH      # real VGG19 weights
 
 Without ``--weights``, VGG19 weights of the official shapes are drawn at random (seed 0):
 the figures then measure the machinery (does training lower the objective, what does each
 method cost), not the look of a style. The training images are smooth random textures
-(``nst_jax.video.synthetic.texture``), written as PNGs and read by the training loader.
+(``nst_jax.video.synthetic.texture``), written as PNGs and read by the training loader; the
+held-out contents are textures of the same kind, cropped by the same loader, so they come
+from the training crops' distribution. The style (``--style palette``, the default) is a
+texture drawn in two colours, dark blue to orange, unlike the contents' full-colour noise;
+``--style texture`` is a finer texture of the contents' own kind, which the content image
+already nearly matches.
+
+``--preset`` picks the objective's terms (layers, weights, pooling) for training and
+scoring; optimisation is always Adam from the content (the tutorial's optimiser), so its
+rows show how far a step of the reference method gets on that objective.
 
 For each method it reports, as means over the held-out contents:
 - the project's objective (``nst_jax.loss_fn`` with each content's own targets), beside the
@@ -37,7 +48,7 @@ from nst_jax.feedforward.model import Model, apply_model
 from nst_jax.files import image, keras_h5
 from nst_jax.video.synthetic import texture
 
-CONFIG = nst_jax.StyleConfig()  # the tutorial's objective
+CONFIG = nst_jax.StyleConfig()  # the objective; main() sets it from --preset
 
 
 def write_textures(folder: Path, count: int, side: int, first_seed: int, blur: float) -> list:
@@ -46,6 +57,14 @@ def write_textures(folder: Path, count: int, side: int, first_seed: int, blur: f
         pixels = texture(side, side, first_seed + i, blur)
         Image.fromarray(image.to_uint8(pixels)).save(folder / f"{i:04d}.png")
     return data.image_files(folder)
+
+
+def palette_style(side: int, seed: int) -> np.ndarray:
+    """A smooth texture mapped onto a dark blue to orange ramp: a style whose colours and
+    statistics differ from the contents', as a painting's differ from a photograph's."""
+    ramp = texture(side, side, seed, 3.0)[..., :1]
+    dark, light = np.array([0.08, 0.12, 0.45]), np.array([1.0, 0.62, 0.12])
+    return (dark * (1 - ramp) + light * ramp).astype(np.float32)
 
 
 def train_model(method, args, vgg, contents, styles, targets):
@@ -163,7 +182,16 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--learning-rate", type=float, help="Johnson's (default: the paper's 1e-3)")
     p.add_argument("--opt-steps", default="10,50,200,1000", help="optimisation's stops")
+    p.add_argument("--preset", choices=sorted(nst_jax.PRESETS), default="tutorial",
+                   help="the objective's terms (default: the tutorial's)")  # fmt: skip
+    p.add_argument("--style", choices=("palette", "texture"), default="palette",
+                   help="the Johnson model's and the comparison's style (see above)")  # fmt: skip
     args = p.parse_args()
+    global CONFIG
+    adam = nst_jax.StyleConfig()
+    CONFIG = nst_jax.PRESETS[args.preset].replace(
+        optimizer=adam.optimizer, init=adam.init, learning_rate=adam.learning_rate
+    )
     with tempfile.TemporaryDirectory() as tmp:
         run(args, Path(tmp))
 
@@ -177,9 +205,14 @@ def run(args, tmp: Path) -> None:
     side = args.size * 3 // 2  # crops vary: the loader scales the shorter side to --size
     contents = write_textures(tmp / "data", args.images, side, 0, 2.0)
     styles = write_textures(tmp / "styles", 16, side, 10_000, 1.0)
-    held = jnp.stack([texture(args.size, args.size, 20_000 + i, 2.0)
-                      for i in range(args.held_out)])  # fmt: skip
-    style = jnp.asarray(texture(args.size, args.size, 30_000, 1.0))
+    held_files = write_textures(tmp / "held", args.held_out, side, 20_000, 2.0)
+    held = jnp.stack([data.load_crop(f, args.size, 1, 9, 0, i)
+                      for i, f in enumerate(held_files)])  # fmt: skip
+    style = jnp.asarray(
+        palette_style(args.size, 30_000)
+        if args.style == "palette"
+        else texture(args.size, args.size, 30_000, 1.0)
+    )
     held_styles = jnp.stack([texture(args.size, args.size, 40_000 + i, 1.0)
                              for i in range(args.held_out)])  # fmt: skip
     targets = nst_jax.make_targets(vgg, held[0], style, CONFIG)

@@ -1,14 +1,13 @@
 """Symmetric eigendecompositions that run one matrix at a time under ``jax.vmap``.
 
 Batched, ``jnp.linalg.eigh`` lowers to one LAPACK custom call over the whole batch, which
-XLA:CPU (jax 0.10) spreads over its intra-op thread pool; a task of that call can then wait
-for pool threads that other parts of the same program hold, and the program never finishes.
-It is intermittent and depends on the core count (the more cores, the rarer): on 2-core
-machines, one ``jax.jit(jax.vmap(...))`` call of the W2 distances in a few hung, the CPU
-idle. Under ``vmap`` these functions therefore loop over the batch
-(:func:`jax.custom_batching.sequential_vmap`): each LAPACK call is a single matrix, and the
-matrices here are small (at most 512 x 512, one per style layer), so the loop costs little
-beside the network. Unbatched they are ``jnp.linalg``'s own.
+XLA:CPU (jax 0.10) may spread over its intra-op thread pool. In a program with other work
+competing for that pool, the call can stop making progress, the CPU idle: on 2-core
+machines the vmapped style distances (Gram, mean/std and W2 in one program) hung in every
+trial of ``scripts/check_eigh_hang.py``. Under ``vmap`` these functions therefore loop over
+the batch (:func:`jax.custom_batching.sequential_vmap`), each LAPACK call a single matrix;
+the matrices are small (one per style layer, at most 512 x 512), and the loop's cost was
+within noise there (``scripts/README.md``). Unbatched they are ``jnp.linalg``'s own.
 
 They are not reverse-differentiable (``sequential_vmap`` is not): the losses differentiate
 eigenvalues through their own JVP rules (:func:`nst_jax.core.losses.w2_distance`).

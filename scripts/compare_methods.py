@@ -96,17 +96,19 @@ def stacked_targets(vgg, contents, style):
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *each)
 
 
-def objective_of(vgg, images, contents, style) -> float:
-    def one(x, targets):
-        return nst_jax.loss_fn(vgg, x, targets, CONFIG)[0]
-
-    targets = stacked_targets(vgg, contents, style)
-    return float(jnp.mean(jax.jit(jax.vmap(one))(images, targets)))
+@jax.jit
+def _objectives(vgg, images, targets):
+    return jax.vmap(lambda x, t: nst_jax.loss_fn(vgg, x, t, CONFIG)[0])(images, targets)
 
 
-def optimise(vgg, contents, style, stops):
+def objective_of(vgg, images, targets) -> float:
+    """The mean objective of ``images``, each against its content's stacked targets
+    (compiled once: every row's images have the held-out contents' shape)."""
+    return float(jnp.mean(_objectives(vgg, images, targets)))
+
+
+def optimise(vgg, contents, targets, stops):
     """Adam from the contents, vmapped; the images and seconds at each stop."""
-    targets = stacked_targets(vgg, contents, style)
     tx = nst_jax.make_optimizer(CONFIG)
     step = jax.jit(jax.vmap(make_step_fn(CONFIG, tx), in_axes=(None, 0, 0, 0)))
     x, state = contents, jax.vmap(tx.init)(contents)
@@ -151,7 +153,8 @@ def adain_loss_of(decoder_params, vgg, contents, styles, outputs=None) -> float:
     return float(jnp.mean(jax.jit(jax.vmap(one))(outputs, contents, styles)))
 
 
-def scores(vgg, images, contents, style) -> dict:
+@jax.jit
+def _scores(vgg, images, contents, style):
     def one(x, content):
         distances = metrics.style_distances(vgg, x, style, CONFIG.style_layers)
         return {
@@ -161,7 +164,11 @@ def scores(vgg, images, contents, style) -> dict:
             "psnr": metrics.psnr(x, content),
         }
 
-    return {k: float(jnp.mean(v)) for k, v in jax.jit(jax.vmap(one))(images, contents).items()}
+    return jax.vmap(one)(images, contents)
+
+
+def scores(vgg, images, contents, style) -> dict:
+    return {k: float(jnp.mean(v)) for k, v in _scores(vgg, images, contents, style).items()}
 
 
 def report(rows: list) -> None:
@@ -206,7 +213,7 @@ def run(args, tmp: Path) -> None:
     contents = write_textures(tmp / "data", args.images, side, 0, 2.0)
     styles = write_textures(tmp / "styles", 16, side, 10_000, 1.0)
     held_files = write_textures(tmp / "held", args.held_out, side, 20_000, 2.0)
-    held = jnp.stack([data.load_crop(f, args.size, 1, 9, 0, i)
+    held = jnp.stack([data.load_crop(f, args.size, seed=1, stream=9, step=0, slot=i)
                       for i, f in enumerate(held_files)])  # fmt: skip
     style = jnp.asarray(
         palette_style(args.size, 30_000)
@@ -223,19 +230,20 @@ def run(args, tmp: Path) -> None:
 
 def compare(args, vgg, held, style, held_styles, johnson_model, adain_model, adain_settings):
     count = len(held)
+    targets = stacked_targets(vgg, held, style)
     rows = [("content image", {**scores(vgg, held, held, style), "s/image": 0.0,
-                               "objective": objective_of(vgg, held, held, style)})]  # fmt: skip
+                               "objective": objective_of(vgg, held, targets)})]  # fmt: skip
     stops = [int(s) for s in args.opt_steps.split(",")]
-    for steps, (x, seconds) in optimise(vgg, held, style, stops).items():
-        row = {**scores(vgg, x, held, style), "objective": objective_of(vgg, x, held, style)}
+    for steps, (x, seconds) in optimise(vgg, held, targets, stops).items():
+        row = {**scores(vgg, x, held, style), "objective": objective_of(vgg, x, targets)}
         rows.append((f"optimisation, {steps} steps", {**row, "s/image": seconds / count}))
     untrained = Model(johnson_model.settings, {}, train.init_params(johnson_model.settings))
     for name, model in (("Johnson, untrained", untrained), ("Johnson", johnson_model)):
         out, seconds = timed(lambda m=model: apply_model(m, held))
-        row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, held, style)}
+        row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, targets)}
         rows.append((name, {**row, "s/image": seconds / count}))
     out, seconds = timed(lambda: apply_model(adain_model, held, vgg, [style]))
-    row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, held, style)}
+    row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, targets)}
     rows.append(("AdaIN (alpha 1)", {**row, "s/image": seconds / count}))
     report(rows)
     untrained = train.init_params(adain_settings)

@@ -32,7 +32,9 @@ _EXPORTS = {
     "CONTENT_LAYERS": "core.objective",
     "STYLE_LAYERS": "core.objective",
     "loss_fn": "core.objective",
-    "make_targets": "core.objective",
+    "make_targets": "core.targets",
+    "ObjectiveConfig": "core.objective",
+    "OptimizerConfig": "core.optim",
     "keras_adam": "core.optim",
     "make_optimizer": "core.optim",
     "make_step": "core.step",
@@ -47,9 +49,10 @@ _EXPORTS = {
     "prepare_params": "core.conv",
     "vgg19_features": "core.vgg",
     "batch_mesh": "run.devices",
-    "DivergedError": "run.state",
+    "DivergedError": "events",
+    "Event": "events",
     "RunState": "run.state",
-    "StopRun": "run.state",
+    "StopRun": "events",
     "StyleResult": "run.state",
     "stylize": "run.stylize",
     "load_vgg19": "files.weights",
@@ -68,9 +71,12 @@ _SUBMODULES = {
 __all__ = [
     "CONTENT_LAYERS",
     "DivergedError",
+    "Event",
     "ImageError",
     "InputError",
     "LAYERS",
+    "ObjectiveConfig",
+    "OptimizerConfig",
     "PRESETS",
     "RunState",
     "STYLE_LAYERS",
@@ -127,8 +133,9 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from nst_jax.core import losses, temporal
     from nst_jax.core.conv import prepare_params
     from nst_jax.core.layers import LAYERS
-    from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, loss_fn, make_targets
+    from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, ObjectiveConfig, loss_fn
     from nst_jax.core.optim import (
+        OptimizerConfig,
         averaged_image,
         keras_adam,
         make_optimizer,
@@ -138,12 +145,14 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     )
     from nst_jax.core.step import make_step, make_step_fn
     from nst_jax.core.style_terms import StyleTerm, register_style_term, style_term
+    from nst_jax.core.targets import make_targets
     from nst_jax.core.vgg import vgg19_features
     from nst_jax.errors import ImageError, InputError, WeightsError
+    from nst_jax.events import DivergedError, Event, StopRun
     from nst_jax.files import image
     from nst_jax.files.targets import load_targets, save_targets
     from nst_jax.files.weights import load_vgg19
     from nst_jax.presets import PRESETS
     from nst_jax.run.devices import batch_mesh
-    from nst_jax.run.state import DivergedError, RunState, StopRun, StyleResult
+    from nst_jax.run.state import RunState, StyleResult
     from nst_jax.run.stylize import stylize

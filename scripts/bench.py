@@ -54,10 +54,10 @@ def measure(
     import jax
 
     from nst_jax import StyleConfig, load_vgg19, stylize
-    from nst_jax.cli import process
     from nst_jax.core.conv import resolve_conv
     from nst_jax.files import compile_cache, image
     from nst_jax.run import memory, plan
+    from nst_jax.session import process
 
     process.configure_for_program()  # as the nst-jax command does for itself
 
@@ -90,7 +90,7 @@ def measure(
     marks = [time.perf_counter()]
     began = time.time()  # JAX's spans are in time.time()'s clock
     stylize(contents, style, params=params, config=config,
-            on_chunk=lambda state: marks.append(time.perf_counter()))  # fmt: skip
+            on_event=lambda event: marks.append(time.perf_counter()))  # fmt: skip
     chunks = [b - a for a, b in zip(marks[1:], marks[2:], strict=False)]
     per_step = [1000 * c / steps_per_call for c in chunks]
     return {
@@ -122,7 +122,7 @@ def _union_seconds(spans: list[tuple[float, float]]) -> float:
 
 
 class _OutOfTimeError(Exception):
-    """Raised from on_chunk to stop a run at its deadline."""
+    """Raised from the hook (on_event) to stop a run at its deadline."""
 
 
 def _timed_run(content, style, params, config, deadline=None) -> list[tuple[float, int, float]]:
@@ -138,7 +138,7 @@ def _timed_run(content, style, params, config, deadline=None) -> list[tuple[floa
             raise _OutOfTimeError
 
     with contextlib.suppress(_OutOfTimeError):
-        stylize(content, style, params=params, config=config, on_chunk=record)
+        stylize(content, style, params=params, config=config, on_event=lambda e: record(e.state))
     return marks
 
 

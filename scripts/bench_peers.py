@@ -221,13 +221,13 @@ def _nst_jax_worker(
     conv: str,
     min_channels: int | None = None,
 ):
-    """nst_jax runs through ``stylize`` itself; its ``on_chunk`` hook is where it waits for
+    """nst_jax runs through ``stylize`` itself; its ``on_event`` hook is where it waits for
     the parent, so the timed steps are exactly what users run."""
     import functools
 
     import nst_jax
-    from nst_jax.cli import process
     from nst_jax.core import conv as conv_choice
+    from nst_jax.session import process
 
     process.configure_for_program()  # as the nst-jax command does for itself
     if min_channels is not None:
@@ -241,7 +241,8 @@ def _nst_jax_worker(
     config = nst_jax.StyleConfig(steps=10**6, steps_per_call=chunk, conv=conv)
     state = {"start": time.perf_counter(), "first": True}
 
-    def on_chunk(run_state) -> None:
+    def on_event(event) -> None:
+        run_state = event.state
         elapsed = time.perf_counter() - state["start"]
         if state["first"]:  # the two warm-up steps (chunk == 2 for them: see below)
             _reply({"losses": [float(x) for x in run_state.losses[0, :2]]})
@@ -251,7 +252,7 @@ def _nst_jax_worker(
         _wait_for_run(chunk)
         state["start"] = time.perf_counter()
 
-    nst_jax.stylize(content, style, params=params, config=config, on_chunk=on_chunk)
+    nst_jax.stylize(content, style, params=params, config=config, on_event=on_event)
 
 
 def _reply(message: dict) -> None:

@@ -1,10 +1,11 @@
 """XLA's per-device temporary memory of one image's step, its rows split over devices.
 
 For each size and convolution method, the float32 step of one image is compiled (not run)
-three ways, with the XLA flags the ``nst-jax`` command sets (:mod:`nst_jax.process`): on one
-device; over every local device with XLA's partitioner splitting the rows
-(``loss_fn`` on a row-sharded image); and with the borders exchanged explicitly
-(:func:`nst_jax.rows.row_loss`). Prints ``memory_analysis().temp_size_in_bytes`` of each and
+three ways, with the XLA flags the ``nst-jax`` command sets
+(:func:`nst_jax.session.configure_for_program`): on one device; over every local device
+with XLA's partitioner splitting the rows (``loss_fn`` on a row-sharded image); and with
+the borders exchanged explicitly (:func:`nst_jax.run.rows.row_loss`). Prints
+``memory_analysis().temp_size_in_bytes`` of each and
 the ratios to one device's. Run it with forced CPU devices (the flag must be set before JAX
 starts)::
 
@@ -27,11 +28,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import nst_jax
-from nst_jax.cli import process
 from nst_jax.core import optim
 from nst_jax.files import keras_h5
 from nst_jax.run import batching, devices, rows
-from nst_jax.weights import write_keras_h5
+from nst_jax.session import process
 
 
 def temp_mib(config, params, targets, image, mesh, loss) -> float:
@@ -76,7 +76,7 @@ def main() -> None:
         raise SystemExit("one device: set XLA_FLAGS=--xla_force_host_platform_device_count=4")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vgg19_notop.h5"
-        write_keras_h5(keras_h5.random_params(seed=0), path)
+        keras_h5.write_keras_h5(keras_h5.random_params(seed=0), path)
         raw = nst_jax.load_vgg19(path)
     config = nst_jax.StyleConfig()
     spec = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
@@ -92,7 +92,7 @@ def main() -> None:
             raw, spec((height, width, 3)), spec((64, 64, 3)),
         )  # fmt: skip
         for conv in args.convs:
-            params = jax.eval_shape(lambda p, conv=conv: conv.prepare_params(p, conv), raw)
+            params = jax.eval_shape(lambda p, conv=conv: nst_jax.prepare_params(p, conv), raw)
             image = jax.ShapeDtypeStruct((height, width, 3), jnp.float32)
             one = temp_mib(config, params, targets, image, None, nst_jax.loss_fn)
             split = temp_mib(config, params, targets, image, mesh, nst_jax.loss_fn)

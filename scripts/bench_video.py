@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 import nst_jax
-from nst_jax.cli import process
 from nst_jax.files import keras_h5
+from nst_jax.session import process
 from nst_jax.video import flow, frames, job, loop, synthetic
 from nst_jax.video.settings import VideoSettings
 

@@ -5,14 +5,14 @@ the medians are compared:
 
     python scripts/bench_watch.py [--size 128] [--steps 100] [--repeats 5]
 
-"watched" is what `nst-jax stylize --log run.jsonl` does: a tqdm bar updated every chunk,
-plus the loss terms (which the step computes anyway) appended to a log file at each chunk end.
+"watched" is what `nst-jax stylize --log run.jsonl` does: the library's watcher
+(`nst_jax.session.Watcher`) with its tqdm bar updated every chunk, plus the loss terms (which
+the step computes anyway) appended to a log file at each chunk end.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import tempfile
 import time
@@ -29,10 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    from tqdm import tqdm
-
-    from nst_jax import StyleConfig, stylize
-    from nst_jax.cli import watch
+    from nst_jax import StyleConfig, session, stylize
     from nst_jax.files import image, keras_h5
 
     params = keras_h5.random_params(0)
@@ -57,20 +54,9 @@ def main() -> None:
 
     def watched() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            bar = tqdm(total=args.steps, file=io.StringIO())  # drawn, not shown
-            log = watch.Watcher(output=Path(tmp) / "out.png", meta={}, log=Path(tmp) / "run.jsonl")
-            steps = [0]
-
-            def progress(state):
-                bar.update(state.step - steps[0])
-                steps[0] = state.step
-
-            def on_chunk(state):
-                progress(state)
-                log(state)
-
-            stylize(content, style, params=params, config=config, on_chunk=timed(on_chunk))
-            bar.close()
+            watcher = session.Watcher(progress=True, log=Path(tmp) / "run.jsonl")
+            stylize(content, style, params=params, config=config, on_event=timed(watcher))
+            watcher.finish()
 
     times: dict[str, list[float]] = {"bare": [], "watched": []}
     for run in (bare, watched):  # warm-up: compile everything first

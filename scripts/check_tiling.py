@@ -20,9 +20,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nst_jax  # noqa: E402
-from nst_jax.cli import process  # noqa: E402
 from nst_jax.files import keras_h5
 from nst_jax.run import tiling  # noqa: E402
+from nst_jax.session import process  # noqa: E402
 
 SIZES = ((517, 771), (512, 512))
 TILES = (128, 256)

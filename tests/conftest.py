@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import nst_jax
-from nst_jax.cli import process
 from nst_jax.files import image, keras_h5, weights
+from nst_jax.session import process
 
 # The XLA:CPU flags the nst-jax command runs with (nst_jax.process), set before any JAX
 # computation: the suite then measures the programs users run from the command line.
@@ -117,3 +117,8 @@ def files(tmp_path, content_image, style_image, weights_h5):
     (tmp_path / "regular").write_text("x")
     (tmp_path / "out").mkdir()
     return tmp_path
+
+
+def into(states: list):
+    """A hook (``on_event``) that keeps each event's state in ``states``."""
+    return lambda event: states.append(event.state)

@@ -32,7 +32,7 @@ def main(weights_path: str) -> None:
     halfway = {}
     sharded = nst_jax.stylize(
         contents.astype(jnp.float64), style, params=params, config=config,
-        on_chunk=lambda state: halfway.setdefault("state", state),
+        on_event=lambda e: halfway.setdefault("state", e.state),
     )  # fmt: skip
     # Resuming a sharded, padded batch (6 on 4 devices) from step 10 reaches the same images.
     resumed = nst_jax.stylize(

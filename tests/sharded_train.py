@@ -34,8 +34,8 @@ def main(weights_path: str) -> None:
     for name, devices in (("one", jax.devices()[:1]), ("many", jax.devices())):
         losses = []
 
-        def log(state, value, terms, losses=losses):
-            losses.append(float(value))
+        def log(event, losses=losses):
+            losses.append(float(event.loss))
 
         end = train.fit(SETTINGS, start, vgg, iter(batches), targets, CONFIG, log, devices)
         runs[name] = (end["params"], losses)

@@ -217,7 +217,7 @@ def test_help_lists_options_with_defaults(capsys):
     """Every stylize option is in --help with its default."""
     assert exit_code(["stylize", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    stylize = options.build_parser()._subparsers._group_actions[0].choices["stylize"]
+    stylize = cli.build_parser()._subparsers._group_actions[0].choices["stylize"]
     formatter = stylize._get_formatter()
     for action in stylize._actions:
         if not action.option_strings or action.nargs == 0:  # positional, or a flag
@@ -368,14 +368,13 @@ def test_help_lists_an_option_for_every_config_field(capsys):
 
 def test_every_field_round_trips_through_the_parser():
     """A non-default value of each field, given as an option, lands in the config."""
-    from nst_jax.cli import options
 
     argv = ["stylize", "c.png", "--beta1", "0.9", "--beta2", "0.99", "--epsilon", "1e-7",
             "--loop", "device", "--remat", "--content-layer-weights", "2",
             "--learning-rate", "0.01,0.03", "--normalize-gradients", "--average", "0.5",
             "--style", "a.png", "--style-scale", "0.5", "--style", "b.png",
             "--per-style-weight", "2"]  # fmt: skip
-    config = options.config_from_args(options.build_parser().parse_args(argv))
+    config = options.config_from_args(cli.build_parser().parse_args(argv))
     assert config.normalize_gradients is True and config.average == 0.5
     assert config.style_scales == (0.5, None) and config.style_weights == (1.0, 2.0)
     assert (config.beta1, config.beta2, config.epsilon) == (0.9, 0.99, 1e-7)

@@ -10,12 +10,13 @@ import pytest
 from test_safety import FAST, assert_refused, exit_code, stylize_argv
 
 import nst_jax
-from nst_jax.cli import checkpoint
 from nst_jax.core import losses, objective, vgg
+from nst_jax.core import targets as targets_mod
 from nst_jax.files import image
 from nst_jax.run import batching, inputs
+from nst_jax.session import checkpoint
 
-from conftest import eight_bit_image
+from conftest import eight_bit_image, into
 
 STEPS_PER_CALL = 10
 
@@ -60,8 +61,8 @@ def test_each_half_takes_its_own_style(params, content_image, style_image, secon
     styles = [style_image, second_style]
     result = nst_jax.stylize(content_image, styles, params=params, config=cfg, masks=halves)
     features = vgg.image_features(params, jnp.asarray(result.image), cfg.style_layers, "max")
-    masks = objective.layer_masks(jnp.asarray(halves), cfg.style_layers)
-    targets = [objective.style_targets(params, jnp.asarray(s), cfg) for s in styles]
+    masks = targets_mod.layer_masks(jnp.asarray(halves), cfg.style_layers)
+    targets = [targets_mod.style_targets(params, jnp.asarray(s), cfg) for s in styles]
     for layer in cfg.style_layers:
         for k in (0, 1):
             gram = losses.guided_gram(features[layer], masks[layer][k])
@@ -88,7 +89,7 @@ def test_layer_masks_have_each_layers_size(params):
     image = jnp.full((37, 53, 3), 0.5)
     layers = objective.STYLE_LAYERS
     features = vgg.image_features(params, image, layers, "max")
-    masks = objective.layer_masks(jnp.ones((2, 37, 53)), layers)
+    masks = targets_mod.layer_masks(jnp.ones((2, 37, 53)), layers)
     for layer in layers:
         assert masks[layer].shape == (2, *features[layer].shape[:2])
 
@@ -148,9 +149,15 @@ def test_a_style_weight_per_style_multiplies_its_term(params, content_image, sty
     seen = []
     contents = np.stack([content_image] * 2)
     styles = [style_image, style_image[::-1]]
-    nst_jax.stylize(contents, styles, params=params, config=cfg, on_chunk=seen.append)
+    nst_jax.stylize(contents, styles, params=params, config=cfg, on_event=into(seen))
     plain = []
-    nst_jax.stylize(contents, styles, params=params, config=config(steps=1), on_chunk=plain.append)
+    nst_jax.stylize(
+        contents,
+        styles,
+        params=params,
+        config=config(steps=1),
+        on_event=into(plain),
+    )
     style_terms, plain_terms = seen[0].terms["style"], plain[0].terms["style"]
     np.testing.assert_allclose(style_terms[0], 2 * plain_terms[0], rtol=1e-6)
     assert style_terms[1] == 0.0
@@ -227,7 +234,7 @@ def test_decay_zero_returns_the_last_iterate_exactly(params, content_image, styl
     seen = []
     cfg = config(steps=20, average=0.0)
     result = nst_jax.stylize(content_image, style_image, params=params, config=cfg,
-                             on_chunk=seen.append)  # fmt: skip
+                             on_event=into(seen))  # fmt: skip
     np.testing.assert_array_equal(np.asarray(result.image), np.asarray(seen[-1].images[0]))
 
 
@@ -236,7 +243,7 @@ def test_averaging_resumes_exactly_from_a_checkpoint(tmp_path, params, content_i
     seen = []
     cfg = config(steps=20, average=0.9)
     full = nst_jax.stylize(content_image, style_image, params=params, config=cfg,
-                           on_chunk=seen.append)  # fmt: skip
+                           on_event=into(seen))  # fmt: skip
     last = np.asarray(seen[-1].images[0])
     assert np.abs(np.asarray(full.image) - last).max() > 1e-3  # an average, not the iterate
     checkpoint.save(tmp_path / "ckpt", seen[0], {"config": {}})
@@ -255,7 +262,7 @@ def test_the_average_is_the_bias_corrected_ema_in_float64(params, content_image,
         cfg = nst_jax.StyleConfig(steps=3, steps_per_call=1, average=0.5)
         seen = []
         result = nst_jax.stylize(content, style_image, params=params64, config=cfg,
-                                 on_chunk=seen.append)  # fmt: skip
+                                 on_event=into(seen))  # fmt: skip
         iterates = [np.asarray(content)] + [np.asarray(s.images[0]) for s in seen]
         total, power = 0.5 * iterates[0], 0.5
         for x in iterates[1:]:

@@ -139,7 +139,7 @@ def test_uneven_last_chunk_and_progress(params, run50, content_image, style_imag
     calls = []
     result = nst_jax.stylize(
         content_image, style_image, params=params, config=config(steps=23),
-        on_chunk=lambda state: calls.append((state.step, state.losses.shape)),
+        on_event=lambda e: calls.append((e.state.step, e.state.losses.shape)),
     )  # fmt: skip
     assert calls == [(10, (1, 10)), (20, (1, 20)), (23, (1, 23))]
     # The same program on the same inputs: identical up to XLA's run-to-run determinism.

@@ -46,7 +46,7 @@ def test_import_and_stylize_leave_the_process_as_it_was():
 
 def test_program_xla_flags_never_override_the_users(monkeypatch):
     """configure_for_program's flags are added to XLA_FLAGS, never in place of the user's."""
-    from nst_jax.cli import process
+    from nst_jax.session import process
 
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     assert process.set_xla_flags().split() == list(process.XLA_FLAGS)
@@ -56,7 +56,7 @@ def test_program_xla_flags_never_override_the_users(monkeypatch):
 
 
 def test_memory_is_trimmed_after_real_compilations_only(monkeypatch):
-    from nst_jax.cli import process
+    from nst_jax.session import process
 
     calls = []
     monkeypatch.setattr(process, "_malloc_trim", lambda: calls.append)

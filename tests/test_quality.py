@@ -11,8 +11,11 @@ import pytest
 import nst_jax
 from nst_jax.config import StyleConfig
 from nst_jax.core import objective
+from nst_jax.core import targets as targets_mod
 from nst_jax.presets import PRESETS, gatys_weights
 from nst_jax.run import color, inputs, multiscale
+
+from conftest import into
 
 FAST = StyleConfig(steps=4, steps_per_call=2)
 
@@ -70,7 +73,11 @@ def test_lbfgs_stays_in_unit_range_and_reports_terms(params, content_image, styl
     config = FAST.replace(optimizer="lbfgs", init="noise")
     states = []
     result = nst_jax.stylize(
-        content_image, style_image, params=params, config=config, on_chunk=states.append
+        content_image,
+        style_image,
+        params=params,
+        config=config,
+        on_event=into(states),
     )
     assert float(result.image.min()) >= 0.0 and float(result.image.max()) <= 1.0
     terms = states[-1].terms
@@ -103,7 +110,11 @@ def test_coarse_to_fine_ends_at_requested_size(params, content_image, style_imag
     config = FAST.replace(scales=2, coarse_steps=3, steps=2)
     chunks = []
     result = nst_jax.stylize(
-        content_image, style_image, params=params, config=config, on_chunk=chunks.append
+        content_image,
+        style_image,
+        params=params,
+        config=config,
+        on_event=into(chunks),
     )
     assert result.image.shape == content_image.shape
     assert result.losses.shape == (5,)
@@ -122,7 +133,11 @@ def test_coarse_to_fine_resumes_mid_scale(params, content_image, style_image):
     config = FAST.replace(scales=2, coarse_steps=4, steps=2)
     chunks = []
     whole = nst_jax.stylize(
-        content_image, style_image, params=params, config=config, on_chunk=chunks.append
+        content_image,
+        style_image,
+        params=params,
+        config=config,
+        on_event=into(chunks),
     )
     resumed = nst_jax.stylize(
         content_image, style_image, params=params, config=config, resume=chunks[0]
@@ -204,8 +219,8 @@ def test_blend_one_zero_is_the_single_style_exactly(params, content_image, style
 def test_blended_targets_are_weighted_grams(params, content_image, style_image):
     """The target is sum_k w_k G_k / sum_k w_k (0.7, 0.3 already sum to 1)."""
     other = np.fliplr(style_image).copy()
-    a = objective.style_targets(params, style_image, FAST)
-    b = objective.style_targets(params, other, FAST)
+    a = targets_mod.style_targets(params, style_image, FAST)
+    b = targets_mod.style_targets(params, other, FAST)
     config = FAST.replace(style_blend=(0.7, 0.3))
     targets = nst_jax.make_targets(params, content_image, [style_image, other], config)
     for layer in FAST.style_layers:

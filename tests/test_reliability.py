@@ -22,8 +22,8 @@ from PIL import Image, PngImagePlugin
 from test_safety import assert_refused, exit_code, snapshot, stylize_argv
 
 import nst_jax
-from nst_jax.cli import checkpoint
 from nst_jax.files import atomic, image
+from nst_jax.session import checkpoint
 
 COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 # 48 px, the direct convolution and one step a chunk: the shortest start-up of a real run.

@@ -22,9 +22,9 @@ import pytest
 from flax import serialization
 from PIL import Image, PngImagePlugin
 
-from nst_jax.cli import checkpoint
 from nst_jax.cli import main as cli
 from nst_jax.files import image
+from nst_jax.session import checkpoint
 
 # The 64 x 96 test images and chunks of 10, as the other CLI tests: programs are reused.
 FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q", "--compile-cache", "off"]
@@ -182,8 +182,8 @@ NUMBER_CASES = {
     "infinite_learning_rate": (["--learning-rate", "inf"], "finite"),
     "nan_style_weight": (["--style-weight", "nan"], "finite"),
     "huge_seed": (["--init", "noise", "--seed", str(2**70)], "seed must be an integer"),
-    "negative_epsilon": (["--epsilon", "-1"], "epsilon must be >= 0"),
-    "beta_of_one": (["--beta1", "1"], "beta1 and beta2 must be in [0, 1)"),
+    "negative_epsilon": (["--epsilon", "-1"], "epsilon must be a finite number >= 0"),
+    "beta_of_one": (["--beta1", "1"], "beta1 must be in [0, 1)"),
     "tiny_memory_limit": (["--memory-limit", "0.001"], "no image size fits"),
 }
 

@@ -16,6 +16,8 @@ from scripts_loader import load_script
 import nst_jax
 from nst_jax.core import losses, vgg
 
+from conftest import into
+
 # block3 layers keep the programs small; 5 steps in chunks of 5.
 LAYERS = {"content_layers": ("block3_conv2",), "style_layers": ("block1_conv1", "block3_conv1")}
 CONFIG = nst_jax.StyleConfig(steps=5, steps_per_call=5, conv="direct", **LAYERS)
@@ -68,11 +70,11 @@ def test_a_custom_loss_in_a_batch_with_a_sweep_equals_own_loops(f64):
         np.testing.assert_allclose(result.losses[i], history, rtol=1e-9)
 
 
-def test_the_custom_terms_reach_on_chunk(params, content_image, style_image):
+def test_the_custom_terms_reach_the_hook(params, content_image, style_image):
     seen = []
     config = CONFIG.replace(steps=2, steps_per_call=2)
     nst_jax.stylize(content_image, style_image, params=params, config=config, loss=edge_loss,
-                    on_chunk=seen.append)  # fmt: skip
+                    on_event=into(seen))  # fmt: skip
     assert set(seen[-1].terms) == {"content", "style", "tv", "brightness", "total"}
 
 
@@ -137,7 +139,7 @@ def test_an_unknown_or_built_in_name_is_refused():
 # --- Early stopping -------------------------------------------------------------------------
 
 
-def test_on_chunk_stops_the_run_and_stylize_returns_the_result_so_far(
+def test_the_hook_stops_the_run_and_stylize_returns_the_result_so_far(
     params, content_image, style_image
 ):
     def stop_at_15(state):
@@ -147,7 +149,7 @@ def test_on_chunk_stops_the_run_and_stylize_returns_the_result_so_far(
     config = CONFIG.replace(steps=100)
     contents = np.stack([content_image, content_image[:, ::-1]])
     result = nst_jax.stylize(contents, style_image, params=params, config=config,
-                             on_chunk=stop_at_15)  # fmt: skip
+                             on_event=lambda e: stop_at_15(e.state))  # fmt: skip
     assert result.losses.shape == (2, 15)
     assert np.all(np.isfinite(result.image))
 

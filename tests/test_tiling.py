@@ -142,7 +142,7 @@ def test_a_tiled_run_holds_each_whole_image_array_once(params):
         counts.append((len(last), sum(s[-3:] == content.shape for s in shapes)))
 
     nst_jax.stylize(content, texture_image(40, 60), params=params, config=config,
-                    on_chunk=lambda state: last.update(state=state),
+                    on_event=lambda e: last.update(state=e.state),
                     on_tile=count_whole_images)  # fmt: skip
     assert max(n for kept, n in counts if kept) == 8
     # The hook's state outlives the chunks that followed it.

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax.cli import checkpoint
 from nst_jax.cli import main as cli
 from nst_jax.files import image
+from nst_jax.session import checkpoint
 
 # The 64 x 96 test images at --max-dim 96 and chunks of 10: the programs other tests compiled.
 FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q"]

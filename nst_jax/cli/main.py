@@ -16,9 +16,10 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from nst_jax.cli import outputs, signals
-from nst_jax.cli.options import EXIT_INPUT, build_parser, reword
+from nst_jax.cli import signals
+from nst_jax.cli.options import EXIT_INPUT, Parser, reword
 from nst_jax.errors import ImageError, InputError, shown
+from nst_jax.events import DivergedError
 from nst_jax.files import image, weights
 
 
@@ -45,31 +46,33 @@ def _print_to_reader(text: str) -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
-def _cmd_stylize(args: argparse.Namespace) -> int:
+def _cmd_stylize(args: argparse.Namespace, argv: list[str], control) -> int:
     from nst_jax.cli import stylize
 
-    return stylize.cmd_stylize(args)
+    return stylize.cmd_stylize(args, argv, control)
 
 
-def _cmd_video(args: argparse.Namespace) -> int:
+def _cmd_video(args: argparse.Namespace, argv: list[str], control) -> int:
     from nst_jax.cli import video
 
-    return video.cmd_video(args)
+    return video.cmd_video(args, control)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace, argv: list[str], control) -> int:
     from nst_jax.cli import train
 
-    return train.cmd_train(args)
+    return train.cmd_train(args, control)
 
 
-def _cmd_weights_fetch(args: argparse.Namespace) -> int:
+def _cmd_weights_fetch(args: argparse.Namespace, *_) -> int:
     downloaded, converted = weights.fetch()
     print(f"official weights: {downloaded}\nconverted: {converted}")
     return 0
 
 
-def _cmd_weights_convert(args: argparse.Namespace) -> int:
+def _cmd_weights_convert(args: argparse.Namespace, *_) -> int:
+    from nst_jax.session import outputs
+
     dest = weights.converted_path(args.dest)
     planned = [outputs.Output(dest, "the converted file")]
     outputs.check_outputs(planned, [(weights.find_weights(args.source), "IN")], force=args.force)
@@ -77,7 +80,7 @@ def _cmd_weights_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_weights_info(args: argparse.Namespace) -> int:
+def _cmd_weights_info(args: argparse.Namespace, *_) -> int:
     for key, value in weights.info(args.path).items():
         print(f"{key}: {value}")
     return 0
@@ -85,7 +88,7 @@ def _cmd_weights_info(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     ("stylize", None): _cmd_stylize,
-    ("info", None): _cmd_info,
+    ("info", None): lambda args, *_: _cmd_info(args),
     ("video", None): _cmd_video,
     ("train", None): _cmd_train,
     ("weights", "fetch"): _cmd_weights_fetch,
@@ -108,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     try:
         return _command(argv)
-    except InputError as e:
+    except (InputError, DivergedError) as e:
         print(f"nst-jax: error: {reword(str(e))}", file=sys.stderr)
         return EXIT_INPUT
     except OSError as e:
@@ -126,18 +129,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(argv: Sequence[str] | None) -> int:
     from PIL import Image
 
-    from nst_jax.cli import process
+    from nst_jax.session import process
 
     process.configure_for_program()
     # The command's own pixel limit (--max-pixels) is the one that counts, per file.
     Image.MAX_IMAGE_PIXELS = None
     argv = list(sys.argv[1:] if argv is None else argv)
-    from nst_jax.cli import models, train, video
+    args = build_parser().parse_args(argv)
+    with signals.handling(getattr(args, "verbose", False)) as control:
+        command = COMMANDS[(args.command, getattr(args, "weights_command", None))]
+        return command(args, argv, control)
 
-    args = build_parser((video.add_parser, train.add_parser, models.add_options)).parse_args(argv)
-    args.argv = argv  # stored in outputs' provenance
-    with signals.handling(getattr(args, "verbose", False)) as args.signals:
-        return COMMANDS[(args.command, getattr(args, "weights_command", None))](args)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``nst-jax`` argument parser: each command's options from its module."""
+    from nst_jax.cli import stylize, train, video
+
+    parser = Parser(prog="nst-jax", description="Neural style transfer in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stylize.add_parser(sub)
+    weights_parser = sub.add_parser("weights", help="fetch, convert or describe VGG19 weights")
+    wsub = weights_parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    wsub.add_parser("fetch", help="download the official Keras file and convert it")
+    convert = wsub.add_parser("convert", help="convert a Keras .h5 to the Flax-native file")
+    convert.add_argument("source", metavar="IN")
+    convert.add_argument("dest", metavar="OUT", nargs="?")
+    convert.add_argument("--force", action="store_true", help="replace an existing OUT")
+    info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
+    info.add_argument("path", metavar="PATH", nargs="?")
+    info = sub.add_parser("info", help="print the provenance stored in an output PNG")
+    info.add_argument("path", metavar="PNG")
+    video.add_parser(sub)
+    train.add_parser(sub)
+    return parser
 
 
 def _internal_error() -> int:

@@ -1,5 +1,7 @@
-"""The ``nst-jax`` argument parser. Every :class:`~nst_jax.StyleConfig` field is an option of
-``stylize``, generated from the field itself (name, default, help), so the two never drift.
+"""The ``nst-jax`` argument parser's shared parts. Every field of the library's settings
+(:class:`~nst_jax.StyleConfig`, ``JobSettings``, ``TrainSettings``, ``VideoSettings``) is an
+option generated from the field itself (name, one default, help), so the two never drift;
+each option defaults to ``None``, which leaves the library's default (or the preset's).
 """
 
 from __future__ import annotations
@@ -7,20 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from nst_jax.cli import values
 from nst_jax.config import StyleConfig
-from nst_jax.files import compile_cache, image
 from nst_jax.presets import PRESETS
 
 EXIT_INPUT = 2
-DEFAULT_MAX_DIM = 512  # the tutorial's
-
-
 # Settings the library names in its messages that are options here without a field of
-# StyleConfig (loader arguments).
-_LOADER_SETTINGS = ("max_dim", "max_pixels")
+# StyleConfig (loader and job arguments).
+_OTHER_SETTINGS = ("max_dim", "max_pixels", "style_masks", "mask_labels")
 # Library words for what the command takes as options.
 _PHRASES = {
     "style images": "--style images",
@@ -35,7 +33,7 @@ def reword(message: str) -> str:
     option that sets it (``--style-blend``, ``--max-dim 512``, ``--remat``)."""
     for words, option in _PHRASES.items():  # once: a reworded message stays as it is
         message = re.sub(rf"(?<![\w-]){re.escape(words)}", option, message)
-    names = "|".join([*(f.name for f in dataclasses.fields(StyleConfig)), *_LOADER_SETTINGS])
+    names = "|".join([*(f.name for f in dataclasses.fields(StyleConfig)), *_OTHER_SETTINGS])
 
     def option(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)
@@ -56,7 +54,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_INPUT, f"{self.prog}: error: {message}\n")
 
 
-class _HelpFormatter(argparse.HelpFormatter):
+class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already states it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -65,6 +63,55 @@ class _HelpFormatter(argparse.HelpFormatter):
             return text
         default = "none" if action.default is None else action.default
         return f"{text} (default: {default})"
+
+
+_PARSERS = {
+    "layers": (values.layers, "LAYER,..."),
+    "floats": (values.numbers, "W,..."),
+    "sweep": (values.sweep, "X[,X,...]"),
+    "tile": (values.tile, "auto|N|off"),
+    "size": (values.size, "WxH"),
+    "offsets": (values.flow_offsets, "J[,J...]"),
+    "positive": (values.positive, None),
+}
+# Kinds with no option of their own: set by other options.
+NO_OPTION = ("per_style", "derived")
+
+
+def field_option(field: dataclasses.Field) -> tuple[str, dict]:
+    """The option of one settings field: its name and ``add_argument`` keywords."""
+    meta, default = field.metadata, field.default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    extra = "; comma-separated values sweep it, one result each" if meta["kind"] == "sweep" else ""
+    help_text = meta["help"] if "default:" in meta["help"] else (
+        f"{meta['help']}{extra} (default: {'none' if shown is None else shown})"
+    )  # fmt: skip
+    kwargs: dict = {"dest": field.name, "default": None, "help": help_text}
+    if meta["kind"] in _PARSERS:
+        parse, metavar = _PARSERS[meta["kind"]]
+        kwargs.update(type=parse, **({"metavar": metavar} if metavar else {}))
+    elif meta["choices"]:
+        kwargs.update(type=values.optimizer_name if field.name == "optimizer" else values.word)
+        kwargs.update(choices=meta["choices"])
+    elif isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif field.type.startswith("int"):  # counts and sizes, but any integer seed
+        kwargs["type"] = int if field.name == "seed" else values.positive_int
+    elif field.type.startswith("float"):
+        kwargs["type"] = values.number
+    return meta.get("flag") or "--" + field.name.replace("_", "-"), kwargs
+
+
+def add_field_options(group, cls: type, only: Sequence[str] = (), skip: Sequence[str] = ()):
+    """One option per field of the settings class ``cls`` (those ``only`` names, none that
+    ``skip`` names or whose kind has no option)."""
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("kind") in NO_OPTION or field.name in skip:
+            continue
+        if only and field.name not in only:
+            continue
+        name, kwargs = field_option(field)
+        group.add_argument(name, **kwargs)
 
 
 class _StyleAction(argparse.Action):
@@ -91,42 +138,9 @@ class _PerStyleAction(argparse.Action):
         own[self.dest] = value
 
 
-_PARSERS = {
-    "layers": values.layers,
-    "floats": values.numbers,
-    "sweep": values.sweep,
-    "tile": values.tile,
-}
-_METAVARS = {"layers": "LAYER,...", "floats": "W,...", "sweep": "X[,X,...]", "tile": "auto|N|off"}
-
-
-def _field_option(field: dataclasses.Field) -> tuple[str, dict]:
-    """The option of one config field: its name and ``add_argument`` keywords."""
-    meta, default = field.metadata, field.default
-    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-    extra = "; comma-separated values sweep it, one result each" if meta["kind"] == "sweep" else ""
-    kwargs: dict = {
-        "dest": field.name,
-        "default": None,  # None: the --preset's value
-        "help": f"{meta['help']}{extra} (default: {'none' if shown is None else shown})",
-    }
-    if meta["kind"] in _PARSERS:
-        kwargs.update(type=_PARSERS[meta["kind"]], metavar=_METAVARS[meta["kind"]])
-    elif meta["choices"]:
-        kwargs.update(type=values.optimizer_name if field.name == "optimizer" else values.word)
-        kwargs.update(choices=meta["choices"])
-    elif isinstance(default, bool):
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif field.type.startswith("int"):  # counts and sizes, but any integer seed
-        kwargs["type"] = int if field.name == "seed" else values.positive_int
-    elif field.type.startswith("float"):
-        kwargs["type"] = values.positive if meta["kind"] == "positive" else values.number
-    return "--" + field.name.replace("_", "-"), kwargs
-
-
-def add_config_options(parser: argparse.ArgumentParser, only: Sequence[str] = ()) -> None:
-    """``--preset`` and one option per :class:`StyleConfig` field (or the fields ``only``
-    names), each ``None`` by default: the preset's."""
+def add_config_options(parser: argparse.ArgumentParser, cls: type = StyleConfig) -> None:
+    """``--preset`` and one option per field of ``cls`` (``StyleConfig``, or a part of it
+    such as ``ObjectiveConfig``), each ``None`` by default: the preset's."""
     group = parser.add_argument_group("settings (each defaults to the --preset's value)")
     group.add_argument(
         "--preset",
@@ -135,27 +149,23 @@ def add_config_options(parser: argparse.ArgumentParser, only: Sequence[str] = ()
         help="starting settings: tutorial (the TensorFlow tutorial's) or gatys (Gatys et al. "
         "2016, weights converted); the options below override them",
     )
-    for field in dataclasses.fields(StyleConfig):
-        if field.metadata["kind"] == "per_style" or (only and field.name not in only):
-            continue  # per-style ones are set by the options that follow each --style
-        name, kwargs = _field_option(field)
-        if field.name == "style_scale":
-            kwargs.update(
-                action=_PerStyleAction,
-                help=kwargs["help"].replace(
-                    " (default", "; after a --style: that style's only (default", 1
-                ),
-            )
-        elif field.name == "style_loss":
-            kwargs.update(type=values.style_loss_names, metavar="LOSS[,LOSS,...]", choices=None)
-            kwargs["help"] = kwargs["help"].replace(
-                " (default", "; comma-separated losses: one result each (default", 1
-            )
-        group.add_argument(name, **kwargs)
+    add_field_options(group, cls, skip=("style_scale", "style_loss"))
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    if "style_scale" in fields:
+        name, kwargs = field_option(fields["style_scale"])
+        own = "; after a --style: that style's only (default"
+        kwargs["help"] = kwargs["help"].replace(" (default", own, 1)
+        group.add_argument(name, action=_PerStyleAction, **kwargs)
+    name, kwargs = field_option(fields["style_loss"])
+    kwargs.update(type=values.style_loss_names, metavar="LOSS[,LOSS,...]")
+    each = "; comma-separated losses: one result each (default"
+    kwargs["help"] = kwargs["help"].replace(" (default", each, 1)
+    group.add_argument(name, **kwargs)
 
 
-def config_from_args(args: argparse.Namespace) -> StyleConfig:
-    """The preset with every config option the command line gave replacing its field.
+def config_from_args(args: argparse.Namespace, base: StyleConfig | None = None) -> StyleConfig:
+    """``base`` (default: the preset) with every config option the command line gave
+    replacing its field.
 
     Per-style settings become ``style_weights``/``style_scales`` (one value per ``--style``);
     a list of style losses runs the first here (:func:`style_losses` gives them all).
@@ -172,7 +182,7 @@ def config_from_args(args: argparse.Namespace) -> StyleConfig:
         changes["style_weights"] = tuple(own.get("per_style_weight", 1.0) for own in per_style)
     if any("style_scale" in own for own in per_style):
         changes["style_scales"] = tuple(own.get("style_scale") for own in per_style)
-    return PRESETS[args.preset].replace(**changes)
+    return (base or PRESETS[args.preset]).replace(**changes)
 
 
 def style_losses(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -181,17 +191,17 @@ def style_losses(args: argparse.Namespace) -> tuple[str, ...] | None:
     return losses if isinstance(losses, tuple) and len(losses) > 1 else None
 
 
-def style_masks(args: argparse.Namespace) -> list[str | None] | None:
+def style_masks(args: argparse.Namespace) -> tuple[str | None, ...] | None:
     """Each ``--style``'s ``--style-mask``, or ``None`` when none is given."""
     per_style = getattr(args, "per_style", None) or []
     if not any("style_mask" in own for own in per_style):
         return None
-    return [own.get("style_mask") for own in per_style]
+    return tuple(own.get("style_mask") for own in per_style)
 
 
-def _add_inputs(p: argparse.ArgumentParser) -> None:
-    """Contents, styles with their own settings, and the content's regions."""
-    p.add_argument("content", metavar="CONTENT", nargs="*", help="content images or folders")
+def add_styles(p: argparse.ArgumentParser) -> None:
+    """``--style`` (repeatable) with the options that follow each: its own weight, scale and
+    region."""
     p.add_argument(
         "--style",
         "-s",
@@ -217,48 +227,12 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         metavar="PNG",
         help="after a --style: the part of that style image (white) whose Grams are matched",
     )
-    masks = p.add_mutually_exclusive_group()
-    masks.add_argument(
-        "--mask",
-        action="append",
-        metavar="PNG",
-        help="spatial control: the content region (white; grey is partial) of the --style of "
-        "the same rank; one --mask per --style; resized to the content's size",
-    )
-    masks.add_argument(
-        "--mask-labels",
-        metavar="PNG",
-        help="spatial control from one label image: each colour but black is a region, "
-        "ordered by (R, G, B) value (grey levels dark to light), the k-th for the k-th --style",
-    )
 
 
-def _add_outputs(p: argparse.ArgumentParser) -> None:
-    """Where results go, and how inputs are loaded."""
-    p.add_argument(
-        "--output",
-        "-o",
-        metavar="OUT",
-        help="a .png/.jpg/.webp file for one result, else a folder (results keep input names)",
-    )
-    p.add_argument(
-        "--format",
-        choices=("png", "jpg", "webp"),
-        default="png",
-        help="format of results written into an output folder",
-    )
-    p.add_argument("--sheet", metavar="PATH", help="also write a labelled grid of all results")
-    p.add_argument(
-        "--max-dim",
-        type=values.positive_int,
-        help=f"longest side of content and style after loading, in px (default: {DEFAULT_MAX_DIM})",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=values.positive_int,
-        default=8,
-        help="most images stylised at once (images of equal size share a batch)",
-    )
+def add_common(p: argparse.ArgumentParser, output_help: str, required: bool = False) -> None:
+    """The options every command has, with the same short forms: ``-o``, ``-q``, ``-v``,
+    and ``--weights``."""
+    p.add_argument("--output", "-o", metavar="OUT", required=required, help=output_help)
     p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
@@ -269,131 +243,7 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_jobs(p: argparse.ArgumentParser) -> None:
-    """Options of a job of many results (a dataset): its inputs, styles, shapes, shards."""
-    g = p.add_argument_group("jobs of many results (continued by rerunning the command)")
-    g.add_argument("--files-from", metavar="LIST", help="content files, one per line")
-    g.add_argument(
-        "--styles-per-image",
-        type=values.positive_int,
-        metavar="K",
-        help="K of the --style images per content, chosen by a hash of its name and --seed "
-        "(default: every style)",
-    )
-    g.add_argument(
-        "--size",
-        type=values.size,
-        metavar="WxH",
-        help="every result this size (--fit) (default: each keeps its aspect, run at one of a "
-        "few shapes)",
-    )
-    g.add_argument("--fit", choices=("crop", "pad"), default="crop", help="how --size is filled")
-    g.add_argument("--shard", type=values.shard, metavar="I/N", help="run part I of N of the job")
-    g.add_argument(
-        "--engine",
-        choices=("local", "ray"),
-        default="local",
-        help="run the batches here, or as Ray tasks (pip install 'nst_jax[ray]')",
-    )
-    g.add_argument("--ray-address", metavar="ADDR", help="a running Ray cluster (default: local)")
-    g.add_argument(
-        "--ray-workers",
-        type=values.positive_int,
-        metavar="N",
-        help="Ray actors running batches (default: one per GPU of the cluster, else one)",
-    )
-    g.add_argument(
-        "--workers",
-        type=values.positive_int,
-        default=2,
-        help="threads decoding images ahead of the run",
-    )
-
-
-def _add_resources(p: argparse.ArgumentParser) -> None:
-    r = p.add_argument_group("resources")
-    r.add_argument(
-        "--memory-limit",
-        type=values.positive,
-        metavar="GIB",
-        help="refuse runs estimated to need more, or tile them (--tile auto: the largest "
-        "scale's tile then holds for every scale) (default: the memory available)",
-    )
-    r.add_argument(
-        "--compile-cache",
-        metavar="DIR|off",
-        help="persistent compilation cache; a second run on the same shapes skips compiling "
-        f"(default: {compile_cache.default_dir()}, or $NST_JAX_COMPILE_CACHE)",
-    )
-    r.add_argument(
-        "--max-pixels",
-        type=values.positive_int,
-        default=image.MAX_PIXELS,
-        help="refuse larger inputs (decompression bombs)",
-    )
-
-
-def _add_watch(p: argparse.ArgumentParser) -> None:
-    """Options of long single-image runs: checkpoints, resume, previews, logs, provenance."""
-    g = p.add_argument_group("long runs (one result at a time)")
-    g.add_argument(
-        "--checkpoint-every",
-        type=values.positive_int,
-        metavar="N",
-        help="write OUT.ckpt/ every N steps (and on exit)",
-    )
-    g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/")
-    g.add_argument(
-        "--save-every",
-        type=values.positive_int,
-        metavar="N",
-        help="write OUT_0100.png ... every N steps",
-    )
-    g.add_argument("--log", metavar="PATH", help="JSON lines: step, each loss term, seconds")
-    g.add_argument("--plot", metavar="PATH", help="plot of the loss terms (needs matplotlib)")
-    g.add_argument(
-        "--animate",
-        metavar="PATH",
-        help=".gif (or .mp4 with imageio-ffmpeg) of the --save-every images",
-    )
-    g.add_argument(
-        "--from",
-        dest="from_png",
-        metavar="PNG",
-        help="replay the settings (and, unless given, the inputs) stored in a PNG written by "
-        "nst-jax; options given here override them; -o is required",
-    )
-    g.add_argument("--force", action="store_true", help="replace existing outputs (never an input)")
-
-
-def build_parser(more_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
-    """The ``nst-jax`` argument parser; each of ``more_commands`` adds its command's
-    subparser (``add_parser(sub)``), so commands built on these options can register."""
-    parser = Parser(prog="nst-jax", description="Neural style transfer in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser(
-        "stylize",
-        help="stylise an image",
-        description="Optimise CONTENT to take on the style of STYLE (Gatys et al.).",
-        formatter_class=_HelpFormatter,
-    )
-    _add_inputs(p)
-    _add_outputs(p)
-    _add_jobs(p)
-    add_config_options(p)
-    _add_resources(p)
-    _add_watch(p)
-    weights = sub.add_parser("weights", help="fetch, convert or describe VGG19 weights")
-    wsub = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    wsub.add_parser("fetch", help="download the official Keras file and convert it")
-    convert = wsub.add_parser("convert", help="convert a Keras .h5 to the Flax-native file")
-    convert.add_argument("source", metavar="IN")
-    convert.add_argument("dest", metavar="OUT", nargs="?")
-    convert.add_argument("--force", action="store_true", help="replace an existing OUT")
-    info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
-    info.add_argument("path", metavar="PATH", nargs="?")
-    info = sub.add_parser("info", help="print the provenance stored in an output PNG")
-    info.add_argument("path", metavar="PNG")
-    for add_parser in more_commands:
-        add_parser(sub)
-    return parser
+def given(args: argparse.Namespace, cls: type, only: Sequence[str] = ()) -> dict:
+    """The fields of ``cls`` the command line gave (``None`` options left out)."""
+    names = [f.name for f in dataclasses.fields(cls) if not only or f.name in only]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

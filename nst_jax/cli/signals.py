@@ -27,11 +27,14 @@ import threading
 import time
 from collections.abc import Iterator
 
+from nst_jax.session.control import Control
+
 EXIT_BY_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class Signals:
-    """The command's signal handling (module docstring), made by :func:`handling`."""
+class Signals(Control):
+    """The command's signal handling (module docstring), made by :func:`handling`: the
+    lifecycles' :class:`~nst_jax.session.Control`, which also prints their notes."""
 
     def __init__(self, verbose: bool = False):
         self.received: int | None = None
@@ -61,6 +64,29 @@ class Signals:
     def status(self) -> int | None:
         """The exit status the received signal asks for, or ``None``."""
         return None if self.received is None else EXIT_BY_SIGNAL[self.received]
+
+    def stop_requested(self) -> bool:
+        return self.received is not None
+
+    def note(self, text: str) -> None:
+        from nst_jax.cli.options import reword
+
+        print(f"nst-jax: {reword(text)}", file=sys.stderr)
+
+    def interrupted(self, message: str) -> int:
+        """One line: the signal and what the run kept (``message``); the exit status."""
+        name = signal.Signals(self.received).name if self.received else "stopped"
+        print(f"nst-jax: {name} {message}", file=sys.stderr)
+        return EXIT_BY_SIGNAL.get(self.received, 1)
+
+    def ended(self) -> int:
+        """0, or the status of a signal that came after the last step (the results are
+        written: the line says so)."""
+        if self.received is None:
+            return 0
+        name = signal.Signals(self.received).name
+        print(f"nst-jax: {name} after the last step: every result is written", file=sys.stderr)
+        return EXIT_BY_SIGNAL[self.received]
 
 
 _ENDING = threading.Lock()

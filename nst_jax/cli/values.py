@@ -11,6 +11,7 @@ import math
 
 from nst_jax.config import OPTIMIZER_ALIASES, STYLE_LOSSES
 from nst_jax.core.layers import LAYERS
+from nst_jax.video.settings import check_offsets
 
 
 def positive_int(text: str) -> int:
@@ -107,12 +108,22 @@ def shard(text: str) -> tuple[int, int]:
 
 
 def size(text: str) -> tuple[int, int]:
-    """``WxH`` in pixels."""
+    """``WxH`` in pixels, as ``(height, width)`` (the library's order)."""
     try:
         width, height = (positive_int(part) for part in text.strip().lower().split("x"))
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"expected WxH in pixels, got {text!r}") from None
-    return width, height
+    return height, width
+
+
+def flow_offsets(text: str) -> tuple[int, ...]:
+    """Comma-separated distinct positive integers holding 1."""
+    try:
+        return check_offsets([int(part) for part in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected distinct positive integers holding 1 (such as 1,2,4), got {text!r}"
+        ) from None
 
 
 def tile(text: str) -> int | str:

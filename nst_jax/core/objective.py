@@ -1,4 +1,6 @@
-"""The objective for one image: its targets, and the loss that is minimised.
+"""The objective for one image: its settings (:class:`ObjectiveConfig`) and the loss that is
+minimised (:func:`loss_fn`); the targets it compares against are made by
+:mod:`nst_jax.core.targets`.
 
 A run's targets are a pytree, computed once before the loop::
 
@@ -11,15 +13,15 @@ holds K statistics per layer, ``{layer: (K, c, c)}``, and two entries are added:
 ``"masks": {layer: (K, h, w)}`` (each region at the layer's resolution) and
 ``"weights"["regions"]: (K,)``. Pixels outside every region have no style term.
 
-With ``config.normalize_gradients`` (jcjohnson/neural-style's ``-normalize_gradients``), each
+With ``normalize_gradients`` (jcjohnson/neural-style's ``-normalize_gradients``), each
 content and style layer's features pass through :func:`losses.normalize_gradient`: the
 loss's value is unchanged, and the gradient reaching each (term, layer) is a unit-L1 direction
 times that layer's coefficient (term weight x layer weight / n_layers).
 
 The term weights travel with the targets rather than the config so that they stay traced: a
 batch that sweeps them is ``jax.vmap`` over targets, one compiled program. ``loss_fn`` reads
-everything structural (layers, per-layer weights, pooling, remat) from the config, which is
-static under ``jax.jit``.
+everything structural (layers, per-layer weights, pooling, remat) from the config, whose
+``static`` fields are the key of its compiled program (:func:`nst_jax.core.fields.program_key`).
 
 Loss (the TensorFlow tutorial's, https://www.tensorflow.org/tutorials/generative/style_transfer;
 Gatys et al., "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016)::
@@ -31,38 +33,22 @@ Gatys et al., "Image Style Transfer Using Convolutional Neural Networks", CVPR 2
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
-from nst_jax.config import StyleConfig
-from nst_jax.core import geometry, losses, vgg
-from nst_jax.core.layers import LAYERS
+from nst_jax.core import losses, vgg
+from nst_jax.core.fields import check_choice, check_finite, refuse_traced, setting
+from nst_jax.core.layers import check_layers
 from nst_jax.core.style_terms import style_term
 
-CONTENT_LAYERS: tuple[str, ...] = StyleConfig().content_layers
-STYLE_LAYERS: tuple[str, ...] = StyleConfig().style_layers
-# The settings a compiled loss or step depends on; every other field only changes values
-# (traced) or the loop around the step.
-STATIC_FIELDS = (
-    "style_loss",
-    "normalize_gradients",
-    "content_layers",
-    "style_layers",
-    "content_layer_weights",
-    "style_layer_weights",
-    "pooling",
-    "remat",
-    "optimizer",
-    "beta1",
-    "beta2",
-    "epsilon",
-    "lbfgs_memory",
-    "steps_per_call",
-)
+# The tutorial's layers (https://www.tensorflow.org/tutorials/generative/style_transfer).
+CONTENT_LAYERS: tuple[str, ...] = ("block5_conv2",)
+STYLE_LAYERS: tuple[str, ...] = tuple(f"block{b}_conv1" for b in range(1, 6))
+MRF_STYLE_LAYERS = ("block3_conv1", "block4_conv1")  # Li & Wand's (relu3_1, relu4_1)
+POOLINGS = ("max", "avg")
 TERMS = ("content", "style", "tv")
 # Each term's weight, by the config field that sets it.
 WEIGHT_FIELDS = {"content": "content_weight", "style": "style_weight", "tv": "tv_weight"}
@@ -71,241 +57,179 @@ Params = Mapping[str, Mapping[str, jax.Array]]
 Targets = Mapping[str, Mapping[str, jax.Array]]
 
 
-def static_config(config: StyleConfig) -> StyleConfig:
-    """``config`` with every field outside ``STATIC_FIELDS`` at its default: a cache key that
-    is equal for configs that compile to the same program."""
-    return StyleConfig(**{field: getattr(config, field) for field in STATIC_FIELDS})
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """What an image is made to share with its content and style: layers, statistics,
+    weights, pooling. Defaults are the TensorFlow tutorial's.
+
+    The ``static`` fields shape the compiled loss; the weights (and the blend of several
+    styles) only change the targets' values, so one program serves every value and a batch
+    may sweep them: each weight may be a number or, for a batch of N images, N numbers.
+    ``nst_jax.StyleConfig`` holds every field of this config (and of the optimiser's).
+    """
+
+    content_layers: tuple[str, ...] = setting(
+        CONTENT_LAYERS,
+        "VGG19 layers whose features the result shares with the content",
+        "layers",
+        static=True,
+    )
+    style_layers: tuple[str, ...] = setting(
+        STYLE_LAYERS,
+        "VGG19 layers whose statistics (Gram matrices) the result shares with the style "
+        "(with style_loss mrf, unless given: block3_conv1,block4_conv1)",
+        "layers",
+        static=True,
+    )
+    content_layer_weights: tuple[float, ...] | None = setting(
+        None, "one multiplier per content layer (default: 1 each)", "floats", static=True
+    )
+    style_layer_weights: tuple[float, ...] | None = setting(
+        None, "one multiplier per style layer (default: 1 each)", "floats", static=True
+    )
+    style_loss: str = setting(
+        "gram",
+        "what of the style is matched: gram (the tutorial's Gram matrices), mean_std (channel "
+        "means and deviations, Huang & Belongie 2017), w2 (Wasserstein-2 between the "
+        "features' Gaussians), mrf (nearest 3x3 patches, Li & Wand 2016), or a registered "
+        "term (nst_jax.register_style_term)",
+        static=True,
+    )
+    content_weight: float | Sequence[float] = setting(1e4, "weight of the content term", "sweep")
+    style_weight: float | Sequence[float] = setting(1e-2, "weight of the style term", "sweep")
+    tv_weight: float | Sequence[float] = setting(
+        30.0, "weight of the total-variation term", "sweep"
+    )
+    style_blend: tuple[float, ...] | None = setting(
+        None,
+        "with several styles, one weight each: one style target, their Grams' weighted mean",
+        "floats",
+    )
+    style_weights: tuple[float, ...] | None = setting(
+        None,
+        "one multiplier of style_weight per style: with masks, each region's weight; "
+        "with one style per image, that image's (not with style_blend)",
+        "per_style",
+    )
+    normalize_gradients: bool = setting(
+        False,
+        "each content and style layer's gradient divided by its L1 norm, then "
+        "multiplied by the layer's weight (jcjohnson/neural-style's -normalize_gradients; "
+        "losses.normalize_gradient)",
+        static=True,
+    )
+    pooling: str = setting(
+        "max", "VGG pooling: max (Keras) or avg (Gatys et al.)", choices=POOLINGS, static=True
+    )
+    remat: bool = setting(
+        False,
+        "recompute each VGG block's activations in the backward pass (less memory "
+        "on accelerators, ~1/3 more time)",
+        static=True,
+    )
+
+    def __post_init__(self) -> None:
+        self._normalise_objective()
+        self.validate_objective()
+
+    def _normalise_objective(self) -> None:
+        """Lists stored as tuples, so configs stay hashable (static under ``jax.jit``)."""
+        refuse_traced(self)
+        for field in ("content_layers", "style_layers"):
+            layers = getattr(self, field)
+            object.__setattr__(self, field, (layers,) if isinstance(layers, str) else tuple(layers))
+        for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
+            _as_floats(self, field)
+        _as_floats(self, "style_weights")
+        for field in WEIGHT_FIELDS.values():
+            _as_floats(self, field, scalar=True)
+        if self.style_loss == "mrf" and self.style_layers == STYLE_LAYERS:
+            object.__setattr__(self, "style_layers", MRF_STYLE_LAYERS)
+
+    def validate_objective(self) -> None:
+        """Raise ``ValueError`` with one line naming the first bad setting of the objective."""
+        if not self.content_layers or not self.style_layers:
+            raise ValueError("content_layers and style_layers must each name at least one layer")
+        check_layers(self.content_layers + self.style_layers)
+        for layers, field in (
+            ("content_layers", "content_layer_weights"),
+            ("style_layers", "style_layer_weights"),
+        ):
+            weights = getattr(self, field)
+            if weights is not None and len(weights) != len(getattr(self, layers)):
+                raise ValueError(
+                    f"{field} has {len(weights)} values for {len(getattr(self, layers))} {layers}"
+                )
+        check_choice("pooling", self.pooling, POOLINGS)
+        style_term(self.style_loss)  # registered, by name
+        for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
+            check_finite(field, getattr(self, field) or ())
+        check_finite("style_weights", self.style_weights or ())
+        for field in WEIGHT_FIELDS.values():
+            check_finite(field, getattr(self, field))
+        self._validate_blend()
+        _ = self.sweep_size  # sweeps must agree in length
+
+    def _validate_blend(self) -> None:
+        if self.style_weights is not None and self.style_blend is not None:
+            raise ValueError("style_blend already weights each style: give no style_weights")
+        if self.style_blend is not None and self.style_loss != "gram":
+            raise ValueError("style_blend blends Gram matrices: it needs style_loss gram")
+        if self.style_blend is not None and not sum(self.style_blend) > 0:
+            raise ValueError("style_blend needs at least one weight > 0")
+
+    def check_style_count(self, count: int) -> None:
+        """Raise ``ValueError`` unless ``count`` style images fit the per-style settings:
+        ``style_blend`` has one weight per style image."""
+        if self.style_blend is not None and len(self.style_blend) != count:
+            raise ValueError(
+                f"style_blend has {len(self.style_blend)} weights for {count} style images"
+            )
+
+    def unmaskable(self) -> str | None:
+        """Why these settings cannot take content masks (spatial control), or ``None``."""
+        if self.style_loss != "gram":
+            return (
+                "a masked run takes guided Gram matrices: it needs style_loss gram, "
+                f"not {self.style_loss}"
+            )
+        if self.style_blend is not None:
+            return "a masked run pairs each style with a region: give no style_blend"
+        return None
+
+    @property
+    def sweep_size(self) -> int | None:
+        """Length of the swept settings, or ``None`` when every setting is a single number."""
+        lengths = {len(v) for v in self._swept() if isinstance(v, tuple)}
+        if len(lengths) > 1:
+            raise ValueError(f"swept settings have different lengths {sorted(lengths)}")
+        return lengths.pop() if lengths else None
+
+    def _swept(self) -> list:
+        return [getattr(self, field) for field in WEIGHT_FIELDS.values()]
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
 
 
-def used_layers(config: StyleConfig) -> tuple[str, ...]:
+def _as_floats(config, field: str, scalar: bool = False) -> None:
+    """Store field ``field`` as a tuple of floats (or, with ``scalar``, a single number as a
+    float): NumPy and 0-d JAX numbers are accepted as Python's."""
+    value = getattr(config, field)
+    if value is None or isinstance(value, bool):
+        return  # None is "not set"; a bool is refused by the checks
+    try:
+        one = scalar and np.ndim(value) == 0
+        value = float(value) if one else tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} must be a number or numbers, got {value!r}") from None
+    object.__setattr__(config, field, value)
+
+
+def used_layers(config: ObjectiveConfig) -> tuple[str, ...]:
     """Style and content layers, each once, in that order."""
     return tuple(dict.fromkeys(config.style_layers + config.content_layers))
-
-
-# Images are compared with [0, 1] allowing rounding of this much (a resize in float32).
-RANGE_SLACK = 1e-5
-# A style is a target only, never optimised or clipped: it may leave [0, 1] a little (a style
-# whose colours were matched to the content's does), but not as far as 0-255 values do.
-STYLE_RANGE = (-1.0, 2.0)
-
-
-def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
-    """``image`` as a JAX array, or ``ValueError`` in one line naming ``what``: RGB in
-    [0, 1] with floating-point values, ``(H, W, 3)`` (or ``(N, H, W, 3)`` when ``batched``),
-    finite; a style (``what`` starting "style") within :data:`STYLE_RANGE`. Values are
-    checked only when concrete (not under a transformation)."""
-    image = jnp.asarray(image)
-    shapes = "(H, W, 3) or (N, H, W, 3)" if batched else "(H, W, 3)"
-    if image.ndim not in ((3, 4) if batched else (3,)):
-        raise ValueError(f"{what}: expected {shapes} RGB, got shape {tuple(image.shape)}")
-    if image.shape[-1] != 3:
-        raise ValueError(f"{what}: expected 3 channels (RGB), got {image.shape[-1]}")
-    if not jnp.issubdtype(image.dtype, jnp.floating):
-        raise ValueError(
-            f"{what}: expected floating-point RGB in [0, 1], got {image.dtype} (divide by 255)"
-        )
-    if isinstance(image, jax.core.Tracer) or image.size == 0:
-        return image
-    low, high, finite = jax.device_get((jnp.min(image), jnp.max(image), jnp.isfinite(image).all()))
-    if not finite:
-        raise ValueError(f"{what}: has non-finite values (NaN or infinity)")
-    lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
-    if low < lowest - RANGE_SLACK or high > highest + RANGE_SLACK:
-        hint = " (0-255 values? divide by 255)" if high > 2 else ""
-        raise ValueError(f"{what}: values must lie in [0, 1], got {low:g} to {high:g}{hint}")
-    return image
-
-
-def min_side(config: StyleConfig, style: bool = False) -> int:
-    """The fewest pixels an image's sides need under ``config``: every layer it passes
-    through a non-empty map, and each style layer's map the positions the style term
-    compares (3 x 3 patches for MRF). ``style``: the style image, which passes through the
-    style layers only."""
-    layers = config.style_layers if style else used_layers(config)
-    patch = style_term(config.style_loss).min_side
-    return max(geometry.smallest_side(layers), patch * geometry.smallest_side(config.style_layers))
-
-
-def check_size(config: StyleConfig, shape: Sequence[int], what: str = "image", style=False):
-    """Raise ``ValueError`` when an image of ``shape`` ``(..., H, W, 3)`` is too small for
-    ``config`` (:func:`min_side`)."""
-    need = min_side(config, style)
-    height, width = shape[-3], shape[-2]
-    if min(height, width) < need:
-        raise ValueError(
-            f"{what} is {width}x{height} px; the layers used need both sides >= {need} px"
-        )
-
-
-@functools.partial(jax.jit, static_argnames=("layers", "pooling", "statistic"))
-def _features(params: Params, image: jax.Array, layers: tuple[str, ...], pooling: str, statistic):
-    features = vgg.image_features(params, image, layers, pooling)
-    if statistic is None:
-        return features
-    target = style_term(statistic).target
-    return {name: target(f) for name, f in features.items()}
-
-
-def style_targets(params: Params, style: jax.Array, config: StyleConfig) -> dict[str, Any]:
-    """``{layer: statistic}`` of one ``(h, w, 3)`` style image for ``config.style_loss``
-    (jitted): ``(c, c)`` Gram matrices for the tutorial's loss."""
-    style = jnp.asarray(style)
-    check_size(config, style.shape, "style", style=True)
-    return _features(params, style, config.style_layers, config.pooling, config.style_loss)
-
-
-def content_features(
-    params: Params, content: jax.Array, config: StyleConfig
-) -> dict[str, jax.Array]:
-    """``{layer: (h, w, c)}`` features of one ``(H, W, 3)`` content image (jitted)."""
-    content = jnp.asarray(content)
-    check_size(config, content.shape, "content")
-    return _features(params, content, config.content_layers, config.pooling, None)
-
-
-def resize_masks(masks: jax.Array, height: int, width: int) -> jax.Array:
-    """``(K, H, W)`` masks at ``height x width`` (bilinear, antialiased when shrinking), in
-    [0, 1]: a mask drawn at another size than its image is resized to the image's."""
-    masks = jnp.asarray(masks)
-    if masks.shape[-2:] == (height, width):
-        return masks
-    shape = (*masks.shape[:-2], height, width)
-    return jnp.clip(jax.image.resize(masks, shape, method="linear", antialias=True), 0.0, 1.0)
-
-
-def layer_masks(masks: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
-    """``{layer: (K, h, w)}``: ``(K, H, W)`` image-sized masks downsampled to each layer's
-    resolution by 2x2 average pooling at each of the network's pools (Gatys et al. 2017
-    downsample their guidance channels to each layer; pooling as the network does gives
-    exactly the layer's size, odd sides included)."""
-    pooled, out, done = masks[..., None], {}, 0
-    for name in sorted(set(layers), key=LAYERS.index):
-        for _ in range(geometry.pools_before((name,)) - done):
-            pooled = vgg.pool_2x2(pooled, "avg")
-            done += 1
-        out[name] = pooled[..., 0]
-    return {name: out[name] for name in layers}
-
-
-def check_masks(config: StyleConfig, masks: jax.Array, n_styles: int) -> None:
-    """Raise ``ValueError`` unless ``masks`` ``(K, H, W)`` can pair with ``n_styles`` styles."""
-    reason = config.unmaskable()
-    if reason is not None:
-        raise ValueError(reason)
-    if masks.ndim != 3:
-        raise ValueError(f"masks: expected (K, H, W), got shape {tuple(masks.shape)}")
-    if masks.shape[0] != n_styles:
-        raise ValueError(f"got {masks.shape[0]} masks for {n_styles} styles; give one each")
-
-
-@functools.partial(jax.jit, static_argnames=("layers", "pooling"))
-def _guided_style(params: Params, style, mask, layers: tuple[str, ...], pooling: str):
-    features = vgg.image_features(params, style, layers, pooling)
-    masks = layer_masks(mask[None], layers)
-    return {name: losses.guided_gram(f, masks[name][0]) for name, f in features.items()}
-
-
-def masked_style_targets(
-    params: Params, style: jax.Array, config: StyleConfig, mask: jax.Array | None = None
-) -> dict[str, jax.Array]:
-    """:func:`style_targets`, the Grams taken over the region ``mask`` ``(h', w')`` of the
-    style image only (resized to the style's size); ``None``: the whole style."""
-    if mask is None:
-        return style_targets(params, style, config)
-    style = jnp.asarray(style)
-    check_size(config, style.shape, "style", style=True)
-    mask = resize_masks(jnp.asarray(mask, style.dtype)[None], *style.shape[:2])[0]
-    return _guided_style(params, style, mask, config.style_layers, config.pooling)
-
-
-def blend_grams(grams: Sequence[Mapping[str, jax.Array]], weights: Sequence[float] | None):
-    """``sum_k w_k G_k / sum_k w_k`` per layer: one style target from several styles.
-
-    Weights ``(1, 0)`` give the first style's Grams exactly (``x * 1 + y * 0 == x``).
-    """
-    if weights is None:
-        (only,) = grams
-        return only
-    total = sum(weights)
-    return jax.tree.map(
-        lambda *g: sum(w / total * x for w, x in zip(weights, g, strict=True)), *grams
-    )
-
-
-def term_weights(config: StyleConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
-    """``{"content", "style", "tv"}`` weights of one setting as scalars.
-
-    Raises:
-      ValueError: ``config`` sweeps a weight (one value per image): give each image's value.
-    """
-    if config.sweep_size is not None:
-        raise ValueError("this config sweeps its settings: make targets per setting")
-    return {
-        term: jnp.asarray(getattr(config, field), dtype) for term, field in WEIGHT_FIELDS.items()
-    }
-
-
-def make_targets(
-    params: Params,
-    content: jax.Array,
-    style: jax.Array | Sequence[jax.Array],
-    config: StyleConfig,
-    *,
-    masks: jax.Array | None = None,
-    style_masks: Sequence[jax.Array | None] | None = None,
-) -> dict:
-    """Targets of one image: the content's features, the style's Grams, the term weights.
-
-    Args:
-      params: VGG19 params (``nst_jax.load_vgg19``), direct or :func:`nst_jax.prepare_params`'d.
-      content: ``(H, W, 3)`` float RGB in [0, 1].
-      style: ``(h, w, 3)`` float RGB in [0, 1] (any size: Grams do not depend on it); with
-        ``config.style_blend`` the K styles to blend; with ``masks`` the K styles of the
-        regions.
-      config: layers, pooling, term weights, blend, ``style_weights`` (single values, not a
-        sweep).
-      masks: ``(K, H, W)`` content regions in [0, 1], the k-th styled like the k-th style
-        (resized to the content's size if drawn at another); ``config.style_weights`` weight
-        the regions. Pixels outside every region keep the content. Gram loss only.
-      style_masks: with ``masks``, K entries: ``(h', w')`` the region of that style image
-        whose Grams are matched (resized to the style's size), or ``None`` for all of it.
-
-    Returns:
-      ``{"content": {layer: (h, w, c)}, "style": {layer: statistic}, "weights": {...}}``;
-      the statistic is ``config.style_loss``'s: ``(c, c)`` Grams for the tutorial's. With
-      masks, ``(K, c, c)`` Grams and ``"masks"`` (see the module's docstring).
-    """
-    content = check_image(content, "content")
-    style = (
-        [check_image(s, "style") for s in style]
-        if masks is not None or (config.style_blend is not None)
-        else check_image(style, "style")
-    )
-    weights = term_weights(config, content.dtype)
-    targets = {"content": content_features(params, content, config), "weights": weights}
-    if masks is not None:
-        styles = list(style)
-        masks = jnp.asarray(masks, content.dtype)
-        check_masks(config, masks, len(styles))
-        masks = resize_masks(masks, *content.shape[:2])
-        style_masks = list(style_masks) if style_masks is not None else [None] * len(styles)
-        grams = [
-            masked_style_targets(params, s, config, m)
-            for s, m in zip(styles, style_masks, strict=True)
-        ]
-        regions = config.style_weights or (1.0,) * len(styles)
-        return {
-            **targets,
-            "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
-            "masks": layer_masks(masks, config.style_layers),
-            "weights": {**weights, "regions": jnp.asarray(regions, content.dtype)},
-        }
-    styles = list(style) if config.style_blend is not None else [style]
-    grams = blend_grams([style_targets(params, s, config) for s in styles], config.style_blend)
-    if config.style_weights is not None:
-        (own,) = config.style_weights  # one style: its own weight multiplies the term's
-        weights = {**weights, "style": weights["style"] * own}
-    return {**targets, "style": grams, "weights": weights}
 
 
 def _layer_weights(layers: Sequence[str], weights: Sequence[float] | None):
@@ -313,15 +237,16 @@ def _layer_weights(layers: Sequence[str], weights: Sequence[float] | None):
 
 
 def loss_fn(
-    params: Params, x: jax.Array, targets: Targets, config: StyleConfig
+    params: Params, x: jax.Array, targets: Targets, config: ObjectiveConfig
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The total loss of one image and its three weighted terms. Pure; differentiable in ``x``.
 
     Args:
       params: VGG19 params (direct or :func:`nst_jax.prepare_params`'d: Winograd on CPU).
       x: ``(H, W, 3)`` float RGB image, the one being optimised.
-      targets: from :func:`make_targets` (term weights included).
-      config: layers, per-layer weights, pooling and ``remat`` (static under ``jax.jit``).
+      targets: from :func:`nst_jax.make_targets` (term weights included).
+      config: an :class:`ObjectiveConfig` or a ``nst_jax.StyleConfig``: layers, per-layer
+        weights, pooling and ``remat`` (static under ``jax.jit``).
 
     Returns:
       ``(loss, {"content", "style", "tv"})``, scalars; ``loss`` is their sum.
@@ -330,15 +255,12 @@ def loss_fn(
     weights = targets["weights"]
     content_weights = _layer_weights(config.content_layers, config.content_layer_weights)
     style_weights = _layer_weights(config.style_layers, config.style_layer_weights)
+    normalize = config.normalize_gradients
     content = _term_features(
-        features,
-        config.content_layers,
-        content_weights,
-        weights["content"],
-        config.normalize_gradients,
+        features, config.content_layers, content_weights, weights["content"], normalize
     )
     style = _term_features(
-        features, config.style_layers, style_weights, weights["style"], config.normalize_gradients
+        features, config.style_layers, style_weights, weights["style"], normalize
     )
     content_term = losses.content_loss(
         content, targets["content"], weights["content"], content_weights

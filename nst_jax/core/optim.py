@@ -9,14 +9,106 @@ form) and ``"optax_adam"``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from nst_jax.config import StyleConfig
+from nst_jax.core.fields import check_choice, check_count, check_finite, refuse_traced, setting
+
+OPTIMIZERS = ("adam", "optax_adam", "lbfgs")
+# Older names still accepted (provenance of earlier outputs replays with --from).
+OPTIMIZER_ALIASES = {"keras_adam": "adam"}
+# The largest decay below 1 in float32 (1 - 2**-24): a larger one rounds to 1 there.
+AVERAGE_MAX = float(np.nextafter(np.float32(1), np.float32(0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """How the image is optimised. Defaults are the TensorFlow tutorial's (Keras' Adam).
+
+    The learning rate lives in the optimiser's state (a batch may sweep it: N values for N
+    images); every other field shapes the optimiser, and so its compiled step.
+    ``nst_jax.StyleConfig`` holds every field of this config (and of the objective's).
+    """
+
+    learning_rate: float | Sequence[float] = setting(0.02, "Adam's step size", "sweep")
+    beta1: float = setting(0.99, "Adam's first-moment decay", static=True)
+    beta2: float = setting(0.999, "Adam's second-moment decay", static=True)
+    epsilon: float = setting(
+        0.1,
+        "Adam's epsilon (large, so where it is added matters: see the optimizer's help)",
+        static=True,
+    )
+    optimizer: str = setting(
+        "adam",
+        "adam: Keras' Adam, epsilon added to sqrt(v) before bias correction (the tutorial's); "
+        "optax_adam: optax.adam, epsilon after; lbfgs: optax's L-BFGS with a zoom line "
+        "search on the image projected into [0, 1] (no learning rate)",
+        choices=OPTIMIZERS,
+        static=True,
+    )
+    lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", static=True)
+    average: float | None = setting(
+        None,
+        "return an exponential moving average of the iterates with this decay in "
+        "[0, 1), bias-corrected (as Katherine Crowson's style-transfer-pytorch; "
+        "optim.with_average); 0 returns the last iterate",
+    )
+    tol: float | None = setting(
+        None,
+        "stop an image early once its loss changed by at most this fraction over tol_window "
+        "steps (as artistic-videos' -tol_loss_relative); in a batch each image stops on its own",
+    )
+    tol_window: int = setting(50, "steps over which tol measures the loss's change")
+
+    def __post_init__(self) -> None:
+        self._normalise_optimizer()
+        self.validate_optimizer()
+
+    def _normalise_optimizer(self) -> None:
+        refuse_traced(self)
+        alias = OPTIMIZER_ALIASES.get(self.optimizer)
+        if alias:
+            object.__setattr__(self, "optimizer", alias)
+        rate = self.learning_rate
+        if isinstance(rate, (list, tuple)):
+            object.__setattr__(self, "learning_rate", tuple(_number(v) for v in rate))
+        elif not isinstance(rate, bool) and np.ndim(rate) == 0:
+            object.__setattr__(self, "learning_rate", _number(rate))
+
+    def validate_optimizer(self) -> None:
+        """Raise ``ValueError`` with one line naming the first bad setting of the optimiser."""
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_finite("learning_rate", self.learning_rate)
+        for field in ("beta1", "beta2"):
+            check_finite(field, getattr(self, field))
+            if not getattr(self, field) < 1:
+                raise ValueError(f"{field} must be in [0, 1), got {getattr(self, field)}")
+        check_finite("epsilon", self.epsilon)
+        check_count("lbfgs_memory", self.lbfgs_memory)
+        check_count("tol_window", self.tol_window)
+        if self.average is not None:
+            check_finite("average", self.average)
+            if not self.average < 1:
+                raise ValueError(f"average is a decay in [0, 1), got {self.average}")
+            if float(np.float32(self.average)) == 1.0:
+                # A float32 run's average would stay 0 / 0: 1 - decay is 0 there.
+                raise ValueError(f"average={self.average} is 1 in float32: at most {AVERAGE_MAX}")
+        if self.tol is not None:
+            check_finite("tol", self.tol, strict=True)
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"learning_rate must be a number or numbers, got {value!r}") from None
 
 
 class ScaleByKerasAdamState(NamedTuple):
@@ -255,8 +347,9 @@ def _optimizer(
     return inject(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
 
 
-def make_optimizer(config: StyleConfig) -> optax.GradientTransformation:
-    """The optimiser ``config.optimizer`` names, as an optax transformation.
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+    """The optimiser ``config.optimizer`` names, as an optax transformation (``config``: an
+    :class:`OptimizerConfig` or a ``nst_jax.StyleConfig``).
 
     ``"adam"`` (default): :func:`keras_adam`; ``"optax_adam"``: ``optax.adam``. Both keep the
     learning rate in their state (``optax.inject_hyperparams``: ``state.hyperparams``).

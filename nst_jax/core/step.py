@@ -16,9 +16,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nst_jax.config import StyleConfig
-from nst_jax.core.objective import Params, Targets, loss_fn, static_config
-from nst_jax.core.optim import AverageState, ToleranceState, update_average, watch_loss
+from nst_jax.core.fields import part_of, program_key
+from nst_jax.core.objective import ObjectiveConfig, Params, Targets, loss_fn
+from nst_jax.core.optim import (
+    AverageState,
+    OptimizerConfig,
+    ToleranceState,
+    update_average,
+    watch_loss,
+)
 
 StepFn = Callable[..., tuple]
 
@@ -52,7 +58,21 @@ def _averaged(opt_state, x):
     return update_average(opt_state, x) if isinstance(opt_state, AverageState) else opt_state
 
 
-def _gradient_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable):
+def loss_config(config: ObjectiveConfig) -> ObjectiveConfig:
+    """What a step's loss is given as its config: the objective's part of ``config`` (an
+    :class:`ObjectiveConfig` or a ``nst_jax.StyleConfig``), its values that do not shape the
+    program at their defaults (:func:`nst_jax.core.fields.program_key`), so configs that
+    compile to one program share it."""
+    return program_key(part_of(config, ObjectiveConfig))
+
+
+def optimizer_kind(config) -> str:
+    """``config.optimizer`` for a config that sets one; ``"adam"`` (a gradient step) for an
+    :class:`ObjectiveConfig` alone."""
+    return config.optimizer if isinstance(config, OptimizerConfig) else "adam"
+
+
+def _gradient_step(config: ObjectiveConfig, tx: optax.GradientTransformation, loss: Callable):
     def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
         (value, terms), grad = jax.value_and_grad(loss, argnums=1, has_aux=True)(
             params, x, targets, config
@@ -63,7 +83,7 @@ def _gradient_step(config: StyleConfig, tx: optax.GradientTransformation, loss: 
     return step
 
 
-def _lbfgs_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable):
+def _lbfgs_step(config: ObjectiveConfig, tx: optax.GradientTransformation, loss: Callable):
     """L-BFGS minimises ``x -> loss(clip(x, 0, 1))``.
 
     Evaluated at the clipped point, the value and gradient the line search keeps for its
@@ -87,29 +107,30 @@ def _lbfgs_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Cal
 
 
 def make_step_fn(
-    config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
+    config: ObjectiveConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
 ) -> StepFn:
     """The per-image step as a pure function, not jitted (for ``jax.vmap`` or your own jit).
 
     ``loss`` has :func:`nst_jax.loss_fn`'s signature and results: another objective, or the
     same one computed another way (:func:`nst_jax.run.rows.row_loss`, an image split by rows).
 
+    ``loss`` is given the objective's part of ``config`` (:func:`loss_config`).
+
     Returns:
       ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms)``, as
       :func:`make_step`'s. ``config.optimizer == "lbfgs"`` selects the L-BFGS form, which
       passes ``value``, ``grad`` and ``value_fn`` to ``tx.update``.
     """
-    config = static_config(config)
-    if config.optimizer == "lbfgs":
-        return _lbfgs_step(config, tx, loss)
-    return _gradient_step(config, tx, loss)
+    if optimizer_kind(config) == "lbfgs":
+        return _lbfgs_step(loss_config(config), tx, loss)
+    return _gradient_step(loss_config(config), tx, loss)
 
 
-def step_evaluations(config: StyleConfig, before, after) -> jax.Array:
+def step_evaluations(config: ObjectiveConfig, before, after) -> jax.Array:
     """Loss evaluations (VGG forward and backward passes) one step made, from the
     optimiser's state before and after it: 1 for a gradient optimiser; for L-BFGS its
     line-search trials, plus one to start a fresh state."""
-    if config.optimizer != "lbfgs":
+    if optimizer_kind(config) != "lbfgs":
         return jnp.ones((), jnp.int32)
     fresh = ~jnp.isfinite(optax.tree_utils.tree_get(before, "value"))
     trials = optax.tree_utils.tree_get(after, "num_linesearch_steps")
@@ -117,12 +138,13 @@ def step_evaluations(config: StyleConfig, before, after) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted_step(config: StyleConfig, tx: optax.GradientTransformation, donate: bool, loss):
-    return jax.jit(make_step_fn(config, tx, loss), donate_argnums=(2, 3) if donate else ())
+def _jitted_step(config: ObjectiveConfig, kind: str, tx, donate: bool, loss):
+    step = _lbfgs_step(config, tx, loss) if kind == "lbfgs" else _gradient_step(config, tx, loss)
+    return jax.jit(step, donate_argnums=(2, 3) if donate else ())
 
 
 def make_step(
-    config: StyleConfig,
+    config: ObjectiveConfig,
     tx: optax.GradientTransformation,
     *,
     donate: bool = False,
@@ -131,7 +153,8 @@ def make_step(
     """The jitted optimisation step of one image.
 
     Args:
-      config: layers, pooling, remat and optimiser kind (term weights come from the targets).
+      config: a ``nst_jax.StyleConfig`` (or an :class:`ObjectiveConfig`: a gradient step):
+        layers, pooling, remat and optimiser kind (term weights come from the targets).
       tx: the optimiser, from :func:`nst_jax.make_optimizer` or any optax transformation.
       donate: let XLA reuse the buffers of ``x`` and ``opt_state`` for the outputs (less
         memory; the arrays passed in are invalid afterwards).
@@ -143,4 +166,4 @@ def make_step(
       ``style``, ``tv`` for ``loss_fn``) those of the ``x`` passed in. The same arguments
       return the same compiled function.
     """
-    return _jitted_step(static_config(config), tx, donate, loss)
+    return _jitted_step(loss_config(config), optimizer_kind(config), tx, donate, loss)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import resize_masks
+from nst_jax.core.targets import resize_masks
 from nst_jax.dataset import buckets, manifest
 from nst_jax.dataset.plan import STATIC_SWEPT, Batch, Item, Plan, style_dims
 from nst_jax.errors import ImageError
@@ -54,7 +54,7 @@ class Resources:
       style_masks: each style's own region, or None.
       replace: whether results replace existing files (``--force``).
       workers: threads decoding inputs ahead of the run.
-      on_chunk: ``stylize``'s hook for every batch (progress, stopping).
+      on_event: ``stylize``'s hook for every batch (progress, stopping: :mod:`nst_jax.events`).
       on_batch: called with ``(batch, None, 0)`` as each batch starts, and with ``(batch,
         seconds, items run)`` after it.
       styles_kept: styles kept decoded (an LRU).
@@ -71,7 +71,7 @@ class Resources:
     style_masks: list | None = None
     replace: bool = False
     workers: int = 2
-    on_chunk: Callable | None = None
+    on_event: Callable | None = None
     on_batch: Callable | None = None
     styles_kept: int = 64
     continuing: bool = False
@@ -232,7 +232,7 @@ def _optimise(plan, batch: Batch, items: list[Item], contents, resources, styles
         config=config,
         masks=masks,
         style_masks=resources.style_masks if masks is not None else None,
-        on_chunk=resources.on_chunk,
+        on_event=resources.on_event,
         style_cache=cache,
     ).image
 

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import objective
+from nst_jax.core import targets
+from nst_jax.core.fields import check_choice, check_count, setting
 from nst_jax.dataset import buckets
 from nst_jax.dataset.walk import walk_inputs
 from nst_jax.errors import InputError, shown
@@ -97,9 +98,16 @@ class Plan:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+BUCKETS = ("grid", "fixed")
+FITS = ("crop", "pad")
+EXTENSIONS = tuple(image.SAVE_FORMATS)
+
+
 @dataclasses.dataclass(frozen=True)
 class JobSettings:
-    """How a job is planned, beyond the run's ``StyleConfig``.
+    """How a job is planned, beyond the run's ``StyleConfig``; each field's help is its
+    metadata (the ``nst-jax stylize`` options are generated from it; the fields of kind
+    ``"derived"`` follow from other options).
 
     Attributes:
       max_dim: longest side of every content (and style) after loading.
@@ -114,15 +122,49 @@ class JobSettings:
       regions: content masks pair each style with a region (every style in each item).
     """
 
-    max_dim: int = 512
-    batch_size: int = 8
-    styles_per_image: int | None = None
-    buckets: str = "grid"
-    size: tuple[int, int] | None = None
-    fit: str = "crop"
-    ext: str = ".png"
-    style_losses: tuple[str, ...] | None = None
-    regions: bool = False
+    max_dim: int = setting(
+        image.DEFAULT_MAX_DIM, "longest side of content and style after loading, in px"
+    )
+    batch_size: int = setting(
+        8, "most images stylised at once (images of equal size share a batch)"
+    )
+    styles_per_image: int | None = setting(
+        None,
+        "K of the --style images per content, chosen by a hash of its name and --seed "
+        "(default: every style)",
+    )
+    buckets: str = setting("grid", "grid of a few shapes, or fixed (size)", "derived", BUCKETS)
+    size: tuple[int, int] | None = setting(
+        None,
+        "every result this size (HxW; the option reads WxH; --fit) (default: each keeps its "
+        "aspect, run at one of a few shapes)",
+        "size",
+    )
+    fit: str = setting("crop", "how --size is filled", choices=FITS)
+    ext: str = setting(".png", "the results' extension", "derived", EXTENSIONS)
+    style_losses: tuple[str, ...] | None = setting(
+        None, "several style losses, one result each", "derived"
+    )
+    regions: bool = setting(False, "content masks pair each style with a region", "derived")
+
+    def __post_init__(self) -> None:
+        check_count("max_dim", self.max_dim)
+        check_count("batch_size", self.batch_size)
+        check_count("styles_per_image", self.styles_per_image, optional=True)
+        check_choice("buckets", self.buckets, BUCKETS)
+        check_choice("fit", self.fit, FITS)
+        check_choice("ext", self.ext, EXTENSIONS)
+        if self.size is not None:
+            size = tuple(self.size)
+            if len(size) != 2:
+                raise ValueError(f"size must be (height, width), got {self.size!r}")
+            for side in size:
+                check_count("size", side)
+            object.__setattr__(self, "size", size)
+        if self.buckets == "fixed" and self.size is None:
+            raise ValueError("buckets fixed needs a size: give size=(height, width)")
+        if self.style_losses is not None:
+            object.__setattr__(self, "style_losses", tuple(self.style_losses))
 
 
 def plan_job(
@@ -172,8 +214,6 @@ def _check_job(styles: Sequence[str], config: StyleConfig, job: JobSettings) -> 
         config.check_style_count(len(styles))
     except ValueError as e:
         raise InputError(str(e)) from None
-    if job.buckets == "fixed" and job.size is None:
-        raise InputError("fixed buckets need a size: give size=(height, width)")
 
 
 def hashed(*parts: object) -> int:
@@ -209,11 +249,11 @@ def _name_items(found, style_sets, styles, config, job: JobSettings, out: Path) 
     items, seen = [], {}
     for (path, rel), sets in zip(found, style_sets, strict=True):
         stem, seed = PurePosixPath(rel).with_suffix(""), hashed(rel, config.seed)
-        for chosen, setting, loss in itertools.product(sets, settings_of(config), losses):
+        for chosen, swept, loss in itertools.product(sets, settings_of(config), losses):
             parts = [stem.name, *([Path(styles[chosen[0]]).stem] if several else [])]
-            parts += [f"{SHORT[f]}{v:g}" for f, v in setting] + [v for _, v in loss]
+            parts += [f"{SHORT[f]}{v:g}" for f, v in swept] + [v for _, v in loss]
             output = out / (str(stem.parent / "_".join(parts)) + job.ext)
-            item = Item(len(items), str(path), str(output), chosen, setting + loss, seed)
+            item = Item(len(items), str(path), str(output), chosen, swept + loss, seed)
             _refuse_clash(seen, item)
             items.append(item)
     return items
@@ -231,7 +271,7 @@ def _refuse_clash(seen: dict, item: Item) -> None:
 def _batch(items: list[Item], config: StyleConfig, job: JobSettings):
     """Each item's shape from its header, its bucket, and the batches: items of one bucket
     and program, sorted by style, ``batch_size`` at a time."""
-    smallest = objective.min_side(config)
+    smallest = targets.min_side(config)
     shapes: dict[str, tuple] = {}
     groups: dict[tuple, list[Item]] = {}
     planned = []

@@ -91,7 +91,7 @@ def run_job_on_ray(
     count = actors or max(gpus, 1)
     spec = ray.remote(num_gpus=1 if gpus else 0, max_restarts=RETRIES, max_task_retries=RETRIES)
     # Not the params (each actor loads its own) nor the driver's hooks.
-    shipped = dataclasses.replace(resources, params=None, on_chunk=None, on_batch=None)
+    shipped = dataclasses.replace(resources, params=None, on_event=None, on_batch=None)
     workers = [spec(_Worker).remote(str(plan.out), shipped, weights_path) for _ in range(count)]
     yield from _drive(ray, plan, shard, workers, todo)
 

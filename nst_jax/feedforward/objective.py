@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nst_jax.config import StyleConfig
-from nst_jax.core.objective import Params, content_features, loss_fn
+from nst_jax.core.objective import ObjectiveConfig, Params, loss_fn
+from nst_jax.core.targets import content_features
 from nst_jax.feedforward import adain
 
 
@@ -32,7 +32,7 @@ def johnson_loss(
     vgg_params: Params,
     contents: jax.Array,
     style_targets: Mapping[str, Any],
-    config: StyleConfig,
+    config: ObjectiveConfig,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The batch's mean of ``loss_fn(vgg, net(c), targets(c))``.
 

@@ -25,7 +25,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from nst_jax.config import StyleConfig
+from nst_jax.config import check_honoured
+from nst_jax.core.fields import check_count, check_finite, setting
+from nst_jax.core.objective import ObjectiveConfig
+from nst_jax.events import DivergedError, Event, Hook, tell
 from nst_jax.feedforward import adain, data, johnson, objective
 
 METHODS = ("johnson", "adain")
@@ -37,7 +40,8 @@ PAPER_DEFAULTS = {"johnson": (40_000, 4, 1e-3, 0.0), "adain": (160_000, 8, 1e-4,
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """What a training run depends on (besides its data, style and objective).
+    """What a training run depends on (besides its data, style and objective); each field's
+    help is its metadata, from which ``nst-jax train``'s options are generated.
 
     Attributes:
       method: ``johnson`` or ``adain``.
@@ -47,21 +51,24 @@ class TrainSettings:
       learning_rate: Adam's rate (``None``: the paper's).
       decay: the inverse-time decay of the rate (``None``: the paper's).
       seed: the params' initialisation and the data's order and crops.
-      style_weight: AdaIN's style weight (lambda, 10 in the paper).
+      style_weight: AdaIN's style weight (lambda, 10 in the paper; ``--style-weight`` of an
+        adain run, the objective's for johnson).
       width: the Johnson network's first channels (32 in the paper).
       residual_blocks: the Johnson network's residual blocks (5 in the paper).
     """
 
-    method: str
-    steps: int | None = None
-    batch_size: int | None = None
-    size: int = 256
-    learning_rate: float | None = None
-    decay: float | None = None
-    seed: int = 0
-    style_weight: float = 10.0
-    width: int = 32
-    residual_blocks: int = 5
+    method: str = setting("johnson", "the network: johnson (one style) or adain", choices=METHODS)
+    steps: int | None = setting(None, "training steps (default: the paper's)")
+    batch_size: int | None = setting(None, "images a step (default: the paper's)")
+    size: int = setting(256, "side of the square training crops, in px")
+    learning_rate: float | None = setting(None, "Adam's rate (default: the paper's)", "positive")
+    decay: float | None = setting(
+        None, "the rate is rate / (1 + decay * step) (default: the paper's)"
+    )
+    seed: int = setting(0, "the initialisation, the data's order and crops")
+    style_weight: float = setting(10.0, "adain: the style loss's weight (lambda)", "derived")
+    width: int = setting(32, "johnson: the network's first channels")
+    residual_blocks: int = setting(5, "johnson: the network's residual blocks")
 
     def resolved(self) -> TrainSettings:
         """The settings with the paper's values where ``None``, checked.
@@ -81,12 +88,14 @@ class TrainSettings:
         )
         multiple = 8 if self.method == "adain" else 4  # the networks' down- and upsampling
         for name in ("steps", "batch_size", "size", "width", "residual_blocks"):
-            if getattr(done, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+            check_count(name, getattr(done, name))
+        if isinstance(done.seed, bool) or not isinstance(done.seed, int):
+            raise ValueError(f"seed must be an integer, got {done.seed!r}")
         if done.size % multiple:
             raise ValueError(f"size must be a multiple of {multiple} for {self.method}")
-        if done.learning_rate <= 0 or done.decay < 0 or done.style_weight < 0:
-            raise ValueError("learning_rate must be positive; decay and style_weight not negative")
+        check_finite("learning_rate", done.learning_rate, strict=True)
+        check_finite("decay", done.decay)
+        check_finite("style_weight", done.style_weight)
         return done
 
 
@@ -140,7 +149,7 @@ def init_state(settings: TrainSettings) -> dict:
     return {"params": params, "opt_state": opt_state, "step": jnp.asarray(0, jnp.int32)}
 
 
-def make_loss(settings: TrainSettings, config: StyleConfig | None = None) -> Callable:
+def make_loss(settings: TrainSettings, config: ObjectiveConfig | None = None) -> Callable:
     """``loss(params, vgg_params, contents, extra) -> (value, terms)``: Johnson's objective
     (``extra`` the style's targets) or AdaIN's (``extra`` a batch of styles)."""
     if settings.method == "johnson":
@@ -188,21 +197,34 @@ def fit(
     vgg_params: Any,
     batches: Iterator[tuple[np.ndarray, np.ndarray | None]],
     style_targets: Any = None,
-    config: StyleConfig | None = None,
-    on_step: Callable[[dict, jax.Array, dict], bool] | None = None,
+    config: ObjectiveConfig | None = None,
+    on_event: Hook | None = None,
     devices: Sequence | None = None,
 ) -> dict:
     """Train from ``state`` to ``settings.steps`` on ``batches`` (:func:`step_batches` from
     the state's step).
 
     Args:
-      on_step: called after each step with the new state (on the devices), the loss before
-        the step and its terms; it returns True to stop there.
+      settings: the training settings (``None`` fields take the paper's values).
+      state: ``{"params", "opt_state", "step"}`` (:func:`init_state`, or a checkpoint's).
+      vgg_params: VGG19 params.
+      batches: each step's ``(contents, styles or None)``.
+      style_targets: Johnson: the style's targets (:func:`nst_jax.make_targets`).
+      config: Johnson: the objective (an :class:`~nst_jax.core.objective.ObjectiveConfig`,
+        or a ``StyleConfig`` whose other settings are left at their defaults: training's
+        schedule is ``settings``'); AdaIN trains on its paper's loss and takes none.
+      on_event: the hook (:mod:`nst_jax.events`): an event after each step, its ``state``
+        the new state (on the devices); :class:`~nst_jax.events.StopRun` stops there.
       devices: the devices the batch is split over (default: the local ones).
+
+    Raises:
+      ValueError: settings out of range, or a config this training cannot honour.
+      DivergedError: a step's loss was not finite; its ``state`` is the state before it.
 
     Returns:
       The last state, on the devices.
     """
+    settings = check_fit(settings, config)
     mesh = data_mesh(settings.batch_size, devices)
     train_step = objective.make_train_step(make_loss(settings, config), make_optimizer(settings))
     vgg_params, style_targets = replicate(mesh, (vgg_params, style_targets))
@@ -213,8 +235,28 @@ def fit(
         params, opt_state, value, terms = train_step(
             params, opt_state, vgg_params, split(mesh, contents), extra
         )
+        loss = np.asarray(value)
+        if not np.isfinite(loss):
+            raise DivergedError(step + 1, state, "fit")
         step += 1
         state = {"params": params, "opt_state": opt_state, "step": jnp.asarray(step, jnp.int32)}
-        if on_step is not None and on_step(state, value, terms):
+        values = {name: np.asarray(v) for name, v in terms.items()}
+        if tell(on_event, Event("fit", "step", step, settings.steps, loss, values, state)):
             break
     return state
+
+
+def check_fit(settings: TrainSettings, config: ObjectiveConfig | None) -> TrainSettings:
+    """``settings`` resolved (the paper's values where ``None``), or ``ValueError`` for
+    settings :func:`fit` cannot run: out of range, or an objective it cannot honour
+    (:func:`nst_jax.config.check_honoured`)."""
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    settings = settings.resolved()
+    if settings.method == "adain" and config is not None:
+        raise ValueError("config: adain trains on its paper's loss; give config=None")
+    if settings.method == "johnson":
+        if not isinstance(config, ObjectiveConfig):
+            raise TypeError("config: johnson trains on an ObjectiveConfig (or StyleConfig)")
+        check_honoured("fit", config)
+    return settings

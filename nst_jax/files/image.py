@@ -44,6 +44,8 @@ def _to_rgb_array(img: Image.Image, background: float = 1.0) -> np.ndarray:
 
 # Pillow's own default limit (about 89.5 megapixels, a 0.25 GB RGB image in 8 bits).
 MAX_PIXELS = 89_478_485
+# The longest side images are loaded at: the tutorial's 512 px.
+DEFAULT_MAX_DIM = 512
 
 
 def decode(
@@ -179,7 +181,7 @@ def load_mask(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) -> n
     """A grey mask as ``(H, W)`` float32 in [0, 1] (a colour image's mean of R, G, B): white
     selects, black does not, grey selects partly, and transparent pixels are outside it
     (as if black: a white shape drawn on a transparent layer selects the shape). Not resized:
-    it is fitted to its image's size when used (``nst_jax.core.objective.resize_masks``).
+    it is fitted to its image's size when used (``nst_jax.core.targets.resize_masks``).
 
     Raises:
       ImageError: unreadable, or black (or transparent) everywhere: it selects nothing.

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import loss_fn, static_config
+from nst_jax.core.fields import program_key
+from nst_jax.core.objective import loss_fn
 from nst_jax.core.optim import WRAPPERS
 from nst_jax.core.step import make_step_fn, step_evaluations
 
@@ -68,7 +69,7 @@ def batch_step(
     evaluations)`` of a batch, each output with a leading batch axis; images and states are
     donated. Configs that differ only in traced values share the compiled function.
     ``loss``: as :func:`nst_jax.make_step_fn`'s."""
-    return _batch_step(static_config(config), tx, loss)
+    return _batch_step(program_key(config), tx, loss)
 
 
 def counted_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable):
@@ -104,7 +105,7 @@ def batch_chunk(
     the loss before each step (zero from ``n_steps`` on), ``terms`` those before the last
     step; ``before`` is the image before the last step (L-BFGS's terms need it; else None).
     """
-    return _batch_chunk(static_config(config), tx, loss)
+    return _batch_chunk(program_key(config), tx, loss)
 
 
 @functools.lru_cache(maxsize=32)
@@ -141,7 +142,7 @@ def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation, loss: Ca
 def batch_terms(config: StyleConfig, loss: Callable = loss_fn) -> Callable:
     """Jitted ``(params, targets, images) -> {term: (N,)}``, a forward pass only (the loss
     terms of L-BFGS runs, whose line search returns totals)."""
-    return _batch_terms(static_config(config), loss)
+    return _batch_terms(program_key(config), loss)
 
 
 @functools.lru_cache(maxsize=32)

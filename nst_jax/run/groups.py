@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import check_image
+from nst_jax.core.targets import check_image
 from nst_jax.run.state import StyleResult
 
 # Settings that may hold one value per image (a sweep, or each image's own style's).

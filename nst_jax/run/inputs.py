@@ -16,9 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import (
-    WEIGHT_FIELDS,
-    Params,
+from nst_jax.core.objective import WEIGHT_FIELDS, Params
+from nst_jax.core.targets import (
     blend_grams,
     check_image,
     check_masks,
@@ -56,7 +55,7 @@ class Batch(NamedTuple):
 
 
 def as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
-    """``(N, H, W, 3)`` images, checked (:func:`nst_jax.core.objective.check_image`): their
+    """``(N, H, W, 3)`` images, checked (:func:`nst_jax.core.targets.check_image`): their
     dtype is kept (float64 needs x64 enabled)."""
     images = check_image(images, name, batched=True)
     return images[None] if images.ndim == 3 else images

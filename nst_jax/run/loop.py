@@ -1,5 +1,5 @@
 """The loop of a run: chunks of the batched step over one scale, each chunk's state handed
-to ``on_chunk``.
+to the hook (``on_event``: :mod:`nst_jax.events`).
 
 A :class:`Run` is what every chunk needs and what stays fixed for the whole run; a
 :class:`Scale` what changes from one scale of a coarse-to-fine run to the next.
@@ -18,9 +18,10 @@ import optax
 from nst_jax.config import StyleConfig
 from nst_jax.core.objective import loss_fn
 from nst_jax.core.optim import ToleranceState, find_state, restart_scale
+from nst_jax.events import Event, Hook, tell
 from nst_jax.run import batching, multiscale, tiling
 from nst_jax.run.devices import place
-from nst_jax.run.state import RunState, StopRun, check_finite, restore_states
+from nst_jax.run.state import RunState, check_finite, restore_states
 
 
 class Run(NamedTuple):
@@ -33,11 +34,13 @@ class Run(NamedTuple):
       step_params: the params prepared for the step's convolutions.
       mesh: the device mesh, or None on one device.
       n: images in the batch (the mesh may pad it).
-      on_chunk: called with a copy of the state after each chunk.
+      on_event: the hook, given an :class:`~nst_jax.events.Event` after each chunk (its
+        state a copy of the run's).
       on_tile: called with ``(tiles done, tiles in all)`` within a tiled step.
       learning_rates: ``(N,)`` of a learning-rate sweep, else None.
       tile_devices: devices a tiled step deals its windows over, else None.
       loss: the objective the run was given (``loss_fn`` unless a custom one).
+      total: the steps of the whole run, over its scales.
     """
 
     config: StyleConfig
@@ -46,11 +49,12 @@ class Run(NamedTuple):
     step_params: dict
     mesh: jax.sharding.Mesh | None
     n: int
-    on_chunk: Callable[[RunState], None] | None
+    on_event: Hook | None
     on_tile: Callable[[int, int], None] | None
     learning_rates: jax.Array | None
     tile_devices: tuple | None
     loss: Callable = loss_fn
+    total: int = 0
 
 
 class Scale(NamedTuple):
@@ -193,30 +197,36 @@ def scale_start(run: Run, scale: Scale, state: RunState | None, start, resumed: 
 
 def run_scale(run: Run, scale: Scale, state: RunState, targets, images, states):
     """Chunks of this scale until its steps are done (or every image has converged); the
-    state after each goes to ``on_chunk``.
+    state after each goes to the hook.
+
+    Raises:
+      DivergedError: a chunk left a non-finite loss or image; it holds the state after the
+        last finite chunk (a copy kept for it, as the hook's is).
 
     Returns:
-      ``(state, stopped)``: the state after the scale, and whether ``on_chunk`` stopped the
-      run (:class:`~nst_jax.run.state.StopRun`).
+      ``(state, stopped)``: the state after the scale, and whether the hook stopped the run
+      (:class:`~nst_jax.events.StopRun`).
     """
     history = [np.asarray(state.losses)]
     evaluations = np.array(state.evaluations, np.int64)
     done, within, terms, stopped = state.step, state.scale_step, state.terms, False
+    last = kept(run, state._replace(images=images, opt_states=states))
     while within < scale.steps and not stopped:
         k = min(run.config.steps_per_call, scale.steps - within)
         images, states, chunk, terms, used = run_chunk(run, scale, targets, images, states, k)
         chunk = chunk[: run.n]
-        check_finite(chunk, images, done)
+        check_finite(chunk, images, done, last)
         history.append(chunk)
         evaluations = evaluations + used[: run.n]
         done, within = done + k, within + k
         if all_converged(states, run.n):
             within = scale.steps
-        if run.on_chunk is not None:
-            losses = np.concatenate(history, axis=1)
-            stopped = hand_over(
-                run, RunState(done, images, states, losses, terms, scale.index, evaluations, within)
-            )
+        losses = np.concatenate(history, axis=1)
+        last = None  # the copy of the chunk before: only the newest is kept
+        last = kept(
+            run, RunState(done, images, states, losses, terms, scale.index, evaluations, within)
+        )
+        stopped = tell(run.on_event, chunk_event(run, last))
     images, states = jax.tree.map(lambda x: x[: run.n], (images, states))
     losses = np.concatenate(history, axis=1)
     state = RunState(done, images, states, losses, terms, scale.index, evaluations, within)
@@ -229,16 +239,24 @@ def all_converged(states, n: int) -> bool:
     return watch is not None and not bool(np.asarray(watch.active[:n]).any())
 
 
-def hand_over(run: Run, state: RunState) -> bool:
-    """Give ``on_chunk`` a copy of ``state`` without padding rows (the next chunk donates the
-    live buffers, and a hook may keep the state, to resume from, say); whether it stopped
-    the run."""
+def kept(run: Run, state: RunState) -> RunState:
+    """A copy of ``state`` without padding rows: the next chunk donates the live buffers,
+    and the copy is what the hook gets (to keep, to resume from) and what a divergence
+    returns."""
     copies = jax.tree.map(lambda x: jnp.array(x[: run.n], copy=True), state[1:3])
-    terms = {name: value[: run.n] for name, value in state.terms.items()}
-    try:
-        run.on_chunk(state._replace(images=copies[0], opt_states=copies[1], terms=terms))
-    except StopRun:
-        return True
-    finally:
-        del copies  # what the hook keeps stays; nothing else holds the copies during a chunk
-    return False
+    terms = None if state.terms is None else {k: v[: run.n] for k, v in state.terms.items()}
+    return state._replace(images=copies[0], opt_states=copies[1], terms=terms)
+
+
+def chunk_event(run: Run, state: RunState) -> Event:
+    """The event of a chunk that left ``state``."""
+    return Event(
+        "stylize",
+        "chunk",
+        state.step,
+        run.total,
+        state.losses[:, -1],
+        dict(state.terms),
+        state,
+        state.images[0],
+    )

@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import layers, objective, optim
+from nst_jax.core import layers, optim, targets
 from nst_jax.core.conv import resolve_conv
+from nst_jax.core.fields import program_key
+from nst_jax.core.objective import TERMS
 from nst_jax.run import batching, plan
 
 GIB = 2**30
@@ -93,7 +95,7 @@ def step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.f
     conv = "winograd" if uses_winograd(config, n, height, width) else "direct"
     # The program's settings, and the optimiser's wrappers (their state is memory too).
     wrappers = {f: getattr(config, f) for f in ("average", "tol", "tol_window")}
-    static = objective.static_config(config).replace(conv=conv, **wrappers)
+    static = program_key(config).replace(conv=conv, **wrappers)
     return _step_bytes(static, n, height, width, jnp.dtype(dtype).name)
 
 
@@ -102,24 +104,26 @@ def _step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype: str
     spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
     params = param_shapes(config, n, height, width, dtype)
     content = jax.eval_shape(
-        lambda p, x: objective.content_features(p, x, config),
+        lambda p, x: targets.content_features(p, x, config),
         params,
         spec((height, width, 3)),
     )
     # The style's statistics at the content's size (only MRF's depend on the size).
     style = jax.eval_shape(
-        lambda p, x: objective.style_targets(p, x, config), params, spec((height, width, 3))
+        lambda p, x: targets.style_targets(p, x, config), params, spec((height, width, 3))
     )
     batched = lambda tree: jax.tree.map(lambda v: spec((n, *v.shape)), tree)  # noqa: E731
-    targets = {
+    batch_targets = {
         "content": batched(content),
         "style": batched(style),
-        "weights": {term: spec((n,)) for term in objective.TERMS},
+        "weights": {term: spec((n,)) for term in TERMS},
     }
     tx = optim.make_optimizer(config)
     images = spec((n, height, width, 3))
     states = jax.eval_shape(lambda x: batching.init_states(tx, x), images)
-    compiled = batching.batch_step(config, tx).lower(params, targets, images, states).compile()
+    compiled = (
+        batching.batch_step(config, tx).lower(params, batch_targets, images, states).compile()
+    )
     stats = compiled.memory_analysis()
     return int(
         stats.argument_size_in_bytes
@@ -135,8 +139,8 @@ def forward_bytes(config: StyleConfig, height: int, width: int, dtype=jnp.float3
     the process's present memory: a style may be larger than every content."""
     spec = jax.ShapeDtypeStruct((height, width, 3), dtype)
     params = param_shapes(config, 1, height, width, dtype)
-    targets = jax.jit(lambda p, x: objective.style_targets(p, x, config))
-    stats = targets.lower(params, spec).compile().memory_analysis()
+    forward = jax.jit(lambda p, x: targets.style_targets(p, x, config))
+    stats = forward.lower(params, spec).compile().memory_analysis()
     used = stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
     return process_rss_bytes() + int(used * ALLOCATOR_SLACK)
 
@@ -210,7 +214,7 @@ def check_fits(
     available = available if available is not None else available_bytes()
     if available is not None and needed > available:
         side = largest_side(config, n, height, width, needed, available)
-        smallest = objective.min_side(config)
+        smallest = targets.min_side(config)
         if side < smallest:
             raise MemoryError(
                 f"{what}: needs about {needed / GIB:.1f} GiB, {available / GIB:.1f} GiB "

@@ -1,8 +1,8 @@
 """A run's state between chunks and what it returns: :class:`RunState`, :class:`StyleResult`.
 
-A :class:`RunState` is what ``on_chunk`` sees, what checkpoints hold and what ``resume``
-continues from; a resumed state is untrusted (it may come from a file), so it is checked
-against the run before use.
+A :class:`RunState` is what the hook's events carry (``event.state``), what checkpoints
+hold and what ``resume`` continues from; a resumed state is untrusted (it may come from a
+file), so it is checked against the run before use.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from nst_jax.events import DivergedError, first_non_finite
 
 
 class StyleResult(NamedTuple):
@@ -59,27 +61,15 @@ class RunState(NamedTuple):
     scale_step: int | None = None
 
 
-class StopRun(Exception):  # noqa: N818 (a request, not an error)
-    """Raised by an ``on_chunk`` hook to end the run there: :func:`nst_jax.stylize` then
-    returns the result so far (the state the hook was given), as if its steps were all."""
-
-
-class DivergedError(RuntimeError):
-    """The loss or the image became non-finite (too large a learning rate, usually)."""
-
-    def __init__(self, step: int):
-        super().__init__(f"the run diverged: non-finite loss or image at step {step}")
-        self.step = step
-
-
-def check_finite(chunk: np.ndarray, images: jax.Array, done: int) -> None:
-    """Raise :class:`DivergedError` at the first non-finite loss of a chunk's ``(N, k)``
-    losses, or when its last update left a non-finite image."""
-    finite_steps = np.all(np.isfinite(chunk), axis=0)
-    if not finite_steps.all():
-        raise DivergedError(done + 1 + int(np.argmin(finite_steps)))
+def check_finite(chunk: np.ndarray, images: jax.Array, done: int, last: RunState | None):
+    """Raise :class:`~nst_jax.events.DivergedError` at the first non-finite loss of a
+    chunk's ``(N, k)`` losses, or when its last update left a non-finite image; ``last`` is
+    the state before the chunk (the last finite one)."""
+    first = first_non_finite(chunk)
+    if first is not None:
+        raise DivergedError(done + 1 + first, last)
     if not bool(jnp.all(jnp.isfinite(images))):
-        raise DivergedError(done + chunk.shape[1])  # the chunk's last update broke the image
+        raise DivergedError(done + chunk.shape[1], last)  # the chunk's last update broke it
 
 
 def fresh_scale_state(previous: RunState | None, n: int, index: int) -> RunState:

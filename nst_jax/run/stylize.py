@@ -5,7 +5,8 @@ targets of :func:`nst_jax.make_targets` for every image of a scale), optimiser s
 (:func:`nst_jax.run.batching.init_states`), then chunks of the batched step
 (:mod:`nst_jax.run.batching`, looped by :mod:`nst_jax.run.loop`). A
 :class:`~nst_jax.run.state.RunState` carries the run between chunks and scales; it is what
-``on_chunk`` sees, what checkpoints hold, and what ``resume`` continues from.
+the hook's events carry (:mod:`nst_jax.events`), what checkpoints hold
+(:mod:`nst_jax.session.checkpoint`), and what ``resume`` continues from.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from nst_jax.core.optim import (
     make_optimizer,
     with_average,
 )
+from nst_jax.events import Hook
 from nst_jax.run import color, groups, inputs, multiscale, rows, tile_memory
 from nst_jax.run.devices import choose_mesh, is_rows_mesh, place, tile_devices
 from nst_jax.run.loop import Run, Scale, run_scale, scale_start, unstack
@@ -45,7 +47,7 @@ def stylize(
     loss: Callable = loss_fn,
     devices: Sequence[jax.Device] | None = None,
     resume: RunState | None = None,
-    on_chunk: Callable[[RunState], None] | None = None,
+    on_event: Hook | None = None,
     masks: jax.Array | np.ndarray | None = None,
     style_masks: Sequence[jax.Array | np.ndarray | None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
@@ -79,13 +81,14 @@ def stylize(
         ones that need ``value_fn``, set ``config.optimizer="lbfgs"`` too).
       loss: the objective, :func:`nst_jax.loss_fn` by default, or any function with its
         signature and results ``(scalar, {term: scalar})``: it gets batches, sweeps, scales,
-        ``on_chunk``, resume and devices; tiled runs compute ``loss_fn`` only.
+        ``on_event``, resume and devices; tiled runs compute ``loss_fn`` only.
       devices: devices to shard the batch over; default every local device.
       resume: a :class:`RunState` saved from an earlier run of the same inputs and config.
-      on_chunk: called after each chunk of ``config.steps_per_call`` steps with the
-        :class:`RunState` (progress, checkpoints, previews). Raising
-        :class:`~nst_jax.run.state.StopRun` ends the run there and returns the result so
-        far; any other exception ends it and propagates.
+      on_event: the hook (:mod:`nst_jax.events`), called after each chunk of
+        ``config.steps_per_call`` steps with an :class:`~nst_jax.events.Event` whose
+        ``state`` is the :class:`RunState` (progress, checkpoints, previews:
+        :class:`nst_jax.session.Watcher`). Raising :class:`~nst_jax.events.StopRun` ends the
+        run there and returns the result so far; any other exception ends it and propagates.
       masks: spatial control (Gatys et al. 2017): ``(K, H, W)`` content regions in [0, 1]
         shared by the batch, or ``(N, K, H, W)`` one set per image; region k takes the k-th
         of the K ``style`` images (guided Grams, :func:`nst_jax.losses.guided_gram`),
@@ -104,7 +107,9 @@ def stylize(
         job (the same params): a style's targets computed once serve every run.
 
     Raises:
-      DivergedError: a loss or image became non-finite; nothing non-finite is returned.
+      DivergedError: a loss or image became non-finite; nothing non-finite is returned, and
+        the error's ``state`` is the run after its last finite chunk (to resume from with
+        other settings).
 
     Returns:
       A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
@@ -112,7 +117,7 @@ def stylize(
     """
     refuse_traced(content, style, params, masks)
     config = config or StyleConfig()
-    options = dict(optimizer=optimizer, loss=loss, devices=devices, on_chunk=on_chunk)
+    options = dict(optimizer=optimizer, loss=loss, devices=devices, on_event=on_event)
     options.update(masks=masks, style_masks=style_masks, on_tile=on_tile, shard=shard)
     options["style_cache"] = style_cache
     if isinstance(content, (list, tuple)):
@@ -199,7 +204,7 @@ def make_run(
     optimizer: optax.GradientTransformation | None = None,
     loss: Callable = loss_fn,
     devices: Sequence[jax.Device] | None = None,
-    on_chunk: Callable[[RunState], None] | None = None,
+    on_event: Hook | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     shard: str = "auto",
 ) -> Run:
@@ -221,7 +226,8 @@ def make_run(
         tx = _wrapped(optimizer, config.average)
     prepared = step_params(params, config, n, height, width)
     dealt = tile_devices(run_devices, mesh, n)
-    return Run(config, tx, params, prepared, mesh, n, on_chunk, on_tile, lrs, dealt, loss)
+    total = multiscale.total_steps(height, width, config)
+    return Run(config, tx, params, prepared, mesh, n, on_event, on_tile, lrs, dealt, loss, total)
 
 
 def scale_loss(run: Run, targets, shape: tuple[int, int], dtype) -> Callable:

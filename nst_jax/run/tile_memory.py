@@ -12,7 +12,8 @@ import functools
 import math
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import geometry, layers, objective
+from nst_jax.core import geometry, layers
+from nst_jax.core.fields import program_key
 from nst_jax.run import memory, tiling
 from nst_jax.run.memory import GIB
 
@@ -42,7 +43,7 @@ def tiled_bytes(config: StyleConfig, n: int, height: int, width: int, tile: int)
 def _window_model(config: StyleConfig, winograd: bool) -> tuple[float, float]:
     """A window pass's bytes as ``fixed + per_pixel * window pixels``, fitted to XLA's
     analysis of two window sizes (compiling every candidate tile would take minutes)."""
-    config = objective.static_config(config).replace(conv="winograd" if winograd else "direct")
+    config = program_key(config).replace(conv="winograd" if winograd else "direct")
     params = memory.param_shapes(config, 1, 1, 1)
     margin = geometry.halo(config.content_layers + config.style_layers)
     small, large = 128, 256

@@ -45,7 +45,8 @@ import optax
 
 from nst_jax.config import StyleConfig
 from nst_jax.core import geometry, losses, vgg
-from nst_jax.core.objective import Params, Targets, static_config, used_layers
+from nst_jax.core.fields import program_key
+from nst_jax.core.objective import Params, Targets, used_layers
 from nst_jax.core.step import update_image
 
 
@@ -257,7 +258,7 @@ def tiled_value_and_grad(
             here_cotangents,
             deal.send(content_targets, k),
             here_coefs,
-            static_config(config),
+            program_key(config),
             plan.crops,
             plan.interior,
         )
@@ -330,7 +331,7 @@ def _update(tx: optax.GradientTransformation) -> Callable:
 def window_bytes(config: StyleConfig, params, tile: int, dtype=jnp.float32) -> int:
     """Bytes XLA needs for pass 2 on one full window (``tile`` plus a halo on each side):
     what a tiled step needs besides the whole-image arrays (``params``: arrays or shapes)."""
-    config = static_config(config)
+    config = program_key(config)
     layers = used_layers(config)
     # A tile in the middle of an image: halos on all four sides.
     window, crops, interior = geometry.plan_window(

@@ -24,9 +24,9 @@ from typing import NamedTuple
 import numpy as np
 
 from nst_jax.errors import InputError
-from nst_jax.video.settings import check_offsets
+from nst_jax.video.settings import FLOW_METHODS, check_offsets
 
-METHODS = ("dis", "farneback")
+METHODS = FLOW_METHODS
 
 
 def require() -> None:

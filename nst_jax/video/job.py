@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,11 +21,12 @@ import numpy as np
 
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError, shown
+from nst_jax.events import Hook
 from nst_jax.files import image
 from nst_jax.files.atomic import atomic_write, remove_stale_parts
 from nst_jax.video import frames as clips
 from nst_jax.video.flow import FlowFeeder
-from nst_jax.video.loop import FrameResult, VideoSettings, stylize_frames
+from nst_jax.video.loop import VideoSettings, stylize_frames
 
 RECORD = Path(".nst-jax") / "video.json"
 RECORD_VERSION = 1
@@ -61,46 +62,6 @@ def finished(folder: Path, count: int) -> int:
     return done
 
 
-def check_folder(folder: Path, record: Mapping[str, Any], resume: bool, force: bool) -> int:
-    """Where the run starts: 0 for a new run, the finished frames when continuing.
-
-    A folder with neither frames nor a record starts a new run, ``--resume`` or not.
-
-    Raises:
-      InputError: frames or a record already there without ``--resume`` or ``--force``, or
-        ``--resume`` on a folder of another run (other settings, clip or backend) or with a
-        damaged record.
-    """
-    path = record_path(folder)
-    has_frames = folder.is_dir() and any(folder.glob("[0-9]" * 6 + ".png"))
-    if force or not (has_frames or path.exists()):
-        return 0
-    if not resume:
-        raise InputError(
-            f"{shown(folder)}: holds a run's frames or record; --resume continues it, "
-            "--force starts over"
-        )
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise InputError(f"{shown(path)}: missing or damaged; cannot continue this run") from None
-    record = json.loads(json.dumps(record))  # as stored: tuples become lists
-    if stored != record:
-        changed = sorted(k for k in {*stored, *record} if stored.get(k) != record.get(k))
-        raise InputError(
-            f"{shown(folder)}: was made with other settings ({', '.join(changed)}); "
-            "--force starts over"
-        )
-    return finished(folder, record["clip"]["frames"])
-
-
-def start_over(folder: Path) -> None:
-    """Remove the frames and record of an earlier run (``--force``)."""
-    for frame in folder.glob("[0-9]" * 6 + ".png"):
-        frame.unlink()
-    record_path(folder).unlink(missing_ok=True)
-
-
 def stored_result(path: Path) -> tuple[dict[str, float], float | None]:
     """A written frame's terms and warping error, checked (the file is untrusted)."""
     record = image.read_provenance(path)
@@ -123,13 +84,16 @@ def run_job(
     record: Mapping[str, Any],
     start: int = 0,
     max_dim: int | None = None,
-    tick: Callable[[], None] = lambda: None,
-    on_frame: Callable[[FrameResult], None] = lambda result: None,
-) -> VideoSummary:
+    on_event: Hook | None = None,
+) -> VideoSummary | None:
     """Stylise ``clip`` into ``folder`` from frame ``start`` (:func:`check_folder`).
 
     Frames before ``start`` are read back from ``folder``; each new frame is written as it
-    finishes. Returns the whole clip's :class:`VideoSummary`.
+    finishes, before the hook hears of it (:mod:`nst_jax.events`).
+
+    Returns:
+      The whole clip's :class:`VideoSummary`, or ``None`` when the hook stopped the run
+      before the last frame (the finished frames are kept: rerunning continues).
     """
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_parts([folder / clips.frame_name(i) for i in range(start, clip.count)])
@@ -143,7 +107,7 @@ def run_job(
         # The whole clip's length, not what is left: a continued run chooses the same
         # convolutions (conv="auto") as the uninterrupted one.
         frames = stylize_frames(
-            params, feeder, styles, config, settings, previous, tick, clip.count
+            params, feeder, styles, config, settings, previous, on_event, clip.count
         )
         for result in frames:
             began = time.perf_counter()
@@ -155,7 +119,8 @@ def run_job(
             image.save(folder / clips.frame_name(result.index), result.image, metadata=meta)
             made.append({**result.seconds, "write": time.perf_counter() - began})
             results[result.index] = (result.terms, result.warping_error)
-            on_frame(result)
+    if start + len(made) < clip.count:
+        return None  # stopped by the hook
     seconds = {k: float(np.mean([m[k] for m in made])) for k in made[0]} if made else {}
     if made:
         seconds["waited"] = feeder.waited / len(made)

@@ -9,17 +9,21 @@ balance with the tutorial's content weight 1e4 is ``200 * 255**2 * 1e4``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import NamedTuple
 
-from nst_jax.config import StyleConfig
+from nst_jax.core.fields import check_choice, check_finite, setting
+from nst_jax.core.objective import ObjectiveConfig
 
 PAPER_RATIO = 1e3 / 5.0  # artistic-videos: -temporal_weight 1e3, -content_weight 5
-TEMPORAL_WEIGHT = PAPER_RATIO * 255.0**2 * StyleConfig().content_weight
+TEMPORAL_WEIGHT = PAPER_RATIO * 255.0**2 * ObjectiveConfig().content_weight
+FLOW_METHODS = ("dis", "farneback")
 
 
-class VideoSettings(NamedTuple):
-    """What video adds to the style settings.
+@dataclasses.dataclass(frozen=True)
+class VideoSettings:
+    """What video adds to the style settings; each field's help is its metadata, from which
+    ``nst-jax video``'s options are generated.
 
     Attributes:
       temporal_weight: weight of the temporal loss (0 turns it off; the start stays warped).
@@ -28,15 +32,29 @@ class VideoSettings(NamedTuple):
       flow: ``"dis"`` or ``"farneback"``.
     """
 
-    temporal_weight: float = TEMPORAL_WEIGHT
-    offsets: tuple[int, ...] = (1,)
-    flow: str = "dis"
+    temporal_weight: float = setting(TEMPORAL_WEIGHT, "weight of the temporal loss; 0 turns it off")
+    offsets: tuple[int, ...] = setting(
+        (1,),
+        "earlier frames each frame is held to: 1, or a long-term set like 1,2,4",
+        "offsets",
+        flag="--flow-offsets",
+    )
+    flow: str = setting("dis", "optical flow: OpenCV's DIS or Farneback", choices=FLOW_METHODS)
+
+    def __post_init__(self) -> None:
+        check_finite("temporal_weight", self.temporal_weight)
+        object.__setattr__(self, "offsets", check_offsets(self.offsets))
+        check_choice("flow", self.flow, FLOW_METHODS)
 
 
 def check_offsets(offsets: Sequence[int]) -> tuple[int, ...]:
     """``offsets`` sorted, or ``ValueError``: distinct positive integers holding 1."""
-    if not offsets or any(int(o) != o or o < 1 for o in offsets):
-        raise ValueError(f"flow offsets: expected positive integers, got {list(offsets)}")
+    try:
+        valid = bool(offsets) and all(int(o) == o and o >= 1 for o in offsets)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"flow offsets: expected positive integers, got {offsets!r}")
     if 1 not in offsets or len(set(offsets)) != len(offsets):
         raise ValueError(f"flow offsets: expected distinct offsets holding 1, got {list(offsets)}")
     return tuple(sorted(int(o) for o in offsets))

@@ -1,5 +1,6 @@
-"""The command's inputs besides contents: styles, masks and the init image, checked from
-their headers before any work and loaded with one-line errors naming the file."""
+"""A run's inputs besides its contents: styles at their scale, masks and label masks, and
+the init image, checked from their headers before any work and loaded with one-line errors
+naming the file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nst_jax.config import INITS, StyleConfig
-from nst_jax.core import objective
+from nst_jax.core import targets
 from nst_jax.dataset.plan import style_dims
 from nst_jax.errors import ImageError, InputError
 from nst_jax.files import image
@@ -31,7 +32,7 @@ def planned_styles(
         if size is None:
             continue  # unreadable: loading says why, in one line
         height, width = size if dim is None else image.scaled_shape(*size, dim)
-        need = objective.min_side(config, style=True)
+        need = targets.min_side(config, style=True)
         if min(height, width) < need:
             raise InputError(
                 f"{path}: style is {width}x{height} px after scaling; the layers used need "
@@ -60,7 +61,7 @@ def check_size(path, shape: tuple, config, max_dim: int | None, style=False) -> 
     """An image of ``shape`` (from its header, or loaded) too small for the layers is one
     line naming the file."""
     try:
-        objective.check_size(config, (*shape[:2], 3), "image", style)
+        targets.check_size(config, (*shape[:2], 3), "image", style)
     except ValueError as e:
         raise ImageError(f"{path}: {e} (after scaling to max-dim {max_dim})") from None
 
@@ -93,18 +94,36 @@ def check_init(config: StyleConfig, max_pixels) -> None:
         image.load(config.init, None, max_pixels)
 
 
-def mask_files(args) -> list[str]:
-    """Every mask file the run reads (content regions, labels, styles' own regions)."""
-    own = [own.get("style_mask") for own in getattr(args, "per_style", None) or []]
-    files = [*(args.mask or []), *([args.mask_labels] if args.mask_labels else [])]
-    return files + [m for m in own if m is not None]
+def mask_files(request) -> list[str]:
+    """Every mask file a run reads (content regions, labels, styles' own regions)."""
+    own = [m for m in request.style_masks or () if m is not None]
+    files = [*(request.masks or []), *([request.mask_labels] if request.mask_labels else [])]
+    return files + own
 
 
-def input_paths(args, config: StyleConfig, weights_path: os.PathLike) -> list[tuple[Path, str]]:
-    """``(path, option)`` of every file the run reads besides its contents."""
-    inputs = [(Path(s), "--style") for s in args.style]
-    inputs += [(Path(m), "--mask") for m in mask_files(args)]
-    inputs.append((Path(weights_path), "--weights"))
-    if config.init not in INITS:
-        inputs.append((Path(config.init), "--init"))
-    return inputs
+def input_paths(request, weights_path: os.PathLike) -> list[tuple[Path, str]]:
+    """``(path, option)`` of every file a :class:`~nst_jax.session.StylizeRequest` reads
+    besides its contents."""
+    reads = [(Path(s), "--style") for s in request.styles]
+    reads += [(Path(m), "--mask") for m in mask_files(request)]
+    reads.append((Path(weights_path), "--weights"))
+    if request.config.init not in INITS:
+        reads.append((Path(request.config.init), "--init"))
+    return reads
+
+
+def input_roles(request, content: Path) -> list[tuple[str, Path]]:
+    """Every input file of a single result with its role and rank (``--style #2``,
+    ``--mask #1``, ``--style-mask #2``): a checkpoint keyed so tells a file moved to another
+    role or rank from the same file where it was."""
+    roles = [("content", content)]
+    roles += [(f"--style #{k}", Path(s)) for k, s in enumerate(request.styles, start=1)]
+    roles += [(f"--mask #{k}", Path(m)) for k, m in enumerate(request.masks or [], start=1)]
+    if request.mask_labels:
+        roles.append(("--mask-labels", Path(request.mask_labels)))
+    for k, m in enumerate(request.style_masks or [], start=1):
+        if m is not None:
+            roles.append((f"--style-mask #{k}", Path(m)))
+    if request.config.init not in INITS:
+        roles.append(("--init", Path(request.config.init)))
+    return roles

@@ -1,8 +1,16 @@
-"""Checkpoints of a run: the images, optimizer state, step and losses, with the settings and
-weights they belong to, in one file written atomically.
+"""Checkpoints of a ``stylize`` run: the images, optimizer state, step and losses, with the
+settings and weights they belong to, in one file written atomically.
 
 A checkpoint lives in ``OUT.ckpt/checkpoint.msgpack`` (Flax msgpack; no pickle). Resuming
 refuses a checkpoint whose settings or weights differ from the run's, naming what differs.
+In Python, a run is checkpointed by a watcher and resumed exactly from its file::
+
+    saver = RunCheckpoint("out.ckpt", {"config": dataclasses.asdict(config)})
+    watcher = session.Watcher(checkpoint=saver, checkpoint_every=100)
+    nst_jax.stylize(content, style, params=params, config=config, on_event=watcher)
+    # ... killed; later, the same call continues where the checkpoint left it:
+    state = saver.load_compatible()
+    nst_jax.stylize(content, style, params=params, config=config, resume=state)
 """
 
 from __future__ import annotations
@@ -24,6 +32,25 @@ from nst_jax.run.state import RunState
 FILE = "checkpoint.msgpack"
 # 3: steps within the scale, and inputs keyed by role and rank (--mask #2, --style-mask #1).
 VERSION = 3
+
+
+class RunCheckpoint:
+    """A ``stylize`` run's checkpoint folder and the record its checkpoints carry (``meta``:
+    settings, weights hash, inputs' SHA-256): the watcher's ``checkpoint``."""
+
+    def __init__(self, folder: str | os.PathLike, meta: dict[str, Any]):
+        self.folder, self.meta = Path(folder), meta
+
+    def save(self, state: RunState) -> Path:
+        """Write ``state`` with the record (atomically)."""
+        return save(self.folder, state, self.meta)
+
+    def load_compatible(self) -> RunState:
+        """The saved state, refused (one line) unless its record is this run's
+        (:func:`check_compatible`)."""
+        state, meta = load(self.folder)
+        check_compatible(meta, self.meta, self.folder)
+        return state
 
 
 def directory(output: str | os.PathLike) -> Path:

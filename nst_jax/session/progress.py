@@ -1,47 +1,58 @@
-"""The command's progress bar: image-steps, the current loss, and the closing line's timing."""
+"""Progress bars: a run's image-steps with the current loss and the closing line's timing
+(:class:`Progress`), and a dataset job's items with its steady rate and ETA
+(:class:`JobProgress`)."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from nst_jax.run.state import RunState
+import numpy as np
+
+from nst_jax.events import Event
 
 
 class Progress:
-    """A tqdm bar over image-steps showing the current loss; timing for the closing line.
+    """A tqdm bar over image-steps showing the current loss, and the closing line's timing.
 
-    Called with each chunk's :class:`RunState`; a step count that does not grow means the
-    next batch has started.
+    Called with each :class:`~nst_jax.events.Event` of a run (:class:`~nst_jax.session.
+    Watcher` calls it); ``resume``: the step a continued run starts from.
     """
 
-    def __init__(self, total: int, quiet: bool):
+    def __init__(self, total: int, resume: int = 0, quiet: bool = False):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, leave=False)
+        self.total, self.resume = total, resume
+        self.bar = tqdm(unit="step", disable=quiet, file=sys.stderr, leave=False)
         self.start = time.perf_counter()
         self.first_chunk: tuple[int, float] | None = None  # (image-steps, time) incl. compile
         self.done = 0
-        self.last_step = 0
+        self.last_step = resume
 
-    def __call__(self, state: RunState) -> None:
-        steps = state.step - self.last_step if state.step > self.last_step else state.step
-        self.last_step = state.step
-        images = state.losses.shape[0]
+    def __call__(self, event: Event) -> None:
+        images = int(np.size(event.loss))
+        if self.bar.total is None:
+            self.bar.reset(total=event.total * images)
+            self.bar.update(self.resume * images)
+        steps = event.step - self.last_step
+        self.last_step = event.step
         self.done += steps * images
         if self.first_chunk is None:
             self.first_chunk = (self.done, time.perf_counter())
-        self.bar.set_postfix(loss=f"{float(state.losses[:, -1].mean()):.4g}", refresh=False)
+        self.bar.set_postfix(loss=f"{float(np.mean(event.loss)):.4g}", refresh=False)
         self.bar.update(steps * images)
 
     def tile(self, done: int, total: int) -> None:
         """Within a tiled step (minutes at print sizes): which tile of the step's pass 2."""
         self.bar.set_postfix_str(f"tile {done}/{total}")
 
+    def close(self) -> None:
+        self.bar.close()
+
     def summary(self, images: int, steps: int) -> str:
         """Image-steps per second after the first chunk, and the first chunk's time, which
         includes compilation (near zero with a warm persistent compilation cache)."""
-        self.bar.close()
+        self.close()
         end = time.perf_counter()
         first_done, first_time = self.first_chunk or (0, self.start)
         if self.done > first_done:
@@ -59,29 +70,17 @@ class Progress:
 class JobProgress:
     """A job's bar over its items: done, failed and skipped, its steady images/s and ETA
     (:class:`nst_jax.dataset.Progress` leaves compiles out), and ``compiling`` while a batch
-    of a new shape runs; it stops the job at a chunk's end after a signal."""
+    of a new shape runs."""
 
-    def __init__(self, plan, shard: tuple[int, int], quiet: bool, signals):
+    def __init__(self, plan, shard: tuple[int, int], quiet: bool):
         from tqdm import tqdm
 
         from nst_jax.dataset import Progress as Counts
 
-        self.counts, self.signals = Counts(plan, shard), signals
+        self.counts = Counts(plan, shard)
         self.bar = tqdm(
             total=self.counts.total, unit="image", disable=quiet, file=sys.stderr, leave=False
         )
-        self.compiling = False
-
-    def on_chunk(self, state: RunState) -> None:
-        """``stylize``'s hook: the run owns outputs from its first chunk; a signal ends the
-        job here (the results of finished batches are kept, this batch's are not written)."""
-        from nst_jax.cli.watch import RunInterruptedError
-
-        self.signals.own_outputs()
-        if self.signals.received is not None:
-            raise RunInterruptedError(
-                self.signals.received, "the results written so far are kept; rerun to continue"
-            )
 
     def on_batch(self, batch, seconds: float | None, items: int) -> None:
         key = batch.key

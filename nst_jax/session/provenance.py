@@ -1,4 +1,4 @@
-"""``nst-jax stylize --from PNG``: a result's stored settings replayed as untrusted data.
+"""A result's stored settings replayed as untrusted data (``nst-jax stylize --from PNG``).
 
 A PNG written by nst-jax carries a JSON record of its run. Anyone can write such a chunk, so
 ``--from`` reads it as data, never as a command:
@@ -15,12 +15,10 @@ A PNG written by nst-jax carries a JSON record of its run. Anyone can write such
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
@@ -124,27 +122,36 @@ def _not_replayed(command: list) -> list[str]:
     return ignored
 
 
-def apply(args: argparse.Namespace) -> None:
-    """Fill the options the command line left out from ``args.from_png``'s record, and say
-    on stderr what the record held that is not replayed."""
-    path = Path(args.from_png)
+class Replay(NamedTuple):
+    """What a result's record replays: its settings and, for the inputs the command line
+    does not give, its files; ``ignored`` names what the record held that is not replayed.
+    """
+
+    config: StyleConfig
+    max_dim: int | None
+    contents: tuple[str, ...]
+    styles: tuple[str, ...]
+    masks: tuple[str, ...] | None
+    mask_labels: str | None
+    style_masks: tuple[str | None, ...] | None
+    ignored: tuple[str, ...]
+
+
+def replay(path: str | Path) -> Replay:
+    """The settings and inputs a PNG written by nst-jax replays (module docstring).
+
+    Raises:
+      InputError: no record, or a damaged one (one line).
+    """
     config, record = read_record(path)
-    for name in FIELDS:
-        if getattr(args, name, None) is None:  # per-style fields have no option of their own
-            setattr(args, name, getattr(config, name))
-    if args.max_dim is None:
-        args.max_dim = record["max_dim"]
-    if not args.content and "content" in record:
-        args.content = record["content"]
-    if not args.style and "style" in record:
-        args.style = record["style"]
-        args.per_style = [{} for _ in args.style]  # as --style does, for each
-        for own, mask in zip(args.per_style, record.get("style_mask") or (), strict=False):
-            if mask is not None:
-                own["style_mask"] = mask
-    if not args.mask and not args.mask_labels:
-        args.mask = record.get("mask")
-        args.mask_labels = (record.get("mask_labels") or [None])[0]
-    ignored = _not_replayed(record["command"])
-    if ignored:
-        print(f"nst-jax: {path}: not replayed: {', '.join(ignored)}", file=sys.stderr)
+    masks = record.get("style_mask")
+    return Replay(
+        config,
+        record["max_dim"],
+        tuple(record.get("content", ())),
+        tuple(record.get("style", ())),
+        tuple(record["mask"]) if record.get("mask") else None,
+        (record.get("mask_labels") or [None])[0],
+        tuple(masks) if isinstance(masks, list) else None,
+        tuple(_not_replayed(record["command"])),
+    )

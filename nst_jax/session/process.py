@@ -1,7 +1,10 @@
-"""Process-wide settings that only a program may choose for itself. The ``nst-jax`` command
-and the benchmark scripts call :func:`configure_for_program` first thing; ``import nst_jax``
-and ``stylize`` never touch the process (its environment, Pillow's limits, the garbage
-collector, logging), so a library user who wants these calls it too.
+"""The process a run lives in: settings only a program may choose for itself, the JAX
+backend, and the persistent compilation cache.
+
+The ``nst-jax`` command and the benchmark scripts call :func:`configure_for_program` first
+thing; ``import nst_jax`` and ``stylize`` never touch the process (its environment,
+Pillow's limits, the garbage collector, logging), so a library user who wants these calls
+it too.
 
 - XLA:CPU flags, through ``XLA_FLAGS``, which XLA reads once, when its first backend starts
   (so before any JAX computation). JAX's per-function ``compiler_options`` were measured to
@@ -33,6 +36,10 @@ import gc
 import os
 
 import jax
+
+from nst_jax.errors import InputError, OutputError
+from nst_jax.files import compile_cache
+from nst_jax.session.outputs import check_folder
 
 XLA_FLAGS = (
     "--xla_cpu_enable_concurrency_optimized_scheduler=false",
@@ -89,3 +96,39 @@ def configure_for_program() -> None:
     set_xla_flags()
     trim_after_compiles()
     gc.freeze()
+
+
+def check_backend() -> None:
+    """Refuse, in one line, a JAX backend that cannot start (``JAX_PLATFORMS=gpu`` on a
+    machine without one), before any work."""
+    try:
+        jax.devices()
+    except RuntimeError as e:
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        raise InputError(f"JAX_PLATFORMS={platforms!r}: {str(e).splitlines()[0]}") from None
+
+
+def check_chosen_cache(option: str | None) -> None:
+    """A compilation cache folder given (``option``, or ``$NST_JAX_COMPILE_CACHE``) must be
+    writable: checked with the outputs, before any work."""
+    cache = compile_cache.resolve(option)
+    if cache is not None and compile_cache.chosen(option):
+        check_folder(cache, "--compile-cache")
+
+
+def enable_cache(option: str | None) -> str | None:
+    """Turn on the persistent compilation cache (``option``: a folder, ``off``, or ``None``
+    for the default); returns a warning when the default cannot be used (it only costs
+    compile time, so the run goes on). A chosen folder that cannot be written was refused
+    with the outputs (:func:`check_chosen_cache`)."""
+    cache = compile_cache.resolve(option)
+    if cache is None:
+        return None
+    try:
+        check_folder(cache, "--compile-cache")
+    except OutputError as e:
+        if compile_cache.chosen(option):
+            raise
+        return f"warning: no compilation cache: {e}"
+    compile_cache.enable(cache)
+    return None

@@ -1,4 +1,5 @@
-"""Training checkpoints with orbax-checkpoint, JAX's checkpointing library.
+"""Checkpoints of a training run (:func:`nst_jax.feedforward.train.fit`) with orbax-checkpoint,
+JAX's checkpointing library.
 
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
 process killed while saving leaves the previous checkpoint as the latest; it keeps the last
@@ -19,6 +20,17 @@ import numpy as np
 from nst_jax.errors import InputError, shown
 
 KEEP = 2
+
+
+class TrainCheckpoints:
+    """A training run's checkpoint folder: the watcher's ``checkpoint`` for ``fit``."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+
+    def save(self, state: dict) -> Path:
+        save(self.folder, state)
+        return self.folder
 
 
 def _manager(folder: Path):

@@ -1,0 +1,251 @@
+"""The targets of one image's objective: the content's features, the style's statistics
+(Gram matrices for the tutorial's loss, or a blend of several styles', or one per region of
+a masked run) and the term weights, as the pytree :mod:`nst_jax.core.objective` describes.
+
+Made once before the loop (:func:`make_targets`); every function here is per image and
+pure, the feature extraction jitted.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nst_jax.core import geometry, losses, vgg
+from nst_jax.core.layers import LAYERS
+from nst_jax.core.objective import (
+    WEIGHT_FIELDS,
+    ObjectiveConfig,
+    Params,
+    used_layers,
+)
+from nst_jax.core.style_terms import style_term
+
+# Images are compared with [0, 1] allowing rounding of this much (a resize in float32).
+RANGE_SLACK = 1e-5
+# A style is a target only, never optimised or clipped: it may leave [0, 1] a little (a style
+# whose colours were matched to the content's does), but not as far as 0-255 values do.
+STYLE_RANGE = (-1.0, 2.0)
+
+
+def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
+    """``image`` as a JAX array, or ``ValueError`` in one line naming ``what``: RGB in
+    [0, 1] with floating-point values, ``(H, W, 3)`` (or ``(N, H, W, 3)`` when ``batched``),
+    finite; a style (``what`` starting "style") within :data:`STYLE_RANGE`. Values are
+    checked only when concrete (not under a transformation)."""
+    image = jnp.asarray(image)
+    shapes = "(H, W, 3) or (N, H, W, 3)" if batched else "(H, W, 3)"
+    if image.ndim not in ((3, 4) if batched else (3,)):
+        raise ValueError(f"{what}: expected {shapes} RGB, got shape {tuple(image.shape)}")
+    if image.shape[-1] != 3:
+        raise ValueError(f"{what}: expected 3 channels (RGB), got {image.shape[-1]}")
+    if not jnp.issubdtype(image.dtype, jnp.floating):
+        raise ValueError(
+            f"{what}: expected floating-point RGB in [0, 1], got {image.dtype} (divide by 255)"
+        )
+    if isinstance(image, jax.core.Tracer) or image.size == 0:
+        return image
+    low, high, finite = jax.device_get((jnp.min(image), jnp.max(image), jnp.isfinite(image).all()))
+    if not finite:
+        raise ValueError(f"{what}: has non-finite values (NaN or infinity)")
+    lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
+    if low < lowest - RANGE_SLACK or high > highest + RANGE_SLACK:
+        hint = " (0-255 values? divide by 255)" if high > 2 else ""
+        raise ValueError(f"{what}: values must lie in [0, 1], got {low:g} to {high:g}{hint}")
+    return image
+
+
+def min_side(config: ObjectiveConfig, style: bool = False) -> int:
+    """The fewest pixels an image's sides need under ``config``: every layer it passes
+    through a non-empty map, and each style layer's map the positions the style term
+    compares (3 x 3 patches for MRF). ``style``: the style image, which passes through the
+    style layers only."""
+    layers = config.style_layers if style else used_layers(config)
+    patch = style_term(config.style_loss).min_side
+    return max(geometry.smallest_side(layers), patch * geometry.smallest_side(config.style_layers))
+
+
+def check_size(config: ObjectiveConfig, shape: Sequence[int], what: str = "image", style=False):
+    """Raise ``ValueError`` when an image of ``shape`` ``(..., H, W, 3)`` is too small for
+    ``config`` (:func:`min_side`)."""
+    need = min_side(config, style)
+    height, width = shape[-3], shape[-2]
+    if min(height, width) < need:
+        raise ValueError(
+            f"{what} is {width}x{height} px; the layers used need both sides >= {need} px"
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("layers", "pooling", "statistic"))
+def _features(params: Params, image: jax.Array, layers: tuple[str, ...], pooling: str, statistic):
+    features = vgg.image_features(params, image, layers, pooling)
+    if statistic is None:
+        return features
+    target = style_term(statistic).target
+    return {name: target(f) for name, f in features.items()}
+
+
+def style_targets(params: Params, style: jax.Array, config: ObjectiveConfig) -> dict[str, Any]:
+    """``{layer: statistic}`` of one ``(h, w, 3)`` style image for ``config.style_loss``
+    (jitted): ``(c, c)`` Gram matrices for the tutorial's loss."""
+    style = jnp.asarray(style)
+    check_size(config, style.shape, "style", style=True)
+    return _features(params, style, config.style_layers, config.pooling, config.style_loss)
+
+
+def content_features(
+    params: Params, content: jax.Array, config: ObjectiveConfig
+) -> dict[str, jax.Array]:
+    """``{layer: (h, w, c)}`` features of one ``(H, W, 3)`` content image (jitted)."""
+    content = jnp.asarray(content)
+    check_size(config, content.shape, "content")
+    return _features(params, content, config.content_layers, config.pooling, None)
+
+
+def resize_masks(masks: jax.Array, height: int, width: int) -> jax.Array:
+    """``(K, H, W)`` masks at ``height x width`` (bilinear, antialiased when shrinking), in
+    [0, 1]: a mask drawn at another size than its image is resized to the image's."""
+    masks = jnp.asarray(masks)
+    if masks.shape[-2:] == (height, width):
+        return masks
+    shape = (*masks.shape[:-2], height, width)
+    return jnp.clip(jax.image.resize(masks, shape, method="linear", antialias=True), 0.0, 1.0)
+
+
+def layer_masks(masks: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+    """``{layer: (K, h, w)}``: ``(K, H, W)`` image-sized masks downsampled to each layer's
+    resolution by 2x2 average pooling at each of the network's pools (Gatys et al. 2017
+    downsample their guidance channels to each layer; pooling as the network does gives
+    exactly the layer's size, odd sides included)."""
+    pooled, out, done = masks[..., None], {}, 0
+    for name in sorted(set(layers), key=LAYERS.index):
+        for _ in range(geometry.pools_before((name,)) - done):
+            pooled = vgg.pool_2x2(pooled, "avg")
+            done += 1
+        out[name] = pooled[..., 0]
+    return {name: out[name] for name in layers}
+
+
+def check_masks(config: ObjectiveConfig, masks: jax.Array, n_styles: int) -> None:
+    """Raise ``ValueError`` unless ``masks`` ``(K, H, W)`` can pair with ``n_styles`` styles."""
+    reason = config.unmaskable()
+    if reason is not None:
+        raise ValueError(reason)
+    if masks.ndim != 3:
+        raise ValueError(f"masks: expected (K, H, W), got shape {tuple(masks.shape)}")
+    if masks.shape[0] != n_styles:
+        raise ValueError(f"got {masks.shape[0]} masks for {n_styles} styles; give one each")
+
+
+@functools.partial(jax.jit, static_argnames=("layers", "pooling"))
+def _guided_style(params: Params, style, mask, layers: tuple[str, ...], pooling: str):
+    features = vgg.image_features(params, style, layers, pooling)
+    masks = layer_masks(mask[None], layers)
+    return {name: losses.guided_gram(f, masks[name][0]) for name, f in features.items()}
+
+
+def masked_style_targets(
+    params: Params, style: jax.Array, config: ObjectiveConfig, mask: jax.Array | None = None
+) -> dict[str, jax.Array]:
+    """:func:`style_targets`, the Grams taken over the region ``mask`` ``(h', w')`` of the
+    style image only (resized to the style's size); ``None``: the whole style."""
+    if mask is None:
+        return style_targets(params, style, config)
+    style = jnp.asarray(style)
+    check_size(config, style.shape, "style", style=True)
+    mask = resize_masks(jnp.asarray(mask, style.dtype)[None], *style.shape[:2])[0]
+    return _guided_style(params, style, mask, config.style_layers, config.pooling)
+
+
+def blend_grams(grams: Sequence[Mapping[str, jax.Array]], weights: Sequence[float] | None):
+    """``sum_k w_k G_k / sum_k w_k`` per layer: one style target from several styles.
+
+    Weights ``(1, 0)`` give the first style's Grams exactly (``x * 1 + y * 0 == x``).
+    """
+    if weights is None:
+        (only,) = grams
+        return only
+    total = sum(weights)
+    return jax.tree.map(
+        lambda *g: sum(w / total * x for w, x in zip(weights, g, strict=True)), *grams
+    )
+
+
+def term_weights(config: ObjectiveConfig, dtype=jnp.float32) -> dict[str, jax.Array]:
+    """``{"content", "style", "tv"}`` weights of one setting as scalars.
+
+    Raises:
+      ValueError: ``config`` sweeps a weight (one value per image): give each image's value.
+    """
+    if config.sweep_size is not None:
+        raise ValueError("this config sweeps its settings: make targets per setting")
+    return {
+        term: jnp.asarray(getattr(config, field), dtype) for term, field in WEIGHT_FIELDS.items()
+    }
+
+
+def make_targets(
+    params: Params,
+    content: jax.Array,
+    style: jax.Array | Sequence[jax.Array],
+    config: ObjectiveConfig,
+    *,
+    masks: jax.Array | None = None,
+    style_masks: Sequence[jax.Array | None] | None = None,
+) -> dict:
+    """Targets of one image: the content's features, the style's Grams, the term weights.
+
+    Args:
+      params: VGG19 params (``nst_jax.load_vgg19``), direct or :func:`nst_jax.prepare_params`'d.
+      content: ``(H, W, 3)`` float RGB in [0, 1].
+      style: ``(h, w, 3)`` float RGB in [0, 1] (any size: Grams do not depend on it); with
+        ``config.style_blend`` the K styles to blend; with ``masks`` the K styles of the
+        regions.
+      config: layers, pooling, term weights, blend, ``style_weights`` (single values, not a
+        sweep).
+      masks: ``(K, H, W)`` content regions in [0, 1], the k-th styled like the k-th style
+        (resized to the content's size if drawn at another); ``config.style_weights`` weight
+        the regions. Pixels outside every region keep the content. Gram loss only.
+      style_masks: with ``masks``, K entries: ``(h', w')`` the region of that style image
+        whose Grams are matched (resized to the style's size), or ``None`` for all of it.
+
+    Returns:
+      ``{"content": {layer: (h, w, c)}, "style": {layer: statistic}, "weights": {...}}``;
+      the statistic is ``config.style_loss``'s: ``(c, c)`` Grams for the tutorial's. With
+      masks, ``(K, c, c)`` Grams and ``"masks"`` (see the module's docstring).
+    """
+    content = check_image(content, "content")
+    style = (
+        [check_image(s, "style") for s in style]
+        if masks is not None or (config.style_blend is not None)
+        else check_image(style, "style")
+    )
+    weights = term_weights(config, content.dtype)
+    targets = {"content": content_features(params, content, config), "weights": weights}
+    if masks is not None:
+        styles = list(style)
+        masks = jnp.asarray(masks, content.dtype)
+        check_masks(config, masks, len(styles))
+        masks = resize_masks(masks, *content.shape[:2])
+        style_masks = list(style_masks) if style_masks is not None else [None] * len(styles)
+        grams = [
+            masked_style_targets(params, s, config, m)
+            for s, m in zip(styles, style_masks, strict=True)
+        ]
+        regions = config.style_weights or (1.0,) * len(styles)
+        return {
+            **targets,
+            "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
+            "masks": layer_masks(masks, config.style_layers),
+            "weights": {**weights, "regions": jnp.asarray(regions, content.dtype)},
+        }
+    styles = list(style) if config.style_blend is not None else [style]
+    grams = blend_grams([style_targets(params, s, config) for s in styles], config.style_blend)
+    if config.style_weights is not None:
+        (own,) = config.style_weights  # one style: its own weight multiplies the term's
+        weights = {**weights, "style": weights["style"] * own}
+    return {**targets, "style": grams, "weights": weights}

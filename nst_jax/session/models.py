@@ -1,0 +1,187 @@
+"""A trained feed-forward model applied with its lifecycle (what ``nst-jax stylize --model``
+runs): one forward pass per batch (:mod:`nst_jax.feedforward.model`).
+
+A Johnson model carries its style; an AdaIN model takes styles (one result per style, or
+one mix with ``style_blend``) and ``alpha``. One content and an image output make one
+result; anything else is a dataset job into the output folder (planned, streamed,
+continued by rerunning, sharded), with the model in place of optimisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from nst_jax import dataset
+from nst_jax.config import StyleConfig
+from nst_jax.errors import InputError, shown
+from nst_jax.files import image, weights
+from nst_jax.session import jobs, outputs
+from nst_jax.session.control import Control
+from nst_jax.session.request import StylizeRequest
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRequest:
+    """A model applied to contents.
+
+    Attributes:
+      model: the model folder (``nst-jax train``'s).
+      stylize: the contents, styles, output and job settings, as an optimisation's
+        (:class:`~nst_jax.session.request.StylizeRequest`; its config holds
+        ``style_blend`` and the seed that picks styles, nothing else is used).
+      alpha: AdaIN: the content's features (0) to the style's statistics (1).
+    """
+
+    model: str
+    stylize: StylizeRequest
+    alpha: float | None = None
+
+
+class ModelOutcome(NamedTuple):
+    """One result (``output`` and ``line``) or a job's (``job``)."""
+
+    line: str
+    job: jobs.JobOutcome | None = None
+
+
+def check_request(request: ModelRequest, method: str) -> None:
+    """What the model's method takes (one line for the rest)."""
+    given = request.stylize
+    if given.engine == "ray":
+        raise InputError("--engine ray runs optimisation; a model job runs here")
+    if request.alpha is not None and not 0.0 <= request.alpha <= 1.0:
+        raise InputError(f"alpha must be from 0 to 1, got {request.alpha}")
+    blended = given.config.style_blend is not None
+    if method == "johnson" and (given.styles or request.alpha is not None or blended):
+        raise InputError(f"{shown(request.model)}: a johnson model has its style built in; "
+                         "--style, --alpha and --style-blend are for adain models")  # fmt: skip
+    if method == "adain" and not given.styles:
+        raise InputError(f"{shown(request.model)}: an adain model needs --style")
+
+
+def vgg_path(request: ModelRequest, record: dict) -> Path | None:
+    """AdaIN's encoder weights: they must be those the decoder was trained with."""
+    if record["method"] != "adain":
+        return None
+    path = weights.find_weights(request.stylize.weights)
+    digest = weights.md5sum(path)
+    if digest != record.get("vgg_md5"):
+        trained = record.get("vgg_md5")
+        raise InputError(
+            f"{shown(path)}: VGG19 weights MD5 {digest}, but {shown(request.model)} was "
+            f"trained with {trained}"
+        )
+    return path
+
+
+def applier(model, vgg, styles: list, config: StyleConfig, alpha: float):
+    """``apply(contents, style_sets)`` for the dataset engine: each run of items that share
+    a style set in one pass. The styles are encoded once, for every batch."""
+    from nst_jax.feedforward.model import apply_model, encode_styles
+
+    encoded = encode_styles(vgg, styles) if model.settings.method == "adain" else []
+
+    def apply(contents: np.ndarray, style_sets: list[tuple[int, ...]]) -> np.ndarray:
+        results = np.empty_like(contents)
+        for chosen in dict.fromkeys(style_sets):
+            rows = [i for i, s in enumerate(style_sets) if s == chosen]
+            blend = config.style_blend if len(chosen) > 1 else None
+            mixed = [encoded[s] for s in chosen] if encoded else None
+            out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed)
+            results[rows] = np.asarray(out)
+        return results
+
+    return apply
+
+
+def metadata(request: ModelRequest, record: dict) -> dict:
+    """Provenance stored in each PNG result."""
+    given = request.stylize
+    return {
+        "command": list(given.command),
+        "model": {"path": str(Path(request.model).resolve()), "method": record["method"],
+                  "params_sha256": record["params_sha256"]},
+        "alpha": request.alpha,
+        "style": [str(s) for s in given.styles],
+        "max_dim": given.max_dim,
+    }  # fmt: skip
+
+
+def is_single(request: ModelRequest) -> bool:
+    """One content file, one style set, and an image output."""
+    given = request.stylize
+    sets = 1 if given.config.style_blend or len(given.styles) <= 1 else len(given.styles)
+    suffix = Path(given.output).suffix.lower()
+    one = len(given.contents) == 1 and not given.files_from
+    one = one and not Path(given.contents[0]).is_dir()
+    return one and sets == 1 and suffix in image.SAVE_FORMATS
+
+
+def run_model(
+    request: ModelRequest, control: Control | None = None, report=lambda outcome: None
+) -> ModelOutcome:
+    """Apply the model: one result, or a job (``report`` hears of each item).
+
+    Raises:
+      InputError: refused before any work (one line).
+      Stopped: a job asked to stop (its finished results kept).
+    """
+    from nst_jax.feedforward import model as models
+
+    control = control or Control()
+    record = models.read_record(request.model)
+    check_request(request, record["method"])
+    given, path = request.stylize, vgg_path(request, record)
+    meta = metadata(request, record)
+    plan = None if is_single(request) else _plan(request, meta, path)
+    if plan is None:
+        reads = [
+            (Path(given.contents[0]), "CONTENT"),
+            *((Path(s), "--style") for s in given.styles),
+        ]
+        planned = [outputs.Output(Path(given.output), "the result")]
+        outputs.check_outputs(
+            planned, [*reads, (Path(request.model), "--model")], force=given.force
+        )
+    loaded = models.load_model(request.model)
+    vgg = weights.load_vgg19(path) if path is not None else None
+    styles = [image.load(s, given.max_dim, given.max_pixels) for s in given.styles]
+    alpha = 1.0 if request.alpha is None else request.alpha
+    apply = applier(loaded, vgg, styles, given.config, alpha)
+    if plan is None:
+        return ModelOutcome(_single(given, apply, meta))
+    continuing = dataset.start(plan, force=given.force)
+    resources = dataset.Resources(
+        None, given.config, metadata=meta, replace=given.force, workers=given.workers,
+        continuing=continuing, apply=apply,
+    )  # fmt: skip
+    return ModelOutcome("", jobs.execute(given, plan, resources, control, report, path))
+
+
+def _plan(request: ModelRequest, meta: dict, path: Path | None) -> dataset.Plan:
+    """The job's plan, its outputs checked. A Johnson model's job names the model's params
+    as its one style (the plan's settings then hold the model)."""
+    from nst_jax.feedforward import model as models
+
+    params = Path(request.model) / models.PARAMS_FILE
+    given = request.stylize
+    if not given.styles:
+        given = dataclasses.replace(given, styles=(str(params),))
+    plan = jobs.job_plan(given, {"model": meta["model"], "alpha": meta["alpha"]})
+    reads = [(Path(s), "--style") for s in given.styles] + [(path or params, "--weights")]
+    jobs.check_job_outputs(given, plan, reads)
+    return plan
+
+
+def _single(given: StylizeRequest, apply, meta: dict) -> str:
+    """Stylise one content into the output; the closing line."""
+    out = Path(given.output)
+    content = image.load(given.contents[0], given.max_dim, given.max_pixels)
+    chosen = tuple(range(len(given.styles))) if given.styles else ()
+    result = apply(content[None], [chosen])[0]
+    image.save(out, result, metadata={**meta, "content": given.contents[0]}, replace=given.force)
+    return f"stylised {given.contents[0]} -> {out}"

@@ -1,0 +1,295 @@
+"""Training a feed-forward model with its lifecycle (what ``nst-jax train`` runs): the run's
+record, its folder, checkpoints, the loss log, progress, stopping when asked, and the model
+written at the end (:mod:`nst_jax.feedforward`).
+
+The model folder gets the training record (``train.json``: what the run depends on; a run
+continues only on the same record), orbax checkpoints (``checkpoints/``), the loss log
+(``log.jsonl``: a line a step, its ``step`` the steps done, as a stylisation's log counts
+them) and, at the end, the model (``model.json``, ``params.msgpack``). A stopped or killed
+run continues with ``resume=True`` to the params an uninterrupted one reaches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+from nst_jax.core.objective import ObjectiveConfig
+from nst_jax.errors import InputError, shown
+from nst_jax.feedforward.train import TrainSettings
+from nst_jax.files import weights
+from nst_jax.files.atomic import atomic_write
+from nst_jax.session import checkpoint, outputs, train_checkpoints
+from nst_jax.session.control import Control
+from nst_jax.session.watch import Watcher, check_extras
+
+RECORD_VERSION = 1
+RUN_FILE, LOG_FILE, CHECKPOINTS = "train.json", "log.jsonl", "checkpoints"
+OWN_FILES = (RUN_FILE, LOG_FILE, CHECKPOINTS, "model.json", "params.msgpack")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRequest:
+    """A training run: its settings, data, style and folder.
+
+    Attributes:
+      settings: the training settings (``None`` fields: the paper's).
+      objective: johnson: what the network is trained to minimise; adain: ``None``.
+      data: the folder of training images.
+      output: the model folder.
+      style: johnson: the style image.
+      styles: adain: the folder of style images.
+      style_size: johnson: the style's longest side (default: the crops' size).
+      checkpoint_every: steps between checkpoints.
+      resume: continue the run the folder holds; ``force``: start it over.
+      plot: a plot of the loss terms, written at the end.
+      weights: the VGG19 weights file (``None``: searched).
+      progress: draw a progress bar.
+    """
+
+    settings: TrainSettings
+    data: str
+    output: str
+    objective: ObjectiveConfig | None = None
+    style: str | None = None
+    styles: str | None = None
+    style_size: int | None = None
+    checkpoint_every: int = 500
+    resume: bool = False
+    force: bool = False
+    plot: str | None = None
+    weights: str | None = None
+    progress: bool = False
+
+
+class TrainOutcome(NamedTuple):
+    """What a training run did: its folder, the closing line, and the step it stopped at
+    when asked to stop (else ``None``)."""
+
+    folder: Path
+    line: str
+    stopped: int | None
+
+
+def check_request(request: TrainRequest) -> TrainRequest:
+    """``request`` with its settings resolved, checked as a whole (one line each)."""
+    method = request.settings.method
+    if (method == "johnson") != (request.style is not None):
+        raise InputError("--style is johnson's (one style); adain takes --styles DIR")
+    if (method == "adain") != (request.styles is not None):
+        raise InputError("--styles DIR is adain's; johnson takes one --style")
+    if request.resume and request.force:
+        raise InputError("--resume continues a run, --force starts it over: give one")
+    if (method == "johnson") != (request.objective is not None):
+        raise InputError("an objective is johnson's; adain trains on its paper's loss")
+    try:
+        settings = request.settings.resolved()
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    return dataclasses.replace(request, settings=settings)
+
+
+def files_digest(files: list[Path], folder: str) -> dict:
+    """A folder's training files as the record keeps them: count and names' SHA-256."""
+    names = "\n".join(p.relative_to(folder).as_posix() for p in files)
+    return {"folder": str(Path(folder).resolve()), "files": len(files),
+            "names_sha256": hashlib.sha256(names.encode()).hexdigest()}  # fmt: skip
+
+
+def record(request: TrainRequest, contents: list, styles: list | None, weights_path) -> dict:
+    """What the run depends on: ``resume`` continues only the same record."""
+    import jax
+
+    objective = request.objective
+    return {
+        "version": RECORD_VERSION,
+        "backend": jax.default_backend(),  # another backend rounds differently
+        "settings": dataclasses.asdict(request.settings),
+        "config": None if objective is None else dataclasses.asdict(objective),
+        "style_size": request.style_size,
+        "style_sha256": None if request.style is None else checkpoint.sha256(request.style),
+        "data": files_digest(contents, request.data),
+        "styles": None if styles is None else files_digest(styles, request.styles),
+        "weights_md5": weights.md5sum(weights_path),
+    }
+
+
+def check_folder(folder: Path, record: dict, request: TrainRequest) -> None:
+    """The model folder must be new, empty or this run's own (``resume``, ``force``)."""
+    outputs.check_folder(folder, "the model")
+    if not folder.exists() or not any(folder.iterdir()):
+        if request.resume:
+            raise InputError(f"{shown(folder)}: no training run to resume")
+        return
+    run_file = folder / RUN_FILE
+    if not run_file.is_file():
+        raise InputError(f"{shown(folder)}: not empty and not a training run; choose another -o")
+    if request.force:
+        return
+    if not request.resume:
+        raise InputError(f"{shown(folder)}: holds a training run; --resume continues it, "
+                         "--force starts over")  # fmt: skip
+    _check_same(folder, _stored(run_file), record)
+
+
+def _stored(run_file: Path) -> dict:
+    try:
+        stored = json.loads(run_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise InputError(f"{shown(run_file)}: damaged training record ({e})") from None
+    if not isinstance(stored, dict):
+        raise InputError(f"{shown(run_file)}: not a training record of this version")
+    return stored
+
+
+def _check_same(folder: Path, stored: dict, record: dict) -> None:
+    """Refuse to continue another run, naming what differs. The objective is compared on
+    its own fields: a record of earlier versions held every stylisation setting there."""
+    if stored.keys() != record.keys():
+        raise InputError(f"{shown(folder / RUN_FILE)}: not a training record of this version")
+    method = (stored.get("settings") or {}).get("method")
+    if method != record["settings"]["method"]:
+        raise InputError(f"{shown(folder)}: a {method} training run; --method "
+                         f"{record['settings']['method']} cannot resume it")  # fmt: skip
+    record = json.loads(json.dumps(record))  # tuples as the file holds them: lists
+    if isinstance(stored["config"], dict) and isinstance(record["config"], dict):
+        stored = {**stored, "config": {k: stored["config"].get(k) for k in record["config"]}}
+    changed = [key for key in record if stored[key] != record[key]]
+    if changed:
+        raise InputError(f"{shown(folder)}: --resume with other {', '.join(changed)} than the "
+                         "run's; --force starts over")  # fmt: skip
+
+
+def start_over(folder: Path) -> None:
+    """Remove the run's own files (nothing else) from the model folder."""
+    for name in OWN_FILES:
+        path = folder / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+class Prepared(NamedTuple):
+    """A training run checked before any work: its request (resolved), record, files."""
+
+    request: TrainRequest
+    record: dict
+    contents: list
+    styles: list | None
+    weights_path: Path
+
+
+def prepare(request: TrainRequest, control: Control) -> Prepared:
+    """Everything checked before any work: the request, its files, its record, its folder."""
+    from nst_jax.feedforward import data
+    from nst_jax.files import image
+
+    control.phase("checking settings")
+    request = check_request(request)
+    contents = data.image_files(request.data, "--data")
+    styles = data.image_files(request.styles, "--styles") if request.styles else None
+    if request.style is not None:
+        image.decode(request.style)  # a bad style is one line now, not after loading
+    weights_path = weights.find_weights(request.weights)
+    made = record(request, contents, styles, weights_path)
+    check_folder(Path(request.output), made, request)
+    if request.plot:
+        check_extras(Path(request.plot), None)
+        outputs.check_outputs([outputs.Output(Path(request.plot), "the plot")], [], force=True)
+    return Prepared(request, made, contents, styles, weights_path)
+
+
+def run_training(request: TrainRequest, control: Control | None = None) -> TrainOutcome:
+    """Train (or continue) ``request``'s run; the model is written at its end.
+
+    Raises:
+      InputError: refused before any work (one line).
+    """
+    import jax
+
+    from nst_jax.feedforward import train
+
+    control = control or Control()
+    request, made, contents, styles, weights_path = prepare(request, control)
+    folder = Path(request.output)
+    if request.force:
+        start_over(folder)
+    control.phase("loading weights")
+    vgg_params = weights.load_vgg19(weights_path)
+    targets = _style_targets(request, vgg_params)
+    state = _start_state(request, folder)
+    start = int(state["step"])
+    control.own_outputs()
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(made, indent=2, sort_keys=True) + "\n"
+    atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text))
+    watcher = _watcher(request, folder, start, control)
+    if start < request.settings.steps:
+        batches = train.step_batches(request.settings, contents, styles, start)
+        control.phase("running")
+        state = train.fit(
+            request.settings, state, vgg_params, batches, targets, request.objective, watcher
+        )
+        watcher.checkpoint.save(state)
+        if int(state["step"]) < request.settings.steps:  # stopped when asked
+            return TrainOutcome(folder, "", int(state["step"]))
+    watcher.finish()
+    _finish(request, made, folder, jax.device_get(state["params"]))
+    last = watcher.records[-1]["total"] if watcher.records else float("nan")
+    line = f"trained {request.settings.method} for {request.settings.steps} steps -> {folder} "
+    return TrainOutcome(folder, f"{line}(last loss {last:.6g})", None)
+
+
+def _start_state(request: TrainRequest, folder: Path) -> dict:
+    from nst_jax.feedforward import train
+
+    state = train.init_state(request.settings)
+    saved = folder / CHECKPOINTS
+    if request.resume and train_checkpoints.latest_step(saved) is not None:
+        state = train_checkpoints.restore(saved, state)
+    return state
+
+
+def _watcher(request: TrainRequest, folder: Path, start: int, control: Control) -> Watcher:
+    return Watcher(
+        progress=request.progress,
+        log=folder / LOG_FILE,
+        resume_step=start,
+        checkpoint=train_checkpoints.TrainCheckpoints(folder / CHECKPOINTS),
+        checkpoint_every=request.checkpoint_every,
+        plot=Path(request.plot) if request.plot else None,
+        stop=control.stop_requested,
+    )
+
+
+def _style_targets(request: TrainRequest, vgg_params):
+    """Johnson's style targets (the style's Grams, or its registered term's statistics)."""
+    if request.settings.method != "johnson":
+        return None
+    import jax.numpy as jnp
+
+    from nst_jax.core.targets import make_targets
+    from nst_jax.files import image
+
+    size = request.settings.size
+    style = image.load(request.style, request.style_size or size)
+    placeholder = jnp.zeros((size, size, 3), jnp.float32)
+    return make_targets(vgg_params, placeholder, style, request.objective)
+
+
+def _finish(request: TrainRequest, made: dict, folder: Path, params) -> None:
+    """The model folder's model."""
+    from nst_jax.feedforward import model
+
+    style = None
+    if request.style is not None:
+        style = {"path": str(Path(request.style).resolve()), "sha256": made["style_sha256"],
+                 "size": request.style_size or request.settings.size}  # fmt: skip
+    info = {"config": made["config"], "style": style, "vgg_md5": made["weights_md5"],
+            "data": made["data"], "styles": made["styles"]}  # fmt: skip
+    model.save_model(folder, request.settings, params, info)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# Public name -> the module that defines it. The layers (design.md): ``core`` is the per-image
-# research core, ``run`` what ``stylize`` adds, ``files`` bytes on disk, ``cli`` the program.
+# Public name -> the module that defines it. The layers: ``core`` is the per-image research
+# core, ``run`` what ``stylize`` adds, ``files`` bytes on disk, ``session`` the run's
+# lifecycle, ``cli`` the program (README's "Layout").
 _EXPORTS = {
     "PRESETS": "presets",
     "StyleConfig": "config",
@@ -65,9 +66,10 @@ _SUBMODULES = {
     "losses": "core.losses",
     "metrics": "metrics",
     "temporal": "core.temporal",
+    "session": "session",
 }
 
-# Spelled out for tools; a test checks it against _EXPORTS.
+# Spelled out for tools; a test checks that every name resolves.
 __all__ = [
     "CONTENT_LAYERS",
     "DivergedError",
@@ -102,6 +104,7 @@ __all__ = [
     "register_style_term",
     "save_targets",
     "scale_by_keras_adam",
+    "session",
     "style_term",
     "stylize",
     "temporal",
@@ -128,7 +131,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the same names, for type checkers and editors
-    from nst_jax import metrics
+    from nst_jax import metrics, session
     from nst_jax.config import StyleConfig
     from nst_jax.core import losses, temporal
     from nst_jax.core.conv import prepare_params

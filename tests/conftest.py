@@ -3,21 +3,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 import nst_jax
+from nst_jax.cli import main as cli
 from nst_jax.files import image, keras_h5, weights
 from nst_jax.session import process
 
-# The XLA:CPU flags the nst-jax command runs with (nst_jax.process), set before any JAX
+# The XLA:CPU flags the nst-jax command runs with (nst_jax.session.process), set before any JAX
 # computation: the suite then measures the programs users run from the command line.
 process.set_xla_flags()
 
 WEIGHTS_SEED = 0
+# The command's options for quick runs: the 64 x 96 test images at --max-dim 96 and chunks
+# of 10 steps, so every command test reuses the programs the others compiled.
+FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q"]
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +60,13 @@ def weights_h5(tmp_path_factory, numpy_params) -> str:
 def params(weights_h5):
     """Params loaded through the users' path (``load_vgg19``) from the official-layout file."""
     return nst_jax.load_vgg19(weights_h5)
+
+
+@pytest.fixture(scope="session")
+def params64(numpy_params) -> dict:
+    """The test weights in float64, as NumPy arrays: JAX keeps them float64 where
+    ``jax.enable_x64`` is on (exactness is shown in float64)."""
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), numpy_params)
 
 
 def eight_bit_image(height: int, width: int, seed: int) -> np.ndarray:
@@ -122,3 +136,23 @@ def files(tmp_path, content_image, style_image, weights_h5):
 def into(states: list):
     """A hook (``on_event``) that keeps each event's state in ``states``."""
     return lambda event: states.append(event.state)
+
+
+def exit_code(argv) -> int:
+    """The ``nst-jax`` command's status for ``argv`` (any values, as strings), whether it
+    returns it or argparse exits with it."""
+    try:
+        return cli.main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder`` with its contents' hash (what must not change
+    when a command is refused)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file() and not p.is_symlink()
+        else "dir"
+        for p in sorted(folder.rglob("*"))
+    }

@@ -44,12 +44,6 @@ def config(**changes):
 
 
 @pytest.fixture(scope="module")
-def params64(numpy_params):
-    with jax.enable_x64(True):
-        return jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), numpy_params)
-
-
-@pytest.fixture(scope="module")
 def contents():
     return np.stack([eight_bit_image(HEIGHT, WIDTH, seed=10 + i) for i in range(4)])
 

@@ -12,18 +12,7 @@ from nst_jax.cli import main as cli
 from nst_jax.cli import options
 from nst_jax.files import image
 
-# The same chunk size and image size as test_core, so the compiled program is reused.
-FAST = ["--steps-per-call", "10", "--max-dim", "96"]
-
-
-@pytest.fixture
-def files(tmp_path, content_image, style_image):
-    """A content and style PNG (64 x 96), and an empty output folder."""
-    to_pil = lambda a: Image.fromarray(image.to_uint8(a))  # noqa: E731
-    to_pil(content_image).save(tmp_path / "content.png")
-    to_pil(style_image).save(tmp_path / "style.png")
-    (tmp_path / "out").mkdir()
-    return tmp_path
+from conftest import FAST, exit_code
 
 
 def run(files, *args, weights=None):
@@ -178,14 +167,6 @@ CASES = [
     "unknown_layer", "negative_layer_weight", "blend_count", "negative_blend", "zero_blend",
     "missing_init", "zero_style_scale", "unknown_optimizer", "unknown_preset",
 ]  # fmt: skip
-
-
-def exit_code(argv):
-    """``main``'s status, whether it returns it or argparse exits with it."""
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 @pytest.mark.parametrize("case", CASES)

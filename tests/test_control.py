@@ -254,10 +254,9 @@ def test_averaging_resumes_exactly_from_a_checkpoint(tmp_path, params, content_i
 
 
 @pytest.mark.slow
-def test_the_average_is_the_bias_corrected_ema_in_float64(params, content_image, style_image):
+def test_the_average_is_the_bias_corrected_ema_in_float64(params64, content_image, style_image):
     # Reference: crowsonkb's EMA written out over the iterates the run reports.
     with jax.enable_x64():
-        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         content = jnp.asarray(content_image, jnp.float64)
         cfg = nst_jax.StyleConfig(steps=3, steps_per_call=1, average=0.5)
         seen = []

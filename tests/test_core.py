@@ -37,10 +37,9 @@ def run50(params, content_image, style_image):
     return nst_jax.stylize(content_image, style_image, params=params, config=config(steps=50))
 
 
-def as64(params, *images):
-    """Params and images in float64 (call under ``jax.enable_x64``)."""
-    params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
-    return (params64, *(jnp.asarray(im, jnp.float64) for im in images))
+def as64(*images):
+    """Images in float64 (call under ``jax.enable_x64``)."""
+    return tuple(jnp.asarray(im, jnp.float64) for im in images)
 
 
 def test_first_loss_is_the_content_image_loss(run50, numpy_params, content_image, style_image):
@@ -66,10 +65,10 @@ def eager_losses(params, content, style, cfg, n_steps):
 
 
 @pytest.fixture(scope="module")
-def eager64(params, noisy_content, style_image):
+def eager64(params64, noisy_content, style_image):
     """3 eager float64 steps (about 2 s each): computed once for both loop kinds."""
     with jax.enable_x64(True):
-        return eager_losses(*as64(params, noisy_content, style_image), config(), 3)
+        return eager_losses(params64, *as64(noisy_content, style_image), config(), 3)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +80,7 @@ def eager32(params, noisy_content, style_image):
 @pytest.mark.parametrize("loop", ["host", "device"])
 @pytest.mark.slow
 def test_jitted_loop_equals_eager_single_steps_float64(
-    params, noisy_content, style_image, eager64, loop
+    params64, noisy_content, style_image, eager64, loop
 ):
     # Adam is scale-invariant: a pixel whose gradient is near 0 moves by about the learning rate
     # in whichever direction rounding tips it, so two correct float32 programs that round
@@ -91,7 +90,7 @@ def test_jitted_loop_equals_eager_single_steps_float64(
     # Both chunk loops are checked: "host" (CPU default) and "device" (accelerator default).
     cfg = config(steps=STEPS_PER_CALL, loop=loop)  # one chunk, the other tests' program
     with jax.enable_x64(True):
-        params64, content, style = as64(params, noisy_content, style_image)
+        content, style = as64(noisy_content, style_image)
         jitted = nst_jax.stylize(content, style, params=params64, config=cfg)
     assert jitted.image.dtype == jnp.float64
     first = jitted.losses[: len(eager64)]
@@ -253,12 +252,12 @@ def test_make_targets_and_loss_fn_give_stylize_first_loss(
 
 
 @pytest.mark.slow
-def test_own_loop_script_reproduces_stylize(params, content_image, style_image):
+def test_own_loop_script_reproduces_stylize(params64, content_image, style_image):
     """scripts/own_loop.py, public names only, equals stylize step for step (float64)."""
     own_loop = load_script("own_loop")
     cfg = config(steps=5)
     with jax.enable_x64(True):
-        params64, content, style = as64(params, content_image, style_image)
+        content, style = as64(content_image, style_image)
         ours = own_loop.own_loop(params64, content, style, cfg)
         theirs = nst_jax.stylize(content, style, params=params64, config=cfg)
     np.testing.assert_allclose(ours["losses"], theirs.losses, rtol=1e-6)
@@ -287,11 +286,11 @@ def test_optimizer_transformation_and_lr_sweep(params, content_image, style_imag
 
 
 @pytest.mark.slow
-def test_optax_adam_would_not_reproduce_the_tutorial(params, content_image, style_image):
+def test_optax_adam_would_not_reproduce_the_tutorial(params64, content_image, style_image):
     """optax.adam adds epsilon after bias correction: with the tutorial's eps = 0.1, step 2
     differs from Keras' form by a formula, not by rounding (float64: rounding is ~1e-15)."""
     with jax.enable_x64(True):
-        params64, content, style = as64(params, content_image, style_image)
+        content, style = as64(content_image, style_image)
         keras, optax_form = (
             nst_jax.stylize(content, style, params=params64, config=config(steps=2, optimizer=o))
             for o in ("adam", "optax_adam")

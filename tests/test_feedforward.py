@@ -175,13 +175,8 @@ def torch_tree(tree) -> dict:
     return jax.tree.map(lambda a: as_torch(a).clone().requires_grad_(True), jax.device_get(tree))
 
 
-@pytest.fixture(scope="module")
-def vgg64(weights_h5):
-    return jax.tree.map(lambda a: np.asarray(a, np.float64), nst_jax.load_vgg19(weights_h5))
-
-
 @pytest.mark.slow
-def test_five_johnson_training_steps_equal_pytorch_in_float64(vgg64):
+def test_five_johnson_training_steps_equal_pytorch_in_float64(params64):
     # Adam on both sides (optax.adam and torch.optim.Adam: bias-corrected, epsilon after
     # the root). Bound: 1e-10 relative on the 5 losses and on the trained networks' outputs
     # for a new image (so the network's forward pass is compared too, on 16 x 20 px). Not
@@ -194,13 +189,13 @@ def test_five_johnson_training_steps_equal_pytorch_in_float64(vgg64):
     tx = optax.adam(1e-2)
     with jax.enable_x64(True):
         params = random_params(net, (16, 20, 3), seed=4)
-        targets = nst_jax.make_targets(vgg64, jnp.asarray(contents[0]), style, SMALL)
+        targets = nst_jax.make_targets(params64, jnp.asarray(contents[0]), style, SMALL)
         loss = functools.partial(objective.johnson_loss, net, config=SMALL)
         step = objective.make_train_step(loss, tx)
         state, ours = tx.init(params), []
         trained = params
         for _ in range(5):
-            trained, state, value, _ = step(trained, state, vgg64, contents, targets)
+            trained, state, value, _ = step(trained, state, params64, contents, targets)
             ours.append(float(value))
     leaves = torch_tree(params)
     flat = [leaf for leaf in jax.tree.leaves(leaves)]
@@ -211,7 +206,7 @@ def test_five_johnson_training_steps_equal_pytorch_in_float64(vgg64):
         outputs = [torch_transformer(leaves, c, blocks=1) for c in contents]
         value = (
             sum(
-                torch_objective(vgg64, o, c, style, SMALL)
+                torch_objective(params64, o, c, style, SMALL)
                 for o, c in zip(outputs, contents, strict=True)
             )
             / 2
@@ -229,14 +224,14 @@ def test_five_johnson_training_steps_equal_pytorch_in_float64(vgg64):
     assert np.max(np.abs(applied - net.apply(params, new))) > 1e-3  # the steps changed it
 
 
-def torch_adain_loss(vgg64, leaves, contents, styles) -> torch.Tensor:
+def torch_adain_loss(params64, leaves, contents, styles) -> torch.Tensor:
     """The AdaIN paper's loss of a batch (its code's: means of squares, style weight 10)."""
     total = 0.0
     for content, style in zip(contents, styles, strict=True):
-        theirs = torch_vgg(vgg64, style, adain.STYLE_LAYERS)
-        target = torch_adain(torch_vgg(vgg64, content, ["block4_conv1"])["block4_conv1"],
+        theirs = torch_vgg(params64, style, adain.STYLE_LAYERS)
+        target = torch_adain(torch_vgg(params64, content, ["block4_conv1"])["block4_conv1"],
                              theirs["block4_conv1"])  # fmt: skip
-        decoded = torch_vgg(vgg64, torch_decoder(leaves, target), adain.STYLE_LAYERS)
+        decoded = torch_vgg(params64, torch_decoder(leaves, target), adain.STYLE_LAYERS)
         style_term = sum(
             ((torch_mean_std(decoded[n])[k] - torch_mean_std(theirs[n])[k]) ** 2).mean()
             for n in adain.STYLE_LAYERS
@@ -247,7 +242,7 @@ def torch_adain_loss(vgg64, leaves, contents, styles) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_adain_loss_gradient_and_five_training_steps_equal_pytorch_in_float64(vgg64):
+def test_adain_loss_gradient_and_five_training_steps_equal_pytorch_in_float64(params64):
     # The training's own optimiser (train.make_optimizer: Adam at rate / (1 + decay * step),
     # decay 0.5 so the schedule matters) against torch.optim.Adam with a LambdaLR of the
     # same schedule. Bound: 1e-10 relative on the loss and the gradient of the first step,
@@ -262,7 +257,7 @@ def test_adain_loss_gradient_and_five_training_steps_equal_pytorch_in_float64(vg
         value_and_grad = jax.jit(jax.value_and_grad(objective.adain_batch_loss, has_aux=True))
         trained, state, ours, first = params, tx.init(params), [], None
         for _ in range(5):
-            (loss, _), grads = value_and_grad(trained, vgg64, contents, styles)
+            (loss, _), grads = value_and_grad(trained, params64, contents, styles)
             first = first or (float(loss), grads)
             updates, state = tx.update(grads, state, trained)
             trained = optax.apply_updates(trained, updates)
@@ -274,7 +269,7 @@ def test_adain_loss_gradient_and_five_training_steps_equal_pytorch_in_float64(vg
     theirs = []
     for index in range(5):
         optimizer.zero_grad()
-        total = torch_adain_loss(vgg64, leaves, contents, styles)
+        total = torch_adain_loss(params64, leaves, contents, styles)
         total.backward()
         if index == 0:
             np.testing.assert_allclose(float(value), total.item(), rtol=1e-10)

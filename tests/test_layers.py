@@ -343,6 +343,15 @@ def test_the_rules_find_what_they_are_written_for(tmp_path):
     assert ("s.py", "nst_jax", "nowhere") in script_names(tmp_path)
 
 
+def test_every_public_name_resolves():
+    """``nst_jax.__all__`` spells the facade out for tools; each name is found lazily."""
+    import nst_jax
+
+    assert len(set(nst_jax.__all__)) == len(nst_jax.__all__)
+    for name in nst_jax.__all__:
+        assert getattr(nst_jax, name) is not None, name
+
+
 if __name__ == "__main__":  # the same checks on another checkout: python test_layers.py DIR
     tree = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else ROOT
     for title, found in (

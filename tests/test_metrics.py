@@ -15,11 +15,6 @@ pytest.importorskip("dm_pix")
 LAYERS = ("block1_conv1", "block2_conv1")
 
 
-@pytest.fixture(scope="module")
-def params64(params):
-    return jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-
-
 def test_feature_distances_match_numpy_in_float64(params64):
     # Bound 1e-12 relative: the same float64 features on both sides, reduced in NumPy here.
     rng = np.random.default_rng(0)

@@ -7,7 +7,6 @@ traceback, every input byte-identical afterwards and nothing written anywhere in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,35 +21,16 @@ import pytest
 from flax import serialization
 from PIL import Image, PngImagePlugin
 
-from nst_jax.cli import main as cli
 from nst_jax.files import image
 from nst_jax.session import checkpoint
 
-# The 64 x 96 test images and chunks of 10, as the other CLI tests: programs are reused.
-FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q", "--compile-cache", "off"]
+from conftest import FAST, exit_code, snapshot
 
 
 def stylize_argv(files: Path, *extra, out: str | None = "out/r.png") -> list[str]:
     argv = ["stylize", str(files / "content.png"), "--style", str(files / "style.png")]
     argv += ["-o", str(files / out)] if out else []
     return [*argv, "--weights", str(files / "w.h5"), "--steps", "2", *FAST, *extra]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file and folder under ``folder`` with its contents' hash."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        if p.is_file() and not p.is_symlink()
-        else "dir"
-        for p in sorted(folder.rglob("*"))
-    }
-
-
-def exit_code(argv) -> int:
-    try:
-        return cli.main(argv)
-    except SystemExit as e:
-        return e.code
 
 
 def assert_refused(files: Path, argv, *fragments, capsys) -> str:

@@ -43,11 +43,10 @@ def own_loop(params, content, style, config, loss=edge_loss):
 
 
 @pytest.fixture(scope="module")
-def f64(numpy_params, content_image, style_image):
+def f64(params64, content_image, style_image):
     """float64 params and images (x64 on while the module's tests run)."""
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), numpy_params)
-        yield params, content_image.astype(np.float64)[:32, :48], style_image.astype(np.float64)
+        yield params64, content_image.astype(np.float64)[:32, :48], style_image.astype(np.float64)
 
 
 def test_a_custom_loss_gets_the_engine_and_equals_an_own_loop(f64):

@@ -19,19 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax.cli import main as cli
 from nst_jax.feedforward import data
 from nst_jax.feedforward import model as models
 from nst_jax.files import image
 
+from conftest import exit_code, snapshot
+
 STEPS = 120
-
-
-def exit_code(argv) -> int:
-    try:
-        return cli.main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +137,6 @@ def test_an_adain_model_takes_styles_and_alpha(place, adain_model):
     assert outs["a1"].shape == image.load(content, 32).shape
     assert np.abs(outs["a1"] - outs["a0"]).max() > 0  # alpha matters
     assert np.abs(outs["a1"] - outs["mix"]).max() > 0  # so does the second style
-
-
-def snapshot(root: Path) -> dict:
-    return {p: p.stat().st_mtime_ns for p in root.rglob("*")}
 
 
 def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, capsys):

@@ -15,19 +15,11 @@ from nst_jax.cli import main as cli
 from nst_jax.files import image
 from nst_jax.session import checkpoint
 
-# The 64 x 96 test images at --max-dim 96 and chunks of 10: the programs other tests compiled.
-FAST = ["--max-dim", "96", "--steps-per-call", "10", "-q"]
+from conftest import FAST
 
 
-@pytest.fixture
-def inputs(tmp_path, content_image, style_image):
-    Image.fromarray(image.to_uint8(content_image)).save(tmp_path / "content.png")
-    Image.fromarray(image.to_uint8(style_image)).save(tmp_path / "style.png")
-    return tmp_path
-
-
-def argv(inputs, out, weights_h5, *extra):
-    return ["stylize", str(inputs / "content.png"), "--style", str(inputs / "style.png"),
+def argv(files, out, weights_h5, *extra):
+    return ["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
             "-o", str(out), "--weights", weights_h5, *FAST, *extra]  # fmt: skip
 
 
@@ -36,13 +28,13 @@ def no_temporaries(folder):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_image(inputs, weights_h5):
+def test_killed_run_resumes_to_the_same_image(files, weights_h5):
     steps = ["--steps", "40", "--checkpoint-every", "10"]
-    reference = inputs / "reference.png"
-    assert cli.main(argv(inputs, reference, weights_h5, *steps)) == 0
-    killed = inputs / "killed.png"
+    reference = files / "reference.png"
+    assert cli.main(argv(files, reference, weights_h5, *steps)) == 0
+    killed = files / "killed.png"
     process = subprocess.Popen([sys.executable, "-m", "nst_jax.cli",
-                                *argv(inputs, killed, weights_h5, *steps)])  # fmt: skip
+                                *argv(files, killed, weights_h5, *steps)])  # fmt: skip
     ckpt = checkpoint.directory(killed) / checkpoint.FILE
     deadline = time.monotonic() + 300
     while not ckpt.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -52,7 +44,7 @@ def test_killed_run_resumes_to_the_same_image(inputs, weights_h5):
     saved, _ = checkpoint.load(checkpoint.directory(killed))
     assert 10 <= saved.step < 40, f"killed after step {saved.step}: too late to test resuming"
     assert not killed.exists()
-    assert cli.main(argv(inputs, killed, weights_h5, *steps, "--resume")) == 0
+    assert cli.main(argv(files, killed, weights_h5, *steps, "--resume")) == 0
     final, _ = checkpoint.load(checkpoint.directory(killed))
     expected, _ = checkpoint.load(checkpoint.directory(reference))
     assert final.step == expected.step == 40
@@ -63,22 +55,22 @@ def test_killed_run_resumes_to_the_same_image(inputs, weights_h5):
     np.testing.assert_array_equal(image.decode(killed), image.decode(reference))
 
 
-def test_resume_refuses_another_setting(inputs, weights_h5, capsys):
-    out = inputs / "a.png"
-    assert cli.main(argv(inputs, out, weights_h5, "--steps", "10", "--checkpoint-every", "10")) == 0
-    code = cli.main(argv(inputs, out, weights_h5, "--steps", "20", "--resume", "--tv-weight", "3"))
+def test_resume_refuses_another_setting(files, weights_h5, capsys):
+    out = files / "a.png"
+    assert cli.main(argv(files, out, weights_h5, "--steps", "10", "--checkpoint-every", "10")) == 0
+    code = cli.main(argv(files, out, weights_h5, "--steps", "20", "--resume", "--tv-weight", "3"))
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tv-weight 30.0" in err and "--tv-weight 3.0" in err
 
 
 @pytest.mark.slow
-def test_sigint_saves_image_and_checkpoint(inputs, weights_h5):
-    out = inputs / "interrupted.png"
+def test_sigint_saves_image_and_checkpoint(files, weights_h5):
+    out = files / "interrupted.png"
     # Every single-result run saves its work on Ctrl-C; --log only shows when steps have begun.
-    log = inputs / "run.jsonl"
+    log = files / "run.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "nst_jax.cli", *argv(inputs, out, weights_h5, "--steps", "100000",
+        [sys.executable, "-m", "nst_jax.cli", *argv(files, out, weights_h5, "--steps", "100000",
                                                      "--log", str(log))],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -93,13 +85,13 @@ def test_sigint_saves_image_and_checkpoint(inputs, weights_h5):
     state, meta = checkpoint.load(checkpoint.directory(out))
     assert state.step >= 10 and state.step % 10 == 0 and meta["config"]["steps"] == 100000
     assert np.all(np.isfinite(state.images))
-    assert no_temporaries(inputs)
+    assert no_temporaries(files)
 
 
-def test_divergence_stops_with_the_step_and_writes_nothing(inputs, weights_h5, capsys):
+def test_divergence_stops_with_the_step_and_writes_nothing(files, weights_h5, capsys):
     # A style weight near float32's maximum makes the loss overflow to inf, then NaN.
-    out = inputs / "diverged.png"
-    code = cli.main(argv(inputs, out, weights_h5, "--steps", "30", "--style-weight", "1e38",
+    out = files / "diverged.png"
+    code = cli.main(argv(files, out, weights_h5, "--steps", "30", "--style-weight", "1e38",
                          "--checkpoint-every", "10"))  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
@@ -111,11 +103,11 @@ def test_divergence_stops_with_the_step_and_writes_nothing(inputs, weights_h5, c
 
 
 @pytest.mark.slow
-def test_log_plot_previews_animation_and_provenance(inputs, weights_h5, capsys):
-    out = inputs / "watched.png"
-    log, plot, gif = inputs / "run.jsonl", inputs / "loss.png", inputs / "progress.gif"
+def test_log_plot_previews_animation_and_provenance(files, weights_h5, capsys):
+    out = files / "watched.png"
+    log, plot, gif = files / "run.jsonl", files / "loss.png", files / "progress.gif"
     watch = ["--save-every", "10", "--log", str(log), "--plot", str(plot), "--animate", str(gif)]
-    code = cli.main(argv(inputs, out, weights_h5, "--steps", "30", *watch))
+    code = cli.main(argv(files, out, weights_h5, "--steps", "30", *watch))
     assert code == 0
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in records] == [10, 20, 30]
@@ -126,52 +118,52 @@ def test_log_plot_previews_animation_and_provenance(inputs, weights_h5, capsys):
     with Image.open(gif) as animation:
         assert animation.format == "GIF" and animation.n_frames == 3
     for step in (10, 20, 30):
-        assert image.decode(inputs / f"watched_{step:04d}.png").shape == (64, 96, 3)
+        assert image.decode(files / f"watched_{step:04d}.png").shape == (64, 96, 3)
     capsys.readouterr()
     assert cli.main(["info", str(out)]) == 0
     provenance = json.loads(capsys.readouterr().out)
-    assert provenance["command"][:2] == ["stylize", str(inputs / "content.png")]
+    assert provenance["command"][:2] == ["stylize", str(files / "content.png")]
     assert provenance["config"]["steps"] == 30
     assert len(provenance["weights_md5"]) == 32
     # Previews and plots carry no provenance: --from refuses them with one line.
-    assert cli.main(["stylize", "--from", str(inputs / "loss.png"), "-o", str(out)]) == 2
+    assert cli.main(["stylize", "--from", str(files / "loss.png"), "-o", str(out)]) == 2
     assert "no nst_jax provenance" in capsys.readouterr().err
 
 
-def test_from_replays_the_stored_settings(inputs, weights_h5, capsys):
-    """The stored settings and inputs, with -o and the weights given: the same image."""
-    out = inputs / "first.png"
-    assert cli.main(argv(inputs, out, weights_h5, "--steps", "3")) == 0
-    again = inputs / "again.png"
+def test_from_replays_the_stored_settings(files, weights_h5, capsys):
+    """The stored settings and files, with -o and the weights given: the same image."""
+    out = files / "first.png"
+    assert cli.main(argv(files, out, weights_h5, "--steps", "3")) == 0
+    again = files / "again.png"
     code = cli.main(["stylize", "--from", str(out), "-o", str(again), "--weights", weights_h5,
                      "--steps-per-call", "10", "-q"])  # fmt: skip
     assert code == 0
     np.testing.assert_array_equal(image.decode(again), image.decode(out))
 
 
-def test_watch_options_need_a_single_result(inputs, weights_h5, capsys):
-    code = cli.main(argv(inputs, inputs / "outdir", weights_h5, "--steps", "2",
-                         "--tv-weight", "1,2", "--log", str(inputs / "x.jsonl")))  # fmt: skip
+def test_watch_options_need_a_single_result(files, weights_h5, capsys):
+    code = cli.main(argv(files, files / "outdir", weights_h5, "--steps", "2",
+                         "--tv-weight", "1,2", "--log", str(files / "x.jsonl")))  # fmt: skip
     assert code == 2
     assert "one result at a time" in capsys.readouterr().err
 
 
-def test_decompression_bomb_is_refused(inputs, weights_h5, capsys):
-    Image.new("RGB", (4000, 3000)).save(inputs / "big.png")
-    code = cli.main(["stylize", str(inputs / "big.png"), "--style", str(inputs / "style.png"),
-                     "-o", str(inputs / "o.png"), "--max-pixels", "1000000", "--steps", "1",
+def test_decompression_bomb_is_refused(files, weights_h5, capsys):
+    Image.new("RGB", (4000, 3000)).save(files / "big.png")
+    code = cli.main(["stylize", str(files / "big.png"), "--style", str(files / "style.png"),
+                     "-o", str(files / "o.png"), "--max-pixels", "1000000", "--steps", "1",
                      "--weights", weights_h5])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     assert "4000x3000 px is over the limit of 1000000 pixels" in err and "--max-pixels" in err
 
 
-def test_output_may_not_replace_an_input(inputs, weights_h5, capsys):
-    before = (inputs / "content.png").read_bytes()
-    code = cli.main(argv(inputs, inputs / "content.png", weights_h5, "--steps", "1"))
+def test_output_may_not_replace_an_input(files, weights_h5, capsys):
+    before = (files / "content.png").read_bytes()
+    code = cli.main(argv(files, files / "content.png", weights_h5, "--steps", "1"))
     assert code == 2
     assert "inputs are never replaced" in capsys.readouterr().err
-    assert (inputs / "content.png").read_bytes() == before
+    assert (files / "content.png").read_bytes() == before
     # --force replaces outputs, never an input.
-    assert cli.main(argv(inputs, inputs / "content.png", weights_h5, "--force")) == 2
-    assert (inputs / "content.png").read_bytes() == before
+    assert cli.main(argv(files, files / "content.png", weights_h5, "--force")) == 2
+    assert (files / "content.png").read_bytes() == before

@@ -1,18 +1,57 @@
 """Dataset jobs: stylise thousands of images, streamed, resumable, sharded, on one machine
-or a Ray cluster.
+or a Ray cluster. This is the guide to ``nst-jax stylize`` with many results.
 
-A job is planned from file names and image headers (:func:`plan_job`), its manifest written
-into its output folder before any pixel work (:func:`start`), then run batch by batch
-(:func:`run_job`, or :func:`nst_jax.dataset.ray_engine.run_job_on_ray`), each result
-written and recorded as it finishes. Rerunning the same job continues it::
+**What makes a job.** Several contents (files, folders walked recursively, or
+``--files-from LIST``), several ``--style``s or a sweep (``--style-weight 1e-3,1e-2,1e-1``,
+``--style-loss gram,w2``). Results mirror the input tree under ``-o OUT/``, named
+``NAME[_STYLE][_sw0.01][_w2].png``; ``--sheet grid.png`` adds a labelled grid::
+
+    nst-jax stylize photos/ --style paintings/a.jpg --style paintings/b.jpg \
+        --styles-per-image 1 --seed 7 -o stylized/
+    nst-jax stylize photos/ --style s.jpg -o out/ --shard 0/4   # and 1/4, 2/4, 3/4
+    nst-jax stylize photos/ --style s.jpg -o out/ --engine ray --ray-address ADDR
+
+**Planned, then streamed.** The job is planned from file names and image headers
+(:func:`plan_job`): every item (input, style set, setting), its output, its seed and its
+batch, a pure function of the inputs and settings. Its manifest, ``OUT/.nst-jax/plan.json``,
+is written before any pixel work (:func:`start`); images are then decoded by background
+threads a few batches ahead of the run, so memory does not grow with the dataset.
+
+**Continued by rerunning.** Each result is written atomically and recorded in
+``OUT/.nst-jax/done-I-of-N.jsonl`` (its SHA-256) as it finishes. Rerunning the same command
+skips the done items, redoes unfinished batches, and writes the bytes an uninterrupted job
+writes; other settings against that folder's manifest are refused, naming the setting
+(``--force`` replaces).
+
+**Shapes.** At most 7 buckets, each one compiled program: the longest side is
+``--max-dim``, the short side's ratio one of 4 classes (each image runs at its class's aspect
+and its result is resized back), or every result one size with ``--size WxH --fit
+crop|pad``. A bucket's last batch is padded to ``--batch-size``; the job's first image runs
+alone, so its result comes as soon as a single run's would.
+
+**Styles per image.** ``--styles-per-image K --seed S`` gives each content K of the styles,
+chosen by a hash of its relative path and the seed: the same choice whole, in shards, after
+kills.
+
+**Shards and clusters.** ``--shard I/N`` runs part I of N of the same plan with any
+scheduler (a Slurm array, a Kubernetes indexed job, a shell loop); the N parts together are
+the job. ``--engine ray`` runs the batches as Ray actors, one per GPU of the cluster
+(``pip install 'nst_jax[ray]'``; every node must see the inputs, the weights and OUT).
+
+**Failures.** An unreadable input is one line on stderr as it is met and a failure in the
+manifest; the job goes on and ends with status 3. The bar shows images/s and an ETA that
+leave compiles out; ``OUT/.nst-jax/stats-I-of-N.json`` keeps the counts.
+
+**In Python**, the command's job is :func:`nst_jax.session.run_job_request`; its parts::
 
     from nst_jax import dataset
 
     plan = dataset.plan_job(["photos/"], ["style.jpg"], "out/", config)
-    dataset.start(plan)  # the manifest, before any pixel work
+    dataset.start(plan)  # the manifest, before any pixel work (or continue this job)
     resources = dataset.Resources(params, config)
-    for outcome in dataset.run_job(plan, resources, shard=(0, 1)):
-        print(outcome.item.output, outcome.status)
+    for outcome in dataset.run_job(plan, resources, shard=(0, 1)):  # streamed, in order
+        print(outcome.item.output, outcome.status, outcome.reason)  # done, failed, skipped
+    print(dataset.summary(plan))  # {"done": ..., "failed": ..., "pending": ...}
 """
 
 from __future__ import annotations

@@ -1,4 +1,41 @@
-"""Feed-forward stylisation networks trained on the core's objective: Johnson et al.'s
-transformation network (:mod:`.johnson`) and Huang & Belongie's AdaIN decoder
-(:mod:`.adain`), built from the layers in :mod:`.layers`. Each is a Flax module applied to
-one ``(H, W, 3)`` image in [0, 1] (batch it with ``jax.vmap``)."""
+"""Feed-forward networks trained on the core's objective, then one pass per image. This is the
+guide to ``nst-jax train`` and ``nst-jax stylize --model``::
+
+    nst-jax train --method johnson --style s.jpg --data photos/ -o models/s/ --steps 40000
+    nst-jax train --method adain --styles paintings/ --data photos/ -o models/adain/
+    nst-jax stylize photo.jpg --model models/s/ -o out.png
+    nst-jax stylize photos/ --model models/adain/ --style a.jpg --style b.jpg -o out/ --alpha 0.8
+
+- ``--method johnson``: Johnson, Alahi & Fei-Fei's transformation network ("Perceptual
+  Losses for Real-Time Style Transfer and Super-Resolution", 2016: :mod:`.johnson`)
+  trained for one style on the very objective optimisation minimises (``loss_fn`` with each
+  training image's own content targets: :mod:`.objective`); the objective's options are
+  ``stylize``'s. ``--method adain``: Huang & Belongie's decoder ("Arbitrary Style Transfer
+  in Real-time with Adaptive Instance Normalization", 2017: :mod:`.adain`) on the frozen
+  VGG19 up to ``block4_conv1``, trained on the paper's loss (``--style-weight`` is its
+  lambda, 10).
+- Defaults are the papers': 40,000 steps of batch 4 at 1e-3 (Johnson); 160,000 steps of
+  batch 8 at 1e-4 decayed as ``lr / (1 + 5e-5 step)`` (AdaIN). ``TrainSettings``' fields
+  are the options (``--steps``, ``--batch-size``, ``--size``, ``--learning-rate``,
+  ``--decay``, ``--seed``, ``--width``, ``--residual-blocks``).
+- Training data: random square crops of the images under ``--data`` (and ``--styles``),
+  decoded ahead by worker threads (:mod:`.data`). The batch of each step is a function of
+  the seed and the step, so a run killed at any moment continues with ``--resume`` to the
+  same params, bit for bit (orbax checkpoints every ``--checkpoint-every`` steps). The batch
+  is split over the local devices (data parallel, params replicated: :mod:`.train`).
+- The model folder holds ``model.json`` (method, settings, objective, style, the VGG19
+  weights' MD5, the params' SHA-256), ``params.msgpack``, ``log.jsonl`` (the loss of every
+  step), ``train.json`` and ``checkpoints/``; ``--plot PATH`` draws the losses. A model is
+  checked when loaded (:mod:`.model`): a damaged or foreign folder, a model of the other
+  method, or an AdaIN model with other VGG19 weights than it was trained with is one line.
+- ``stylize --model`` applies a model in one forward pass per batch, to one image or as a
+  dataset job (folders, ``--batch-size``, ``--shard``, continued by rerunning). An AdaIN
+  model takes ``--style`` (one result each, or one mix with ``--style-blend``) and
+  ``--alpha`` (0: the content's own features, 1: the style's statistics).
+
+In Python: :func:`nst_jax.session.run_training` and :func:`nst_jax.session.run_model` are
+the commands; :func:`.train.fit` (``TrainSettings``, ``init_state``), :func:`.model.
+load_model` and :func:`.model.apply_model` their pieces; ``fit`` speaks the hook protocol of
+every driver (:mod:`nst_jax.events`). Each network is a Flax module applied to one
+``(H, W, 3)`` image in [0, 1] (batch it with ``jax.vmap``).
+"""

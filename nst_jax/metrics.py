@@ -22,14 +22,32 @@ import jax.numpy as jnp
 
 from nst_jax.core import losses, temporal
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, Params
+from nst_jax.core.targets import check_image
 from nst_jax.core.vgg import vgg19_features
 from nst_jax.errors import InputError
+
+
+def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Two ``(H, W, 3)`` float images in [0, 1], finite (:func:`~nst_jax.core.targets.
+    check_image`), of one size where ``same_size``, with sides of at least ``smallest``.
+
+    Raises:
+      ValueError: naming ``a`` or ``b`` and what is wrong.
+    """
+    a, b = check_image(a, "a"), check_image(b, "b")
+    if same_size and a.shape != b.shape:
+        raise ValueError(f"a and b must be one size, got {tuple(a.shape)} and {tuple(b.shape)}")
+    for name, x in (("a", a), ("b", b)):
+        if min(x.shape[:2]) < smallest:
+            raise ValueError(f"{name}: sides of at least {smallest} px needed, got {x.shape[:2]}")
+    return a, b
 
 
 def content_distance(
     params: Params, a: jax.Array, b: jax.Array, layers: Sequence[str] = CONTENT_LAYERS
 ) -> dict[str, jax.Array]:
     """``{layer: mean((F_l(a) - F_l(b))^2)}`` for two ``(H, W, 3)`` images of one size."""
+    a, b = checked_pair(a, b)
     fa, fb = (vgg19_features(params, x, tuple(layers)) for x in (a, b))
     return {layer: jnp.mean((fa[layer] - fb[layer]) ** 2) for layer in layers}
 
@@ -40,6 +58,7 @@ def style_distances(
     """Per statistic and layer, the distance between two images' styles (any sizes):
     ``{"gram": {layer: mean((G_a - G_b)^2)}, "mean_std": {layer: mean((m_a - m_b)^2)},
     "w2": {layer: W2(N_a, N_b)^2}}``."""
+    a, b = checked_pair(a, b, same_size=False)
     fa, fb = (vgg19_features(params, x, tuple(layers)) for x in (a, b))
     out: dict[str, dict[str, jax.Array]] = {"gram": {}, "mean_std": {}, "w2": {}}
     for layer in layers:
@@ -60,15 +79,22 @@ def _pix():
     return dm_pix
 
 
+SSIM_WINDOW = 11  # dm-pix's Gaussian filter: a smaller image has no valid window
+
+
 def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Structural similarity of two ``(H, W, 3)`` images in [0, 1] (dm-pix: Wang et al.
-    2004, Gaussian window of 11 px, sigma 1.5); 1 for equal images."""
-    return _pix().ssim(jnp.asarray(a), jnp.asarray(b), max_val=1.0)
+    """Structural similarity of two ``(H, W, 3)`` images in [0, 1] of one size (dm-pix:
+    Wang et al. 2004, Gaussian window of 11 px, sigma 1.5); 1 for equal images. Sides
+    below the window are refused (dm-pix would return 1 for any two such images)."""
+    a, b = checked_pair(a, b, smallest=SSIM_WINDOW)
+    return _pix().ssim(a, b, max_val=1.0)
 
 
 def psnr(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1] (dm-pix); inf when equal."""
-    return _pix().psnr(jnp.asarray(a), jnp.asarray(b))
+    """Peak signal-to-noise ratio in dB of two images in [0, 1] of one size (dm-pix); inf
+    when equal."""
+    a, b = checked_pair(a, b)
+    return _pix().psnr(a, b)
 
 
 def warping_error(

@@ -104,7 +104,7 @@ def buckets(tmp: Path) -> None:
     plan = dataset.plan_job([str(tree)], [str(ROOT / "samples" / "hubble.jpg")], str(tmp / "o"),
                             nst_jax.StyleConfig(), dataset.JobSettings(max_dim=512))  # fmt: skip
     shapes = sorted({b.shape for b in plan.batches})
-    programs = {b.key for b in plan.batches}  # the buckets, and the first result's batch of 1
+    programs = {b.key for b in plan.batches}  # one a bucket
     changes = [grid.aspect_change(plan.items[i].shape, b.shape) for b in plan.batches
                for i in b.items]  # fmt: skip
     distinct = len({it.shape for it in plan.items if it.shape})

@@ -28,7 +28,7 @@ COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 def main() -> None:
     from test_dataset import kill_once_written, photo_tree, results
 
-    from nst_jax.dataset import manifest
+    from nst_jax.dataset import manifest, records
     from nst_jax.files import keras_h5
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +59,8 @@ def main() -> None:
             found = kill_once_written(argv, out, target)
             print(f"killed once {target} results existed: {found} there", flush=True)
         final = subprocess.run([*COMMAND, *argv], capture_output=True, text=True)
-        failed = [r for r in manifest.read_records(out).values() if r["status"] == "failed"]
+        stored = records.read_records(manifest.load_plan(out))
+        failed = [r for r in stored.values() if r["status"] == "failed"]
         same = results(out) == reference
         print(f"uninterrupted: exit {whole.returncode}, {seconds:.1f} s, {len(reference)} outputs")
         print(f"after {args.kills} kills and reruns: exit {final.returncode}, "

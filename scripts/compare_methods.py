@@ -56,7 +56,7 @@ def write_textures(folder: Path, count: int, side: int, first_seed: int, blur: f
     for i in range(count):
         pixels = texture(side, side, first_seed + i, blur)
         Image.fromarray(image.to_uint8(pixels)).save(folder / f"{i:04d}.png")
-    return data.image_files(folder)
+    return data.image_files(folder).files
 
 
 def palette_style(side: int, seed: int) -> np.ndarray:

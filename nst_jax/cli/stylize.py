@@ -71,6 +71,10 @@ def _add_jobs(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("jobs of many results (continued by rerunning the command)")
     add_field_options(g, JobSettings)
     g.add_argument("--files-from", metavar="LIST", help="content files, one per line")
+    g.add_argument("--styles-from", metavar="LIST", help="style files, one per line")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="run the items that failed before again (an input changed since is "
+                   "retried anyway)")  # fmt: skip
     g.add_argument("--shard", type=values.shard, metavar="I/N", help="run part I of N of the job")
     g.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the batches here, or as Ray tasks (nst_jax[ray])")  # fmt: skip
@@ -140,6 +144,7 @@ def request_from_args(args: argparse.Namespace, argv: list[str]):
     request = StylizeRequest(
         contents=tuple(args.content or (stored.contents if stored else ())), styles=styles,
         output=args.output, config=config, job=job, files_from=args.files_from,
+        styles_from=args.styles_from, retry_failed=args.retry_failed,
         style_losses=style_losses(args), masks=masks, mask_labels=labels,
         style_masks=own_masks, weights=args.weights, max_pixels=args.max_pixels,
         force=args.force, sheet=args.sheet, memory_limit=args.memory_limit,
@@ -197,10 +202,11 @@ def _job(request, control) -> int:
 
 
 def _job_ended(outcome, output: str, control) -> int:
+    """The closing line; the status of this run's own items (a shard's, not the job's)."""
     whole = outcome.whole
     print(f"{outcome.line}; the job: {whole['done']} done, {whole['failed']} failed, "
           f"{whole['pending']} to do -> {output}")  # fmt: skip
-    return control.ended() or (EXIT_SOME_FAILED if whole["failed"] else 0)
+    return control.ended() or (EXIT_SOME_FAILED if outcome.own["failed"] else 0)
 
 
 def _report_failure(outcome) -> None:

@@ -18,16 +18,36 @@ is written before any pixel work (:func:`start`); images are then decoded by bac
 threads a few batches ahead of the run, so memory does not grow with the dataset.
 
 **Continued by rerunning.** Each result is written atomically and recorded in
-``OUT/.nst-jax/done-I-of-N.jsonl`` (its SHA-256) as it finishes. Rerunning the same command
-skips the done items, redoes unfinished batches, and writes the bytes an uninterrupted job
-writes; other settings against that folder's manifest are refused, naming the setting
-(``--force`` replaces).
+``OUT/.nst-jax/done-I-of-N.jsonl`` as it finishes (:mod:`.records`: named fields, the
+input's identity, the result's SHA-256). Rerunning the same command skips the finished
+items, redoes unfinished batches, and writes the bytes an uninterrupted job writes; a batch
+redone for one of its items leaves the others' results and records as they were. What
+changed between runs is caught: a result deleted or edited is made again; an input whose
+bytes changed (same size) has its result redone; a style whose bytes changed, or an input
+whose header changed, makes it another job, refused in one line naming the file (``--force``
+starts over: a style change touches every result made with it). ``OUT/.nst-jax/
+index-I-of-N.csv`` lists each shard's items: input, output, style(s), seed, status, reason.
+
+**Failures.** An unreadable input is one line on stderr as it is met and a failure in the
+records; the job goes on and ends with status 3 (a shard's status is its own items'). A
+failed item is retried by a rerun once its input changed, or by ``--retry-failed``.
+
+**What is an input.** In a folder: regular files with an image's extension; anything else
+(``README.txt``, a FIFO, a link to nothing) is passed over, counted in one line, never
+opened; the job's own output folder is never walked, wherever it lies. Names are the file
+system's bytes, whatever their encoding. A file given twice is refused. Styles may be
+files, folders or ``--styles-from LIST``; two with one file name are told apart by their
+folders (``a_s``, ``b_s``).
+
+**One run per shard.** A second run of the same shard on the same folder (two identical
+commands started together) is refused in one line while the first holds the shard's lock,
+which the kernel drops when the first ends, however it ends; different shards run side by
+side.
 
 **Shapes.** At most 7 buckets, each one compiled program: the longest side is
 ``--max-dim``, the short side's ratio one of 4 classes (each image runs at its class's aspect
 and its result is resized back), or every result one size with ``--size WxH --fit
-crop|pad``. A bucket's last batch is padded to ``--batch-size``; the job's first image runs
-alone, so its result comes as soon as a single run's would.
+crop|pad``. A bucket's last batch is padded to ``--batch-size``, so it reuses the program.
 
 **Styles per image.** ``--styles-per-image K --seed S`` gives each content K of the styles,
 chosen by a hash of its relative path and the seed: the same choice whole, in shards, after
@@ -38,9 +58,17 @@ scheduler (a Slurm array, a Kubernetes indexed job, a shell loop); the N parts t
 the job. ``--engine ray`` runs the batches as Ray actors, one per GPU of the cluster
 (``pip install 'nst_jax[ray]'``; every node must see the inputs, the weights and OUT).
 
-**Failures.** An unreadable input is one line on stderr as it is met and a failure in the
-manifest; the job goes on and ends with status 3. The bar shows images/s and an ETA that
-leave compiles out; ``OUT/.nst-jax/stats-I-of-N.json`` keeps the counts.
+**Progress.** The bar counts this run's items (skipped ones leave it), its images/s leave
+compiles out, and its ETA adds the compiles still to come; ``OUT/.nst-jax/stats-I-of-N.json``
+keeps this run's counts.
+
+**Pixels.** A result's pixels do not depend on which other images share its batch: every
+batch of a bucket runs that bucket's one program (padded to the batch size), whose images
+do not interact. In float32 the same job gives the same bytes in one process setting; the
+command sets XLA:CPU flags of its own (:func:`nst_jax.session.configure_for_program`), so a
+library job gives the command's bytes after that call, and other kernels round otherwise
+(Adam's near-sign steps can grow float32 rounding to visible differences; float64 agrees
+to about 1e-12).
 
 **In Python**, the command's job is :func:`nst_jax.session.run_job_request`; its parts::
 
@@ -58,8 +86,9 @@ from __future__ import annotations
 
 from nst_jax.dataset.engine import Outcome, Resources, run_job
 from nst_jax.dataset.jobs import Progress, start, summary
-from nst_jax.dataset.manifest import read_plan, read_records
+from nst_jax.dataset.manifest import read_plan
 from nst_jax.dataset.plan import Batch, Item, JobSettings, Plan, plan_job
+from nst_jax.dataset.records import read_records
 
 __all__ = [
     "Batch",

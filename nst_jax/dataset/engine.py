@@ -21,25 +21,28 @@ import numpy as np
 
 from nst_jax.config import StyleConfig
 from nst_jax.core.targets import resize_masks
-from nst_jax.dataset import buckets, manifest
+from nst_jax.dataset import buckets, manifest, records
+from nst_jax.dataset.lock import shard_lock
 from nst_jax.dataset.plan import STATIC_SWEPT, Batch, Item, Plan, style_dims
-from nst_jax.errors import ImageError
+from nst_jax.errors import ImageError, InputError
 from nst_jax.files import atomic, image
 from nst_jax.files.stream import prefetch
 from nst_jax.run.style_cache import StyleCache
 from nst_jax.run.stylize import stylize
 
-STATUSES = ("done", "failed", "skipped")
+STATUSES = ("done", "failed", "skipped")  # an outcome's; a record's are records.STATUSES
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What became of one item: ``done`` (written now), ``failed`` (with the reason) or
-    ``skipped`` (done by an earlier run of the job)."""
+    ``skipped`` (finished by an earlier run of the job: ``earlier`` says how, ``done`` or
+    ``failed``, and ``reason`` why it failed)."""
 
     item: Item
     status: str
     reason: str | None = None
+    earlier: str | None = None
 
 
 @dataclasses.dataclass
@@ -55,6 +58,8 @@ class Resources:
       replace: whether results replace existing files (``--force``).
       workers: threads decoding inputs ahead of the run.
       on_event: ``stylize``'s hook for every batch (progress, stopping: :mod:`nst_jax.events`).
+      on_start: called once with the batches this run will run (the others were finished
+        by earlier runs).
       on_batch: called with ``(batch, None, 0)`` as each batch starts, and with ``(batch,
         seconds, items run)`` after it.
       styles_kept: styles kept decoded (an LRU).
@@ -72,22 +77,46 @@ class Resources:
     replace: bool = False
     workers: int = 2
     on_event: Callable | None = None
+    on_start: Callable | None = None
     on_batch: Callable | None = None
     styles_kept: int = 64
     continuing: bool = False
     apply: Callable | None = None
 
 
-def run_job(plan: Plan, resources: Resources, shard: tuple[int, int] = (0, 1)):
-    """Run part ``shard`` of ``plan`` (the manifest written first, by the caller: see
-    :func:`nst_jax.dataset.start`), yielding an :class:`Outcome` per item as it is met:
-    planning failures, items done before (skipped), then each batch's results."""
-    finished = manifest.finished(plan, manifest.read_records(plan.out))
-    known, todo = unfinished(plan, shard, finished)
-    yield from known
-    # What a killed run of this shard left half-written (its own items only: another shard
-    # may be writing its own now).
-    atomic.remove_stale_parts(plan.items[i].output for batch in todo for i in batch.items)
+def run_job(
+    plan: Plan,
+    resources: Resources,
+    shard: tuple[int, int] = (0, 1),
+    retry_failed: bool = False,
+) -> Iterator[Outcome]:
+    """Run part ``shard`` of ``plan``, yielding an :class:`Outcome` per item as it is met:
+    planning failures, items finished before (skipped), then each batch's results.
+
+    The job must have been started (:func:`nst_jax.dataset.start`: its manifest written);
+    one run at a time may run a shard (:func:`nst_jax.dataset.lock.shard_lock`: a second
+    is refused in one line). ``retry_failed``: items that failed before are run again
+    (an item whose input changed since is run again anyway).
+
+    Raises:
+      TypeError, ValueError: an argument of the wrong type or range, named.
+      InputError: the job not started in its folder, or the shard already running.
+    """
+    check_run(plan, resources, shard)
+    with shard_lock(plan.out, shard):
+        finished = records.finished(plan, records.read_records(plan), retry_failed)
+        known, todo = unfinished(plan, shard, finished)
+        if resources.on_start is not None:
+            resources.on_start(todo)
+        yield from known
+        # What a killed run of this shard left half-written (its own items only: another
+        # shard may be writing its own now).
+        atomic.remove_stale_parts(plan.items[i].output for batch in todo for i in batch.items)
+        yield from _run_batches(plan, resources, shard, todo, finished)
+        records.write_index(plan, shard, records.read_records(plan))
+
+
+def _run_batches(plan, resources: Resources, shard, todo: list, finished: dict):
     runner = BatchRunner(plan, resources, finished)
     load = lambda batch: load_batch(plan, batch)  # noqa: E731
     for batch, loaded in prefetch(todo, load, resources.workers):
@@ -95,16 +124,34 @@ def run_job(plan: Plan, resources: Resources, shard: tuple[int, int] = (0, 1)):
             resources.on_batch(batch, None, 0)  # a batch starts (maybe compiling)
         began = time.monotonic()
         outcomes = runner(batch, loaded)
-        manifest.append(plan.out, shard, [record(o) for o in outcomes])
+        records.append(plan, shard, [record(plan, o) for o in outcomes if o.status != "skipped"])
         if resources.on_batch is not None:
             ran = sum(1 for o in outcomes if o.status != "failed")
             resources.on_batch(batch, time.monotonic() - began, ran)
         yield from outcomes
 
 
+def check_run(plan: Plan, resources: Resources, shard) -> None:
+    """The arguments of :func:`run_job`, checked where they enter."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a Plan (dataset.plan_job), got {type(plan).__name__}")
+    if not isinstance(resources, Resources):
+        raise TypeError(f"resources must be a Resources, got {type(resources).__name__}")
+    whole = isinstance(shard, tuple) and len(shard) == 2
+    if not whole or not all(isinstance(v, int) and not isinstance(v, bool) for v in shard):
+        raise TypeError(f"shard must be (index, count), two integers, got {shard!r}")
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    stored = manifest.read_plan(plan.out)
+    if stored is None:
+        raise InputError(f"{manifest.describe(plan.out)}: no manifest: start the job first "
+                         "(dataset.start(plan))")  # fmt: skip
+    manifest.check_same(plan, stored, batches=True)
+
+
 def unfinished(plan: Plan, shard: tuple[int, int], finished: dict):
-    """This shard's outcomes known before any work (planning failures, items done before),
-    and its batches still to run."""
+    """This shard's outcomes known before any work (planning failures, items finished
+    before), and its batches still to run."""
     mine = plan.shard(*shard)
     known = list(_met_at_planning(plan, finished, shard))
     todo = []
@@ -118,26 +165,23 @@ def unfinished(plan: Plan, shard: tuple[int, int], finished: dict):
 
 def _met_at_planning(plan: Plan, finished: dict, shard) -> Iterator[Outcome]:
     """This shard's share of the items that failed at planning (unreadable headers): they
-    belong to no batch, so each shard takes every count-th of them."""
+    belong to no batch, so each shard takes every count-th of them. Those recorded by an
+    earlier run are skipped, the others recorded now."""
     failed = [item for item in plan.items if item.batch < 0][shard[0] :: shard[1]]
-    fresh = [item for item in failed if item.index not in finished]
-    manifest.append(plan.out, shard, [record(Outcome(it, "failed", it.reason)) for it in fresh])
-    yield from (Outcome(it, "failed", it.reason) for it in failed)
+    fresh = [Outcome(item, "failed", item.reason) for item in failed if item.index not in finished]
+    records.append(plan, shard, [record(plan, o) for o in fresh])
+    yield from fresh
+    yield from (_skipped(it, finished[it.index]) for it in failed if it.index in finished)
 
 
-def _skipped(item: Item, record: dict) -> Outcome:
-    status = "skipped" if record.get("status") == "done" else "failed"
-    return Outcome(item, status, record.get("reason"))
+def _skipped(item: Item, earlier: dict) -> Outcome:
+    """An item finished before: skipped, with how it finished then."""
+    return Outcome(item, "skipped", earlier.get("reason"), earlier.get("status"))
 
 
-def record(outcome: Outcome) -> dict:
-    """The manifest's record of an outcome (a done item's output hashed)."""
-    record = {"item": outcome.item.index, "status": outcome.status}
-    if outcome.status == "failed":
-        record["reason"] = outcome.reason
-    else:
-        record["sha256"], record["size"] = manifest.file_digest(outcome.item.output)
-    return record
+def record(plan: Plan, outcome: Outcome) -> dict:
+    """The record of an outcome (:func:`nst_jax.dataset.records.record`)."""
+    return records.record(plan, outcome.item, outcome.status, outcome.reason)
 
 
 def load_batch(plan: Plan, batch: Batch) -> list[tuple[Item, np.ndarray | None, str | None]]:
@@ -207,7 +251,7 @@ def _run_batch(plan, batch: Batch, loaded, resources: Resources, styles, cache, 
         if item.index in finished:
             outcomes.append(_skipped(item, finished[item.index]))
             continue
-        _write(item, result_image, resources)
+        _write(plan, item, result_image, resources)
         outcomes.append(Outcome(item, "done"))
     return outcomes
 
@@ -254,13 +298,15 @@ def batch_config(config: StyleConfig, items: list[Item], batch: Batch, n_styles:
     return config.replace(**changes)
 
 
-def _write(item: Item, pixels: np.ndarray, resources: Resources) -> None:
-    """The item's result at its own shape (back from its bucket's), with provenance."""
+def _write(plan: Plan, item: Item, pixels: np.ndarray, resources: Resources) -> None:
+    """The item's result at its own shape (back from its bucket's), with provenance naming
+    the style(s) it used."""
     if pixels.shape[:2] != tuple(item.shape):
         pixels = image.resize(np.clip(pixels, 0.0, 1.0), *item.shape)
     meta = None
     if resources.metadata is not None:
         own = {"content": item.input, "setting": dict(item.setting), "seed": item.seed}
+        own["style"] = [plan.styles[s] for s in item.styles]
         config = {**resources.metadata.get("config", {}), **dict(item.setting)}
         meta = {**resources.metadata, **own, "config": {**config, "seed": item.seed}}
     replace = resources.replace or resources.continuing

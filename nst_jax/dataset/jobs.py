@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from nst_jax.dataset import manifest
+from nst_jax.dataset import manifest, records
 from nst_jax.dataset.engine import STATUSES, Outcome
 from nst_jax.dataset.plan import Plan
 from nst_jax.errors import OutputError, shown
@@ -25,22 +25,34 @@ def start(plan: Plan, force: bool = False) -> bool:
     """Make ``plan.out`` this job's folder; returns whether the job continues one begun.
 
     A folder without a manifest gets this plan's, once none of the planned outputs is in
-    the way (``force``: they are replaced). A folder with this job's manifest continues it.
-    A folder with another job's is refused, naming the first setting that differs
-    (``force``: it is replaced, its records dropped).
+    the way. A folder with this job's manifest continues it, and ``plan`` becomes the one
+    the manifest holds (its batches are what earlier runs ran; an input that failed at
+    planning and reads now gets a batch of its own: :func:`nst_jax.dataset.manifest.
+    continued`). A folder with another job's is refused, naming the first setting, style or
+    input that differs. ``force`` starts the job over: its manifest written afresh, earlier
+    records dropped, outputs replaced.
 
     Raises:
       InputError: another job's manifest, or outputs in the way (one line).
     """
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan must be a Plan (dataset.plan_job), got {type(plan).__name__}")
+    records.check_own_folder(plan.out)
+    if force:
+        for pattern in ("done-*-of-*.jsonl", "index-*-of-*.csv", "stats-*-of-*.json"):
+            for path in manifest.folder(plan.out).glob(pattern):
+                path.unlink()
+        manifest.write_plan(plan)
+        return False
     stored = manifest.read_plan(plan.out)
-    if stored is not None and not force:
-        manifest.check_same(plan, stored)
-        return True
     if stored is not None:
-        for path in manifest.folder(plan.out).glob("done-*-of-*.jsonl"):
-            path.unlink()
-    elif not force:
-        _refuse_existing(plan)
+        manifest.check_same(plan, stored)
+        job = manifest.continued(plan, manifest.load_plan(plan.out))
+        if json.loads(json.dumps(manifest.plan_record(job))) != stored:  # fixed inputs added
+            manifest.write_plan(job)
+        plan.items, plan.batches = job.items, job.batches
+        return True
+    _refuse_existing(plan)
     manifest.write_plan(plan)
     return False
 
@@ -53,29 +65,43 @@ def _refuse_existing(plan: Plan) -> None:
 
 
 class Progress:
-    """A shard's counts, its steady rate and its stats file (module docstring)."""
+    """A shard's counts in this run, its steady rate, its ETA and its stats file.
+
+    The rate leaves out the batches that compiled a program (the first of each shape), and
+    the ETA adds the compiles still to come (their mean time, for each program not yet
+    compiled among the batches left). Items finished by earlier runs count as skipped, and
+    leave the ETA alone.
+    """
 
     def __init__(self, plan: Plan, shard: tuple[int, int]):
         self.plan, self.shard = plan, shard
         self.counts: collections.Counter = collections.Counter()
+        self.earlier_failed = 0
         self.start = time.monotonic()
-        self.steady_seconds, self.steady_items, self.compiles = 0.0, 0, 0
+        self.steady_seconds, self.steady_items = 0.0, 0
+        self.compile_seconds: list[float] = []
         self.programs: set = set()
-        self.total = sum(len(b.items) for b in plan.shard(*shard))
-        self.total += len([it for it in plan.items if it.batch < 0][shard[0] :: shard[1]])
+        self.left: list = []  # batches still to run, once known
+        self.total = len(records.shard_items(plan, shard))
 
-    def batch(self, key, seconds: float, items: int) -> None:
-        """A batch of ``items`` took ``seconds``; the first of each program ``key`` also
-        compiled it, so its time is left out of the rate."""
-        if key in self.programs:
+    def to_run(self, batches: list) -> None:
+        """The batches this run will run (the others were finished before)."""
+        self.left = list(batches)
+
+    def batch(self, batch, seconds: float, items: int) -> None:
+        """``batch`` ran ``items`` in ``seconds``; the first of each program also compiled
+        it, so its time is left out of the rate (and kept as a compile's)."""
+        self.left = [b for b in self.left if b.index != batch.index]
+        if batch.key in self.programs:
             self.steady_seconds += seconds
             self.steady_items += items
         else:
-            self.programs.add(key)
-            self.compiles += 1
+            self.programs.add(batch.key)
+            self.compile_seconds.append(seconds)
 
     def add(self, outcome: Outcome) -> None:
         self.counts[outcome.status] += 1
+        self.earlier_failed += outcome.status == "skipped" and outcome.earlier == "failed"
 
     @property
     def images_per_second(self) -> float | None:
@@ -83,18 +109,23 @@ class Progress:
         return self.steady_items / self.steady_seconds if self.steady_seconds else None
 
     def eta(self) -> float | None:
-        """Seconds left at the steady rate (compiles to come not counted)."""
+        """Seconds left: the items left at the steady rate, and the compiles to come."""
         rate = self.images_per_second
+        if rate is None:
+            return None
         left = self.total - sum(self.counts.values())
-        return None if rate is None else left / rate
+        programs = {b.key for b in self.left} - self.programs
+        per_compile = max(0.0, sum(self.compile_seconds) / len(self.compile_seconds) - 1 / rate)
+        return left / rate + len(programs) * per_compile
 
     def stats(self) -> dict:
         return {
             **{status: self.counts[status] for status in STATUSES},
+            "earlier_failed": self.earlier_failed,
             "items": self.total,
             "images_per_second": self.images_per_second,
             "seconds": round(time.monotonic() - self.start, 3),
-            "compiles": self.compiles,
+            "compiles": len(self.programs),
             "failures": self.counts["failed"],
         }
 
@@ -106,13 +137,11 @@ class Progress:
         return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def summary(plan: Plan) -> dict[str, int]:
-    """The whole job's state from its manifest (every shard's records): items done,
-    failed, and not yet finished."""
-    finished = manifest.finished(plan, manifest.read_records(plan.out))
-    counts = collections.Counter(record["status"] for record in finished.values())
-    return {
-        "done": counts["done"],
-        "failed": counts["failed"],
-        "pending": len(plan.items) - len(finished),
-    }
+def summary(plan: Plan, shard: tuple[int, int] | None = None) -> dict[str, int]:
+    """The job's state from its trusted records (every shard's): items done, failed, and
+    not yet finished; of shard ``shard``'s items alone when given."""
+    finished = records.finished(plan, records.read_records(plan))
+    mine = records.shard_items(plan, shard) if shard is not None else range(len(plan.items))
+    counts = collections.Counter(finished[i]["status"] for i in mine if i in finished)
+    pending = len(mine) - sum(counts.values())
+    return {"done": counts["done"], "failed": counts["failed"], "pending": pending}

@@ -1,32 +1,35 @@
-"""A job's manifest in its output folder: the plan, and what each shard has done.
+"""A job's manifest in its output folder: its plan (what each shard has done is in
+:mod:`.records`).
 
-``OUT/.nst-jax/plan.json`` holds the plan (settings, their hash, every item with its input,
-output, styles, seed and batch), written once, atomically, before any pixel work. Each shard
-appends one JSON line per finished item to ``OUT/.nst-jax/done-I-of-N.jsonl``: ``done``
-with the output's SHA-256 and size, or ``failed`` with the reason. A line cut short by a
-kill is ignored. An item counts as done only when its record says so and its output file
-still has that hash: a continued job skips it, and redoes every batch not wholly done.
+``OUT/.nst-jax/plan.json`` holds the plan (settings with every style's SHA-256, their hash,
+every item with its input, output, styles, seed and batch), written once, atomically,
+before any pixel work. Rerunning the job plans it again and continues only when the plan is
+the one stored: other settings, a style whose bytes changed, or inputs whose names or
+headers changed are refused in one line naming what differs.
 
-Everything read back is untrusted: a manifest that is not this format, or whose settings
-differ from the job's, is refused in one line naming the setting.
+Everything read back is untrusted: a manifest that is not this format, larger than
+:data:`MAX_BYTES`, or of another version is refused in one line.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nst_jax.dataset.plan import Batch, Item, Plan
+from nst_jax.config import StyleConfig
+from nst_jax.dataset.plan import Batch, Item, JobSettings, Plan, batches_of, with_batches
+from nst_jax.dataset.styles import distinct_names
 from nst_jax.errors import InputError, shown
 from nst_jax.files.atomic import atomic_write
 
 FOLDER = ".nst-jax"
 FORMAT = "nst_jax-dataset"
-VERSION = 1
+# 2: styles' SHA-256 in the settings, records of named fields tied to their plan.
+VERSION = 2
+MAX_BYTES = 2**30  # a manifest larger than this is no job of ours
 
 
 def folder(out: str | os.PathLike) -> Path:
@@ -66,7 +69,7 @@ def write_plan(plan: Plan) -> Path:
     """Write the plan into the job's folder (before any pixel work)."""
     path = folder(plan.out) / "plan.json"
     text = json.dumps(plan_record(plan), separators=(",", ":"))
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, errors="surrogateescape"))
 
 
 def read_plan(out: str | os.PathLike) -> dict[str, Any] | None:
@@ -76,16 +79,21 @@ def read_plan(out: str | os.PathLike) -> dict[str, Any] | None:
       InputError: a manifest that is not readable JSON of this format.
     """
     path = folder(out) / "plan.json"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_BYTES:
+        raise InputError(f"{shown(path)}: not an nst_jax job manifest")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(errors="surrogateescape"))
     except (OSError, ValueError, RecursionError) as e:
-        raise InputError(f"{path}: unreadable job manifest ({type(e).__name__})") from None
+        raise InputError(f"{shown(path)}: unreadable job manifest ({type(e).__name__})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise InputError(f"{path}: not an nst_jax job manifest")
+        raise InputError(f"{shown(path)}: not an nst_jax job manifest")
     if record.get("version") != VERSION or not isinstance(record.get("settings"), dict):
-        raise InputError(f"{path}: a job manifest of another version")
+        raise InputError(
+            f"{shown(path)}: a job manifest of version {record.get('version')!r}, this is "
+            f"version {VERSION}: finish it with the version that began it, or --force"
+        )
     return record
 
 
@@ -119,15 +127,43 @@ def load_plan(out: str | os.PathLike) -> Plan:
         ]
     except (TypeError, ValueError) as e:
         raise InputError(f"{folder(out)}: damaged job manifest ({e})") from None
-    styles = tuple(record["settings"]["styles"])
-    return Plan(Path(out), record["settings"], styles, items, batches)
+    styles = record["settings"].get("styles")
+    if not isinstance(styles, list) or not all(isinstance(s, str) for s in styles):
+        raise InputError(f"{folder(out)}: damaged job manifest (its styles)")
+    plan = Plan(Path(out), record["settings"], tuple(styles), items, batches)
+    plan.style_names = distinct_names(styles)
+    _check_consistent(plan, folder(out))
+    return plan
 
 
-def check_same(plan: Plan, stored: dict[str, Any]) -> None:
-    """Refuse to continue a stored job with other settings or inputs, naming the first
-    difference (one line)."""
+def _check_consistent(plan: Plan, where: Path) -> None:
+    """Refuse a stored plan whose batches and items do not point at each other."""
+    count, styles = len(plan.items), len(plan.styles)
+    for batch in plan.batches:
+        if not all(isinstance(i, int) and 0 <= i < count for i in batch.items):
+            raise InputError(f"{where}: damaged job manifest (batch {batch.index})")
+    for item in plan.items:
+        if not all(isinstance(s, int) and 0 <= s < styles for s in item.styles):
+            raise InputError(f"{where}: damaged job manifest (item {item.index}'s styles)")
+
+
+# An item's definition in the stored record: input, output, styles, setting, seed. Its
+# shape, batch and reason follow from its header, which may change between runs.
+DEFINITION = 5
+
+
+def check_same(plan: Plan, stored: dict[str, Any], batches: bool = False) -> None:
+    """Refuse to continue a stored job with other settings, styles or inputs, naming the
+    first difference (one line). ``batches``: the items' shapes and batches must be the
+    stored ones too (the plan a run runs is the manifest's: :func:`continued`)."""
     path = folder(plan.out) / "plan.json"
     difference = _first_difference(stored["settings"], plan.settings)
+    styles = plan.settings.get("styles_sha256", [])
+    stored_styles = stored["settings"].get("styles_sha256") or []
+    for style, was, now in zip(plan.styles, stored_styles, styles, strict=False):
+        if was != now:
+            raise InputError(f"{shown(style)}: the style changed since the job began (its "
+                             "SHA-256); --force starts the job over")  # fmt: skip
     if difference is not None:
         was, now, name = difference
         raise InputError(
@@ -135,11 +171,65 @@ def check_same(plan: Plan, stored: dict[str, Any]) -> None:
             "give another -o, or --force to replace it"
         )
     record = plan_record(plan)
-    if stored.get("items") != record["items"] or stored.get("batches") != record["batches"]:
+    items = stored.get("items") if isinstance(stored.get("items"), list) else []
+    mine = [item[:DEFINITION] for item in record["items"]]
+    if [item[:DEFINITION] if isinstance(item, list) else item for item in items] != mine:
         raise InputError(
-            f"{path}: this folder holds a job of other inputs; give another -o, or --force "
-            "to replace it"
+            f"{path}: this folder holds a job of other inputs ({_changed(stored, record)}); "
+            "give another -o, or --force to replace it"
         )
+    if batches and (items != record["items"] or stored.get("batches") != record["batches"]):
+        raise InputError(f"{path}: the plan run is not the job's manifest: start the job "
+                         "first (dataset.start(plan))")  # fmt: skip
+
+
+def continued(plan: Plan, stored: Plan) -> Plan:
+    """The plan a continued job runs: the stored one (its batches are what earlier runs
+    ran), each item whose header failed at planning but reads now put in new batches at
+    the end (a fixed input is run, as an uninterrupted job would run it).
+
+    Raises:
+      InputError: an input whose size changed since the job was planned (its result would
+        be another size): the job must start over.
+    """
+    recovered = []
+    for was, now in zip(stored.items, plan.items, strict=True):
+        if was.reason is not None and now.reason is None:
+            recovered.append(dataclasses.replace(was, shape=now.shape, reason=None))
+        elif was.reason is None and now.reason is None and was.shape != now.shape:
+            raise InputError(f"{shown(now.input)}: its size changed since the job was "
+                             "planned; --force starts the job over")  # fmt: skip
+    if not recovered:
+        return stored
+    items = list(stored.items)
+    for item in recovered:
+        items[item.index] = item
+    config = StyleConfig(**_config_fields(stored.settings["config"]))
+    job = JobSettings(**_job_fields(stored.settings["job"]))
+    extra = batches_of(recovered, config, job, len(stored.batches))
+    return dataclasses.replace(stored, items=with_batches(items, extra),
+                               batches=stored.batches + extra)  # fmt: skip
+
+
+def _config_fields(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _job_fields(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _changed(stored: dict, record: dict) -> str:
+    """The first input whose item differs between the stored plan and this one."""
+    old = stored.get("items") if isinstance(stored.get("items"), list) else []
+    for k, item in enumerate(record["items"]):
+        if (
+            k >= len(old)
+            or not isinstance(old[k], list)
+            or old[k][:DEFINITION] != item[:DEFINITION]
+        ):
+            return f"{shown(item[0])} differs"
+    return f"{len(old) - len(record['items'])} more items there"
 
 
 def _first_difference(saved: Any, current: Any, name: str = "") -> tuple | None:
@@ -150,62 +240,6 @@ def _first_difference(saved: Any, current: Any, name: str = "") -> tuple | None:
                 return found
         return None
     return None if saved == current else (saved, current, name)
-
-
-def records_path(out: str | os.PathLike, shard: tuple[int, int]) -> Path:
-    """The file a shard appends its items' records to."""
-    return folder(out) / f"done-{shard[0]}-of-{shard[1]}.jsonl"
-
-
-def append(out: str | os.PathLike, shard: tuple[int, int], records: Iterable[dict]) -> None:
-    """Append records and put them on disk (``fsync``) before the job goes on."""
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    path = records_path(out, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(lines)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_records(out: str | os.PathLike) -> dict[int, dict]:
-    """Every shard's last record of each item (lines that are not whole records are
-    skipped: a kill may cut the last one short)."""
-    records: dict[int, dict] = {}
-    for path in sorted(folder(out).glob("done-*-of-*.jsonl")):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("item"), int):
-                records[record["item"]] = record
-    return records
-
-
-def file_digest(path: str | os.PathLike) -> tuple[str, int] | None:
-    """``(SHA-256, size)`` of a file, or None when it cannot be read."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    return hashlib.sha256(data).hexdigest(), len(data)
-
-
-def finished(plan: Plan, records: dict[int, dict]) -> dict[int, dict]:
-    """The records of the plan's items that are finished: failed, or done with their output
-    still the file that was written (its SHA-256)."""
-    kept = {}
-    for index, record in records.items():
-        if not 0 <= index < len(plan.items):
-            continue
-        if record.get("status") == "failed":
-            kept[index] = record
-        elif record.get("status") == "done":
-            found = file_digest(plan.items[index].output)
-            if found is not None and list(found) == [record.get("sha256"), record.get("size")]:
-                kept[index] = record
-    return kept
 
 
 def refuse_foreign(out: str | os.PathLike) -> None:

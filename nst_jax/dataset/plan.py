@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -22,9 +23,10 @@ from nst_jax.config import StyleConfig
 from nst_jax.core import targets
 from nst_jax.core.fields import check_choice, check_count, setting
 from nst_jax.dataset import buckets
-from nst_jax.dataset.walk import walk_inputs
+from nst_jax.dataset.styles import Styles, job_styles
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image
+from nst_jax.files.walk import as_paths, walk_inputs
 
 # Short labels of the swept settings, in output names and sheet labels.
 SHORT = {"content_weight": "cw", "style_weight": "sw", "tv_weight": "tv", "learning_rate": "lr"}
@@ -79,13 +81,16 @@ class Batch:
 @dataclasses.dataclass
 class Plan:
     """A whole job: its settings (JSON-able, compared when it is continued), its styles, its
-    items and batches."""
+    items and batches; ``passed``: the files its walk passed over, with why;
+    ``style_names``: each style's name in outputs and records."""
 
     out: Path
     settings: dict
     styles: tuple[str, ...]
     items: list[Item]
     batches: list[Batch]
+    passed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+    style_names: tuple[str, ...] = ()
 
     def shard(self, index: int, count: int) -> list[Batch]:
         """The batches of part ``index`` of ``count`` (``--shard I/N``): every count-th."""
@@ -111,8 +116,8 @@ class JobSettings:
 
     Attributes:
       max_dim: longest side of every content (and style) after loading.
-      batch_size: items per batch (the last of a bucket is padded to it; the job's first
-        item runs alone, so that its first result comes as soon as one image's would).
+      batch_size: items per batch (the last of a bucket is padded to it, so every batch of
+        a bucket runs one program).
       styles_per_image: K styles chosen per input by hash, or None: every style.
       buckets: ``"grid"`` or ``"fixed"`` (:mod:`nst_jax.dataset.buckets`).
       size: ``(height, width)`` with ``"fixed"``.
@@ -168,68 +173,85 @@ class JobSettings:
 
 
 def plan_job(
-    inputs: Sequence[str],
-    styles: Sequence[str],
-    out: str,
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    styles: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
     config: StyleConfig,
     job: JobSettings = JobSettings(),
-    files_from: str | None = None,
+    files_from: str | os.PathLike | None = None,
     extra_settings: dict | None = None,
+    styles_from: str | os.PathLike | None = None,
 ) -> Plan:
     """Plan a job from file names and image headers (nothing is decoded).
 
     Args:
-      inputs: content files and folders (walked recursively).
-      styles: style image files.
-      out: the folder the results go to, mirroring the inputs' tree.
+      inputs: content files and folders (walked recursively: :mod:`.walk`).
+      styles: style image files and folders of them (:mod:`.styles`), or
+        :class:`~nst_jax.dataset.styles.Styles` made already.
+      out: the folder the results go to, mirroring the inputs' tree (never walked).
       config: the run's settings (sweeps as tuples).
       job: how the job is planned (:class:`JobSettings`).
       files_from: a file listing more inputs, one per line.
       extra_settings: more settings to record and compare (the weights' hash, say).
+      styles_from: a file listing more styles, one per line.
 
     Raises:
-      InputError: no inputs, a missing named input, a bad count of styles, or two results
-        with one name (one line each).
+      TypeError: an argument of the wrong type, named.
+      InputError: no inputs, a missing or doubled input or style, a style that is no
+        image, a bad count of styles, or two results with one name (one line each).
     """
-    _check_job(styles, config, job)
-    found = walk_inputs(inputs, files_from)
-    style_sets = [_styles_of(rel, styles, config, job) for _, rel in found]
-    items = _name_items(found, style_sets, styles, config, job, Path(out))
+    _check_arguments(out, config, job, extra_settings)
+    chosen = styles if isinstance(styles, Styles) else job_styles(styles, styles_from)
+    _check_job(chosen, config, job)
+    walked = walk_inputs(as_paths(inputs, "inputs"), files_from, exclude=out)
+    sets = [_styles_of(rel, chosen.names, config, job) for _, rel in walked.found]
+    items = _name_items(walked.found, sets, chosen.names, config, job, Path(out))
     items, batches = _batch(items, config, job)
-    settings = _settings(styles, config, job, extra_settings)
-    return Plan(Path(out), settings, tuple(map(str, styles)), items, batches)
+    settings = _settings(chosen, config, job, extra_settings)
+    return Plan(Path(out), settings, chosen.paths, items, batches, walked.passed, chosen.names)
 
 
-def _check_job(styles: Sequence[str], config: StyleConfig, job: JobSettings) -> None:
-    if not styles:
-        raise InputError("no style: give --style at least once")
-    if job.styles_per_image is not None:
-        if job.styles_per_image < 1:
-            raise InputError(f"styles_per_image must be at least 1, got {job.styles_per_image}")
-        if job.styles_per_image > len(styles):
-            raise InputError(
-                f"styles_per_image={job.styles_per_image} with {len(styles)} style images"
-            )
+def _check_arguments(out, config, job, extra) -> None:
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder's path, got {out!r}")
+    if not isinstance(config, StyleConfig):
+        raise TypeError(f"config must be a StyleConfig, got {type(config).__name__}")
+    if not isinstance(job, JobSettings):
+        raise TypeError(f"job must be a JobSettings, got {type(job).__name__}")
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra_settings must be a dict, got {type(extra).__name__}")
+
+
+def _check_job(styles: Styles, config: StyleConfig, job: JobSettings) -> None:
+    count = len(styles.paths)
+    alone = config.style_blend is None and not job.regions  # a result per style
+    twice = [p for k, p in enumerate(styles.paths) if p in styles.paths[:k]]
+    if alone and twice:
+        raise InputError(f"{shown(twice[0])}: given twice as a style; give each style once")
+    if job.styles_per_image is not None and job.styles_per_image > count:
+        raise InputError(f"styles_per_image={job.styles_per_image} with {count} style images")
     try:
-        config.check_style_count(len(styles))
+        config.check_style_count(count)
     except ValueError as e:
         raise InputError(str(e)) from None
 
 
 def hashed(*parts: object) -> int:
-    """A 64-bit number from ``parts``: the same on every machine and in every order."""
-    digest = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()
+    """A 64-bit number from ``parts``: the same on every machine and in every order. A
+    name's bytes are the file system's (:func:`nst_jax.files.walk.name_bytes`)."""
+    text = "\0".join(map(str, parts))
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") >> 1  # non-negative, within int64
 
 
-def _styles_of(rel: str, styles: Sequence[str], config, job: JobSettings) -> list[tuple]:
+def _styles_of(rel: str, names: Sequence[str], config, job: JobSettings) -> list[tuple]:
     """The style sets of one input: all styles together (a blend, regions), K chosen by
-    hash, or each style alone."""
+    a hash of the input's and the style's names and the seed, or each style alone."""
     if config.style_blend is not None or job.regions:
-        return [tuple(range(len(styles)))]
+        return [tuple(range(len(names)))]
     if job.styles_per_image is None:
-        return [(s,) for s in range(len(styles))]
-    ranked = sorted(range(len(styles)), key=lambda s: hashed(rel, config.seed, styles[s]))
+        return [(s,) for s in range(len(names))]
+    ranked = sorted(range(len(names)), key=lambda s: hashed(rel, config.seed, names[s]))
     return [(s,) for s in sorted(ranked[: job.styles_per_image])]
 
 
@@ -241,7 +263,7 @@ def settings_of(config: StyleConfig) -> list[tuple]:
     return [tuple((f, getattr(config, f)[i]) for f in swept) for i in range(config.sweep_size)]
 
 
-def _name_items(found, style_sets, styles, config, job: JobSettings, out: Path) -> list[Item]:
+def _name_items(found, style_sets, names, config, job: JobSettings, out: Path) -> list[Item]:
     """Every input x style set x setting x style loss, named after the input's relative
     path (``a/b.jpg`` -> ``OUT/a/b[_style][_sw0.01][_w2].png``)."""
     losses = [(("style_loss", loss),) for loss in job.style_losses or ()] or [()]
@@ -250,7 +272,7 @@ def _name_items(found, style_sets, styles, config, job: JobSettings, out: Path) 
     for (path, rel), sets in zip(found, style_sets, strict=True):
         stem, seed = PurePosixPath(rel).with_suffix(""), hashed(rel, config.seed)
         for chosen, swept, loss in itertools.product(sets, settings_of(config), losses):
-            parts = [stem.name, *([Path(styles[chosen[0]]).stem] if several else [])]
+            parts = [stem.name, *([names[chosen[0]]] if several else [])]
             parts += [f"{SHORT[f]}{v:g}" for f, v in swept] + [v for _, v in loss]
             output = out / (str(stem.parent / "_".join(parts)) + job.ext)
             item = Item(len(items), str(path), str(output), chosen, swept + loss, seed)
@@ -269,43 +291,53 @@ def _refuse_clash(seen: dict, item: Item) -> None:
 
 
 def _batch(items: list[Item], config: StyleConfig, job: JobSettings):
-    """Each item's shape from its header, its bucket, and the batches: items of one bucket
-    and program, sorted by style, ``batch_size`` at a time."""
+    """Each item's shape from its header, and the batches of those with one."""
     smallest = targets.min_side(config)
     shapes: dict[str, tuple] = {}
-    groups: dict[tuple, list[Item]] = {}
     planned = []
     for item in items:
         if item.input not in shapes:
             shapes[item.input] = _shape(item.input, job, smallest)
         shape, reason = shapes[item.input]
-        item = dataclasses.replace(item, shape=shape, reason=reason)
-        planned.append(item)
-        if reason is None:
-            bucket = (
-                job.size
-                if job.buckets == "fixed"
-                else buckets.grid_shape(*shape, job.max_dim, smallest)
-            )
-            program = tuple((f, v) for f, v in item.setting if f in STATIC_SWEPT)
-            groups.setdefault((bucket, program), []).append(item)
+        planned.append(dataclasses.replace(item, shape=shape, reason=reason))
+    batches = batches_of([it for it in planned if it.reason is None], config, job, 0)
+    return with_batches(planned, batches), batches
+
+
+def batches_of(items: list[Item], config: StyleConfig, job: JobSettings, first: int):
+    """The batches of ``items`` (each with its shape), numbered from ``first``: items of
+    one bucket and program, sorted by style, ``batch_size`` at a time. Every batch of a
+    bucket runs its one program, padded to the batch size: an image's result does not
+    depend on which others share its batch (the package's docstring)."""
+    smallest = targets.min_side(config)
+    groups: dict[tuple, list[Item]] = {}
+    for item in items:
+        bucket = (
+            job.size
+            if job.buckets == "fixed"
+            else buckets.grid_shape(*item.shape, job.max_dim, smallest)
+        )
+        program = tuple((f, v) for f, v in item.setting if f in STATIC_SWEPT)
+        groups.setdefault((bucket, program), []).append(item)
     chunks = []
     for (bucket, program), members in sorted(groups.items(), key=lambda g: g[1][0].index):
         members.sort(key=lambda it: (it.styles, it.index))
         indices = [it.index for it in members]
-        if not chunks and job.batch_size > 1:  # the job's first result, alone (docstring)
-            chunks.append((bucket, program, indices[:1], 1))
-            indices = indices[1:]
         for start in range(0, len(indices), job.batch_size):
-            chunks.append((bucket, program, indices[start : start + job.batch_size], None))
-    batches = [
-        Batch(k, bucket, tuple(chunk), program, slots or job.batch_size)
-        for k, (bucket, program, chunk, slots) in enumerate(chunks)
+            chunks.append((bucket, program, indices[start : start + job.batch_size]))
+    return [
+        Batch(first + k, bucket, tuple(chunk), program, job.batch_size)
+        for k, (bucket, program, chunk) in enumerate(chunks)
     ]
+
+
+def with_batches(items: list[Item], batches: list[Batch]) -> list[Item]:
+    """``items`` with each batch's members marked as in it."""
+    items = list(items)
     for batch in batches:
         for index in batch.items:
-            planned[index] = dataclasses.replace(planned[index], batch=batch.index)
-    return planned, batches
+            items[index] = dataclasses.replace(items[index], batch=batch.index)
+    return items
 
 
 def _shape(path: str, job: JobSettings, smallest: int) -> tuple:
@@ -326,9 +358,10 @@ def _shape(path: str, job: JobSettings, smallest: int) -> tuple:
 
 
 def _unreadable(path: str) -> str:
-    """Why a header could not be read, as decoding says it (one line)."""
+    """Why a header could not be read, as decoding the whole file says it (one line: a
+    truncated file says so, not a pixel limit)."""
     try:
-        image.decode(path, max_pixels=1)
+        image.decode(path)
     except Exception as e:  # noqa: BLE001 (any failure is the reason to report)
         return str(e).removeprefix(f"{path}: ")
     return "unreadable image header"
@@ -346,11 +379,13 @@ def style_dims(config: StyleConfig, count: int, max_dim: int | None) -> list[int
     return dims
 
 
-def _settings(styles, config: StyleConfig, job: JobSettings, extra: dict | None) -> dict:
-    """The job's settings as JSON-able values, compared field by field when it continues."""
+def _settings(styles: Styles, config: StyleConfig, job: JobSettings, extra: dict | None) -> dict:
+    """The job's settings as JSON-able values, compared field by field when it continues:
+    a style whose bytes changed (its SHA-256) is another job."""
     settings = {
         "config": json.loads(json.dumps(dataclasses.asdict(config))),
         "job": json.loads(json.dumps(dataclasses.asdict(job))),
-        "styles": [str(s) for s in styles],
+        "styles": list(styles.paths),
+        "styles_sha256": list(styles.sha256),
     }
     return {**settings, **json.loads(json.dumps(extra or {}))}

@@ -7,8 +7,10 @@ hands it batches, and Ray restarts an actor that dies and retries its task
 rerunning are the local engine's: workers write each result atomically where the plan says
 (a file system every node sees), and the driver records what they return.
 
-Submit to a running cluster with ``--ray-address ray://HEAD:10001`` (or ``auto`` on a node
-of it); without an address a local cluster is started for the run.
+Submit to a running cluster with ``--ray-address auto`` (or ``HEAD:6379``) on a node of it,
+or ``ray://HEAD:10001`` from elsewhere (Ray Client: the ``ray`` extra installs
+``ray[client]``); without an address a local cluster is started for the run. The driver
+connects before anything is written: a cluster that is not there is one line.
 """
 
 from __future__ import annotations
@@ -16,13 +18,23 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import signal
 import warnings
 from collections.abc import Iterator
 
-from nst_jax.dataset import manifest
-from nst_jax.dataset.engine import BatchRunner, Outcome, Resources, load_batch, record, unfinished
+from nst_jax.dataset import manifest, records
+from nst_jax.dataset.engine import (
+    BatchRunner,
+    Outcome,
+    Resources,
+    check_run,
+    load_batch,
+    record,
+    unfinished,
+)
+from nst_jax.dataset.lock import shard_lock
 from nst_jax.dataset.plan import Plan
-from nst_jax.errors import InputError
+from nst_jax.errors import InputError, shown
 
 RETRIES = 2  # restarts of a dead actor, and retries of the batch it was running
 IN_FLIGHT = 2  # batches queued per actor: one running, one waiting
@@ -44,13 +56,40 @@ class _Worker:
         from nst_jax.files import weights
 
         self.plan = manifest.load_plan(out)
-        finished = manifest.finished(self.plan, manifest.read_records(out))
+        finished = records.finished(self.plan, records.read_records(self.plan))
         resources.params = weights.load_vgg19(weights_path)
         self.runner = BatchRunner(self.plan, resources, finished)
 
     def run(self, index: int) -> list[Outcome]:
         batch = self.plan.batches[index]
         return self.runner(batch, load_batch(self.plan, batch))
+
+
+def connect(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (``None``: start a local one for the run).
+
+    Raises:
+      InputError: Ray missing, or no cluster there (one line).
+    """
+    ray = _ray()
+    # ray.init installs signal handlers of its own in the driver: the caller's (the
+    # command's, which stop a job at a safe point) are put back.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with warnings.catch_warnings():
+        # Ray starts its processes with fork-exec; JAX warns about any fork.
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        try:
+            ray.init(
+                address=address, ignore_reinit_error=True, include_dashboard=False,
+                log_to_driver=False, logging_level=logging.ERROR,
+            )  # fmt: skip
+        except (ConnectionError, RuntimeError, ValueError, ImportError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"--ray-address {shown(address)}: {reason}") from None
+        finally:
+            for signum, handler in handlers.items():
+                if handler is not None and signal.getsignal(signum) is not handler:
+                    signal.signal(signum, handler)
 
 
 def run_job_on_ray(
@@ -61,6 +100,7 @@ def run_job_on_ray(
     weights_path: str,
     address: str | None = None,
     actors: int | None = None,
+    retry_failed: bool = False,
 ) -> Iterator[Outcome]:
     """:func:`nst_jax.dataset.run_job` with the batches run by Ray actors.
 
@@ -70,30 +110,28 @@ def run_job_on_ray(
         ``weights_path`` instead of sent.
       shard: the part of the plan to run.
       weights_path: the VGG19 weights file, readable on every node.
-      address: a running cluster's address, or None: a local one.
+      address: a running cluster's address, or None: a local one (:func:`connect`).
       actors: workers; default one per GPU of the cluster, else one.
+      retry_failed: as :func:`nst_jax.dataset.run_job`'s.
     """
+    check_run(plan, resources, shard)
+    connect(address)
     ray = _ray()
-    with warnings.catch_warnings():
-        # Ray starts its processes with fork-exec; JAX warns about any fork.
-        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
-        ray.init(
-            address=address,
-            ignore_reinit_error=True,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-    finished = manifest.finished(plan, manifest.read_records(plan.out))
-    known, todo = unfinished(plan, shard, finished)
-    yield from known
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    count = actors or max(gpus, 1)
-    spec = ray.remote(num_gpus=1 if gpus else 0, max_restarts=RETRIES, max_task_retries=RETRIES)
-    # Not the params (each actor loads its own) nor the driver's hooks.
-    shipped = dataclasses.replace(resources, params=None, on_event=None, on_batch=None)
-    workers = [spec(_Worker).remote(str(plan.out), shipped, weights_path) for _ in range(count)]
-    yield from _drive(ray, plan, shard, workers, todo)
+    with shard_lock(plan.out, shard):
+        finished = records.finished(plan, records.read_records(plan), retry_failed)
+        known, todo = unfinished(plan, shard, finished)
+        if resources.on_start is not None:
+            resources.on_start(todo)
+        yield from known
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        spec = ray.remote(num_gpus=1 if gpus else 0, max_restarts=RETRIES, max_task_retries=RETRIES)
+        # Not the params (each actor loads its own) nor the driver's hooks.
+        shipped = dataclasses.replace(resources, params=None, on_event=None, on_batch=None,
+                                      on_start=None)  # fmt: skip
+        workers = [spec(_Worker).remote(str(plan.out), shipped, weights_path)
+                   for _ in range(actors or max(gpus, 1))]  # fmt: skip
+        yield from _drive(ray, plan, shard, workers, todo)
+        records.write_index(plan, shard, records.read_records(plan))
 
 
 def _drive(ray, plan: Plan, shard, workers: list, todo: list) -> Iterator[Outcome]:
@@ -108,5 +146,5 @@ def _drive(ray, plan: Plan, shard, workers: list, todo: list) -> Iterator[Outcom
         (ready,), _ = ray.wait(list(running), num_returns=1)
         running.pop(ready)
         outcomes = ray.get(ready)
-        manifest.append(plan.out, shard, [record(o) for o in outcomes])
+        records.append(plan, shard, [record(plan, o) for o in outcomes if o.status != "skipped"])
         yield from outcomes

@@ -19,41 +19,49 @@ import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from nst_jax.errors import InputError, shown
+from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files import image
 from nst_jax.files.stream import prefetch
+from nst_jax.files.walk import Walk, walk_inputs
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CONTENT_STREAM, STYLE_STREAM = 0, 1
 
 
-def image_files(folder: str | os.PathLike, option: str = "--data") -> list[Path]:
-    """The images below ``folder`` (by suffix; hidden files and folders skipped), sorted, each
-    header checked readable.
+class TrainingFiles(NamedTuple):
+    """A training folder's images (sorted) and what its walk passed over, with why: the
+    policy of dataset jobs (:mod:`nst_jax.files.walk`), plus images whose header cannot be
+    read."""
+
+    files: list[Path]
+    passed: list[tuple[Path, str]]
+
+
+def image_files(folder: str | os.PathLike, option: str = "--data") -> TrainingFiles:
+    """The readable images below ``folder``; everything else passed over and counted.
 
     Raises:
-      InputError: ``folder`` is not a folder, holds no image, or holds one Pillow cannot read.
+      InputError: ``folder`` is not a folder, or holds no readable image.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{shown(folder)}: {option} is not a folder")
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            Path(root) / name
-            for name in sorted(files)
-            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES
-        ]
-    if not found:
-        raise InputError(f"{shown(folder)}: no images ({', '.join(SUFFIXES)}) for {option}")
-    for path in found:
+    try:
+        walked = walk_inputs([folder])
+    except InputError:
+        walked = Walk([], [])
+    files, passed = [], list(walked.passed)
+    for path, _ in walked.found:
         if image.probe_size(path) is None:
-            raise InputError(f"{shown(path)}: not an image Pillow can read")
-    return found
+            passed.append((path, "an unreadable image"))
+        else:
+            files.append(path)
+    if not files:
+        raise InputError(f"{shown(folder)}: no readable images for {option}")
+    return TrainingFiles(files, passed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,6 +97,24 @@ def load_crop(path: Path, size: int, seed: int, stream: int, step: int, slot: in
     return random_crop(image.decode(path), size, rng)
 
 
+def load_or_next(files: list[Path], index: int, crop, unreadable: set) -> np.ndarray:
+    """``crop(files[index])``, or where that file cannot be decoded (a truncated JPEG the
+    header check let through), the next readable file's: the same file on every run, so a
+    resumed run reads what an uninterrupted one read. Each file that fails is added to
+    ``unreadable``.
+
+    Raises:
+      InputError: no file can be decoded.
+    """
+    for k in range(len(files)):
+        path = files[(index + k) % len(files)]
+        try:
+            return crop(path)
+        except ImageError:
+            unreadable.add(path)
+    raise InputError(f"{shown(files[0].parent)}: no training image can be decoded")
+
+
 def batches(
     files: list[Path],
     batch: int,
@@ -97,18 +123,22 @@ def batches(
     steps: range,
     stream: int = CONTENT_STREAM,
     workers: int = 2,
+    unreadable: set | None = None,
 ) -> Iterator[np.ndarray]:
     """``(batch, size, size, 3)`` float32 crops for each step of ``steps``, in order, decoded
-    ahead by ``workers`` threads (at most two batches ahead)."""
+    ahead by ``workers`` threads (at most two batches ahead); a file that cannot be decoded
+    is replaced by the next readable one and added to ``unreadable`` (:func:`load_or_next`)."""
+    unreadable = set() if unreadable is None else unreadable
     tasks = (
-        (step, slot, files[index])
+        (step, slot, index)
         for step in steps
         for slot, index in enumerate(batch_indices(len(files), batch, step, seed, stream))
     )
 
     def load(task):
-        step, slot, path = task
-        return load_crop(path, size, seed, stream, step, slot)
+        step, slot, index = task
+        crop = lambda path: load_crop(path, size, seed, stream, step, slot)  # noqa: E731
+        return load_or_next(files, index, crop, unreadable)
 
     crops = []
     for _, crop in prefetch(tasks, load, workers, ahead=2 * batch):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from nst_jax.core.targets import check_image
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward import adain
 from nst_jax.feedforward.train import TrainSettings, example_input, network
@@ -96,6 +97,8 @@ def load_model(folder: str | os.PathLike, method: str | None = None) -> Model:
     """
     import hashlib
 
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"folder must be a model folder's path, got {folder!r}")
     folder = Path(folder)
     record = read_record(folder)
     if method is not None and record["method"] != method:
@@ -183,17 +186,47 @@ def apply_model(
       contents: images in [0, 1].
       vgg_params: VGG19 params (AdaIN's encoder; the weights it was trained with).
       styles: AdaIN: one or more ``(h, w, 3)`` style images, mixed by ``weights``.
-      weights: AdaIN: one per style, summing to 1 (``None``: equal).
+      weights: AdaIN: one per style, >= 0 (normalised to sum 1; ``None``: equal).
       alpha: AdaIN: 0 keeps the content's features, 1 takes the style's statistics.
       style_features: AdaIN: the styles already encoded (:func:`encode_styles`), in place
         of ``styles``.
 
     Returns:
       ``(N, H, W, 3)`` images in [0, 1].
+
+    Raises:
+      TypeError, ValueError: an argument of the wrong type, shape, dtype or range, named.
     """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a loaded Model (load_model), got {type(model).__name__}")
+    contents = check_image(contents, "contents", batched=True)
+    if contents.ndim != 4:
+        raise ValueError(f"contents: expected (N, H, W, 3), got {tuple(contents.shape)}; "
+                         "add the batch axis (contents[None])")  # fmt: skip
     if model.settings.method == "johnson":
-        return _johnson(model.settings, model.params, jnp.asarray(contents))
+        return _johnson(model.settings, model.params, contents)
+    if vgg_params is None:
+        raise ValueError("vgg_params: an adain model encodes with VGG19: give its params")
+    if style_features is None:
+        styles = [check_image(s, f"styles[{k}]") for k, s in enumerate(styles)]
     encoded = encode_styles(vgg_params, styles) if style_features is None else style_features
     count = len(encoded)
-    weights = jnp.asarray([1.0 / count] * count if weights is None else weights)
-    return _adain(model.params, vgg_params, jnp.asarray(contents), encoded, weights, alpha)
+    weights = _mix_weights(weights, count)
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
+    return _adain(model.params, vgg_params, contents, encoded, weights, alpha)
+
+
+def _mix_weights(weights, count: int) -> jax.Array:
+    """One weight per style (``None``: equal), finite and >= 0 with a positive sum,
+    normalised to sum 1 (as a blend of Grams is: the paper's interpolation weights)."""
+    if count == 0:
+        raise ValueError("styles: an adain model needs at least one style")
+    if weights is None:
+        return jnp.full(count, 1.0 / count)
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (count,):
+        raise ValueError(f"weights: one per style, {count}, got shape {weights.shape}")
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
+        raise ValueError(f"weights must be finite numbers >= 0 with a sum > 0, got {weights}")
+    return jnp.asarray(weights / weights.sum())

@@ -36,6 +36,16 @@ METHODS = ("johnson", "adain")
 # Johnson et al. 2016: 40,000 iterations of batch 4 at 1e-3 (two epochs of COCO).
 # Huang & Belongie 2017: 160,000 iterations of batch 8 at 1e-4, decayed by 5e-5.
 PAPER_DEFAULTS = {"johnson": (40_000, 4, 1e-3, 0.0), "adain": (160_000, 8, 1e-4, 5e-5)}
+PAPER_FIELDS = ("steps", "batch_size")  # counts that may be None: the paper's
+# The largest values accepted: far past any use, they bound what a model record (untrusted)
+# can ask a loader to build.
+LIMITS = {
+    "steps": 10**9,
+    "batch_size": 2**16,
+    "size": 2**14,
+    "width": 1024,
+    "residual_blocks": 64,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,33 +80,44 @@ class TrainSettings:
     width: int = setting(32, "johnson: the network's first channels")
     residual_blocks: int = setting(5, "johnson: the network's residual blocks")
 
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        """Raise ``ValueError`` naming the first value out of range (``None`` fields are
+        the paper's: :meth:`resolved`)."""
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        for name, most in LIMITS.items():
+            value = getattr(self, name)
+            check_count(name, value, optional=name in PAPER_FIELDS)
+            if value is not None and value > most:
+                raise ValueError(f"{name} must be at most {most}, got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.learning_rate is not None:
+            check_finite("learning_rate", self.learning_rate, strict=True)
+        if self.decay is not None:
+            check_finite("decay", self.decay)
+        check_finite("style_weight", self.style_weight)
+        multiple = 8 if self.method == "adain" else 4  # the networks' down- and upsampling
+        if self.size % multiple:
+            raise ValueError(f"size must be a multiple of {multiple} for {self.method}")
+
     def resolved(self) -> TrainSettings:
-        """The settings with the paper's values where ``None``, checked.
+        """The settings with the paper's values where ``None`` (checked when made).
 
         Raises:
-          ValueError: an unknown method or a value out of range (one line).
+          ValueError: a value out of range (one line).
         """
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: {', '.join(METHODS)}")
         steps, batch, rate, decay = PAPER_DEFAULTS[self.method]
-        done = dataclasses.replace(
+        return dataclasses.replace(
             self,
             steps=steps if self.steps is None else self.steps,
             batch_size=batch if self.batch_size is None else self.batch_size,
             learning_rate=rate if self.learning_rate is None else self.learning_rate,
             decay=decay if self.decay is None else self.decay,
         )
-        multiple = 8 if self.method == "adain" else 4  # the networks' down- and upsampling
-        for name in ("steps", "batch_size", "size", "width", "residual_blocks"):
-            check_count(name, getattr(done, name))
-        if isinstance(done.seed, bool) or not isinstance(done.seed, int):
-            raise ValueError(f"seed must be an integer, got {done.seed!r}")
-        if done.size % multiple:
-            raise ValueError(f"size must be a multiple of {multiple} for {self.method}")
-        check_finite("learning_rate", done.learning_rate, strict=True)
-        check_finite("decay", done.decay)
-        check_finite("style_weight", done.style_weight)
-        return done
 
 
 def network(settings: TrainSettings) -> Any:
@@ -176,18 +197,25 @@ def split(mesh: Mesh, batch: np.ndarray) -> jax.Array:
 
 
 def step_batches(
-    settings: TrainSettings, contents: list, styles: list | None, start: int, workers: int = 2
+    settings: TrainSettings,
+    contents: list,
+    styles: list | None,
+    start: int,
+    workers: int = 2,
+    unreadable: set | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """The ``(contents, styles or None)`` crops of each step from ``start`` on."""
-    steps = range(start, settings.steps)
-    ours = data.batches(contents, settings.batch_size, settings.size, settings.seed, steps)
+    """The ``(contents, styles or None)`` crops of each step from ``start`` on; a file that
+    cannot be decoded is replaced by the next readable one and added to ``unreadable``."""
+    s = settings.resolved()
+    steps = range(start, s.steps)
+    ours = data.batches(contents, s.batch_size, s.size, s.seed, steps, workers=workers,
+                        unreadable=unreadable)  # fmt: skip
     if styles is None:
         for batch in ours:
             yield batch, None
         return
-    theirs = data.batches(
-        styles, settings.batch_size, settings.size, settings.seed, steps, data.STYLE_STREAM
-    )
+    theirs = data.batches(styles, s.batch_size, s.size, s.seed, steps, data.STYLE_STREAM,
+                          workers=workers, unreadable=unreadable)  # fmt: skip
     yield from zip(ours, theirs, strict=True)
 
 

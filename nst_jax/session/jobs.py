@@ -19,13 +19,13 @@ from typing import NamedTuple
 
 from nst_jax import dataset
 from nst_jax.config import StyleConfig
-from nst_jax.errors import InputError
+from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
 from nst_jax.session import inputs, outputs, process
 from nst_jax.session.control import Control, Stopped
 from nst_jax.session.memory import check_style_memory, plan_memory
 from nst_jax.session.progress import JobProgress
-from nst_jax.session.request import StylizeRequest, metadata
+from nst_jax.session.request import StylizeRequest, checked, metadata
 
 
 class JobOutcome(NamedTuple):
@@ -33,12 +33,14 @@ class JobOutcome(NamedTuple):
 
     Attributes:
       line: this run's counts and steady rate.
-      whole: the whole job's counts from its manifest: ``done``, ``failed``, ``pending``.
+      whole: the whole job's counts from its records: ``done``, ``failed``, ``pending``.
+      own: the same of this run's shard alone (its exit status is its own items').
       notes: the memory plan's and the cache's lines.
     """
 
     line: str
     whole: dict[str, int]
+    own: dict[str, int]
     notes: tuple[str, ...] = ()
 
 
@@ -54,6 +56,7 @@ def run_job_request(
       Stopped: asked to stop; the results written so far are kept.
     """
     control = control or Control()
+    request = checked(request)
     weights_path = weights.find_weights(request.weights)
     meta = metadata(request, weights.md5sum(weights_path))
     control.phase("planning")
@@ -67,6 +70,11 @@ def run_job_request(
     check_job_outputs(request, plan, inputs.input_paths(request, weights_path))
     control.phase("checking memory")
     config, notes = _memory(request, plan)
+    notes += passed_over(plan)
+    if request.engine == "ray":  # before anything is written: a cluster that is not there
+        from nst_jax.dataset import ray_engine
+
+        ray_engine.connect(request.ray_address)
     continuing = dataset.start(plan, force=request.force)
     notes += [n for n in [process.enable_cache(request.compile_cache)] if n]
     for note in notes:
@@ -89,15 +97,25 @@ def run_job_request(
     return outcome._replace(notes=tuple(notes))
 
 
-def job_plan(request: StylizeRequest, extra_settings: dict) -> dataset.Plan:
-    """The job's plan (from headers; nothing decoded)."""
+def job_plan(request: StylizeRequest, extra_settings: dict, styles=None) -> dataset.Plan:
+    """The job's plan (from headers; nothing decoded); ``styles`` made already, or the
+    request's."""
     job = dataclasses.replace(
         request.job, style_losses=request.style_losses, regions=request.masked
     )
     return dataset.plan_job(
-        list(request.contents), list(request.styles), request.output, request.config, job,
-        request.files_from, extra_settings=extra_settings,
+        list(request.contents), styles or list(request.styles), request.output, request.config, job,
+        request.files_from, extra_settings=extra_settings, styles_from=request.styles_from,
     )  # fmt: skip
+
+
+def passed_over(plan: dataset.Plan) -> list[str]:
+    """One line on the files the walk passed over (not images, not regular files)."""
+    if not plan.passed:
+        return []
+    first, why = plan.passed[0]
+    more = f" and {len(plan.passed) - 1} more" if len(plan.passed) > 1 else ""
+    return [f"{len(plan.passed)} files passed over, not inputs ({shown(first)}: {why}{more})"]
 
 
 def shard_of(request: StylizeRequest) -> tuple[int, int]:
@@ -175,6 +193,7 @@ def execute(request, plan, resources: dataset.Resources, control: Control, repor
             raise Stopped("the results written so far are kept; rerun to continue")
 
     resources.on_event, resources.on_batch = on_event, progress.on_batch
+    resources.on_start = progress.on_start
     try:
         for outcome in _engine(request, plan, resources, shard, weights_path):
             progress.add(outcome)
@@ -183,7 +202,7 @@ def execute(request, plan, resources: dataset.Resources, control: Control, repor
         progress.close()
     if request.sheet:
         _write_sheet(request.sheet, plan)
-    return JobOutcome(progress.line(), dataset.summary(plan))
+    return JobOutcome(progress.line(), dataset.summary(plan), dataset.summary(plan, shard))
 
 
 def _engine(request, plan, resources, shard, weights_path):
@@ -193,8 +212,9 @@ def _engine(request, plan, resources, shard, weights_path):
         return ray_engine.run_job_on_ray(
             plan, resources, shard, weights_path=str(weights_path),
             address=request.ray_address, actors=request.ray_workers,
+            retry_failed=request.retry_failed,
         )  # fmt: skip
-    return dataset.run_job(plan, resources, shard)
+    return dataset.run_job(plan, resources, shard, retry_failed=request.retry_failed)
 
 
 def _write_sheet(path: str, plan: dataset.Plan) -> None:

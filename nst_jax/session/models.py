@@ -17,6 +17,7 @@ import numpy as np
 
 from nst_jax import dataset
 from nst_jax.config import StyleConfig
+from nst_jax.dataset.styles import Styles, job_styles, sha256
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
 from nst_jax.session import jobs, outputs
@@ -133,6 +134,14 @@ def run_model(
     from nst_jax.feedforward import model as models
 
     control = control or Control()
+    if not isinstance(request, ModelRequest):
+        raise TypeError(f"request must be a ModelRequest, got {type(request).__name__}")
+    given = request.stylize
+    if given.styles or given.styles_from:  # folders and lists, expanded and checked
+        styles = job_styles(given.styles, given.styles_from).paths
+        request = dataclasses.replace(
+            request, stylize=dataclasses.replace(given, styles=styles, styles_from=None)
+        )
     record = models.read_record(request.model)
     check_request(request, record["method"])
     given, path = request.stylize, vgg_path(request, record)
@@ -169,9 +178,12 @@ def _plan(request: ModelRequest, meta: dict, path: Path | None) -> dataset.Plan:
 
     params = Path(request.model) / models.PARAMS_FILE
     given = request.stylize
-    if not given.styles:
-        given = dataclasses.replace(given, styles=(str(params),))
-    plan = jobs.job_plan(given, {"model": meta["model"], "alpha": meta["alpha"]})
+    extra = {"model": meta["model"], "alpha": meta["alpha"]}
+    if given.styles:
+        plan = jobs.job_plan(given, extra)
+    else:  # the model's own style: its params stand for it in the plan
+        own = Styles((str(params),), ("model",), (sha256(params),))
+        plan = jobs.job_plan(given, extra, own)
     reads = [(Path(s), "--style") for s in given.styles] + [(path or params, "--weights")]
     jobs.check_job_outputs(given, plan, reads)
     return plan

@@ -78,9 +78,14 @@ class JobProgress:
         from nst_jax.dataset import Progress as Counts
 
         self.counts = Counts(plan, shard)
-        self.bar = tqdm(
-            total=self.counts.total, unit="image", disable=quiet, file=sys.stderr, leave=False
-        )
+        # tqdm's own rate and ETA would count skipped items and leave out compiles to come:
+        # the bar shows the job's own (Counts), and its total leaves skipped items out.
+        form = "{l_bar}{bar}| {n_fmt}/{total_fmt} {postfix}"
+        self.bar = tqdm(total=self.counts.total, unit="image", disable=quiet, file=sys.stderr,
+                        leave=False, bar_format=form)  # fmt: skip
+
+    def on_start(self, batches) -> None:
+        self.counts.to_run(batches)
 
     def on_batch(self, batch, seconds: float | None, items: int) -> None:
         key = batch.key
@@ -89,14 +94,18 @@ class JobProgress:
                 height, width = batch.shape
                 self.bar.set_postfix_str(f"compiling the {width}x{height} px program")
             return
-        self.counts.batch(key, seconds, items)
+        self.counts.batch(batch, seconds, items)
         rate, eta = self.counts.images_per_second, self.counts.eta()
         if rate is not None:
             self.bar.set_postfix_str(f"{rate:.2f} images/s, ETA {eta:.0f} s", refresh=False)
 
     def add(self, outcome) -> None:
         self.counts.add(outcome)
-        self.bar.update(1)
+        if outcome.status == "skipped":  # finished before: no part of this run's work
+            self.bar.total -= 1
+            self.bar.refresh()
+        else:
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -106,4 +115,8 @@ class JobProgress:
         """This run's closing words: its counts and steady rate."""
         c, rate = self.counts.counts, self.counts.images_per_second
         speed = f", {rate:.2f} images/s after compiles" if rate is not None else ""
-        return f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped{speed}"
+        earlier = self.counts.earlier_failed
+        failed_before = f" ({earlier} of them failed earlier)" if earlier else ""
+        return (
+            f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped{failed_before}{speed}"
+        )

@@ -16,6 +16,7 @@ from typing import Any
 
 from nst_jax.config import StyleConfig
 from nst_jax.dataset import JobSettings
+from nst_jax.dataset.styles import job_styles
 from nst_jax.errors import InputError
 from nst_jax.files import image
 from nst_jax.session.memory import tiling_default
@@ -34,6 +35,7 @@ class StylizeRequest:
       config: the run's settings.
       job: how the inputs are loaded (``max_dim``) and, for a job, planned.
       files_from: a file listing more contents, one per line.
+      styles_from: a file listing more styles, one per line (styles may also be folders).
       style_losses: several style losses swept, one result each (or ``None``).
       masks: one content region file per style (spatial control), or ``None``.
       mask_labels: a label image whose colours are the regions, or ``None``.
@@ -48,6 +50,7 @@ class StylizeRequest:
       memory_limit: GiB the run may take (default: what is available).
       compile_cache: the persistent compilation cache folder, ``off``, or ``None``.
       shard: ``(I, N)``: part I of N of a job (``None``: all, or this host's part).
+      retry_failed: a job's items that failed before are run again.
       engine: ``local`` or ``ray``; ``ray_address``, ``ray_workers``: Ray's.
       workers: threads decoding inputs ahead of the run.
       progress: draw progress bars.
@@ -60,6 +63,7 @@ class StylizeRequest:
     config: StyleConfig = StyleConfig()
     job: JobSettings = JobSettings()
     files_from: str | None = None
+    styles_from: str | None = None
     style_losses: tuple[str, ...] | None = None
     masks: tuple[str, ...] | None = None
     mask_labels: str | None = None
@@ -77,6 +81,7 @@ class StylizeRequest:
     memory_limit: float | None = None
     compile_cache: str | None = None
     shard: tuple[int, int] | None = None
+    retry_failed: bool = False
     engine: str = "local"
     ray_address: str | None = None
     ray_workers: int | None = None
@@ -99,16 +104,24 @@ class StylizeRequest:
 
 
 def checked(request: StylizeRequest) -> StylizeRequest:
-    """``request`` with its settings checked together, and ``tile="auto"`` where no tile is
-    set and the run can be tiled (a run that would not fit is tiled rather than refused).
+    """``request`` checked as a whole, with its style folders and list expanded into their
+    files (each a readable image: :func:`nst_jax.dataset.styles.job_styles`) and
+    ``tile="auto"`` where no tile is set and the run can be tiled (a run that would not fit
+    is tiled rather than refused). Checking a checked request changes nothing.
 
     Raises:
+      TypeError: a request of another type.
       InputError: settings that do not fit the files or each other (one line).
     """
-    if not (request.contents or request.files_from) or not request.styles or not request.output:
+    if not isinstance(request, StylizeRequest):
+        raise TypeError(f"request must be a StylizeRequest, got {type(request).__name__}")
+    has_styles = request.styles or request.styles_from
+    if not (request.contents or request.files_from) or not has_styles or not request.output:
         raise InputError("contents, styles and an output are required")
     if request.engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}")
+    styles = job_styles(request.styles, request.styles_from).paths
+    request = dataclasses.replace(request, styles=styles, styles_from=None)
     config = request.config
     try:
         config.check_style_count(len(request.styles))

@@ -23,7 +23,7 @@ from nst_jax.run.stylize import stylize
 from nst_jax.session import checkpoint, inputs, outputs, process
 from nst_jax.session.control import Control
 from nst_jax.session.memory import check_style_memory, plan_memory
-from nst_jax.session.request import StylizeRequest, metadata
+from nst_jax.session.request import StylizeRequest, checked, metadata
 from nst_jax.session.watch import Watcher, check_extras, preview_path, preview_steps
 
 
@@ -53,6 +53,7 @@ def run_single(request: StylizeRequest, control: Control | None = None) -> Singl
         line); a divergence, naming the last good checkpoint.
     """
     control = control or Control()
+    request = checked(request)
     content, result = Path(request.contents[0]), Path(request.output)
     weights_path = weights.find_weights(request.weights)
     meta = metadata(request, weights.md5sum(weights_path))

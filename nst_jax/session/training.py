@@ -191,8 +191,13 @@ def prepare(request: TrainRequest, control: Control) -> Prepared:
 
     control.phase("checking settings")
     request = check_request(request)
-    contents = data.image_files(request.data, "--data")
-    styles = data.image_files(request.styles, "--styles") if request.styles else None
+    found = data.image_files(request.data, "--data")
+    theirs = data.image_files(request.styles, "--styles") if request.styles else None
+    for passed in (found.passed, theirs.passed if theirs else []):
+        if passed:
+            first, why = passed[0]
+            control.note(f"{len(passed)} files passed over ({shown(first)}: {why}, ...)")
+    contents, styles = found.files, theirs.files if theirs else None
     if request.style is not None:
         image.decode(request.style)  # a bad style is one line now, not after loading
     weights_path = weights.find_weights(request.weights)
@@ -229,13 +234,20 @@ def run_training(request: TrainRequest, control: Control | None = None) -> Train
     text = json.dumps(made, indent=2, sort_keys=True) + "\n"
     atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text))
     watcher = _watcher(request, folder, start, control)
+    unreadable: set = set()
     if start < request.settings.steps:
-        batches = train.step_batches(request.settings, contents, styles, start)
+        batches = train.step_batches(
+            request.settings, contents, styles, start, unreadable=unreadable
+        )
         control.phase("running")
         state = train.fit(
             request.settings, state, vgg_params, batches, targets, request.objective, watcher
         )
         watcher.checkpoint.save(state)
+        if unreadable:
+            first = shown(sorted(unreadable)[0])
+            control.note(f"{len(unreadable)} training images could not be decoded; each "
+                         f"was replaced by the next readable one ({first}, ...)")  # fmt: skip
         if int(state["step"]) < request.settings.steps:  # stopped when asked
             return TrainOutcome(folder, "", int(state["step"]))
     watcher.finish()

@@ -156,3 +156,17 @@ def snapshot(folder: Path) -> dict[str, str]:
         else "dir"
         for p in sorted(folder.rglob("*"))
     }
+
+
+def assert_refused(files: Path, argv, *fragments, capsys) -> str:
+    """Run the command ``argv``: it must exit 2 with one stderr line holding each of
+    ``fragments``, no traceback, and leave every file under ``files`` as it was."""
+    before = snapshot(files)
+    code = exit_code(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert str(fragment) in err, err
+    assert snapshot(files) == before, "a file was written, changed or removed"
+    return err

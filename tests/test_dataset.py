@@ -18,20 +18,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_safety import assert_refused, exit_code, snapshot
 
 import nst_jax
 from nst_jax import dataset
-from nst_jax.dataset import buckets, manifest
+from nst_jax.dataset import buckets, manifest, records
 from nst_jax.files import image
+
+from conftest import assert_refused, exit_code, snapshot
 
 COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 
 
 def photo_tree(root: Path, count: int, seed: int = 0, mixed_aspects: bool = False) -> Path:
     """``count`` small images of mixed sizes in nested folders, plus 2 corrupt files and a
-    text file. Their aspects are near square (one bucket: each job compiles few programs,
-    for the suite's time), or mixed (every bucket) with ``mixed_aspects``."""
+    text file (passed over). Their aspects are near square (one bucket: each job compiles
+    few programs, for the suite's time), or mixed (every bucket) with ``mixed_aspects``."""
     rng = np.random.default_rng(seed)
     for k in range(count):
         height, width = (int(v) for v in rng.integers(45, 90, 2))  # sides >= 16 at 32 px
@@ -55,6 +56,11 @@ def job_argv(files: Path, tree: Path, out: Path, *extra) -> list[str]:
             "--compile-cache", str(files / "cache"), *extra]  # fmt: skip
 
 
+def stored_records(out: Path) -> dict[int, dict]:
+    """The trusted records of the job in ``out`` (its stored plan's)."""
+    return records.read_records(manifest.load_plan(out))
+
+
 def results(out: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(out)): p.read_bytes()
@@ -68,20 +74,21 @@ def pixels(out: Path) -> dict[str, np.ndarray]:
 
 
 def test_a_job_mirrors_the_tree_records_failures_and_continues(files, tmp_path, capsys):
-    """A small job: outputs mirror the input tree, each unreadable input is one line and a
-    manifest record, the exit status is 3; rerun, it skips every item and says so."""
+    """A small job: outputs mirror the input tree, each unreadable image is one line and a
+    record, the text file is passed over in one line, the exit status is 3; rerun, it skips
+    every item (the failures too, until their inputs change) and says so."""
     tree = photo_tree(tmp_path / "tree", 10)
     out = tmp_path / "out"
     assert exit_code(job_argv(files, tree, out)) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "Traceback" not in err, err
+    assert "1 files passed over" in err and "notes.txt" in err, err
     written = results(out)
     assert len(written) == 10 and "set0/sub1/img0003.png" in written
-    records = manifest.read_records(out)
-    failed = [r["reason"] for r in records.values() if r["status"] == "failed"]
-    assert len(failed) == 3 and all(failed)
+    failed = [r["reason"] for r in stored_records(out).values() if r["status"] == "failed"]
+    assert len(failed) == 2 and all(failed)
     assert exit_code(job_argv(files, tree, out)) == 3
-    assert "0 done, 3 failed, 10 skipped" in capsys.readouterr().out
+    assert "0 done, 0 failed, 12 skipped (2 of them failed earlier)" in capsys.readouterr().out
     assert results(out) == written
 
 
@@ -115,16 +122,17 @@ def test_sigkill_at_random_moments_then_rerun_writes_the_uninterrupted_bytes(fil
     assert final.returncode == 3, final.stderr
     assert results(out) == reference  # each output once, byte for byte
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
-    failed = [r for r in manifest.read_records(out).values() if r["status"] == "failed"]
-    assert len(failed) == 3 and all(r["reason"] for r in failed)
+    failed = [r for r in stored_records(out).values() if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["reason"] for r in failed)
 
 
 def test_shards_run_one_after_another_are_the_whole_job(files, tmp_path):
     tree = photo_tree(tmp_path / "tree", 12)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    assert exit_code(job_argv(files, tree, whole)) == 3
-    for index in range(3):
-        assert exit_code(job_argv(files, tree, parts, "--shard", f"{index}/3")) == 3
+    assert exit_code(job_argv(files, tree, whole, "--batch-size", "4")) == 3
+    argv = lambda out, *extra: job_argv(files, tree, out, "--batch-size", "4", *extra)  # noqa: E731
+    codes = [exit_code(argv(parts, "--shard", f"{i}/3")) for i in range(3)]
+    assert set(codes) <= {0, 3} and 3 in codes  # each shard exits for its own items
     expected = pixels(whole)
     found = pixels(parts)
     assert sorted(found) == sorted(expected)
@@ -216,6 +224,9 @@ def test_mixed_shapes_fall_into_few_programs(files, tmp_path):
     [
         ("missing_listed", "no such file"),
         ("shard_3_of_3", "part 3 of 3 does not exist"),
+        ("shard_3_of_2", "part 3 of 2 does not exist"),
+        ("shard_0_of_0", "part 0 of 0 does not exist"),
+        ("shard_minus_1", "argument --shard"),
         ("styles_per_image_0", "expected a positive integer"),
         ("other_job", "holds a job with"),
     ],
@@ -226,6 +237,9 @@ def test_bad_job_input_is_one_line_and_writes_nothing(files, tmp_path, case, fra
     extra = {
         "missing_listed": ["--files-from", str(files / "list.txt")],
         "shard_3_of_3": ["--shard", "3/3"],
+        "shard_3_of_2": ["--shard", "3/2"],
+        "shard_0_of_0": ["--shard", "0/0"],
+        "shard_minus_1": ["--shard", "-1/2"],
         "styles_per_image_0": ["--styles-per-image", "0"],
         "other_job": ["--tv-weight", "3"],
     }[case]
@@ -246,9 +260,39 @@ def test_the_python_api_streams_outcomes(files, tmp_path, params):
                             config, dataset.JobSettings(max_dim=48, batch_size=2))  # fmt: skip
     assert dataset.start(plan) is False
     outcomes = list(dataset.run_job(plan, dataset.Resources(params, config)))
-    assert sorted(o.status for o in outcomes) == ["done"] * 4 + ["failed"] * 3
-    assert dataset.summary(plan) == {"done": 4, "failed": 3, "pending": 0}
+    assert sorted(o.status for o in outcomes) == ["done"] * 4 + ["failed"] * 2
+    assert dataset.summary(plan) == {"done": 4, "failed": 2, "pending": 0}
     stored = json.loads((manifest.folder(plan.out) / "plan.json").read_text())
     assert stored["settings_hash"] == plan.settings_hash
     assert snapshot(tmp_path / "out")  # written
     shutil.rmtree(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_a_ray_job_killed_or_stopped_continues_without_ray(files, tmp_path):
+    """Killed (SIGKILL) under Ray, the job continues locally to the local job's pixels;
+    stopped (SIGTERM) under Ray, it exits 143 keeping its finished results."""
+    pytest.importorskip("ray")
+    tree = photo_tree(tmp_path / "tree", 6)
+    local, out = tmp_path / "local", tmp_path / "ray"
+    assert exit_code(job_argv(files, tree, local, "--batch-size", "2")) == 3
+    on_ray = job_argv(
+        files, tree, out, "--batch-size", "2", "--engine", "ray", "--ray-workers", "1"
+    )
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        before = len(results(out))
+        process = subprocess.Popen([*COMMAND, *on_ray], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 180
+        while process.poll() is None and len(results(out)) == before:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(sig)
+        _, err = process.communicate()
+        if sig == signal.SIGTERM:
+            assert process.returncode in (3, 143), err  # 3: it had finished meanwhile
+    assert exit_code(job_argv(files, tree, out, "--batch-size", "2")) == 3
+    expected, found = pixels(local), pixels(out)
+    assert sorted(found) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(found[name], value)

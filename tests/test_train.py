@@ -73,7 +73,7 @@ def adain_model(place) -> Path:
 
 
 def test_a_step_s_batch_depends_on_the_seed_and_step_alone(place):
-    files = data.image_files(place / "data")
+    files = data.image_files(place / "data").files
     whole = list(data.batches(files, 4, 16, seed=3, steps=range(0, 5)))
     later = list(data.batches(files, 4, 16, seed=3, steps=range(2, 5)))
     assert all(np.array_equal(a, b) for a, b in zip(whole[2:], later, strict=True))
@@ -163,7 +163,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         "not a model": ["stylize", content, "--model", place / "data", "-o", place / "x.png"],
     }  # fmt: skip
     expected = {
-        "no images": "no images",
+        "no images": "no readable images",
         "another method's run": "a johnson training run",
         "a style for johnson": "has its style built in",
         "alpha 2": "alpha must be from 0 to 1",
@@ -178,3 +178,98 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and expected[name] in err, (name, err)
         assert snapshot(place) == before, name
+
+
+def test_bad_training_images_are_passed_over_and_never_fatal(place, capsys, tmp_path):
+    """A text file and a header-less file are passed over at the start (one line); a JPEG
+    cut short, whose header reads, is replaced by the next readable image when its crop
+    comes, so the run ends, and a killed-and-resumed run reads the same batches."""
+    data = tmp_path / "data"
+    shutil.copytree(place / "data", data)
+    (data / "notes.txt").write_text("not an image")
+    (data / "empty.png").write_bytes(b"")
+    Image.open(data / "0.png").convert("RGB").save(data / "cut.jpg")
+    whole = (data / "cut.jpg").read_bytes()
+    (data / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # its header reads
+    argv = johnson_argv(place, tmp_path / "m", "--steps", 8, "--checkpoint-every", 4)
+    argv[argv.index(place / "data")] = data
+    assert exit_code(argv) == 0
+    err = capsys.readouterr().err
+    assert "2 files passed over" in err and "could not be decoded" in err, err
+    crops = list(__import__("nst_jax.feedforward.data", fromlist=["batches"]).batches(
+        data_files(data), 2, 16, seed=0, steps=range(8)))  # fmt: skip
+    assert all(np.all(np.isfinite(c)) for c in crops)
+
+
+def data_files(folder: Path) -> list:
+    return data.image_files(folder).files
+
+
+@pytest.mark.parametrize(
+    "case, fragment",
+    [
+        ("empty_data", "no readable images"),
+        ("all_corrupt", "no readable images"),
+        ("batch_size_0", "expected a positive integer"),
+        ("existing_model_folder", "holds a training run"),
+    ],
+)
+def test_training_inputs_refused_in_one_line(place, johnson_model, tmp_path, case, fragment,
+                                             capsys):  # fmt: skip
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "a.png").write_bytes(b"\x89PNG nothing")
+    out = johnson_model if case == "existing_model_folder" else tmp_path / "new"
+    argv = johnson_argv(place, out)
+    if case == "empty_data":
+        argv[argv.index(place / "data")] = place / "empty"
+    elif case == "all_corrupt":
+        argv[argv.index(place / "data")] = tmp_path / "corrupt"
+    elif case == "batch_size_0":
+        argv[argv.index("--batch-size") + 1] = 0
+    before = snapshot(place)
+    assert exit_code(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err, err
+    assert snapshot(place) == before
+
+
+def test_one_image_and_crops_larger_than_it_train(place, tmp_path):
+    (tmp_path / "one").mkdir()
+    shutil.copy(place / "data" / "0.png", tmp_path / "one" / "0.png")
+    argv = johnson_argv(place, tmp_path / "m", "--steps", 2, "--size", 64)
+    argv[argv.index(place / "data")] = tmp_path / "one"
+    assert exit_code(argv) == 0
+    assert (tmp_path / "m" / models.PARAMS_FILE).exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_and_a_model_job_keeps_what_is_done(place, johnson_model,
+                                                                     tmp_path):  # fmt: skip
+    """SIGTERM mid-training: exit 143, one line, the checkpoint kept, and ``--resume`` ends
+    with the uninterrupted params. Mid model job: 143, finished results kept, the rerun
+    completes the job."""
+    out = tmp_path / "m"
+    command = [sys.executable, "-m", "nst_jax.cli.main", *map(str, johnson_argv(place, out))]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and (
+        not (out / "log.jsonl").exists() or (out / "log.jsonl").read_text().count("\n") < 20
+    ):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate()
+    assert process.returncode == 143 and "checkpoint is kept" in err, err
+    assert exit_code(johnson_argv(place, out, "--resume")) == 0
+    params = models.PARAMS_FILE
+    assert (out / params).read_bytes() == (johnson_model / params).read_bytes()
+    job = [sys.executable, "-m", "nst_jax.cli.main", "stylize", str(place / "data"), "--model",
+           str(johnson_model), "-o", str(tmp_path / "job"), "--max-dim", "32", "--batch-size",
+           "1", "-q"]  # fmt: skip
+    process = subprocess.Popen(job, stderr=subprocess.PIPE, text=True)
+    while process.poll() is None and not list((tmp_path / "job").glob("*.png")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate()
+    assert process.returncode in (0, 143), err
+    finished = subprocess.run(job, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert len(list((tmp_path / "job").glob("*.png"))) == 6

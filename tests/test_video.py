@@ -9,6 +9,7 @@ Clips are small (48-64 px, a few steps a frame) for the suite's time;
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,13 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
-from test_safety import assert_refused, exit_code, snapshot
 
 import nst_jax
 from nst_jax import metrics
 from nst_jax.core import temporal
 from nst_jax.video import flow, frames, job, loop, synthetic
 from nst_jax.video.settings import VideoSettings
+
+from conftest import assert_refused, exit_code, snapshot
 
 cv2 = pytest.importorskip("cv2")
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
@@ -283,3 +285,65 @@ def test_clip_warping_error_is_the_mean_of_the_pairs():
     whole = metrics.clip_warping_error(list(clip), backward, forward)
     assert abs(whole - float(np.mean(pairs))) <= 1e-6 * whole
     assert whole < 1e-3  # the content itself moves consistently (measured 1e-4)
+
+
+def test_odd_clips_and_places(files, capsys, tmp_path):
+    """Frames of mixed formats (one size) are a clip; a one-frame video runs (no pair to
+    measure: its warping error is nan); OUT a folder holding other files keeps them;
+    ``OUT.frames`` in the way as a file is one line; a style changed under a run stops its
+    ``--resume`` in one line."""
+    mixed = write_frames(tmp_path / "mixed", synthetic.translated_clip(3, 48, SHIFT))
+    Image.open(mixed / "frame1.png").convert("RGB").save(mixed / "frame1.jpg", quality=95)
+    (mixed / "frame1.png").unlink()
+    assert exit_code(video_argv(files, mixed, tmp_path / "a", "--steps", "1")) == 0
+    one = audio_clip(tmp_path / "one.mp4", 1, 12, audio=False)
+    assert exit_code(video_argv(files, one, tmp_path / "one_out", "--steps", "1")) == 0
+    assert "warping error nan" in capsys.readouterr().out
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    assert exit_code(video_argv(files, mixed, keep, "--steps", "1")) == 0
+    assert (keep / "notes.txt").read_text() == "mine"
+    (tmp_path / "v.mp4.frames").write_text("in the way")
+    assert_refused(tmp_path, video_argv(files, one, tmp_path / "v.mp4"), "v.mp4.frames",
+                   capsys=capsys)  # fmt: skip
+    style = tmp_path / "style.png"
+    shutil.copy(files / "style.png", style)
+    argv = video_argv(files, mixed, tmp_path / "b", "--steps", "1")
+    argv[argv.index(str(files / "style.png"))] = str(style)
+    assert exit_code(argv) == 0
+    Image.new("RGB", (48, 48)).save(style)
+    capsys.readouterr()
+    assert_refused(tmp_path, [*argv, "--resume"], "styles_sha256", capsys=capsys)
+
+
+def test_sigterm_during_the_final_encode_is_143_with_the_video(files, monkeypatch, capsys,
+                                                               tmp_path):  # fmt: skip
+    """The video is encoded whole, and the status still says the run was asked to stop."""
+    encode = frames.write_video
+
+    def encode_and_term(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the video is being encoded
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(frames, "write_video", encode_and_term)
+    source = audio_clip(tmp_path / "in.mp4", 3, 12, audio=False)
+    out = tmp_path / "out.mp4"
+    assert exit_code(video_argv(files, source, out, "--steps", "1")) == 143
+    assert "SIGTERM after the last step" in capsys.readouterr().err
+    assert frames.probe(out).count == 3
+
+
+def test_a_variable_frame_rate_clip_keeps_every_frame(files, tmp_path, capsys):
+    """Frames with uneven timestamps are read once each (passthrough), neither padded nor
+    thinned to a constant rate."""
+    source = tmp_path / "vfr.mkv"
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi",
+               "-i", "testsrc=size=64x48:rate=12", "-frames:v", "5", "-vf",
+               "setpts='N/(12*TB)+if(gt(N,2),0.4/TB,0)'", "-fps_mode", "passthrough",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", str(source)]  # fmt: skip
+    subprocess.run(command, check=True)
+    clip = frames.probe(source)
+    assert clip.count == 5
+    assert exit_code(video_argv(files, source, tmp_path / "out", "--steps", "1")) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 5

@@ -1,0 +1,133 @@
+"""The library checks its arguments where they enter: a wrong type, shape, dtype, range or
+order is one ``TypeError`` or ``ValueError`` naming the argument, never a failure deep in
+JAX or Flax, a bare ``ZeroDivisionError``, nor a meaningless number."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nst_jax
+from nst_jax import dataset, metrics
+from nst_jax.errors import InputError
+from nst_jax.feedforward import model as models
+from nst_jax.feedforward import train
+
+from conftest import eight_bit_image
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"styles_per_image": 1.5}, "styles_per_image"),
+        ({"max_dim": 0}, "max_dim"),
+        ({"fit": "stretch"}, "fit"),
+        ({"buckets": "weird"}, "buckets"),
+        ({"ext": "png"}, "ext"),
+        ({"size": (32,)}, "size"),
+        ({"buckets": "fixed"}, "size"),
+    ],
+)
+def test_job_settings_name_what_is_wrong(changes, named):
+    with pytest.raises(ValueError, match=named):
+        dataset.JobSettings(**changes)
+
+
+def test_plan_job_takes_a_path_or_paths_and_refuses_anything_else(files, tmp_path):
+    config = nst_jax.StyleConfig()
+    plan = dataset.plan_job(str(files / "content.png"), files / "style.png", tmp_path, config)
+    assert len(plan.items) == 1  # one path, not its characters
+    for bad, named in (
+        ({"inputs": 3}, "inputs"),
+        ({"styles": [None]}, "styles"),
+        ({"out": None}, "out"),
+        ({"config": {"steps": 1}}, "config"),
+        ({"job": {"batch_size": 1}}, "job"),
+    ):
+        arguments = {"inputs": [files / "content.png"], "styles": [files / "style.png"],
+                     "out": tmp_path, "config": config, **bad}  # fmt: skip
+        with pytest.raises(TypeError, match=named):
+            dataset.plan_job(**arguments)
+
+
+def test_run_job_checks_its_shard_and_that_the_job_was_started(files, tmp_path, params):
+    config = nst_jax.StyleConfig()
+    plan = dataset.plan_job(files / "content.png", files / "style.png", tmp_path / "o", config)
+    resources = dataset.Resources(params, config)
+    with pytest.raises(InputError, match="start the job first"):
+        next(dataset.run_job(plan, resources))
+    dataset.start(plan)
+    for shard, kind in (((0, 0), ValueError), ((2, 1), ValueError), ((-1, 2), ValueError),
+                        ((0, 1.0), TypeError), ("0/1", TypeError)):  # fmt: skip
+        with pytest.raises(kind, match="shard"):
+            next(dataset.run_job(plan, resources, shard))
+    with pytest.raises(TypeError, match="resources"):
+        next(dataset.run_job(plan, params))
+
+
+@pytest.fixture(scope="module")
+def tiny_johnson(tmp_path_factory):
+    settings = train.TrainSettings("johnson", steps=1, batch_size=1, size=16, width=4,
+                                   residual_blocks=1).resolved()  # fmt: skip
+    folder = tmp_path_factory.mktemp("model")
+    models.save_model(folder, settings, train.init_params(settings), {})
+    return models.load_model(folder)
+
+
+def test_apply_model_names_its_bad_arguments(tiny_johnson, params):
+    image = eight_bit_image(16, 16, seed=1)
+    out = models.apply_model(tiny_johnson, image[None])
+    assert out.shape == (1, 16, 16, 3)
+    for contents, named in (
+        (image, "add the batch axis"),
+        ((image * 255).astype(np.uint8)[None], "floating-point"),
+        (np.concatenate([image, image[..., :1]], -1)[None], "3 channels"),
+    ):
+        with pytest.raises(ValueError, match=named):
+            models.apply_model(tiny_johnson, contents)
+    with pytest.raises(TypeError, match="model must be a loaded Model"):
+        models.apply_model({"params": 1}, image[None])
+    with pytest.raises(TypeError, match="folder must be"):
+        models.load_model(None)
+
+
+def test_adain_apply_checks_its_encoder_styles_weights_and_alpha(params, tmp_path):
+    settings = train.TrainSettings("adain", steps=1, batch_size=1, size=16).resolved()
+    models.save_model(tmp_path, settings, train.init_params(settings), {})
+    adain = models.load_model(tmp_path)
+    content = eight_bit_image(16, 16, seed=2)[None]
+    style = eight_bit_image(16, 16, seed=3)
+    cases = (
+        ({"vgg_params": None, "styles": [style]}, "vgg_params"),
+        ({"vgg_params": params, "styles": []}, "at least one style"),
+        ({"vgg_params": params, "styles": [style], "weights": (0.5, 0.5)}, "weights"),
+        ({"vgg_params": params, "styles": [style], "alpha": 2.0}, "alpha"),
+        ({"vgg_params": params, "styles": [style * 255]}, "styles\\[0\\]"),
+    )
+    for arguments, named in cases:
+        with pytest.raises(ValueError, match=named):
+            models.apply_model(adain, content, **arguments)
+
+
+def test_train_settings_are_checked_when_made_and_fit_resolves_them():
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.TrainSettings("johnson", learning_rate=float("nan"))
+    with pytest.raises(ValueError, match="method"):
+        train.TrainSettings("neither")
+    settings = train.TrainSettings("johnson", steps=1, batch_size=1, size=16, width=4)
+    assert train.check_fit(settings, nst_jax.ObjectiveConfig()).learning_rate == 1e-3
+
+
+def test_metrics_refuse_what_would_give_a_meaningless_number(params):
+    a, b = eight_bit_image(32, 32, seed=1), eight_bit_image(16, 16, seed=2)
+    with pytest.raises(ValueError, match="one size"):
+        metrics.content_distance(params, a, b)
+    with pytest.raises(ValueError, match="floating-point"):
+        metrics.content_distance(params, (a * 255).astype(np.uint8), a)
+    with pytest.raises(ValueError, match="non-finite"):
+        metrics.content_distance(params, np.full_like(a, np.nan), a)
+    pytest.importorskip("dm_pix")
+    with pytest.raises(ValueError, match="at least 11 px"):
+        metrics.ssim(a[:4, :4], a[:4, :4])
+    assert float(metrics.ssim(a, a)) == pytest.approx(1.0, abs=1e-6)

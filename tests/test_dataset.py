@@ -126,6 +126,7 @@ def test_sigkill_at_random_moments_then_rerun_writes_the_uninterrupted_bytes(fil
     assert len(failed) == 2 and all(r["reason"] for r in failed)
 
 
+@pytest.mark.slow
 def test_shards_run_one_after_another_are_the_whole_job(files, tmp_path):
     tree = photo_tree(tmp_path / "tree", 12)
     whole, parts = tmp_path / "whole", tmp_path / "parts"

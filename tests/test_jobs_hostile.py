@@ -47,6 +47,7 @@ def run(files, tree, out, *extra, capsys=None) -> tuple[int, str, str]:
     return code, captured.out if captured else "", captured.err if captured else ""
 
 
+@pytest.mark.slow
 def test_a_redone_batch_keeps_its_finished_items_finished(files, tmp_path, capsys):
     """One result of a batch deleted: the batch is redone and the job finishes (its other
     item stays recorded done), and the next rerun has nothing to do."""
@@ -62,6 +63,7 @@ def test_a_redone_batch_keeps_its_finished_items_finished(files, tmp_path, capsy
     assert results(out) == whole
 
 
+@pytest.mark.slow
 def test_a_style_changed_under_a_job_is_named_and_refused(files, tmp_path, capsys):
     tree, out = small_tree(tmp_path / "tree"), tmp_path / "out"
     style = tmp_path / "mine.png"
@@ -74,6 +76,7 @@ def test_a_style_changed_under_a_job_is_named_and_refused(files, tmp_path, capsy
     assert_refused(tmp_path, argv, "mine.png", "the style changed", "--force", capsys=capsys)
 
 
+@pytest.mark.slow
 def test_a_done_input_replaced_by_other_pixels_is_redone(files, tmp_path, capsys):
     tree, out = small_tree(tmp_path / "tree"), tmp_path / "out"
     assert run(files, tree, out, capsys=capsys)[0] == 0
@@ -89,6 +92,7 @@ def test_a_done_input_replaced_by_other_pixels_is_redone(files, tmp_path, capsys
     }
 
 
+@pytest.mark.slow
 def test_an_output_folder_inside_the_inputs_is_never_walked(files, tmp_path, capsys):
     tree = small_tree(tmp_path / "tree")
     out = tree / "stylised"
@@ -173,6 +177,7 @@ def test_a_failed_item_is_retried_once_its_input_is_fixed(files, tmp_path, capsy
     assert code == 0 and "1 done" in said and "0 failed" in said, said
 
 
+@pytest.mark.slow
 def test_records_are_never_written_through_a_link_out_of_the_job(files, tmp_path, capsys):
     tree, out = small_tree(tmp_path / "tree", 2), tmp_path / "out"
     assert run(files, tree, out, capsys=capsys)[0] == 0
@@ -186,6 +191,7 @@ def test_records_are_never_written_through_a_link_out_of_the_job(files, tmp_path
     assert outside.read_text() == ""
 
 
+@pytest.mark.slow
 def test_records_of_another_plan_or_shard_are_not_trusted(files, tmp_path, capsys):
     """A planted result with a record in a foreign file is redone; so is one whose record
     names another plan."""
@@ -267,6 +273,7 @@ def test_a_shard_exits_for_its_own_items_only(files, tmp_path, capsys):
     assert codes[shard_of] == 3 and codes[1 - shard_of] == 0, codes
 
 
+@pytest.mark.slow
 def test_the_library_job_gives_the_commands_pixels(files, tmp_path, params, capsys):
     """With the command's process settings (``session.configure_for_program``: the suite
     runs with them), the README's library job writes the command's bytes."""
@@ -330,6 +337,7 @@ def _damage(what: str, out: Path, argv: list, rng: random.Random) -> None:
         process.wait()
 
 
+@pytest.mark.slow
 def test_a_results_pixels_do_not_depend_on_its_batch(files, tmp_path, capsys):
     """Every batch of a bucket runs its one program, whose images do not interact: an
     image's result is the same bytes beside other images, at another place in its batch,

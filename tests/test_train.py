@@ -180,6 +180,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         assert snapshot(place) == before, name
 
 
+@pytest.mark.slow
 def test_bad_training_images_are_passed_over_and_never_fatal(place, capsys, tmp_path):
     """A text file and a header-less file are passed over at the start (one line); a JPEG
     cut short, whose header reads, is replaced by the next readable image when its crop
@@ -233,6 +234,7 @@ def test_training_inputs_refused_in_one_line(place, johnson_model, tmp_path, cas
     assert snapshot(place) == before
 
 
+@pytest.mark.slow
 def test_one_image_and_crops_larger_than_it_train(place, tmp_path):
     (tmp_path / "one").mkdir()
     shutil.copy(place / "data" / "0.png", tmp_path / "one" / "0.png")

@@ -287,6 +287,7 @@ def test_clip_warping_error_is_the_mean_of_the_pairs():
     assert whole < 1e-3  # the content itself moves consistently (measured 1e-4)
 
 
+@pytest.mark.slow
 def test_odd_clips_and_places(files, capsys, tmp_path):
     """Frames of mixed formats (one size) are a clip; a one-frame video runs (no pair to
     measure: its warping error is nan); OUT a folder holding other files keeps them;

@@ -44,6 +44,9 @@ _EXPORTS = {
     "averaged_image": "core.optim",
     "with_average": "core.optim",
     "with_tolerance": "core.optim",
+    "Extractor": "core.extractors",
+    "register_extractor": "core.extractors",
+    "extractor": "core.extractors",
     "StyleTerm": "core.style_terms",
     "register_style_term": "core.style_terms",
     "style_term": "core.style_terms",
@@ -57,6 +60,8 @@ _EXPORTS = {
     "StyleResult": "run.state",
     "stylize": "run.stylize",
     "load_vgg19": "files.weights",
+    "load_vgg16": "files.weights",
+    "load_weights": "files.weights",
     "load_targets": "files.targets",
     "save_targets": "files.targets",
 }
@@ -74,6 +79,7 @@ __all__ = [
     "CONTENT_LAYERS",
     "DivergedError",
     "Event",
+    "Extractor",
     "ImageError",
     "InputError",
     "LAYERS",
@@ -89,10 +95,13 @@ __all__ = [
     "WeightsError",
     "averaged_image",
     "batch_mesh",
+    "extractor",
     "image",
     "keras_adam",
     "load_targets",
+    "load_vgg16",
     "load_vgg19",
+    "load_weights",
     "loss_fn",
     "losses",
     "make_optimizer",
@@ -101,6 +110,7 @@ __all__ = [
     "make_targets",
     "metrics",
     "prepare_params",
+    "register_extractor",
     "register_style_term",
     "save_targets",
     "scale_by_keras_adam",
@@ -135,6 +145,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from nst_jax.config import StyleConfig
     from nst_jax.core import losses, temporal
     from nst_jax.core.conv import prepare_params
+    from nst_jax.core.extractors import Extractor, extractor, register_extractor
     from nst_jax.core.layers import LAYERS
     from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, ObjectiveConfig, loss_fn
     from nst_jax.core.optim import (
@@ -154,7 +165,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from nst_jax.events import DivergedError, Event, StopRun
     from nst_jax.files import image
     from nst_jax.files.targets import load_targets, save_targets
-    from nst_jax.files.weights import load_vgg19
+    from nst_jax.files.weights import load_vgg16, load_vgg19, load_weights
     from nst_jax.presets import PRESETS
     from nst_jax.run.devices import batch_mesh
     from nst_jax.run.state import RunState, StyleResult

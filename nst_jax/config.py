@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from nst_jax.core import extractors
 from nst_jax.core.conv import CONV_METHODS
 from nst_jax.core.fields import (
     check_choice,
@@ -171,9 +172,10 @@ class StyleConfig(OptimizerConfig, ObjectiveConfig):
             return
         if self.tile != "auto" and (isinstance(self.tile, bool) or not isinstance(self.tile, int)):
             raise ValueError(f"tile must be a number of pixels, auto or off, got {self.tile!r}")
-        if self.tile != "auto":
-            check_tile(self.tile, self.content_layers + self.style_layers)
         reason = self.untileable()
+        if reason is None and self.tile != "auto":
+            network = extractors.network(self.extractor)
+            check_tile(self.tile, self.content_layers + self.style_layers, network)
         if reason is not None:
             raise ValueError(f"tiled runs {reason}")
 
@@ -182,6 +184,11 @@ class StyleConfig(OptimizerConfig, ObjectiveConfig):
         when it can: the end of a sentence that starts "tiled runs". Tiles compute the Gram
         loss's exact gradient (:mod:`nst_jax.run.tiling`); what needs the whole image at once
         cannot be tiled."""
+        if not extractors.has_known_fields(self.extractor):
+            return (
+                f"need an extractor of known receptive fields ({extractors.KNOWN_FIELDS}), "
+                f"not {self.extractor}"
+            )
         if self.style_loss != "gram":
             return f"match Gram matrices: style_loss {self.style_loss} needs the whole image"
         if self.normalize_gradients:

@@ -47,7 +47,7 @@ def temp_mib(config, params, targets, image, mesh, loss) -> float:
             params,
         )
         targets, states = _placed((targets, states), mesh)
-    compiled = batching.batch_step(config, tx, loss).lower(params, targets, images, states)
+    compiled = batching.batch_step(config, tx, loss).lower(params, targets, images, states, 0)
     return compiled.compile().memory_analysis().temp_size_in_bytes / 2**20
 
 

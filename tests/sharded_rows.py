@@ -34,7 +34,7 @@ def step_temp_bytes(params, targets, image, config, mesh, loss=nst_jax.loss_fn) 
     placed = devices.place((params, targets, images, states), mesh)
     if mesh is not None:
         placed = (devices.place(params, mesh, False), *placed[1:])
-    compiled = batching.batch_step(config, tx, loss).lower(*placed).compile()
+    compiled = batching.batch_step(config, tx, loss).lower(*placed, np.int32(0)).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
 
 

@@ -23,6 +23,7 @@ import pytest
 
 import nst_jax
 from nst_jax.core import geometry
+from nst_jax.core.extractors import FeatureSpec
 from nst_jax.run import tiling
 
 from conftest import eight_bit_image, texture_image
@@ -89,10 +90,10 @@ def test_tiled_features_and_grams_equal_untiled_in_float32(params, images):
     config = nst_jax.StyleConfig()
     content, _, x = (jnp.asarray(a) for a in images)
     whole = nst_jax.vgg19_features(params, content, config.content_layers)
-    tiled = tiling.tiled_features(params, content, config.content_layers, "max", TILE)
+    tiled = tiling.tiled_features(params, content, config.content_layers, FeatureSpec(), TILE)
     for layer in config.content_layers:
         assert relative(tiled[layer], whole[layer]) <= 1e-5
-    grams = tiling.tiled_grams(params, x, config.style_layers, "max", TILE)
+    grams = tiling.tiled_grams(params, x, config.style_layers, FeatureSpec(), TILE)
     features = nst_jax.vgg19_features(params, x, config.style_layers)
     for layer in config.style_layers:
         assert relative(grams[layer], nst_jax.losses.gram_matrix(features[layer])) <= 1e-5

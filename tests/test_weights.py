@@ -214,8 +214,8 @@ def test_fetch_refuses_a_wrong_hash_and_leaves_nothing(local_server):
 
 def test_fetch_offline_is_one_line_with_manual_steps(monkeypatch, capsys):
     # Port 9 (discard) on loopback: nothing listens, so the connection is refused at once.
-    monkeypatch.setattr(weights, "OFFICIAL_URL", "http://127.0.0.1:9/vgg19.h5")
-    monkeypatch.setattr(weights.fetch, "__defaults__", (weights.OFFICIAL_URL, weights.OFFICIAL_MD5))
+    offline = weights.NETWORKS["vgg19"]._replace(url="http://127.0.0.1:9/vgg19.h5")
+    monkeypatch.setitem(weights.NETWORKS, "vgg19", offline)
     assert cli.main(["weights", "fetch"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1

@@ -6,7 +6,15 @@ A run's targets are a pytree, computed once before the loop::
 
     {"content": {layer: (h, w, c)},   # the content image's features
      "style":   {layer: (c, c)},      # the style image's Gram matrices (or a blend of several)
-     "weights": {"content", "style", "tv"}}   # the three term weights, as scalars
+     "weights": {"content", "style", "tv"},   # the three term weights, as scalars
+     "key":     PRNG key}             # where a random term draws (optional; see below)
+
+Randomness: a random style term (``sw``) and a custom loss draw from ``targets["key"]``. The
+step replaces it by the key of step ``t``, ``fold_in(key, t)``
+(:func:`nst_jax.core.targets.step_targets`), so each step draws anew and the same step
+draws the same, resumed or not; ``stylize`` gives image ``i`` the key of its seed
+(:func:`nst_jax.core.targets.objective_key`), so an image draws the same in any batch. Any
+other entry (``make_targets(..., extra=)``) reaches a custom loss untouched.
 
 With spatial control (``masks``: K content regions, each paired with a style), ``"style"``
 holds K statistics per layer, ``{layer: (K, c, c)}``, and two entries are added:
@@ -39,9 +47,8 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
-from nst_jax.core import losses, vgg
+from nst_jax.core import extractors, losses
 from nst_jax.core.fields import check_choice, check_finite, refuse_traced, setting
-from nst_jax.core.layers import check_layers
 from nst_jax.core.style_terms import style_term
 
 # The tutorial's layers (https://www.tensorflow.org/tutorials/generative/style_transfer).
@@ -68,16 +75,22 @@ class ObjectiveConfig:
     ``nst_jax.StyleConfig`` holds every field of this config (and of the optimiser's).
     """
 
+    extractor: str = setting(
+        "vgg19",
+        "the network whose features are compared: vgg19 (the tutorial's), vgg16, or one "
+        "registered (nst_jax.register_extractor)",
+        static=True,
+    )
     content_layers: tuple[str, ...] = setting(
         CONTENT_LAYERS,
-        "VGG19 layers whose features the result shares with the content",
+        "the extractor's layers whose features the result shares with the content",
         "layers",
         static=True,
     )
     style_layers: tuple[str, ...] = setting(
         STYLE_LAYERS,
-        "VGG19 layers whose statistics (Gram matrices) the result shares with the style "
-        "(with style_loss mrf, unless given: block3_conv1,block4_conv1)",
+        "the extractor's layers whose statistics (Gram matrices) the result shares with the "
+        "style (with style_loss mrf, unless given: block3_conv1,block4_conv1)",
         "layers",
         static=True,
     )
@@ -150,7 +163,7 @@ class ObjectiveConfig:
         """Raise ``ValueError`` with one line naming the first bad setting of the objective."""
         if not self.content_layers or not self.style_layers:
             raise ValueError("content_layers and style_layers must each name at least one layer")
-        check_layers(self.content_layers + self.style_layers)
+        extractors.check_layers(self.extractor, self.content_layers + self.style_layers)
         for layers, field in (
             ("content_layers", "content_layer_weights"),
             ("style_layers", "style_layer_weights"),
@@ -161,6 +174,10 @@ class ObjectiveConfig:
                     f"{field} has {len(weights)} values for {len(getattr(self, layers))} {layers}"
                 )
         check_choice("pooling", self.pooling, POOLINGS)
+        if self.pooling != "max" and not extractors.has_known_fields(self.extractor):
+            raise ValueError(
+                f"pooling avg replaces VGG's pools; extractor {self.extractor} pools itself"
+            )
         style_term(self.style_loss)  # registered, by name
         for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
             check_finite(field, getattr(self, field) or ())
@@ -242,16 +259,18 @@ def loss_fn(
     """The total loss of one image and its three weighted terms. Pure; differentiable in ``x``.
 
     Args:
-      params: VGG19 params (direct or :func:`nst_jax.prepare_params`'d: Winograd on CPU).
+      params: the extractor's params (VGG19's by default, direct or
+        :func:`nst_jax.prepare_params`'d: Winograd on CPU).
       x: ``(H, W, 3)`` float RGB image, the one being optimised.
-      targets: from :func:`nst_jax.make_targets` (term weights included).
-      config: an :class:`ObjectiveConfig` or a ``nst_jax.StyleConfig``: layers, per-layer
-        weights, pooling and ``remat`` (static under ``jax.jit``).
+      targets: from :func:`nst_jax.make_targets` (term weights included; with ``"key"``,
+        the PRNG key of this step, which a random style term draws from).
+      config: an :class:`ObjectiveConfig` or a ``nst_jax.StyleConfig``: extractor, layers,
+        per-layer weights, pooling and ``remat`` (static under ``jax.jit``).
 
     Returns:
       ``(loss, {"content", "style", "tv"})``, scalars; ``loss`` is their sum.
     """
-    features = vgg.image_features(params, x, used_layers(config), config.pooling, config.remat)
+    features = extractors.extract(params, x, used_layers(config), config)
     weights = targets["weights"]
     content_weights = _layer_weights(config.content_layers, config.content_layer_weights)
     style_weights = _layer_weights(config.style_layers, config.style_layer_weights)
@@ -270,13 +289,24 @@ def loss_fn(
     else:
         term = style_term(config.style_loss)
         stats = {name: term.statistic(f) for name, f in style.items()}
-        style_value = term.loss(stats, targets["style"], weights["style"], style_weights)
+        extra = {"key": _key(targets, config)} if term.random else {}
+        style_value = term.loss(stats, targets["style"], weights["style"], style_weights, **extra)
     terms = {
         "content": content_term,
         "style": style_value,
         "tv": losses.total_variation_loss(x, weights["tv"]),
     }
     return terms["style"] + terms["content"] + terms["tv"], terms
+
+
+def _key(targets: Targets, config: ObjectiveConfig) -> jax.Array:
+    """The targets' PRNG key, for a random style term."""
+    if "key" not in targets:
+        raise ValueError(
+            f'style_loss {config.style_loss} draws at random: its targets need a "key" '
+            "(make_targets(..., key=...), or a config with a seed)"
+        )
+    return targets["key"]
 
 
 def _term_features(features, layers, layer_weights, weight, normalize: bool):

@@ -25,6 +25,7 @@ from nst_jax.core.optim import (
     update_average,
     watch_loss,
 )
+from nst_jax.core.targets import step_targets
 
 StepFn = Callable[..., tuple]
 
@@ -73,7 +74,8 @@ def optimizer_kind(config) -> str:
 
 
 def _gradient_step(config: ObjectiveConfig, tx: optax.GradientTransformation, loss: Callable):
-    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
+    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState, t=0):
+        targets = step_targets(targets, t)
         (value, terms), grad = jax.value_and_grad(loss, argnums=1, has_aux=True)(
             params, x, targets, config
         )
@@ -92,7 +94,9 @@ def _lbfgs_step(config: ObjectiveConfig, tx: optax.GradientTransformation, loss:
     returns totals only, so the step's terms are NaN; ``stylize`` evaluates them per chunk.
     """
 
-    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState):
+    def step(params: Params, targets: Targets, x: jax.Array, opt_state: optax.OptState, t=0):
+        targets = step_targets(targets, t)
+
         def value_fn(y):
             return loss(params, jnp.clip(y, 0.0, 1.0), targets, config)[0]
 
@@ -117,7 +121,7 @@ def make_step_fn(
     ``loss`` is given the objective's part of ``config`` (:func:`loss_config`).
 
     Returns:
-      ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms)``, as
+      ``step(params, targets, x, opt_state, t=0) -> (x, opt_state, loss, terms)``, as
       :func:`make_step`'s. ``config.optimizer == "lbfgs"`` selects the L-BFGS form, which
       passes ``value``, ``grad`` and ``value_fn`` to ``tx.update``.
     """
@@ -161,9 +165,11 @@ def make_step(
       loss: the objective, :func:`nst_jax.loss_fn` or one with its signature.
 
     Returns:
-      ``step(params, targets, x, opt_state) -> (x, opt_state, loss, terms)``: ``x`` ``(H, W,
-      3)`` updated and clipped to [0, 1]; ``loss`` and ``terms`` (the loss's, ``content``,
-      ``style``, ``tv`` for ``loss_fn``) those of the ``x`` passed in. The same arguments
+      ``step(params, targets, x, opt_state, t=0) -> (x, opt_state, loss, terms)``: ``x``
+      ``(H, W, 3)`` updated and clipped to [0, 1]; ``loss`` and ``terms`` (the loss's,
+      ``content``, ``style``, ``tv`` for ``loss_fn``) those of the ``x`` passed in. ``t`` is
+      the step's index: with a ``"key"`` in the targets, the loss draws from
+      ``fold_in(key, t)`` (:func:`nst_jax.core.targets.step_targets`). The same arguments
       return the same compiled function.
     """
     return _jitted_step(loss_config(config), optimizer_kind(config), tx, donate, loss)

@@ -9,7 +9,10 @@ built-in ones):
   the loss from the features of the one VGG pass every term shares;
 - ``loss(statistics, targets, weight, layer_weights)``: the weighted term over the style
   layers, ``{layer: statistic}`` against ``{layer: target}``, as
-  :func:`nst_jax.core.losses.style_loss` is.
+  :func:`nst_jax.core.losses.style_loss` is. A ``random`` term's loss also takes ``key``,
+  the PRNG key of the step (a new one every step, the same on every evaluation within it:
+  :func:`nst_jax.core.targets.step_targets`), as the sliced Wasserstein loss's projections
+  need.
 
 ``StyleConfig(style_loss=name)`` chooses one by name; :func:`register_style_term` adds one,
 so a new style loss is one entry, not a new loss function.
@@ -20,7 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from nst_jax.core import losses
+from nst_jax.core import losses, sorts
+
+
+def _features(features: Any) -> Any:
+    """The image's features themselves: the terms that compare whole distributions."""
+    return features
 
 
 class StyleTerm(NamedTuple):
@@ -32,19 +40,24 @@ class StyleTerm(NamedTuple):
       loss: ``(statistics, targets, weight, layer_weights) -> scalar``, over the layers.
       min_side: the fewest positions a style layer's map needs on each side (a term that
         compares 3x3 patches needs 3).
+      random: whether ``loss`` takes the step's PRNG ``key`` (keyword).
     """
 
     target: Callable[[Any], Any]
     statistic: Callable[[Any], Any]
     loss: Callable[..., Any]
     min_side: int = 1
+    random: bool = False
 
 
 _TERMS: dict[str, StyleTerm] = {
     "gram": StyleTerm(losses.gram_matrix, losses.gram_matrix, losses.style_loss),
     "mean_std": StyleTerm(losses.feature_moments, losses.feature_moments, losses.mean_std_loss),
     "w2": StyleTerm(losses.w2_target, losses.gaussian_stats, losses.w2_loss),
-    "mrf": StyleTerm(losses.mrf_target, lambda features: features, losses.mrf_loss, 3),
+    "mrf": StyleTerm(losses.mrf_target, _features, losses.mrf_loss, 3),
+    "sw": StyleTerm(sorts.flat_features, _features, sorts.sw_loss, random=True),
+    "efdm": StyleTerm(sorts.sorted_features, _features, sorts.efdm_loss),
+    "moments": StyleTerm(sorts.sigmoid_moments, sorts.sigmoid_moments, sorts.moments_loss),
 }
 BUILT_IN: tuple[str, ...] = tuple(_TERMS)
 
@@ -62,12 +75,25 @@ def register_style_term(name: str, term: StyleTerm) -> None:
         raise ValueError(f"style term {name!r} is built in; register yours under another name")
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"a style term's name is an identifier, got {name!r}")
-    term = StyleTerm(*term)
-    if not all(callable(part) for part in term[:3]) or int(term.min_side) < 1:
-        raise ValueError(f"style term {name!r}: target, statistic and loss must be callables")
+    try:
+        term = StyleTerm(*term)
+        term = term._replace(min_side=_integer(term.min_side), random=bool(term.random))
+    except (TypeError, ValueError):
+        raise ValueError(f"style term {name!r}: expected a StyleTerm, got {term!r}") from None
+    if not all(callable(part) for part in term[:3]) or term.min_side < 1:
+        raise ValueError(
+            f"style term {name!r}: target, statistic and loss must be callables, "
+            "min_side a positive integer"
+        )
     if name in _TERMS and _TERMS[name] != term:
         raise ValueError(f"style term {name!r} is registered already, as another term")
     _TERMS[name] = term
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value:
+        raise ValueError(value)
+    return int(value)
 
 
 def style_term(name: str) -> StyleTerm:

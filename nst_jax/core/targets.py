@@ -15,8 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from nst_jax.core import geometry, losses, vgg
-from nst_jax.core.layers import LAYERS
+from nst_jax.core import extractors, geometry, losses, vgg
+from nst_jax.core.extractors import FeatureSpec, feature_spec
 from nst_jax.core.objective import (
     WEIGHT_FIELDS,
     ObjectiveConfig,
@@ -66,7 +66,11 @@ def min_side(config: ObjectiveConfig, style: bool = False) -> int:
     style layers only."""
     layers = config.style_layers if style else used_layers(config)
     patch = style_term(config.style_loss).min_side
-    return max(geometry.smallest_side(layers), patch * geometry.smallest_side(config.style_layers))
+    if not extractors.has_known_fields(config.extractor):
+        return patch  # an own extractor's maps are checked as they come (extractors.extract)
+    network = extractors.network(config.extractor)
+    smallest = geometry.smallest_side(config.style_layers, network)
+    return max(geometry.smallest_side(layers, network), patch * smallest)
 
 
 def check_size(config: ObjectiveConfig, shape: Sequence[int], what: str = "image", style=False):
@@ -80,9 +84,11 @@ def check_size(config: ObjectiveConfig, shape: Sequence[int], what: str = "image
         )
 
 
-@functools.partial(jax.jit, static_argnames=("layers", "pooling", "statistic"))
-def _features(params: Params, image: jax.Array, layers: tuple[str, ...], pooling: str, statistic):
-    features = vgg.image_features(params, image, layers, pooling)
+@functools.partial(jax.jit, static_argnames=("layers", "spec", "statistic"))
+def _features(
+    params: Params, image: jax.Array, layers: tuple[str, ...], spec: FeatureSpec, statistic
+):
+    features = extractors.extract(params, image, layers, spec._replace(remat=False))
     if statistic is None:
         return features
     target = style_term(statistic).target
@@ -94,7 +100,8 @@ def style_targets(params: Params, style: jax.Array, config: ObjectiveConfig) -> 
     (jitted): ``(c, c)`` Gram matrices for the tutorial's loss."""
     style = jnp.asarray(style)
     check_size(config, style.shape, "style", style=True)
-    return _features(params, style, config.style_layers, config.pooling, config.style_loss)
+    extractors.check_params(config.extractor, params, config.style_layers)  # here, not traced
+    return _features(params, style, config.style_layers, feature_spec(config), config.style_loss)
 
 
 def content_features(
@@ -103,7 +110,8 @@ def content_features(
     """``{layer: (h, w, c)}`` features of one ``(H, W, 3)`` content image (jitted)."""
     content = jnp.asarray(content)
     check_size(config, content.shape, "content")
-    return _features(params, content, config.content_layers, config.pooling, None)
+    extractors.check_params(config.extractor, params, config.content_layers)
+    return _features(params, content, config.content_layers, feature_spec(config), None)
 
 
 def resize_masks(masks: jax.Array, height: int, width: int) -> jax.Array:
@@ -116,14 +124,17 @@ def resize_masks(masks: jax.Array, height: int, width: int) -> jax.Array:
     return jnp.clip(jax.image.resize(masks, shape, method="linear", antialias=True), 0.0, 1.0)
 
 
-def layer_masks(masks: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+def layer_masks(
+    masks: jax.Array, layers: Sequence[str], extractor: str = "vgg19"
+) -> dict[str, jax.Array]:
     """``{layer: (K, h, w)}``: ``(K, H, W)`` image-sized masks downsampled to each layer's
     resolution by 2x2 average pooling at each of the network's pools (Gatys et al. 2017
     downsample their guidance channels to each layer; pooling as the network does gives
     exactly the layer's size, odd sides included)."""
+    network = extractors.network(extractor, "a masked run")
     pooled, out, done = masks[..., None], {}, 0
-    for name in sorted(set(layers), key=LAYERS.index):
-        for _ in range(geometry.pools_before((name,)) - done):
+    for name in sorted(set(layers), key=network.index):
+        for _ in range(geometry.pools_before((name,), network) - done):
             pooled = vgg.pool_2x2(pooled, "avg")
             done += 1
         out[name] = pooled[..., 0]
@@ -135,16 +146,17 @@ def check_masks(config: ObjectiveConfig, masks: jax.Array, n_styles: int) -> Non
     reason = config.unmaskable()
     if reason is not None:
         raise ValueError(reason)
+    extractors.network(config.extractor, "a masked run")
     if masks.ndim != 3:
         raise ValueError(f"masks: expected (K, H, W), got shape {tuple(masks.shape)}")
     if masks.shape[0] != n_styles:
         raise ValueError(f"got {masks.shape[0]} masks for {n_styles} styles; give one each")
 
 
-@functools.partial(jax.jit, static_argnames=("layers", "pooling"))
-def _guided_style(params: Params, style, mask, layers: tuple[str, ...], pooling: str):
-    features = vgg.image_features(params, style, layers, pooling)
-    masks = layer_masks(mask[None], layers)
+@functools.partial(jax.jit, static_argnames=("layers", "spec"))
+def _guided_style(params: Params, style, mask, layers: tuple[str, ...], spec: FeatureSpec):
+    features = extractors.extract(params, style, layers, spec._replace(remat=False))
+    masks = layer_masks(mask[None], layers, spec.extractor)
     return {name: losses.guided_gram(f, masks[name][0]) for name, f in features.items()}
 
 
@@ -158,7 +170,7 @@ def masked_style_targets(
     style = jnp.asarray(style)
     check_size(config, style.shape, "style", style=True)
     mask = resize_masks(jnp.asarray(mask, style.dtype)[None], *style.shape[:2])[0]
-    return _guided_style(params, style, mask, config.style_layers, config.pooling)
+    return _guided_style(params, style, mask, config.style_layers, feature_spec(config))
 
 
 def blend_grams(grams: Sequence[Mapping[str, jax.Array]], weights: Sequence[float] | None):
@@ -188,6 +200,27 @@ def term_weights(config: ObjectiveConfig, dtype=jnp.float32) -> dict[str, jax.Ar
     }
 
 
+RESERVED = ("content", "style", "weights", "masks", "key")
+# The stream of a seed the objective draws from; the seed's key itself draws the noise that
+# a run may start from (nst_jax.run.inputs.initial_images).
+OBJECTIVE_STREAM = 1
+
+
+def objective_key(seed: int) -> jax.Array:
+    """The PRNG key an image's objective draws from, for ``seed``: stream 1 of
+    ``jax.random.key(seed)`` (the key itself draws a noise start)."""
+    return jax.random.fold_in(jax.random.key(seed), OBJECTIVE_STREAM)
+
+
+def step_targets(targets: Mapping[str, Any], t: int | jax.Array) -> Mapping[str, Any]:
+    """``targets`` as the loss of step ``t`` sees them: ``"key"`` replaced by
+    ``fold_in(key, t)``, so every step draws anew and step ``t`` draws the same whenever it
+    runs (resumed, in any batch); unchanged without a key."""
+    if "key" not in targets:
+        return targets
+    return {**targets, "key": jax.random.fold_in(targets["key"], t)}
+
+
 def make_targets(
     params: Params,
     content: jax.Array,
@@ -196,27 +229,35 @@ def make_targets(
     *,
     masks: jax.Array | None = None,
     style_masks: Sequence[jax.Array | None] | None = None,
+    key: jax.Array | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict:
     """Targets of one image: the content's features, the style's Grams, the term weights.
 
     Args:
-      params: VGG19 params (``nst_jax.load_vgg19``), direct or :func:`nst_jax.prepare_params`'d.
+      params: the extractor's params (VGG19's by default: ``nst_jax.load_vgg19``), direct or
+        :func:`nst_jax.prepare_params`'d.
       content: ``(H, W, 3)`` float RGB in [0, 1].
       style: ``(h, w, 3)`` float RGB in [0, 1] (any size: Grams do not depend on it); with
         ``config.style_blend`` the K styles to blend; with ``masks`` the K styles of the
         regions.
-      config: layers, pooling, term weights, blend, ``style_weights`` (single values, not a
-        sweep).
+      config: extractor, layers, pooling, term weights, blend, ``style_weights`` (single
+        values, not a sweep).
       masks: ``(K, H, W)`` content regions in [0, 1], the k-th styled like the k-th style
         (resized to the content's size if drawn at another); ``config.style_weights`` weight
         the regions. Pixels outside every region keep the content. Gram loss only.
       style_masks: with ``masks``, K entries: ``(h', w')`` the region of that style image
         whose Grams are matched (resized to the style's size), or ``None`` for all of it.
+      key: a PRNG key for a random style term or a custom loss (``targets["key"]``; the step
+        folds in its index: :func:`step_targets`). Default: none, except for a random style
+        term, which gets :func:`objective_key` of ``config.seed`` (0 without one).
+      extra: more entries for a custom loss, passed untouched (not the names above).
 
     Returns:
       ``{"content": {layer: (h, w, c)}, "style": {layer: statistic}, "weights": {...}}``;
       the statistic is ``config.style_loss``'s: ``(c, c)`` Grams for the tutorial's. With
-      masks, ``(K, c, c)`` Grams and ``"masks"`` (see the module's docstring).
+      masks, ``(K, c, c)`` Grams and ``"masks"`` (see the module's docstring); ``"key"``
+      and the ``extra`` entries where given.
     """
     content = check_image(content, "content")
     style = (
@@ -224,28 +265,65 @@ def make_targets(
         if masks is not None or (config.style_blend is not None)
         else check_image(style, "style")
     )
+    extra = checked_extra(extra)
     weights = term_weights(config, content.dtype)
     targets = {"content": content_features(params, content, config), "weights": weights}
     if masks is not None:
-        styles = list(style)
-        masks = jnp.asarray(masks, content.dtype)
-        check_masks(config, masks, len(styles))
-        masks = resize_masks(masks, *content.shape[:2])
-        style_masks = list(style_masks) if style_masks is not None else [None] * len(styles)
-        grams = [
-            masked_style_targets(params, s, config, m)
-            for s, m in zip(styles, style_masks, strict=True)
-        ]
-        regions = config.style_weights or (1.0,) * len(styles)
-        return {
-            **targets,
-            "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
-            "masks": layer_masks(masks, config.style_layers),
-            "weights": {**weights, "regions": jnp.asarray(regions, content.dtype)},
-        }
-    styles = list(style) if config.style_blend is not None else [style]
-    grams = blend_grams([style_targets(params, s, config) for s in styles], config.style_blend)
-    if config.style_weights is not None:
-        (own,) = config.style_weights  # one style: its own weight multiplies the term's
-        weights = {**weights, "style": weights["style"] * own}
-    return {**targets, "style": grams, "weights": weights}
+        targets = _masked(params, targets, content, style, config, masks, style_masks)
+    else:
+        styles = list(style) if config.style_blend is not None else [style]
+        grams = blend_grams([style_targets(params, s, config) for s in styles], config.style_blend)
+        if config.style_weights is not None:
+            (own,) = config.style_weights  # one style: its own weight multiplies the term's
+            weights = {**weights, "style": weights["style"] * own}
+        targets = {**targets, "style": grams, "weights": weights}
+    if key is None and style_term(config.style_loss).random:
+        seed = getattr(config, "seed", 0)
+        if isinstance(seed, tuple):
+            raise ValueError("config sweeps seed: make each image's targets with its own key")
+        key = objective_key(seed)
+    return {**targets, **({} if key is None else {"key": checked_key(key)}), **extra}
+
+
+def _masked(params, targets, content, styles, config, masks, style_masks) -> dict:
+    """:func:`make_targets`' entries of a masked run."""
+    styles = list(styles)
+    masks = jnp.asarray(masks, content.dtype)
+    check_masks(config, masks, len(styles))
+    masks = resize_masks(masks, *content.shape[:2])
+    style_masks = list(style_masks) if style_masks is not None else [None] * len(styles)
+    grams = [
+        masked_style_targets(params, s, config, m) for s, m in zip(styles, style_masks, strict=True)
+    ]
+    regions = config.style_weights or (1.0,) * len(styles)
+    weights = targets["weights"]
+    return {
+        **targets,
+        "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
+        "masks": layer_masks(masks, config.style_layers, config.extractor),
+        "weights": {**weights, "regions": jnp.asarray(regions, content.dtype)},
+    }
+
+
+def checked_key(key: Any) -> jax.Array:
+    """``key`` as a typed PRNG key (a raw ``uint32`` key is wrapped), or ``ValueError``."""
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    try:
+        return jax.random.wrap_key_data(jnp.asarray(key, jnp.uint32))
+    except (TypeError, ValueError):
+        raise ValueError(f"key: expected a PRNG key (jax.random.key(seed)), got {key!r}") from None
+
+
+def checked_extra(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``extra`` as a dict whose names are not the targets' own, or ``ValueError``."""
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise ValueError(f"extra: expected a dict of named targets, got {type(extra).__name__}")
+    taken = [name for name in extra if name in RESERVED or not isinstance(name, str)]
+    if taken:
+        raise ValueError(
+            f"extra: {taken[0]!r} is a name of the targets' own ({', '.join(RESERVED)})"
+        )
+    return dict(extra)

@@ -1,7 +1,8 @@
-"""VGG19 feature extractor in Flax, with Keras' "caffe" preprocessing.
+"""The VGG feature extractors (VGG19, VGG16) in Flax, with Keras' "caffe" preprocessing.
 
-The network is the convolutional part of VGG19 ("notop") exactly as Keras builds it, so the
-official Keras weights load without any transposition: kernels are HWIO ``(3, 3, in, out)``,
+A network is the convolutional part of VGG19 or VGG16 ("notop") exactly as Keras builds it,
+given by its blocks (:mod:`nst_jax.core.layers`), so the official Keras weights load without
+any transposition: kernels are HWIO ``(3, 3, in, out)``,
 which is Flax's layout too. Layer names are Keras' names (:mod:`nst_jax.core.layers`) and a
 conv layer's output is its activation *after* ReLU, as in Keras where ``Conv2D`` carries
 ``activation="relu"``.
@@ -17,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nst_jax.core.conv import Conv3x3
-from nst_jax.core.layers import LAYERS, channels, check_layers, deepest
+from nst_jax.core.conv3x3 import Conv3x3
+from nst_jax.core.layers import BLOCKS, Blocks, channels, check_layers, deepest, network_layers
 
 # Keras' ImageNet mean in BGR order ("caffe" mode of keras.applications.imagenet_utils).
 BGR_MEAN = (103.939, 116.779, 123.68)
@@ -90,12 +91,14 @@ class _Block(nn.Module):
     Attributes:
       index: block number, 1 to 5.
       wanted: names of the outputs to return.
-      last: index in ``LAYERS`` of the deepest layer needed; later layers are not computed.
+      last: index in the network's layers of the deepest layer needed; later layers are not
+        computed.
       pooling: ``"max"`` or ``"avg"``.
       crops: ``((layer, (top, bottom, left, right)), ...)``: the part of a layer's output
         kept for the next layer (a tile's window shrinking with depth:
         :func:`nst_jax.core.geometry.plan_window`).
       row_axis: the ``shard_map`` axis the rows are split over, or None (:class:`Conv3x3`).
+      blocks: the network (:mod:`nst_jax.core.layers`).
     """
 
     index: int
@@ -104,19 +107,20 @@ class _Block(nn.Module):
     pooling: str
     crops: tuple = ()
     row_axis: str | None = None
+    blocks: Blocks = BLOCKS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         out = {}
         crops = dict(self.crops)
-        for name in LAYERS[: self.last + 1]:
+        for name in network_layers(self.blocks)[: self.last + 1]:
             if not name.startswith(f"block{self.index}_"):
                 continue
             if name.endswith("_pool"):
                 x = pool_2x2(x, self.pooling)
             else:
                 # Keras' names at the leaves: the params tree is {layer: {kernel, bias}}.
-                x = nn.relu(Conv3x3(channels(name), self.row_axis, name=name)(x))
+                x = nn.relu(Conv3x3(channels(name, self.blocks), self.row_axis, name=name)(x))
             if name in crops:
                 top, bottom, left, right = crops[name]
                 x = x[top:bottom, left:right]
@@ -125,8 +129,9 @@ class _Block(nn.Module):
         return x, out
 
 
-class VGG19(nn.Module):
-    """VGG19 convolutional base for one image (batch it with ``jax.vmap``).
+class VGG(nn.Module):
+    """A VGG convolutional base (VGG19's by default) for one image (batch it with
+    ``jax.vmap``).
 
     Its params are ``{"block1": {"block1_conv1": {kernel, bias}, ...}, ...}``;
     :func:`image_features` takes the flat ``{layer: {kernel, bias}}`` tree and nests it.
@@ -138,31 +143,37 @@ class VGG19(nn.Module):
         smoother gradients).
       crops: per layer, the part of its output kept (see ``_Block``); none by default.
       row_axis: the ``shard_map`` axis ``x``'s rows are split over, or None (one device).
+      blocks: the network: ``layers.VGG19_BLOCKS`` or ``layers.VGG16_BLOCKS``.
     """
 
     layers: Sequence[str]
     pooling: str = "max"
     crops: tuple = ()
     row_axis: str | None = None
+    blocks: Blocks = BLOCKS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
         """Map a preprocessed ``(H, W, 3)`` BGR image to ``{layer: (h, w, c)}``."""
         out = {}
-        for block in _blocks(self.layers, self.pooling, self.crops, self.row_axis):
+        for block in _blocks(self.layers, self.pooling, self.crops, self.row_axis, self.blocks):
             x, found = block(x)
             out.update(found)
         return out
 
 
 def _blocks(
-    layers: Sequence[str], pooling: str, crops: tuple = (), row_axis: str | None = None
+    layers: Sequence[str],
+    pooling: str,
+    crops: tuple = (),
+    row_axis: str | None = None,
+    blocks: Blocks = BLOCKS,
 ) -> list[_Block]:
     """The blocks that compute ``layers``, in order (named ``block1`` ...)."""
-    last = deepest(layers)
-    count = int(LAYERS[last][len("block")])
+    last = deepest(layers, blocks)
+    count = int(network_layers(blocks)[last][len("block")])
     return [
-        _Block(i, tuple(layers), last, pooling, crops, row_axis, name=f"block{i}")
+        _Block(i, tuple(layers), last, pooling, crops, row_axis, blocks, name=f"block{i}")
         for i in range(1, count + 1)
     ]
 
@@ -184,13 +195,15 @@ def image_features(
     remat: bool = False,
     crops: tuple = (),
     row_axis: str | None = None,
+    blocks: Blocks = BLOCKS,
 ) -> dict[str, jax.Array]:
     """Features of one RGB image.
 
     Args:
-      params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19``.
+      params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19`` (or
+        ``load_vgg16`` for VGG16's ``blocks``).
       image: ``(H, W, 3)`` float RGB in [0, 1].
-      layers: names of the layers to return (see ``LAYERS``).
+      layers: names of the layers to return (see ``nst_jax.LAYERS``).
       pooling: ``"max"`` or ``"avg"``.
       remat: under differentiation, keep only each block's input and recompute the block's
         activations during the backward pass (``jax.checkpoint`` per block), at the cost of
@@ -204,6 +217,7 @@ def image_features(
         device passes its rows (a multiple of the layers' pooling grid) and gets its rows of
         every map, the convolutions' borders exchanged with its neighbours
         (:mod:`nst_jax.run.rows`).
+      blocks: the network: ``layers.VGG19_BLOCKS`` (default) or ``layers.VGG16_BLOCKS``.
 
     Returns:
       ``{layer: (h, w, c)}`` activations; conv outputs are after ReLU.
@@ -213,9 +227,9 @@ def image_features(
     nested = nest_params(params)
     x = preprocess(image)
     if not remat:
-        return VGG19(tuple(layers), pooling, crops, row_axis).apply({"params": nested}, x)
+        return VGG(tuple(layers), pooling, crops, row_axis, blocks).apply({"params": nested}, x)
     out = {}
-    for block in _blocks(layers, pooling, crops, row_axis):
+    for block in _blocks(layers, pooling, crops, row_axis, blocks):
         apply = jax.checkpoint(lambda p, x, block=block: block.apply({"params": p}, x))
         x, found = apply(nested[block.name], x)
         out.update(found)
@@ -231,7 +245,7 @@ def vgg19_features(
       params: ``{layer: {"kernel", "bias"}}`` as returned by ``nst_jax.load_vgg19`` (or
         :func:`nst_jax.core.conv.prepare_params`'d).
       images: ``(H, W, 3)`` or ``(N, H, W, 3)`` float RGB in [0, 1].
-      layers: names of the layers to return (see ``LAYERS``).
+      layers: names of the layers to return (see ``nst_jax.LAYERS``).
       pooling: ``"max"`` or ``"avg"``.
 
     Returns:

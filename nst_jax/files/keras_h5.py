@@ -1,10 +1,11 @@
 """The official weights file's format: legacy Keras HDF5, read by following its attributes.
 
-Keras' ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` is read by following its
-attributes, never by guessing dataset names: the root attribute ``layer_names`` (possibly
-split into ``layer_names0``, ``layer_names1``, ...) lists one group per layer, and each
-group's ``weight_names`` lists its datasets in order (kernel, bias). The official file names
-them ``block1_conv1_W_1:0``; newer Keras writes ``block1_conv1/kernel:0``.
+Keras' ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5`` (and VGG16's) is read by
+following its attributes, never by guessing dataset names: the root attribute
+``layer_names`` (possibly split into ``layer_names0``, ``layer_names1``, ...) lists one group
+per layer, and each group's ``weight_names`` lists its datasets in order (kernel, bias).
+The official file names them ``block1_conv1_W_1:0``; newer Keras writes
+``block1_conv1/kernel:0``.
 
 Tests and benchmarks write files in the same layout, with random values
 (:func:`random_params`), so the loading code they exercise is the one users run.
@@ -20,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nst_jax.core.layers import CONV_LAYERS, LAYERS, conv_shapes
+from nst_jax.core.layers import BLOCKS, Blocks, conv_layers, conv_shapes, network_layers
 from nst_jax.errors import WeightsError
 
 NumpyParams = dict[str, dict[str, np.ndarray]]
@@ -53,7 +54,8 @@ def _open_h5(path: Path) -> Iterator[h5py.File]:
 
 
 def read_keras_h5(path: str | os.PathLike) -> NumpyParams:
-    """Read VGG19 conv params from a Keras HDF5 weights file (official or newer naming).
+    """Read the conv params of a VGG network from a Keras HDF5 weights file (official or
+    newer naming): every listed layer named ``blockB_convC``.
 
     Args:
       path: the ``.h5`` file.
@@ -75,7 +77,7 @@ def read_keras_h5(path: str | os.PathLike) -> NumpyParams:
             raise WeightsError(f"{path}: no 'layer_names' attribute; not a Keras weights file")
         raw = {}
         for layer in layer_names:
-            if layer not in CONV_LAYERS:
+            if not _is_conv_name(layer):
                 continue  # input and pooling layers carry no weights
             if layer not in root:
                 raise WeightsError(f"{path}: layer {layer} is listed but has no group")
@@ -92,7 +94,16 @@ def read_keras_h5(path: str | os.PathLike) -> NumpyParams:
     return raw
 
 
-def write_keras_h5(params: Mapping, path: str | os.PathLike, naming: str = "official") -> None:
+def _is_conv_name(layer: str) -> bool:
+    block, _, conv = layer.partition("_")
+    return (
+        block[:5] == "block" and block[5:].isdigit() and conv[:4] == "conv" and conv[4:].isdigit()
+    )
+
+
+def write_keras_h5(
+    params: Mapping, path: str | os.PathLike, naming: str = "official", blocks: Blocks = BLOCKS
+) -> None:
     """Write params in the legacy Keras HDF5 layout, as the official file has it.
 
     For tests and benchmarks: ``scripts/make_test_weights.py`` uses it to build files that the
@@ -103,18 +114,20 @@ def write_keras_h5(params: Mapping, path: str | os.PathLike, naming: str = "offi
       path: where to write.
       naming: ``"official"`` (``block1_conv1_W_1:0``, datasets directly in the layer group) or
         ``"keras2"`` (``block1_conv1/kernel:0``, in a nested group, as newer Keras writes).
+      blocks: the network (VGG19's by default; ``layers.VGG16_BLOCKS``).
     """
     if naming not in ("official", "keras2"):
         raise ValueError(f"naming must be 'official' or 'keras2', got {naming!r}")
     with h5py.File(path, "w") as f:
         # Fixed-length byte strings, as Keras' save_attributes_to_hdf5_group writes them.
-        f.attrs["layer_names"] = np.array([n.encode() for n in ("input_1",) + LAYERS], "S")
+        every = network_layers(blocks)
+        f.attrs["layer_names"] = np.array([n.encode() for n in ("input_1",) + every], "S")
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = b"2.2.4" if naming == "official" else b"2.15.0"
         f.create_group("input_1").attrs["weight_names"] = np.array([], dtype="S1")
-        for layer in LAYERS:
+        for layer in every:
             group = f.create_group(layer)
-            if layer not in CONV_LAYERS:
+            if layer not in conv_layers(blocks):
                 group.attrs["weight_names"] = np.array([], dtype="S1")
                 continue
             if naming == "official":
@@ -126,8 +139,9 @@ def write_keras_h5(params: Mapping, path: str | os.PathLike, naming: str = "offi
                 group.create_dataset(name, data=np.asarray(params[layer][key], np.float32))
 
 
-def random_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """Random VGG19 params with He-normal kernels, for tests and benchmarks.
+def random_params(seed: int = 0, blocks: Blocks = BLOCKS) -> dict[str, dict[str, np.ndarray]]:
+    """Random VGG params (VGG19's by default) with He-normal kernels, for tests and
+    benchmarks.
 
     He scaling keeps activations of a similar size through all 16 ReLU layers, so tests exercise
     realistic magnitudes instead of values that vanish or overflow.
@@ -137,7 +151,7 @@ def random_params(seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """
     rng = np.random.default_rng(seed)
     params = {}
-    for name, (kernel_shape, bias_shape) in conv_shapes().items():
+    for name, (kernel_shape, bias_shape) in conv_shapes(blocks).items():
         fan_in = kernel_shape[0] * kernel_shape[1] * kernel_shape[2]
         kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), kernel_shape).astype(np.float32)
         bias = rng.normal(0.0, 0.1, bias_shape).astype(np.float32)

@@ -20,6 +20,7 @@ from nst_jax.core.fields import program_key
 from nst_jax.core.objective import loss_fn
 from nst_jax.core.optim import WRAPPERS
 from nst_jax.core.step import make_step_fn, step_evaluations
+from nst_jax.core.targets import step_targets
 
 
 def resolve_loop(loop: str) -> str:
@@ -65,10 +66,11 @@ def over_batch(config: StyleConfig, per_image: Callable) -> Callable:
 def batch_step(
     config: StyleConfig, tx: optax.GradientTransformation, loss: Callable = loss_fn
 ) -> Callable:
-    """Jitted ``(params, targets, images, states) -> (images, states, loss, terms,
-    evaluations)`` of a batch, each output with a leading batch axis; images and states are
-    donated. Configs that differ only in traced values share the compiled function.
-    ``loss``: as :func:`nst_jax.make_step_fn`'s."""
+    """Jitted ``(params, targets, images, states, t) -> (images, states, loss, terms,
+    evaluations)`` of a batch at step ``t`` (every image's, from 0 over the run's scales),
+    each output with a leading batch axis; images and states are donated. Configs that
+    differ only in traced values share the compiled function. ``loss``: as
+    :func:`nst_jax.make_step_fn`'s."""
     return _batch_step(program_key(config), tx, loss)
 
 
@@ -77,8 +79,8 @@ def counted_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Ca
     made (:func:`nst_jax.core.step.step_evaluations`)."""
     step = make_step_fn(config, tx, loss)
 
-    def counted(params, targets, x, state):
-        x, new_state, value, terms = step(params, targets, x, state)
+    def counted(params, targets, x, state, t=0):
+        x, new_state, value, terms = step(params, targets, x, state, t)
         return x, new_state, value, terms, step_evaluations(config, state, new_state)
 
     return counted
@@ -88,8 +90,8 @@ def counted_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Ca
 def _batch_step(config: StyleConfig, tx: optax.GradientTransformation, loss: Callable) -> Callable:
     step = counted_step(config, tx, loss)
 
-    def batched_step(params, targets, images, states):
-        per_image = lambda t, x, s: step(params, t, x, s)  # noqa: E731
+    def batched_step(params, targets, images, states, t):
+        per_image = lambda tg, x, s: step(params, tg, x, s, t)  # noqa: E731
         return over_batch(config, per_image)(targets, images, states)
 
     return jax.jit(batched_step, donate_argnums=(2, 3))
@@ -100,10 +102,12 @@ def batch_chunk(
 ) -> Callable:
     """Up to ``config.steps_per_call`` steps of a batch in one compiled ``fori_loop``.
 
-    ``n_steps`` is traced, so a shorter last chunk reuses the program. Returns ``(images,
-    states, history, terms, evaluations, before)``: ``history`` ``(N, steps_per_call)`` holds
-    the loss before each step (zero from ``n_steps`` on), ``terms`` those before the last
-    step; ``before`` is the image before the last step (L-BFGS's terms need it; else None).
+    Called as ``chunk(params, targets, images, states, n_steps, t)``, ``t`` the index of
+    its first step. ``n_steps`` is traced, so a shorter last chunk reuses the program.
+    Returns ``(images, states, history, terms, evaluations, before)``: ``history``
+    ``(N, steps_per_call)`` holds the loss before each step (zero from ``n_steps`` on),
+    ``terms`` those before the last step; ``before`` is the image before the last step
+    (L-BFGS's terms need it; else None).
     """
     return _batch_chunk(program_key(config), tx, loss)
 
@@ -113,12 +117,12 @@ def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation, loss: Ca
     step = counted_step(config, tx, loss)
     keep_before = config.optimizer == "lbfgs"
 
-    def per_image(params, targets, x, state, n_steps):
-        shapes = jax.eval_shape(lambda: step(params, targets, x, state)[3])
+    def per_image(params, targets, x, state, n_steps, t):
+        shapes = jax.eval_shape(lambda: step(params, targets, x, state, t)[3])
 
         def body(i, carry):
             x, state, history, _, evaluations, _ = carry
-            new, state, loss, terms, used = step(params, targets, x, state)
+            new, state, loss, terms, used = step(params, targets, x, state, t + i)
             before = x if keep_before else None
             return new, state, history.at[i].set(loss), terms, evaluations + used, before
 
@@ -132,24 +136,24 @@ def _batch_chunk(config: StyleConfig, tx: optax.GradientTransformation, loss: Ca
         )
         return jax.lax.fori_loop(0, n_steps, body, carry)
 
-    def batched_chunk(params, targets, images, states, n_steps):
-        one = lambda t, x, s: per_image(params, t, x, s, n_steps)  # noqa: E731
+    def batched_chunk(params, targets, images, states, n_steps, t):
+        one = lambda tg, x, s: per_image(params, tg, x, s, n_steps, t)  # noqa: E731
         return over_batch(config, one)(targets, images, states)
 
     return jax.jit(batched_chunk, donate_argnums=(2, 3))
 
 
 def batch_terms(config: StyleConfig, loss: Callable = loss_fn) -> Callable:
-    """Jitted ``(params, targets, images) -> {term: (N,)}``, a forward pass only (the loss
-    terms of L-BFGS runs, whose line search returns totals)."""
+    """Jitted ``(params, targets, images, t) -> {term: (N,)}``, a forward pass only (the
+    loss terms of L-BFGS runs, whose line search returns totals), as step ``t`` sees it."""
     return _batch_terms(program_key(config), loss)
 
 
 @functools.lru_cache(maxsize=32)
 def _batch_terms(config: StyleConfig, loss: Callable) -> Callable:
 
-    def batched_terms(params, targets, images):
-        per_image = lambda t, x: loss(params, x, t, config)[1]  # noqa: E731
+    def batched_terms(params, targets, images, t):
+        per_image = lambda tg, x: loss(params, x, step_targets(tg, t), config)[1]  # noqa: E731
         if images.shape[0] == 1:  # as over_batch: the per-image program (row_loss's too)
             return jax.tree.map(
                 lambda a: a[None], per_image(*jax.tree.map(lambda a: a[0], (targets, images)))

@@ -16,15 +16,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.config import StyleConfig
+from nst_jax.core.extractors import feature_spec
 from nst_jax.core.objective import WEIGHT_FIELDS, Params
 from nst_jax.core.targets import (
     blend_grams,
     check_image,
     check_masks,
     check_size,
+    checked_extra,
     content_features,
     layer_masks,
     masked_style_targets,
+    objective_key,
     resize_masks,
 )
 from nst_jax.files import image
@@ -43,6 +46,7 @@ class Batch(NamedTuple):
       style_scales: each image's styles' ``style_scale`` (``None``: the config's).
       masks: ``(N, K, H, W)`` each image's K regions, or ``None``.
       style_masks: the K styles' own regions (each ``(h, w)`` or ``None``), or ``None``.
+      extra: more targets for a custom loss, ``{name: (N, ...)}`` (:func:`batch_extra`).
     """
 
     content: jax.Array
@@ -52,6 +56,7 @@ class Batch(NamedTuple):
     style_scales: list[list[float | None]]
     masks: jax.Array | None = None
     style_masks: list[jax.Array | None] | None = None
+    extra: dict | None = None
 
 
 def as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
@@ -61,10 +66,14 @@ def as_batch(name: str, images: jax.Array | np.ndarray) -> jax.Array:
     return images[None] if images.ndim == 3 else images
 
 
-def make_batch(content, style, config: StyleConfig, masks=None, style_masks=None) -> Batch:
+def make_batch(
+    content, style, config: StyleConfig, masks=None, style_masks=None, extra=None
+) -> Batch:
     """Contents as a batch (a single image repeated for a sweep), each image's styles and
-    their scales, and the regions (``masks`` ``(K, H, W)`` shared or ``(N, K, H, W)``)."""
-    single = jnp.ndim(content) == 3 and config.sweep_size is None
+    their scales, the regions (``masks`` ``(K, H, W)`` shared or ``(N, K, H, W)``) and the
+    extra targets (:func:`batch_extra`)."""
+    one_content = jnp.ndim(content) == 3
+    single = one_content and config.sweep_size is None
     content = as_batch("content", content)
     check_size(config, content.shape, "content")
     if config.sweep_size is not None and content.shape[0] == 1:
@@ -87,7 +96,27 @@ def make_batch(content, style, config: StyleConfig, masks=None, style_masks=None
     elif style_masks is not None:
         raise ValueError("style_masks choose a style's region for a content region: give masks")
     run_content, sets = colour_inputs(config, content, sets)
-    return Batch(content, run_content, sets, single, scales, masks, style_masks)
+    extra = batch_extra(extra, n, one_content)
+    return Batch(content, run_content, sets, single, scales, masks, style_masks, extra)
+
+
+def batch_extra(extra, n: int, one_content: bool) -> dict | None:
+    """Extra targets with a leading axis of the batch's ``n`` images: those of one content
+    image (given without that axis) are repeated for each image of its sweep."""
+    if extra is None:
+        return None
+    extra = checked_extra(extra)
+    leaves = jax.tree.map(jnp.asarray, extra)
+    if one_content:
+        return jax.tree.map(lambda a: jnp.broadcast_to(a, (n, *a.shape)), leaves)
+    for name, tree in leaves.items():
+        for leaf in jax.tree.leaves(tree):
+            if leaf.ndim == 0 or leaf.shape[0] != n:
+                raise ValueError(
+                    f"extra_targets[{name!r}]: one entry per image needed, a leading axis of "
+                    f"{n}, got shape {tuple(leaf.shape)}"
+                )
+    return leaves
 
 
 def per_style(config: StyleConfig, field: str, count: int, default) -> list:
@@ -224,7 +253,7 @@ def batch_targets(
     regions = None if batch.masks is None else batch.masks.shape[1]
     if tile is not None:
         per_image = [
-            tiling.tiled_features(params, c, config.content_layers, config.pooling, tile)
+            tiling.tiled_features(params, c, config.content_layers, feature_spec(config), tile)
             for c in content
         ]
         features = jax.tree.map(lambda *f: jnp.stack(f), *per_image)
@@ -234,11 +263,25 @@ def batch_targets(
         "content": features,
         "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
         "weights": batch_weights(config, n, content.dtype, regions),
+        "key": batch_keys(config, n),
+        **(batch.extra or {}),
     }
     if batch.masks is not None:
         masks = jax.vmap(lambda m: resize_masks(m, *shape))(batch.masks)
-        targets["masks"] = jax.vmap(lambda m: layer_masks(m, config.style_layers))(masks)
+        targets["masks"] = jax.vmap(
+            lambda m: layer_masks(m, config.style_layers, config.extractor)
+        )(masks)
     return targets
+
+
+def batch_keys(config: StyleConfig, n: int) -> jax.Array:
+    """``(n,)`` PRNG keys, image ``i``'s :func:`nst_jax.core.targets.objective_key` of its
+    seed (``config.seed``, or its own of a seed per image)."""
+    seeds = config.seed if isinstance(config.seed, tuple) else (config.seed,) * n
+    if len(seeds) != n:
+        raise ValueError(f"seed has {len(seeds)} values for a batch of {n}")
+    keys = {seed: objective_key(seed) for seed in set(seeds)}
+    return jnp.stack([keys[seed] for seed in seeds])
 
 
 def _style_statistics(params, batch: Batch, config: StyleConfig, scale, tile, cache) -> list:
@@ -269,7 +312,7 @@ def _one_style(params, style, mask, config: StyleConfig, tile, cache: StyleCache
     if tile is not None and max(style.shape[:2]) > tile:
         check_size(config, style.shape, "style", style=True)
         compute = lambda: tiling.tiled_grams(  # noqa: E731
-            params, style, config.style_layers, config.pooling, tile
+            params, style, config.style_layers, feature_spec(config), tile
         )
     else:
         compute = lambda: masked_style_targets(params, style, config, mask)  # noqa: E731

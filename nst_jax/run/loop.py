@@ -76,8 +76,8 @@ class Scale(NamedTuple):
     loss: Callable = loss_fn
 
 
-def run_chunk(run: Run, scale: Scale, targets, images, states, k: int):
-    """``k`` steps of the (padded, placed) batch.
+def run_chunk(run: Run, scale: Scale, targets, images, states, k: int, t: int = 0):
+    """``k`` steps of the (padded, placed) batch, the first the run's step ``t`` (from 0).
 
     Returns:
       images, states, ``(N, k)`` total losses, ``{term: (N,)}`` terms before the last step
@@ -89,18 +89,23 @@ def run_chunk(run: Run, scale: Scale, targets, images, states, k: int):
     if batching.resolve_loop(config.loop) == "device":
         chunk = batching.batch_chunk(config, run.tx, scale.loss)
         images, states, history, terms, evaluations, before = chunk(
-            run.step_params, targets, images, states, k
+            run.step_params, targets, images, states, k, np.int32(t)
         )
         totals = np.asarray(history[:, :k])
         if lbfgs:
-            terms = batching.batch_terms(config, scale.loss)(run.step_params, targets, before)
+            last = np.int32(t + k - 1)
+            terms = batching.batch_terms(config, scale.loss)(run.step_params, targets, before, last)
     else:
         step = batching.batch_step(config, run.tx, scale.loss)
         totals, evaluations = [], 0
         for i in range(k):
+            index = np.int32(t + i)
             if i == k - 1 and lbfgs:  # the step donates the image: its terms first
-                before = batching.batch_terms(config, scale.loss)(run.step_params, targets, images)
-            images, states, loss, terms, used = step(run.step_params, targets, images, states)
+                terms_of = batching.batch_terms(config, scale.loss)
+                before = terms_of(run.step_params, targets, images, index)
+            images, states, loss, terms, used = step(
+                run.step_params, targets, images, states, index
+            )
             totals.append(loss)
             evaluations = evaluations + used
         totals = np.stack([np.asarray(t) for t in totals], axis=1)
@@ -213,7 +218,7 @@ def run_scale(run: Run, scale: Scale, state: RunState, targets, images, states):
     last = kept(run, state._replace(images=images, opt_states=states))
     while within < scale.steps and not stopped:
         k = min(run.config.steps_per_call, scale.steps - within)
-        images, states, chunk, terms, used = run_chunk(run, scale, targets, images, states, k)
+        images, states, chunk, terms, used = run_chunk(run, scale, targets, images, states, k, done)
         chunk = chunk[: run.n]
         check_finite(chunk, images, done, last)
         history.append(chunk)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import layers, optim, targets
+from nst_jax.core import extractors, optim, targets
 from nst_jax.core.conv import resolve_conv
 from nst_jax.core.fields import program_key
 from nst_jax.core.objective import TERMS
@@ -80,11 +81,17 @@ def available_bytes(device: jax.Device | None = None) -> int | None:
 
 
 def param_shapes(config: StyleConfig, n: int, height: int, width: int, dtype=jnp.float32):
-    """The shapes of the params a run's step takes (:func:`nst_jax.run.plan.step_params`)."""
-    spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
+    """The shapes of the params a run's step takes (:func:`nst_jax.run.plan.step_params`).
+
+    Raises:
+      ValueError: the extractor declares no ``param_shapes``: its memory cannot be told.
+    """
+    shapes = extractors.extractor(config.extractor).param_shapes
+    if shapes is None:
+        raise ValueError(f"extractor {config.extractor} declares no param_shapes")
     params = {
-        name: {"kernel": spec(kernel), "bias": spec(bias)}
-        for name, (kernel, bias) in layers.conv_shapes().items()
+        name: {leaf: jax.ShapeDtypeStruct(shape, dtype) for leaf, shape in leaves.items()}
+        for name, leaves in shapes.items()
     }
     return jax.eval_shape(lambda p: plan.step_params(p, config, n, height, width), params)
 
@@ -117,12 +124,15 @@ def _step_bytes(config: StyleConfig, n: int, height: int, width: int, dtype: str
         "content": batched(content),
         "style": batched(style),
         "weights": {term: spec((n,)) for term in TERMS},
+        "key": jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype),
     }
     tx = optim.make_optimizer(config)
     images = spec((n, height, width, 3))
     states = jax.eval_shape(lambda x: batching.init_states(tx, x), images)
     compiled = (
-        batching.batch_step(config, tx).lower(params, batch_targets, images, states).compile()
+        batching.batch_step(config, tx)
+        .lower(params, batch_targets, images, states, np.int32(0))
+        .compile()
     )
     stats = compiled.memory_analysis()
     return int(

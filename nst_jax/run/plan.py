@@ -17,7 +17,14 @@ def pixel_steps(config: StyleConfig, n: int, height: int, width: int) -> int:
     return n * sum(s * h * w for s, (h, w) in zip(steps, shapes, strict=True))
 
 
-def step_params(params: Params, config: StyleConfig, n: int, height: int, width: int) -> Params:
-    """``params`` prepared for the step's convolutions (Winograd on CPU for long runs)."""
+def step_params(
+    params: Params, config: StyleConfig, n: int, height: int, width: int, every_layer: bool = False
+) -> Params:
+    """``params`` prepared for the step's convolutions (Winograd on CPU for long runs), for
+    the layers ``config`` uses, or with ``every_layer`` for all of them (a custom loss may
+    read any layer)."""
     work = pixel_steps(config, n, height, width)
-    return conv.prepare_params(params, config.conv, pixel_steps=work, layers=used_layers(config))
+    layers = None if every_layer else used_layers(config)
+    return conv.prepare_params(
+        params, config.conv, pixel_steps=work, layers=layers, extractor=config.extractor
+    )

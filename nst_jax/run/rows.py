@@ -3,7 +3,7 @@
 When one image does not fit one device, its rows can be split over several (a 1-D ``("rows",)``
 mesh). Inside ``jax.shard_map`` each device computes its own rows of every VGG layer: before
 each 3x3 convolution it receives the row above its first from the device above and the row
-below its last from the device below (``ppermute``, :func:`nst_jax.core.conv.neighbour_rows`),
+below its last from the device below (``ppermute``, :func:`nst_jax.core.conv3x3.neighbour_rows`),
 convolves the widened rows and keeps its own output rows. The loss is then assembled from sums:
 
 - a Gram matrix is a sum over positions, so each device's unnormalised Gram is summed over the
@@ -37,8 +37,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import geometry, losses, vgg
-from nst_jax.core.conv import neighbour_rows
+from nst_jax.core import extractors, geometry, losses
+from nst_jax.core.conv3x3 import neighbour_rows
 from nst_jax.core.objective import Params, Targets, used_layers
 from nst_jax.run.devices import ROWS_AXIS as AXIS
 
@@ -46,7 +46,9 @@ from nst_jax.run.devices import ROWS_AXIS as AXIS
 def exchanges(config: StyleConfig, n_images: int, height: int, n_devices: int) -> bool:
     """Whether a run of ``n_images`` images of ``height`` rows over ``n_devices`` can have
     its borders exchanged here (else XLA's partitioner splits it)."""
-    alignment = geometry.tile_alignment(used_layers(config))
+    if not extractors.has_known_fields(config.extractor):
+        return False
+    alignment = geometry.tile_alignment(used_layers(config), extractors.network(config.extractor))
     return (
         n_images == 1
         and n_devices > 1
@@ -86,9 +88,7 @@ def _layer_weights(layers, weights):
 def _local_loss(params: Params, x: jax.Array, targets: Targets, config: StyleConfig):
     """One device's part of the loss; every output is summed over the devices (replicated)."""
     devices = jax.lax.axis_size(AXIS)
-    features = vgg.image_features(
-        params, x, used_layers(config), config.pooling, config.remat, row_axis=AXIS
-    )
+    features = extractors.extract(params, x, used_layers(config), config, row_axis=AXIS)
     weights = targets["weights"]
     content_weights = _layer_weights(config.content_layers, config.content_layer_weights)
     content = losses.content_loss(

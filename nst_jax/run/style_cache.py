@@ -58,6 +58,7 @@ def style_key(style, mask, tile: int | None, config: StyleConfig) -> tuple:
         str(pixels.dtype),
         region,
         tile,
+        config.extractor,
         config.style_layers,
         config.pooling,
         config.style_loss,

@@ -12,7 +12,8 @@ the hook's events carry (:mod:`nst_jax.events`), what checkpoints hold
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,9 @@ import numpy as np
 import optax
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.objective import loss_fn
+from nst_jax.core import extractors
+from nst_jax.core.fields import check_choice
+from nst_jax.core.objective import loss_fn, used_layers
 from nst_jax.core.optim import (
     AverageState,
     averaged_image,
@@ -29,7 +32,7 @@ from nst_jax.core.optim import (
     with_average,
 )
 from nst_jax.events import Hook
-from nst_jax.run import color, groups, inputs, multiscale, rows, tile_memory
+from nst_jax.run import color, groups, inputs, multiscale, rows, sweeps, tile_memory
 from nst_jax.run.devices import choose_mesh, is_rows_mesh, place, tile_devices
 from nst_jax.run.loop import Run, Scale, run_scale, scale_start, unstack
 from nst_jax.run.plan import step_params
@@ -53,6 +56,8 @@ def stylize(
     on_tile: Callable[[int, int], None] | None = None,
     shard: str = "auto",
     style_cache: StyleCache | None = None,
+    extra_targets: Mapping[str, Any] | None = None,
+    sweep: str = "zip",
 ) -> StyleResult:
     """Optimise an image (or a batch) to match ``content``'s features and ``style``'s Grams.
 
@@ -74,7 +79,8 @@ def stylize(
       style: ``(h, w, 3)`` shared by all images, ``(N, h, w, 3)``, or a sequence of 1 or N
         ``(h_i, w_i, 3)`` arrays of any sizes (one style per content image). With
         ``config.style_blend``: the K styles to blend, shared by all images.
-      params: VGG19 params from :func:`nst_jax.load_vgg19`.
+      params: the extractor's params (``config.extractor``): VGG19's from
+        :func:`nst_jax.load_vgg19` by default.
       config: settings; defaults to the tutorial's. Weights and learning rate given as N
         values sweep them over the batch; a single content image is repeated N times.
       optimizer: any optax transformation instead of ``config.optimizer``'s (for L-BFGS-like
@@ -105,6 +111,16 @@ def stylize(
         windows dealt over the accelerators (:mod:`nst_jax.run.tiling`).
       style_cache: a :class:`~nst_jax.run.style_cache.StyleCache` shared by the runs of one
         job (the same params): a style's targets computed once serve every run.
+      extra_targets: more targets for a custom ``loss`` (a colour histogram, say): ``{name:
+        array or pytree}``, one image's for one content image, else with a leading axis of
+        the batch's N images. Every image's targets also hold ``"key"``, the PRNG key of
+        its seed (``config.seed``, one per image when given so), which the step folds with
+        its index (:func:`nst_jax.core.targets.step_targets`): image ``i`` draws the same
+        in any batch, resumed or not.
+      sweep: ``"zip"`` (default): N contents take the N swept values one each (one content
+        is repeated). ``"product"``: C contents cross M swept values, C x M images,
+        content-major (image ``i * M + j``: content ``i``, value ``j``;
+        :mod:`nst_jax.run.sweeps`).
 
     Raises:
       DivergedError: a loss or image became non-finite; nothing non-finite is returned, and
@@ -115,23 +131,32 @@ def stylize(
       A :class:`StyleResult`; ``image`` is ``(H, W, 3)`` for one content image without a
       sweep, else ``(N, H, W, 3)`` (lists for a list of contents).
     """
-    refuse_traced(content, style, params, masks)
+    refuse_traced(content, style, params, masks, extra_targets)
     config = config or StyleConfig()
+    check_choice("sweep", sweep, sweeps.SWEEPS)
     options = dict(optimizer=optimizer, loss=loss, devices=devices, on_event=on_event)
-    options.update(masks=masks, style_masks=style_masks, on_tile=on_tile, shard=shard)
-    options["style_cache"] = style_cache
+    options.update(on_tile=on_tile, shard=shard, style_cache=style_cache)
     if isinstance(content, (list, tuple)):
-        if resume is not None:
-            raise ValueError("resume continues one batch: give content as one array")
+        if resume is not None or extra_targets is not None or sweep != "zip":
+            raise ValueError(
+                "resume, extra_targets and sweep='product' take one batch: give content as "
+                "one array"
+            )
+        options.update(masks=masks, style_masks=style_masks, extra=None)
         return groups.stylize_groups(_stylize_batch, content, style, params, config, options)
+    if sweep == "product":
+        content, style, config, masks, extra_targets = sweeps.crossed(
+            content, style, config, masks, extra_targets
+        )
+    options.update(masks=masks, style_masks=style_masks, extra=extra_targets)
     return _stylize_batch(content, style, params, config, resume=resume, **options)
 
 
 def _stylize_batch(
-    content, style, params, config, *, masks, style_masks, resume, style_cache, **options
+    content, style, params, config, *, masks, style_masks, resume, style_cache, extra, **options
 ):
     """:func:`stylize` of one batch (or one image)."""
-    batch = inputs.make_batch(content, style, config, masks, style_masks)
+    batch = inputs.make_batch(content, style, config, masks, style_masks, extra)
     run = make_run(batch, config, params, **options)
     height, width = batch.content.shape[1:3]
     start = inputs.initial_images(config, batch)
@@ -219,12 +244,14 @@ def make_run(
     if isinstance(config.learning_rate, tuple) and config.optimizer != "lbfgs":
         lrs = inputs.per_image(config, "learning_rate", n, dtype)
     mesh = choose_mesh(config, run_devices, shard, n, height, width)
+    every_layer = loss is not loss_fn  # a custom loss may read any layer
+    extractors.check_params(config.extractor, params, None if every_layer else used_layers(config))
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
     params = place(params, mesh, batched=False)
     tx = optimizer if optimizer is not None else make_optimizer(config)
     if optimizer is not None and config.average is not None:
         tx = _wrapped(optimizer, config.average)
-    prepared = step_params(params, config, n, height, width)
+    prepared = step_params(params, config, n, height, width, every_layer)
     dealt = tile_devices(run_devices, mesh, n)
     total = multiscale.total_steps(height, width, config)
     return Run(config, tx, params, prepared, mesh, n, on_event, on_tile, lrs, dealt, loss, total)

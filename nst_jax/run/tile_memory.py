@@ -12,7 +12,7 @@ import functools
 import math
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import geometry, layers
+from nst_jax.core import extractors, geometry, layers
 from nst_jax.core.fields import program_key
 from nst_jax.run import memory, tiling
 from nst_jax.run.memory import GIB
@@ -30,11 +30,15 @@ TILE_CANDIDATES = (1024, 768, 512, 384, 256, 192, 128)
 AUTO_TILE_SHARE = 0.5
 
 
+def _network(config: StyleConfig) -> tuple[str, ...]:
+    return extractors.network(config.extractor, "a tiled run")
+
+
 def tiled_bytes(config: StyleConfig, n: int, height: int, width: int, tile: int) -> int:
     """Peak memory of a run tiled in ``tile`` px tiles: the process, one window's pass (XLA's
     analysis), and the whole-image arrays (:data:`WHOLE_IMAGE_ARRAYS`, content features)."""
     fixed, per_pixel = _window_model(config, memory.uses_winograd(config, n, height, width))
-    margin = geometry.halo(config.content_layers + config.style_layers)
+    margin = geometry.halo(config.content_layers + config.style_layers, _network(config))
     window = fixed + per_pixel * (tile + 2 * margin) ** 2
     return memory.process_rss_bytes() + int(window) + _whole_bytes(config, n, height, width)
 
@@ -45,7 +49,7 @@ def _window_model(config: StyleConfig, winograd: bool) -> tuple[float, float]:
     analysis of two window sizes (compiling every candidate tile would take minutes)."""
     config = program_key(config).replace(conv="winograd" if winograd else "direct")
     params = memory.param_shapes(config, 1, 1, 1)
-    margin = geometry.halo(config.content_layers + config.style_layers)
+    margin = geometry.halo(config.content_layers + config.style_layers, _network(config))
     small, large = 128, 256
     bytes_small = tiling.window_bytes(config, params, small)
     bytes_large = tiling.window_bytes(config, params, large)
@@ -57,8 +61,9 @@ def _window_model(config: StyleConfig, winograd: bool) -> tuple[float, float]:
 def _whole_bytes(config: StyleConfig, n: int, height: int, width: int) -> int:
     """The whole-image arrays of a tiled run, in float32: :data:`WHOLE_IMAGE_ARRAYS` images
     and the content's features."""
+    network, blocks = _network(config), extractors.extractor(config.extractor).blocks
     features = sum(
-        geometry.positions(name, height, width) * layers.channels(name)
+        geometry.positions(name, height, width, network) * layers.channels(name, blocks)
         for name in config.content_layers
     )
     return 4 * (n * height * width * 3 * WHOLE_IMAGE_ARRAYS + n * features)
@@ -81,14 +86,16 @@ def fitting_tile(
     untiled = config.replace(tile=None)
     if available is None or memory.estimate_bytes(untiled, n, height, width) <= available:
         return None
-    if max(height, width) <= geometry.smallest_tile(config.content_layers + config.style_layers):
+    if max(height, width) <= geometry.smallest_tile(
+        config.content_layers + config.style_layers, _network(config)
+    ):
         memory.check_fits(untiled, n, height, width, available, what)  # no tile is smaller: refuse
     base = memory.process_rss_bytes() + _whole_bytes(config, n, height, width)
     for share in (AUTO_TILE_SHARE, 1.0):
         tile = _largest_tile(config, n, height, width, base + share * (available - base))
         if tile is not None:
             return tile
-    smallest = geometry.smallest_tile(config.content_layers + config.style_layers)
+    smallest = geometry.smallest_tile(config.content_layers + config.style_layers, _network(config))
     tile = _tile_candidates(config, height, width)[-1]
     needed = tiled_bytes(config, n, height, width, tile)
     whole = base - memory.process_rss_bytes()
@@ -109,7 +116,7 @@ def fitting_tile(
 def _tile_candidates(config: StyleConfig, height: int, width: int) -> list[int]:
     """:data:`TILE_CANDIDATES` from the smallest tile up to below the longer side (the
     smallest tile alone when none is)."""
-    smallest = geometry.smallest_tile(config.content_layers + config.style_layers)
+    smallest = geometry.smallest_tile(config.content_layers + config.style_layers, _network(config))
     candidates = [t for t in TILE_CANDIDATES if smallest <= t < max(height, width)]
     return candidates or [smallest]
 

@@ -44,7 +44,8 @@ import jax.numpy as jnp
 import optax
 
 from nst_jax.config import StyleConfig
-from nst_jax.core import geometry, losses, vgg
+from nst_jax.core import extractors, geometry, losses
+from nst_jax.core.extractors import FeatureSpec, feature_spec
 from nst_jax.core.fields import program_key
 from nst_jax.core.objective import Params, Targets, used_layers
 from nst_jax.core.step import update_image
@@ -57,11 +58,17 @@ def _interior(features, layers, interior):
     }
 
 
-@functools.partial(jax.jit, static_argnames=("layers", "pooling", "crops", "interior", "grams"))
-def window_forward(params, window, layers, pooling, crops, interior, grams: bool):
+def _network(spec) -> tuple[str, ...]:
+    """The layers of the extractor of ``spec`` (a :class:`FeatureSpec` or a config), whose
+    receptive fields a tiled run needs."""
+    return extractors.network(spec.extractor, "a tiled run")
+
+
+@functools.partial(jax.jit, static_argnames=("layers", "spec", "crops", "interior", "grams"))
+def window_forward(params, window, layers, spec: FeatureSpec, crops, interior, grams: bool):
     """Pass 1 on one window (compiled per window shape): the features of its interior at
     ``layers``, or with ``grams`` their unnormalised Gram sums."""
-    features = vgg.image_features(params, window, layers, pooling, crops=crops)
+    features = extractors.extract(params, window, layers, spec._replace(remat=False), crops)
     features = _interior(features, layers, interior)
     if not grams:
         return features
@@ -69,24 +76,25 @@ def window_forward(params, window, layers, pooling, crops, interior, grams: bool
     return {name: losses.gram_sum(f) for name, f in features.items()}
 
 
-def _each_window(image: jax.Array, tile: int, layers: Sequence[str]):
+def _each_window(image: jax.Array, tile: int, layers: Sequence[str], network: tuple):
     """Each tile's :class:`~nst_jax.core.geometry.WindowPlan` and its window's pixels, one
     window at a time."""
-    for plan in geometry.window_plans(*image.shape[:2], tile, layers):
+    for plan in geometry.window_plans(*image.shape[:2], tile, layers, network):
         window = plan.window
         yield plan, image[window.wtop : window.wbottom, window.wleft : window.wright]
 
 
 def tiled_features(
-    params: Params, image: jax.Array, layers: Sequence[str], pooling: str, tile: int
+    params: Params, image: jax.Array, layers: Sequence[str], spec: FeatureSpec, tile: int
 ) -> dict[str, jax.Array]:
-    """``vgg.image_features`` of a large ``(H, W, 3)`` image, computed tile by tile: equal to
-    the untiled features (up to float rounding), with only a window's activations at once."""
+    """The features of a large ``(H, W, 3)`` image (extractor and pooling of ``spec``),
+    computed tile by tile: equal to the untiled features (up to float rounding), with only a
+    window's activations at once."""
     layers = tuple(layers)
     rows: dict[str, list[list[jax.Array]]] = {name: [] for name in layers}
     last_top = None
-    for plan, pixels in _each_window(image, tile, layers):
-        parts = window_forward(params, pixels, layers, pooling, plan.crops, plan.interior, False)
+    for plan, pixels in _each_window(image, tile, layers, _network(spec)):
+        parts = window_forward(params, pixels, layers, spec, plan.crops, plan.interior, False)
         for name in layers:
             if plan.window.top != last_top:
                 rows[name].append([])
@@ -102,7 +110,7 @@ def tiled_grams(
     params: Params,
     image: jax.Array,
     layers: Sequence[str],
-    pooling: str,
+    spec: FeatureSpec,
     tile: int,
     devices: Sequence[jax.Device] | None = None,
 ) -> dict[str, jax.Array]:
@@ -110,19 +118,20 @@ def tiled_grams(
     (pass 1 of the tiled gradient; also a large style image's targets), the windows dealt
     over ``devices`` when several are given."""
     deal = _Dealer(image, devices)
-    return _summed_grams(deal, deal.replicate(params), image, tuple(layers), pooling, tile)
+    return _summed_grams(deal, deal.replicate(params), image, tuple(layers), spec, tile)
 
 
-def _summed_grams(deal, params_on: list, image, layers: tuple, pooling: str, tile: int):
+def _summed_grams(deal, params_on: list, image, layers: tuple, spec: FeatureSpec, tile: int):
     """:func:`tiled_grams` with the dealer and its copies of the params given."""
-    sums = None
-    for k, (plan, pixels) in enumerate(_each_window(image, tile, layers)):
+    sums, network = None, _network(spec)
+    for k, (plan, pixels) in enumerate(_each_window(image, tile, layers, network)):
         on = deal.on(k, params_on)
-        parts = window_forward(on, deal.send(pixels, k), layers, pooling, *plan[1:], True)
+        parts = window_forward(on, deal.send(pixels, k), layers, spec, *plan[1:], True)
         parts = deal.home(parts)
         sums = parts if sums is None else jax.tree.map(jnp.add, sums, parts)
     height, width = image.shape[:2]
-    return {name: sums[name] / float(geometry.positions(name, height, width)) for name in layers}
+    positions = {name: geometry.positions(name, height, width, network) for name in layers}
+    return {name: sums[name] / float(positions[name]) for name in layers}
 
 
 class _Dealer:
@@ -162,7 +171,7 @@ def window_backward(
     layers = used_layers(config)
 
     def surrogate(pixels):
-        features = vgg.image_features(params, pixels, layers, config.pooling, config.remat, crops)
+        features = extractors.extract(params, pixels, layers, config, crops)
         inside = _interior(features, layers, interior)
         style = sum(
             jnp.vdot(gram_cotangents[name], losses.gram_sum(inside[name]))
@@ -195,7 +204,8 @@ def _style_cotangents(config: StyleConfig, grams, targets, weight, height, width
         diff = grams[name] - targets[name]
         coef = weight * w / n
         value = value + coef * jnp.mean(jnp.square(diff))
-        cotangents[name] = coef * 2 * diff / diff.size / geometry.positions(name, height, width)
+        positions = geometry.positions(name, height, width, _network(config))
+        cotangents[name] = coef * 2 * diff / diff.size / positions
     return cotangents, value
 
 
@@ -226,13 +236,14 @@ def tiled_value_and_grad(
       ``((loss, {"content", "style", "tv"}), gradient)``, as the untiled call.
     """
     check_tiled(config)
-    layers = used_layers(config)
-    geometry.check_tile(tile, layers)
+    layers, network = used_layers(config), _network(config)
+    geometry.check_tile(tile, layers, network)
     height, width = x.shape[:2]
     weights = targets["weights"]
     deal = _Dealer(x, devices)
     params_on = deal.replicate(params)  # once a step, for both passes
-    grams = _summed_grams(deal, params_on, x, tuple(config.style_layers), config.pooling, tile)
+    spec = feature_spec(config)
+    grams = _summed_grams(deal, params_on, x, tuple(config.style_layers), spec, tile)
     cotangents, style = _style_cotangents(
         config, grams, targets["style"], weights["style"], height, width
     )
@@ -246,9 +257,11 @@ def tiled_value_and_grad(
     constants_on = deal.replicate((cotangents, coefs))
     # One window's pixels at a time: together the windows hold more than the whole image.
     count = sum(1 for _ in geometry.tile_edges(height, width, tile))
-    for k, (plan, pixels) in enumerate(_each_window(x, tile, layers)):
+    for k, (plan, pixels) in enumerate(_each_window(x, tile, layers, network)):
         content_targets = {
-            name: _target_slice(targets["content"][name], plan.window, name, height, width)
+            name: _target_slice(
+                targets["content"][name], plan.window, name, (height, width), network
+            )
             for name in config.content_layers
         }
         here_cotangents, here_coefs = deal.on(k, constants_on)
@@ -271,9 +284,10 @@ def tiled_value_and_grad(
     return (content + style + tv, terms), grad
 
 
-def _target_slice(features: jax.Array, window: geometry.Window, layer: str, height, width):
-    """The content target's features of a window's interior."""
-    step = geometry.stride(layer)
+def _target_slice(features: jax.Array, window: geometry.Window, layer: str, size, network):
+    """The content target's features of a window's interior, in a ``size`` image."""
+    height, width = size
+    step = geometry.stride(layer, network)
     top, bottom = geometry.interior_span(window.top, window.bottom, height, step)
     left, right = geometry.interior_span(window.left, window.right, width, step)
     return features[top:bottom, left:right]
@@ -301,7 +315,7 @@ def tiled_step(
       :func:`nst_jax.make_step`'s contract: the update and the clip run on the whole image.
     """
     check_tiled(config)
-    geometry.check_tile(tile, used_layers(config))
+    geometry.check_tile(tile, used_layers(config), _network(config))
     update = _update(tx)
 
     def step(params, targets, x, opt_state, on_tile=None):
@@ -335,13 +349,13 @@ def window_bytes(config: StyleConfig, params, tile: int, dtype=jnp.float32) -> i
     layers = used_layers(config)
     # A tile in the middle of an image: halos on all four sides.
     window, crops, interior = geometry.plan_window(
-        tile, 2 * tile, tile, 2 * tile, 3 * tile, 3 * tile, layers
+        tile, 2 * tile, tile, 2 * tile, 3 * tile, 3 * tile, layers, _network(config)
     )
     shape = (window.wbottom - window.wtop, window.wright - window.wleft, 3)
     spec = lambda shape: jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
 
     def interior_features(p, x):
-        features = vgg.image_features(p, x, layers, config.pooling, crops=crops)
+        features = extractors.extract(p, x, layers, feature_spec(config), crops)
         return _interior(features, layers, interior)
 
     features = jax.eval_shape(interior_features, params, spec(shape))

@@ -15,6 +15,7 @@ In Python, a run is checkpointed by a watcher and resumed exactly from its file:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 from nst_jax.files.atomic import atomic_write
 from nst_jax.run.state import RunState
@@ -155,12 +157,19 @@ def _checked_meta(text: Any) -> dict[str, Any]:
     return meta
 
 
+# Each setting's default as JSON records it (tuples as lists).
+_DEFAULTS = json.loads(
+    json.dumps({f.name: f.default for f in dataclasses.fields(StyleConfig)}, sort_keys=True)
+)
+
+
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], path) -> None:
     """Raise ``InputError`` naming the first setting or input in which two runs differ.
 
     ``steps`` may differ (a run can be resumed to go further), and so may how it was run
     (``command``); the inputs are compared by their contents' SHA-256, so a file replaced
-    under the same name is caught.
+    under the same name is caught. A setting a checkpoint does not record (one written
+    before the setting existed) had its default.
     """
     current = json.loads(json.dumps(current, sort_keys=True))  # tuples -> lists, as saved
     saved_hashes, hashes = saved.get("sha256", {}), current.get("sha256", {})
@@ -172,7 +181,8 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path) -> No
             for field in sorted(set(saved[key]) | set(current[key])):
                 if field == "steps":
                     continue
-                a, b = saved[key].get(field), current[key].get(field)
+                a = saved[key].get(field, _DEFAULTS.get(field))
+                b = current[key].get(field)
                 if a != b:
                     raise InputError(f"{path}: checkpoint has {field}={a}, this run {field}={b}")
         elif saved.get(key) != current.get(key):

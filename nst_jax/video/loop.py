@@ -151,8 +151,9 @@ def run_steps(
     while last.step < config.steps:
         k = min(config.steps_per_call, config.steps - last.step)
         losses = []
-        for _ in range(k):
-            x, opt_state, loss, terms = step(params, targets, x, opt_state)
+        for i in range(k):
+            t = np.int32(last.step + i)  # a random term's step index, within the frame
+            x, opt_state, loss, terms = step(params, targets, x, opt_state, t)
             losses.append(loss)
         losses = np.asarray(jax.device_get(losses))
         first = first_non_finite(losses)
@@ -173,7 +174,11 @@ def _first_targets(params, frame, styles, config: StyleConfig, count: int | None
     (the styles scaled relative to the frame by ``style_scale``)."""
     work = None if count is None else count * frame.shape[0] * frame.shape[1]
     params = prepare_params(
-        params, config.conv, pixel_steps=work and work * config.steps, layers=used_layers(config)
+        params,
+        config.conv,
+        pixel_steps=work and work * config.steps,
+        layers=used_layers(config),
+        extractor=config.extractor,
     )
     many = isinstance(styles, (list, tuple))
     given = list(styles) if many else [styles]

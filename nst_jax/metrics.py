@@ -1,11 +1,11 @@
 """Scores that compare results, so that methods (optimisation, feed-forward networks) can be
 set side by side on the same images.
 
-- Feature distances between any two images, per layer, unweighted: the content distance
-  (mean squared feature difference), and style distances of the Gram matrices (the
-  tutorial's statistic), of the channels' means and standard deviations (Huang & Belongie
-  2017) and the Wasserstein-2 distance of the features' Gaussians (as in
-  :mod:`nst_jax.core.losses`).
+- Feature distances between any two images, per layer, unweighted, on any registered
+  extractor: the content distance (mean squared feature difference), and the distance of
+  every registered style term (:mod:`nst_jax.core.style_terms`: Gram matrices, means and
+  standard deviations, Wasserstein-2, sliced Wasserstein, ... and plug-ins' own).
+- CFSD, the content-feature structural distance of StyleID's evaluation (:func:`cfsd`).
 - SSIM and PSNR, from dm-pix (DeepMind's image library for JAX; the ``metrics`` extra):
   well-tested implementations of the standard definitions, rather than another copy.
 - The warping error measures flicker: how far each stylised frame is from the previous one
@@ -20,10 +20,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from nst_jax.core import losses, temporal
+from nst_jax.core import extractors, style_terms, temporal
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, Params
 from nst_jax.core.targets import check_image
-from nst_jax.core.vgg import vgg19_features
 from nst_jax.errors import InputError
 
 
@@ -43,32 +42,104 @@ def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.A
     return a, b
 
 
+def _features(params: Params, x: jax.Array, layers: Sequence[str], extractor: str) -> dict:
+    return extractors.extract(params, x, tuple(layers), extractors.FeatureSpec(extractor))
+
+
 def content_distance(
-    params: Params, a: jax.Array, b: jax.Array, layers: Sequence[str] = CONTENT_LAYERS
+    params: Params,
+    a: jax.Array,
+    b: jax.Array,
+    layers: Sequence[str] = CONTENT_LAYERS,
+    extractor: str = "vgg19",
 ) -> dict[str, jax.Array]:
-    """``{layer: mean((F_l(a) - F_l(b))^2)}`` for two ``(H, W, 3)`` images of one size."""
+    """``{layer: mean((F_l(a) - F_l(b))^2)}`` for two ``(H, W, 3)`` images of one size, on
+    the features of ``extractor`` (a registered name, :func:`nst_jax.register_extractor`)."""
     a, b = checked_pair(a, b)
-    fa, fb = (vgg19_features(params, x, tuple(layers)) for x in (a, b))
+    fa, fb = (_features(params, x, layers, extractor) for x in (a, b))
     return {layer: jnp.mean((fa[layer] - fb[layer]) ** 2) for layer in layers}
 
 
 def style_distances(
-    params: Params, a: jax.Array, b: jax.Array, layers: Sequence[str] = STYLE_LAYERS
+    params: Params,
+    a: jax.Array,
+    b: jax.Array,
+    layers: Sequence[str] = STYLE_LAYERS,
+    extractor: str = "vgg19",
+    terms: Sequence[str] | None = None,
 ) -> dict[str, dict[str, jax.Array]]:
-    """Per statistic and layer, the distance between two images' styles (any sizes):
-    ``{"gram": {layer: mean((G_a - G_b)^2)}, "mean_std": {layer: mean((m_a - m_b)^2)},
-    "w2": {layer: W2(N_a, N_b)^2}}``."""
+    """Per style term and layer, the distance between two images' styles (any sizes):
+    ``{term: {layer: d}}`` for every registered term (:func:`nst_jax.register_style_term`,
+    built-in or a plug-in's), or those named in ``terms``.
+
+    ``d`` is the term's own loss on that layer alone, at weight 1: ``mean((G_a - G_b)^2)``
+    for ``gram``, ``W2(N_a, N_b)^2`` for ``w2``, and so on. ``b`` is the style: its
+    statistic is the term's target. A term that draws random directions (``sw``) gets the
+    fixed key ``fold_in(key(0), i)`` for the i-th layer, so scores are repeatable. A layer
+    smaller than a term's ``min_side`` (``mrf``'s 3x3 patches) gives ``nan``.
+    """
     a, b = checked_pair(a, b, same_size=False)
-    fa, fb = (vgg19_features(params, x, tuple(layers)) for x in (a, b))
-    out: dict[str, dict[str, jax.Array]] = {"gram": {}, "mean_std": {}, "w2": {}}
-    for layer in layers:
-        ga, gb = losses.gram_matrix(fa[layer]), losses.gram_matrix(fb[layer])
-        out["gram"][layer] = jnp.mean((ga - gb) ** 2)
-        ma, mb = losses.feature_moments(fa[layer]), losses.feature_moments(fb[layer])
-        out["mean_std"][layer] = jnp.mean((ma - mb) ** 2)
-        stats = losses.gaussian_stats(fa[layer])
-        out["w2"][layer] = losses.w2_distance(stats, losses.w2_target(fb[layer]))
-    return out
+    names = tuple(style_terms.names() if terms is None else terms)
+    chosen = {name: style_terms.style_term(name) for name in names}
+    fa, fb = (_features(params, x, layers, extractor) for x in (a, b))
+    return {
+        name: {
+            layer: _term_distance(term, fa[layer], fb[layer], i) for i, layer in enumerate(layers)
+        }
+        for name, term in chosen.items()
+    }
+
+
+def _term_distance(term: style_terms.StyleTerm, fa, fb, index: int) -> jax.Array:
+    if min(*fa.shape[:2], *fb.shape[:2]) < term.min_side:
+        return jnp.array(jnp.nan, fa.dtype)
+    keys = {"key": jax.random.fold_in(jax.random.key(0), index)} if term.random else {}
+    statistic, target = {"l": term.statistic(fa)}, {"l": term.target(fb)}
+    return term.loss(statistic, target, 1.0, None, **keys)
+
+
+CFSD_LAYER = "block3_conv1"  # relu3_1 of VGG, as StyleID's evaluation reads it
+
+
+def cfsd(
+    params: Params,
+    content: jax.Array,
+    result: jax.Array,
+    extractor: str = "vgg19",
+    layer: str = CFSD_LAYER,
+    rows: int = 1024,
+) -> jax.Array:
+    """Content-feature structural distance (Chung, Hyun & Heo, "Style Injection in
+    Diffusion", CVPR 2024, their evaluation code): how far the result's self-similarity
+    of features departs from the content's.
+
+    With ``F`` the ``(hw, c)`` features at ``layer`` divided by ``c``, ``S = F F^T``; each
+    row of ``softmax(S)`` is a distribution over the positions. CFSD is
+    ``sum_i KL(softmax(S_content)_i || softmax(S_result)_i)``, summed over the rows (their
+    ``kl_div(..., reduction="batchmean")`` for one image). The ``hw x hw`` matrices are
+    built ``rows`` rows at a time (a 512 px image has 16384 positions at relu3_1: 1 GiB
+    whole). The features are this extractor's (Keras VGG19 by default, its own
+    preprocessing), so values are comparable with each other, not with figures printed
+    from torchvision's VGG19.
+    """
+    content, result = checked_pair(content, result)
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+        raise ValueError(f"rows must be a positive int, got {rows!r}")
+    fc, fr = (_features(params, x, (layer,), extractor)[layer] for x in (content, result))
+    fc, fr = (f.reshape(-1, f.shape[-1]) / f.shape[-1] for f in (fc, fr))
+    n, rows = fc.shape[0], min(rows, fc.shape[0])
+    blocks = -(-n // rows)
+    padded = [jnp.pad(f, ((0, blocks * rows - n), (0, 0))) for f in (fc, fr)]
+
+    def block_kl(start: jax.Array) -> jax.Array:
+        log_p, log_q = (
+            jax.nn.log_softmax(jax.lax.dynamic_slice_in_dim(p, start, rows) @ f.T, axis=-1)
+            for p, f in zip(padded, (fc, fr), strict=True)
+        )
+        return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+    per_row = jax.lax.map(block_kl, jnp.arange(blocks) * rows).reshape(-1)
+    return jnp.sum(per_row[:n])
 
 
 def _pix():

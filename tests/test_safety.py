@@ -223,7 +223,12 @@ def test_ctrl_c_while_starting_is_one_line_and_130(files):
         [sys.executable, "-m", "nst_jax.cli.console", *stylize_argv(files)],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(0.3)  # importing JAX takes longer than this
+    # Signal once NumPy's library is mapped: the handler is in place (it comes before any
+    # import) and JAX is still loading. A fixed sleep hit Python's own start on a loaded box.
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "_multiarray_umath" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -251,7 +256,10 @@ FROM_CASES = {
     "not_json": ("this is not json", "not JSON"),
     "json_list": ("[1, 2]", "not a JSON object"),
     "unknown_key": ({"config": {}, "run": "rm -rf /"}, "unknown key(s) run"),
-    "settings_missing": ({"config": {"steps": 3}}, "not StyleConfig's fields"),
+    # A missing field takes its default (a record older than the field); an unknown one is not.
+    "settings_unknown": ({"config": {"steps": 3, "turbo": 1}}, "not StyleConfig's fields"),
+    "plugin_not_given": ("plugin", "give --plugin with that same file"),
+    "plugins_damaged": ("plugins", "plugins is not a list"),
     "bad_setting": ("steps", "invalid settings"),
     "bad_max_dim": ("max_dim", "--max-dim"),
     "bad_content": ("content", "content is not a file name"),
@@ -267,6 +275,10 @@ def test_damaged_provenance_is_one_line(files, stored, case, capsys):
         record = {**stored, "max_dim": -4}
     elif record == "content":
         record = {**stored, "content": 7}
+    elif record == "plugin":
+        record = {**stored, "plugins": [{"name": "own.py", "sha256": "a" * 64}]}
+    elif record == "plugins":
+        record = {**stored, "plugins": "import os"}
     write_record(files / "bad.png", record)
     argv = ["stylize", "--from", files / "bad.png", "-o", files / "out" / "again.png", *FAST]
     assert_refused(files, argv, "bad.png", fragment, capsys=capsys)

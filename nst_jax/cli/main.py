@@ -64,8 +64,14 @@ def _cmd_train(args: argparse.Namespace, argv: list[str], control) -> int:
     return train.cmd_train(args, control)
 
 
+def _cmd_score(args: argparse.Namespace, argv: list[str], control) -> int:
+    from nst_jax.cli import score
+
+    return score.cmd_score(args, control)
+
+
 def _cmd_weights_fetch(args: argparse.Namespace, *_) -> int:
-    downloaded, converted = weights.fetch()
+    downloaded, converted = weights.fetch(network=args.name)
     print(f"official weights: {downloaded}\nconverted: {converted}")
     return 0
 
@@ -73,15 +79,16 @@ def _cmd_weights_fetch(args: argparse.Namespace, *_) -> int:
 def _cmd_weights_convert(args: argparse.Namespace, *_) -> int:
     from nst_jax.session import outputs
 
-    dest = weights.converted_path(args.dest)
+    dest = weights.converted_path(args.dest, args.network)
     planned = [outputs.Output(dest, "the converted file")]
-    outputs.check_outputs(planned, [(weights.find_weights(args.source), "IN")], force=args.force)
-    print(f"converted: {weights.convert(args.source, dest)}")
+    source = weights.find_weights(args.source, args.network)
+    outputs.check_outputs(planned, [(source, "IN")], force=args.force)
+    print(f"converted: {weights.convert(args.source, dest, args.network)}")
     return 0
 
 
 def _cmd_weights_info(args: argparse.Namespace, *_) -> int:
-    for key, value in weights.info(args.path).items():
+    for key, value in weights.info(args.path, args.network).items():
         print(f"{key}: {value}")
     return 0
 
@@ -91,6 +98,7 @@ COMMANDS = {
     ("info", None): lambda args, *_: _cmd_info(args),
     ("video", None): _cmd_video,
     ("train", None): _cmd_train,
+    ("score", None): _cmd_score,
     ("weights", "fetch"): _cmd_weights_fetch,
     ("weights", "convert"): _cmd_weights_convert,
     ("weights", "info"): _cmd_weights_info,
@@ -129,39 +137,67 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(argv: Sequence[str] | None) -> int:
     from PIL import Image
 
-    from nst_jax.session import process
+    from nst_jax.session import plugins, process
 
     process.configure_for_program()
     # The command's own pixel limit (--max-pixels) is the one that counts, per file.
     Image.MAX_IMAGE_PIXELS = None
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Plug-ins first: the options name their terms (--style-loss covariance).
+    plugins.load_plugins(plugin_specs(argv))
     args = build_parser().parse_args(argv)
     with signals.handling(getattr(args, "verbose", False)) as control:
         command = COMMANDS[(args.command, getattr(args, "weights_command", None))]
         return command(args, argv, control)
 
 
+def plugin_specs(argv: Sequence[str]) -> list[str]:
+    """The ``--plugin`` values of a command line, before it is parsed (up to ``--``)."""
+    specs = []
+    for index, word in enumerate(argv):
+        if word == "--":
+            break
+        if word == "--plugin":
+            if index + 1 >= len(argv):
+                raise InputError("--plugin: expected a .py file or a module name")
+            specs.append(argv[index + 1])
+        elif word.startswith("--plugin="):
+            specs.append(word.split("=", 1)[1])
+    return specs
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``nst-jax`` argument parser: each command's options from its module."""
-    from nst_jax.cli import stylize, train, video
+    from nst_jax.cli import score, stylize, train, video
 
     parser = Parser(prog="nst-jax", description="Neural style transfer in JAX.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     stylize.add_parser(sub)
-    weights_parser = sub.add_parser("weights", help="fetch, convert or describe VGG19 weights")
+    _add_weights_parser(sub)
+    info = sub.add_parser("info", help="print the provenance stored in an output PNG")
+    info.add_argument("path", metavar="PNG")
+    video.add_parser(sub)
+    train.add_parser(sub)
+    score.add_parser(sub)
+    return parser
+
+
+def _add_weights_parser(sub) -> None:
+    weights_parser = sub.add_parser("weights", help="fetch, convert or describe weights files")
     wsub = weights_parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    wsub.add_parser("fetch", help="download the official Keras file and convert it")
+    names = sorted(weights.NETWORKS)
+    fetch = wsub.add_parser("fetch", help="download an official file (hash-checked), convert it")
+    fetch.add_argument("name", metavar="NAME", nargs="?", default="vgg19", choices=names,
+                       help=f"one of {', '.join(names)} (default vgg19)")  # fmt: skip
     convert = wsub.add_parser("convert", help="convert a Keras .h5 to the Flax-native file")
     convert.add_argument("source", metavar="IN")
     convert.add_argument("dest", metavar="OUT", nargs="?")
     convert.add_argument("--force", action="store_true", help="replace an existing OUT")
     info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
     info.add_argument("path", metavar="PATH", nargs="?")
-    info = sub.add_parser("info", help="print the provenance stored in an output PNG")
-    info.add_argument("path", metavar="PNG")
-    video.add_parser(sub)
-    train.add_parser(sub)
-    return parser
+    for command in (convert, info):
+        command.add_argument("--network", choices=names, default="vgg19",
+                             help="the network the file holds (default vgg19)")  # fmt: skip
 
 
 def _internal_error() -> int:

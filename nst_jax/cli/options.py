@@ -236,6 +236,15 @@ def add_common(p: argparse.ArgumentParser, output_help: str, required: bool = Fa
     p.add_argument("--weights", metavar="PATH", help="VGG19 weights (.h5 or converted file)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
+        help="a .py file or module that registers style terms (nst_jax.register_style_term), "
+        "loaded before the options are read; recorded with its SHA-256 in the results "
+        "(repeatable)",
+    )
+    p.add_argument(
         "--verbose",
         "-v",
         action="store_true",

@@ -119,7 +119,7 @@ def _add_watch(p: argparse.ArgumentParser) -> None:
 def request_from_args(args: argparse.Namespace, argv: list[str]):
     """The one :class:`~nst_jax.session.StylizeRequest` the options describe (``--from``'s
     record filling what the command line leaves out), and the replay's ignored words."""
-    from nst_jax.session import StylizeRequest, checked
+    from nst_jax.session import StylizeRequest, checked, plugins
     from nst_jax.session.provenance import replay
 
     stored = replay(args.from_png) if args.from_png else None
@@ -150,7 +150,7 @@ def request_from_args(args: argparse.Namespace, argv: list[str]):
         force=args.force, sheet=args.sheet, memory_limit=args.memory_limit,
         compile_cache=args.compile_cache, shard=args.shard, engine=args.engine,
         ray_address=args.ray_address, ray_workers=args.ray_workers, workers=args.workers,
-        progress=not args.quiet, command=tuple(argv),
+        progress=not args.quiet, command=tuple(argv), plugins=plugins.loaded(),
         **{name: getattr(args, name) for name in WATCH},
     )  # fmt: skip
     if args.model is not None:

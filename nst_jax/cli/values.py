@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from nst_jax.config import OPTIMIZER_ALIASES, STYLE_LOSSES
-from nst_jax.core.layers import LAYERS
+from nst_jax.config import OPTIMIZER_ALIASES
+from nst_jax.core import style_terms
 from nst_jax.video.settings import check_offsets
 
 
@@ -61,12 +61,10 @@ def sweep(text: str) -> float | tuple[float, ...]:
 
 
 def layers(text: str) -> tuple[str, ...]:
+    """Comma-separated layer names; the settings check them against ``--extractor``'s."""
     names = tuple(part.strip() for part in text.split(","))
-    for name in names:
-        if name not in LAYERS:
-            raise argparse.ArgumentTypeError(
-                f"unknown VGG19 layer {name!r}; known: {', '.join(LAYERS)}"
-            )
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"an empty layer name in {text!r}")
     return names
 
 
@@ -82,10 +80,11 @@ def optimizer_name(text: str) -> str:
 def style_loss_names(text: str) -> tuple[str, ...]:
     """One style loss, or comma-separated ones: one result each (a program each)."""
     names = tuple(part.strip() for part in text.split(","))
+    known = style_terms.names()  # built-in and registered (a --plugin's, say)
     for name in names:
-        if name not in STYLE_LOSSES:
+        if name not in known:
             raise argparse.ArgumentTypeError(
-                f"unknown style loss {name!r}; known: {', '.join(STYLE_LOSSES)}"
+                f"unknown style loss {name!r}; known: {', '.join(known)}"
             )
     if len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"a style loss is named twice in {text!r}")

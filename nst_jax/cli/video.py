@@ -48,6 +48,7 @@ def add_parser(sub: Any) -> None:
 def cmd_video(args: argparse.Namespace, control) -> int:
     """The ``video`` command; returns the exit status."""
     from nst_jax import session
+    from nst_jax.session import plugins
 
     if not args.style or not args.output:
         raise InputError("IN, --style and -o are required")
@@ -57,7 +58,7 @@ def cmd_video(args: argparse.Namespace, control) -> int:
             args.input, tuple(args.style), args.output, config=config_from_args(args),
             settings=VideoSettings(**given(args, VideoSettings)), max_dim=args.max_dim,
             fps=args.fps, resume=args.resume, force=args.force, weights=args.weights,
-            progress=not args.quiet,
+            progress=not args.quiet, plugins=plugins.loaded(),
         )  # fmt: skip
     except ValueError as e:
         raise InputError(reword(str(e))) from None

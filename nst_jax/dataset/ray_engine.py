@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from nst_jax.dataset import manifest, records
 from nst_jax.dataset.engine import (
@@ -52,12 +52,14 @@ class _Worker:
     """One Ray actor: reads the job from its folder's manifest and loads the weights once,
     then runs the batches it is given (its constructor's arguments stay small)."""
 
-    def __init__(self, out: str, resources: Resources, weights_path: str):
+    def __init__(self, out: str, resources: Resources, weights_path: str, setup=None):
         from nst_jax.files import weights
 
+        if setup is not None:
+            setup()  # plug-ins register their terms before the job's settings are read
         self.plan = manifest.load_plan(out)
         finished = records.finished(self.plan, records.read_records(self.plan))
-        resources.params = weights.load_vgg19(weights_path)
+        resources.params = weights.load_weights(weights_path, resources.config.extractor)
         self.runner = BatchRunner(self.plan, resources, finished)
 
     def run(self, index: int) -> list[Outcome]:
@@ -101,6 +103,7 @@ def run_job_on_ray(
     address: str | None = None,
     actors: int | None = None,
     retry_failed: bool = False,
+    setup: Callable[[], None] | None = None,
 ) -> Iterator[Outcome]:
     """:func:`nst_jax.dataset.run_job` with the batches run by Ray actors.
 
@@ -113,6 +116,7 @@ def run_job_on_ray(
       address: a running cluster's address, or None: a local one (:func:`connect`).
       actors: workers; default one per GPU of the cluster, else one.
       retry_failed: as :func:`nst_jax.dataset.run_job`'s.
+      setup: run first in every actor (a picklable callable): the plug-ins' loading.
     """
     check_run(plan, resources, shard)
     connect(address)
@@ -128,7 +132,7 @@ def run_job_on_ray(
         # Not the params (each actor loads its own) nor the driver's hooks.
         shipped = dataclasses.replace(resources, params=None, on_event=None, on_batch=None,
                                       on_start=None)  # fmt: skip
-        workers = [spec(_Worker).remote(str(plan.out), shipped, weights_path)
+        workers = [spec(_Worker).remote(str(plan.out), shipped, weights_path, setup)
                    for _ in range(actors or max(gpus, 1))]  # fmt: skip
         yield from _drive(ray, plan, shard, workers, todo)
         records.write_index(plan, shard, records.read_records(plan))

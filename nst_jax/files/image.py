@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -61,12 +62,16 @@ def decode(
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except OSError as e:  # missing, a symbolic-link loop, a name too long
         reason = "no such file" if e.errno == errno.ENOENT else e.strerror
         raise ImageError(f"{shown(path)}: {reason}") from None
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise ImageError(f"{path}: is a directory, not an image")
+    if not stat.S_ISREG(info.st_mode):
+        # Opening a FIFO blocks until a writer comes; a device never ends.
+        raise ImageError(f"{path}: not a regular file (a pipe, device or socket)")
+    size = info.st_size
     if size == 0:
         raise ImageError(f"{path}: empty file")
     try:
@@ -108,6 +113,8 @@ def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
     alone; ``None`` when the header cannot be read."""
     # EXIF orientations 5-8 turn the stored image by 90 degrees.
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # opening a pipe would block
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
@@ -315,6 +322,8 @@ def contact_sheet(
 def provenance_text(path: str | os.PathLike) -> str | None:
     """The raw provenance text stored in a PNG, or ``None`` (also for unreadable files)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with Image.open(path) as img:
             text = getattr(img, "text", {}).get(PROVENANCE_KEY)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):

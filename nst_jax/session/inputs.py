@@ -14,7 +14,22 @@ from nst_jax.config import INITS, StyleConfig
 from nst_jax.core import targets
 from nst_jax.dataset.plan import style_dims
 from nst_jax.errors import ImageError, InputError
-from nst_jax.files import image
+from nst_jax.files import image, weights
+
+
+def network(config) -> str:
+    """The network whose official weights a command loads for ``config.extractor``.
+
+    Raises:
+      InputError: an extractor of the user's own, whose params only Python can give.
+    """
+    if config.extractor not in weights.NETWORKS:
+        raise InputError(
+            f"--extractor {config.extractor}: the command loads the weights of "
+            f"{', '.join(weights.NETWORKS)}; run an extractor of your own from Python "
+            "(nst_jax.stylize(params=...))"
+        )
+    return config.extractor
 
 
 def planned_styles(

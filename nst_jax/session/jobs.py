@@ -12,6 +12,7 @@ kept (:class:`~nst_jax.session.control.Stopped`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from nst_jax import dataset
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
-from nst_jax.session import inputs, outputs, process
+from nst_jax.session import inputs, outputs, plugins, process
 from nst_jax.session.control import Control, Stopped
 from nst_jax.session.memory import check_style_memory, plan_memory
 from nst_jax.session.progress import JobProgress
@@ -57,14 +58,15 @@ def run_job_request(
     """
     control = control or Control()
     request = checked(request)
-    weights_path = weights.find_weights(request.weights)
+    network = inputs.network(request.config)
+    weights_path = weights.find_weights(request.weights, network)
     meta = metadata(request, weights.md5sum(weights_path))
     control.phase("planning")
     masks = {"mask": meta["mask"], "mask_labels": request.mask_labels}
     extra = {
         "weights_md5": meta["weights_md5"],
         "masks": {**masks, "style_mask": meta["style_mask"]},
-    }
+    } | plugins.plugin_records(request.plugins)
     plan = job_plan(request, extra)
     control.phase("checking outputs")
     check_job_outputs(request, plan, inputs.input_paths(request, weights_path))
@@ -81,7 +83,7 @@ def run_job_request(
         control.note(note)
     control.phase("loading weights")
     resources = dataset.Resources(
-        weights.load_vgg19(weights_path),
+        weights.load_weights(weights_path, network),
         config,
         metadata=meta,
         replace=request.force,
@@ -213,6 +215,7 @@ def _engine(request, plan, resources, shard, weights_path):
             plan, resources, shard, weights_path=str(weights_path),
             address=request.ray_address, actors=request.ray_workers,
             retry_failed=request.retry_failed,
+            setup=functools.partial(plugins.load_same, request.plugins),
         )  # fmt: skip
     return dataset.run_job(plan, resources, shard, retry_failed=request.retry_failed)
 

@@ -7,6 +7,8 @@ A PNG written by nst-jax carries a JSON record of its run. Anyone can write such
   set of :class:`~nst_jax.StyleConfig` fields;
 - only settings are replayed (every ``StyleConfig`` field and ``--max-dim``), and, unless the
   command line gives them, the content and style files to read;
+- a record made with plug-ins (``--plugin``) replays only when the same files (by SHA-256)
+  are given again: the record names them, it never loads code;
 - never a subcommand, an output path, a weights path, another ``--from``, or any option
   outside that list: the stored command is not run, and what it held besides settings is
   named on stderr as not replayed;
@@ -23,6 +25,7 @@ from typing import Any, NamedTuple
 from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 from nst_jax.files import image
+from nst_jax.session import plugins
 
 RECORD_KEYS = {
     "command",
@@ -36,6 +39,7 @@ RECORD_KEYS = {
     "mask",
     "mask_labels",
     "style_mask",
+    "plugins",
 }
 # The longest file name a record may hold (Linux's PATH_MAX and NAME_MAX, in bytes).
 PATH_BYTES, NAME_BYTES = 4096, 255
@@ -54,13 +58,22 @@ REPLAYED_OPTIONS = {"--" + name.replace("_", "-") for name in FIELDS} | {
 
 
 def _stored_config(config: Any, path: Path) -> StyleConfig:
-    if not isinstance(config, dict) or set(config) != set(FIELDS):
+    # A field added since the record was written takes its default (the value that run had:
+    # a new field's default is the behaviour before it); an unknown field is refused.
+    if not isinstance(config, dict) or not set(config) <= set(FIELDS):
         raise InputError(f"{path}: damaged provenance: its settings are not StyleConfig's fields")
+    missing = [name for name in FIELDS if name not in config and _no_default(FIELDS[name])]
+    if missing:
+        raise InputError(f"{path}: damaged provenance: settings lack {', '.join(missing)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
     try:
         return StyleConfig(**values)
     except (TypeError, ValueError) as e:
         raise InputError(f"{path}: damaged provenance: invalid settings ({e})") from None
+
+
+def _no_default(field: dataclasses.Field) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def _strings(value: Any, key: str, path: Path, empty: bool = False) -> list[str]:
@@ -89,6 +102,8 @@ def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
     unknown = sorted(set(record) - RECORD_KEYS)
     if unknown:
         raise InputError(f"{path}: damaged provenance: unknown key(s) {', '.join(unknown)}")
+    # Before the settings: their style loss may be a plug-in's, named only once it is loaded.
+    plugins.check_records(record.get("plugins"), plugins.loaded(), str(path))
     config = _stored_config(record.get("config"), path)
     max_dim = record.get("max_dim")
     if max_dim is not None and (type(max_dim) is not int or max_dim < 1):

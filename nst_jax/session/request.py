@@ -20,6 +20,7 @@ from nst_jax.dataset.styles import job_styles
 from nst_jax.errors import InputError
 from nst_jax.files import image
 from nst_jax.session.memory import tiling_default
+from nst_jax.session.plugins import Plugin, plugin_records
 
 ENGINES = ("local", "ray")
 
@@ -55,6 +56,8 @@ class StylizeRequest:
       workers: threads decoding inputs ahead of the run.
       progress: draw progress bars.
       command: the command line, stored in each result's provenance.
+      plugins: the plug-ins the run's terms come from (:mod:`nst_jax.session.plugins`):
+        recorded in provenance and manifests, loaded by Ray's workers.
     """
 
     contents: tuple[str, ...]
@@ -88,6 +91,7 @@ class StylizeRequest:
     workers: int = 2
     progress: bool = False
     command: tuple[str, ...] = ()
+    plugins: tuple[Plugin, ...] = ()
 
     @property
     def masked(self) -> bool:
@@ -180,4 +184,4 @@ def metadata(request: StylizeRequest, weights_md5: str) -> dict[str, Any]:
         "mask": list(request.masks) if request.masks else None,
         "mask_labels": request.mask_labels,
         "style_mask": list(request.style_masks) if request.style_masks is not None else None,
-    }
+    } | plugin_records(request.plugins)

@@ -55,7 +55,8 @@ def run_single(request: StylizeRequest, control: Control | None = None) -> Singl
     control = control or Control()
     request = checked(request)
     content, result = Path(request.contents[0]), Path(request.output)
-    weights_path = weights.find_weights(request.weights)
+    network = inputs.network(request.config)
+    weights_path = weights.find_weights(request.weights, network)
     meta = metadata(request, weights.md5sum(weights_path))
     control.phase("checking outputs")
     shape = _check_outputs(request, content, result, weights_path)
@@ -74,7 +75,7 @@ def run_single(request: StylizeRequest, control: Control | None = None) -> Singl
     control.phase("loading images")
     images = _load(request, config, content)
     control.phase("loading weights")
-    params = weights.load_vgg19(weights_path)
+    params = weights.load_weights(weights_path, network)
     roles = inputs.input_roles(request, content)
     meta = {**meta, "content": str(content), "setting": {}}
     meta["sha256"] = {name: checkpoint.sha256(path) for name, path in roles}

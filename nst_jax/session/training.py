@@ -23,7 +23,7 @@ from nst_jax.errors import InputError, shown
 from nst_jax.feedforward.train import TrainSettings
 from nst_jax.files import weights
 from nst_jax.files.atomic import atomic_write
-from nst_jax.session import checkpoint, outputs, train_checkpoints
+from nst_jax.session import checkpoint, inputs, outputs, train_checkpoints
 from nst_jax.session.control import Control
 from nst_jax.session.watch import Watcher, check_extras
 
@@ -200,13 +200,19 @@ def prepare(request: TrainRequest, control: Control) -> Prepared:
     contents, styles = found.files, theirs.files if theirs else None
     if request.style is not None:
         image.decode(request.style)  # a bad style is one line now, not after loading
-    weights_path = weights.find_weights(request.weights)
+    weights_path = weights.find_weights(request.weights, training_network(request))
     made = record(request, contents, styles, weights_path)
     check_folder(Path(request.output), made, request)
     if request.plot:
         check_extras(Path(request.plot), None)
         outputs.check_outputs([outputs.Output(Path(request.plot), "the plot")], [], force=True)
     return Prepared(request, made, contents, styles, weights_path)
+
+
+def training_network(request: TrainRequest) -> str:
+    """The network whose weights a training run loads: the objective's extractor (Johnson),
+    VGG19 (AdaIN's encoder, by its paper)."""
+    return inputs.network(request.objective) if request.objective is not None else "vgg19"
 
 
 def run_training(request: TrainRequest, control: Control | None = None) -> TrainOutcome:
@@ -225,7 +231,7 @@ def run_training(request: TrainRequest, control: Control | None = None) -> Train
     if request.force:
         start_over(folder)
     control.phase("loading weights")
-    vgg_params = weights.load_vgg19(weights_path)
+    vgg_params = weights.load_weights(weights_path, training_network(request))
     targets = _style_targets(request, vgg_params)
     state = _start_state(request, folder)
     start = int(state["step"])

@@ -23,6 +23,7 @@ from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
 from nst_jax.session import checkpoint, inputs, outputs
 from nst_jax.session.control import Control
+from nst_jax.session.plugins import Plugin, plugin_records
 from nst_jax.session.watch import Watcher
 from nst_jax.video import flow, frames
 from nst_jax.video.job import RECORD_VERSION, VideoSummary, finished, record_path
@@ -44,6 +45,8 @@ class VideoRequest:
       resume: continue the run the frames folder holds; ``force``: start it over.
       weights: the VGG19 weights file (``None``: searched).
       progress: draw a progress bar.
+      plugins: the plug-ins the run's terms come from (recorded: a run continues only with
+        the same ones).
     """
 
     input: str
@@ -57,6 +60,7 @@ class VideoRequest:
     force: bool = False
     weights: str | None = None
     progress: bool = False
+    plugins: tuple[Plugin, ...] = ()
 
 
 class VideoOutcome(NamedTuple):
@@ -110,7 +114,7 @@ def record(request: VideoRequest, clip: frames.Clip, weights_path) -> dict[str, 
     the same record."""
     import jax
 
-    return {
+    made = {
         "version": RECORD_VERSION,
         "backend": jax.default_backend(),  # another backend rounds differently
         "clip": {"path": str(clip.path.resolve()), "frames": clip.count, "size": clip.size},
@@ -120,6 +124,8 @@ def record(request: VideoRequest, clip: frames.Clip, weights_path) -> dict[str, 
         "styles_sha256": [checkpoint.sha256(style) for style in request.styles],
         "weights_md5": weights.md5sum(weights_path),
     }
+    # Only when there are some: a record from before plug-ins continues as it was.
+    return made | plugin_records(request.plugins)
 
 
 def check_folder(folder: Path, record: dict, resume: bool, force: bool) -> int:
@@ -181,14 +187,15 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
     video, folder = places(request, clip)
     if video is not None:
         frames.ffmpeg()  # installed, before the run rather than after it
-    weights_path = weights.find_weights(request.weights)
+    network = inputs.network(request.config)
+    weights_path = weights.find_weights(request.weights, network)
     styles = _styles(request)
     made = record(request, clip, weights_path)
     start = check_folder(folder, made, request.resume, request.force)
     if video is not None and video.exists() and not request.force:
         raise InputError(f"{shown(video)}: exists; --force replaces it")
     control.phase("loading weights")
-    params = weights.load_vgg19(weights_path)
+    params = weights.load_weights(weights_path, network)
     if request.force:
         start_over(folder)
     watcher = Watcher(progress=request.progress, stop=control.stop_requested)

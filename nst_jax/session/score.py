@@ -1,0 +1,215 @@
+"""Scores of a method over folders (``nst-jax score CONTENTS/ STYLES/ RESULTS/``).
+
+Pairing is ArtFID's (Wright & Ommer, "ArtFID: Quantitative Evaluation of Neural Style
+Transfer", GCPR 2022, their code): each folder's images sorted by name, the i-th result
+paired with the i-th content. Styles pair the same way when there are as many as results;
+one style serves every result.
+
+Each row holds, for one result: CFSD against its content (:func:`nst_jax.metrics.cfsd`),
+the content distance summed over the content layers, and every registered style term's
+distance to its style, averaged over the style layers (:func:`nst_jax.metrics.
+style_distances`). The summary is each column's mean over the rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from nst_jax import metrics
+from nst_jax.core import extractors, style_terms
+from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS
+from nst_jax.errors import InputError, shown
+from nst_jax.files import image, weights
+from nst_jax.files.atomic import atomic_write
+from nst_jax.files.walk import walk_inputs
+from nst_jax.session import outputs
+
+Row = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreRequest:
+    """Scores of the results in a folder (module docstring).
+
+    Attributes:
+      contents, styles, results: the folders (or single files) paired.
+      output: the CSV written, one row per result.
+      extractor: ``vgg19`` or ``vgg16`` (the networks whose weights files load by name).
+      weights: its weights file (``None``: searched).
+      max_dim: the longer side every image is scaled to (``None``: as they are).
+      terms: the style terms scored (``None``: every registered one).
+      force: replace an existing ``output`` (never an input).
+    """
+
+    contents: str
+    styles: str
+    results: str
+    output: str = "scores.csv"
+    extractor: str = "vgg19"
+    weights: str | None = None
+    max_dim: int | None = 512
+    terms: tuple[str, ...] | None = None
+    force: bool = False
+
+
+def run_score(
+    request: ScoreRequest, report: Callable[[int, int], None] = lambda done, total: None
+) -> tuple[list[Row], dict[str, float]]:
+    """Score ``request``'s results, write the CSV, and return the rows and their means.
+
+    Raises:
+      InputError: a refused input or output, before any work (one line).
+    """
+    network = request.extractor
+    if network not in weights.NETWORKS:
+        known = ", ".join(sorted(weights.NETWORKS))
+        raise InputError(f"--extractor {network}: scores load the weights of {known}")
+    for name in request.terms or ():
+        if name not in style_terms.names():
+            raise InputError(f"--terms: unknown style term {name!r}")
+    found = weights.find_weights(request.weights, network)
+    triples = paired_files(request.contents, request.styles, request.results)
+    reads = [(found, "--weights")] + [(p, "an input") for triple in triples for p in triple]
+    planned = [outputs.Output(Path(request.output), "-o")]
+    outputs.check_outputs(planned, reads, force=request.force)
+    params = weights.load_weights(found, network)
+    rows = score_folders(
+        params, request.contents, request.styles, request.results, request.extractor,
+        request.max_dim, request.terms, report,
+    )  # fmt: skip
+    write_csv(rows, request.output, replace=request.force)
+    return rows, summary(rows)
+
+
+def paired_files(
+    contents: str | Path, styles: str | Path, results: str | Path
+) -> list[tuple[Path, Path, Path]]:
+    """``(content, style, result)`` triples, paired by sorted names (module docstring).
+
+    Raises:
+      InputError: a folder that is missing or holds no image, or counts that do not pair.
+    """
+    found = {}
+    for name, folder in (("contents", contents), ("styles", styles), ("results", results)):
+        walked = walk_inputs([folder])
+        found[name] = [path for path, _ in sorted(walked.found, key=lambda item: str(item[0]))]
+    n = len(found["results"])
+    if len(found["contents"]) != n:
+        raise InputError(
+            f"{shown(results)}: {n} results for {len(found['contents'])} contents in "
+            f"{shown(contents)}; results pair with contents one to one, by sorted names"
+        )
+    if len(found["styles"]) not in (1, n):
+        raise InputError(
+            f"{shown(styles)}: {len(found['styles'])} styles for {n} results; give one style "
+            "or one per result (paired by sorted names)"
+        )
+    styles_each = found["styles"] * n if len(found["styles"]) == 1 else found["styles"]
+    return list(zip(found["contents"], styles_each, found["results"], strict=True))
+
+
+def score_folders(
+    params: Any,
+    contents: str | Path,
+    styles: str | Path,
+    results: str | Path,
+    extractor: str = "vgg19",
+    max_dim: int | None = 512,
+    terms: Sequence[str] | None = None,
+    report: Callable[[int, int], None] = lambda done, total: None,
+) -> list[Row]:
+    """One row of scores per result (module docstring).
+
+    Args:
+      params: the extractor's params.
+      contents, styles, results: folders (or files) of images.
+      extractor: a registered extractor; its default layers for VGG (``block3_conv1`` for
+        CFSD, the tutorial's content and style layers).
+      max_dim: each image is loaded with its longer side scaled to this (``None``: as is);
+        a result and its content must then be one size.
+      terms: the style terms to score (default: every registered one).
+      report: called with ``(done, total)`` after each result.
+
+    Raises:
+      InputError: unpairable folders, an unreadable image, sizes that differ (one line).
+      ValueError: an unknown extractor or term, or params that are not the extractor's.
+    """
+    extractors.check_params(extractor, params)
+    names = tuple(style_terms.names() if terms is None else terms)
+    for name in names:
+        style_terms.style_term(name)
+    triples = paired_files(contents, styles, results)
+    scores = jax.jit(_scores, static_argnums=(4, 5))
+    rows = []
+    for done, (content_path, style_path, result_path) in enumerate(triples, 1):
+        content, style, result = (
+            image.load(path, max_dim) for path in (content_path, style_path, result_path)
+        )
+        if content.shape != result.shape:
+            raise InputError(
+                f"{shown(result_path)}: {_size(result)}, its content {shown(content_path)} "
+                f"{_size(content)}; scores compare images of one size (--max-dim scales both)"
+            )
+        values = scores(params, content, style, result, extractor, names)
+        rows.append(
+            {"result": str(result_path), "content": str(content_path), "style": str(style_path)}
+            | {key: float(value) for key, value in values.items()}
+        )
+        report(done, len(triples))
+    return rows
+
+
+def _size(x: np.ndarray) -> str:
+    return f"{x.shape[1]}x{x.shape[0]} px"
+
+
+def _scores(params, content, style, result, extractor: str, names: tuple) -> dict:
+    distances = metrics.style_distances(params, result, style, STYLE_LAYERS, extractor, names)
+    content_terms = metrics.content_distance(params, result, content, CONTENT_LAYERS, extractor)
+    return {
+        "cfsd": metrics.cfsd(params, content, result, extractor),
+        "content_distance": sum(content_terms.values()),
+        **{f"style_{name}": sum(d.values()) / len(d) for name, d in distances.items()},
+    }
+
+
+def summary(rows: Sequence[Row]) -> dict[str, float]:
+    """Each score's mean over the rows (``nan`` where a row has none, as for a term whose
+    patches do not fit a small layer)."""
+    keys = [key for key in rows[0] if key not in ("result", "content", "style")] if rows else []
+    return {key: float(np.mean([row[key] for row in rows])) for key in keys}
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    """The rows as CSV, one header line (floats with 9 significant digits)."""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.9g}" if isinstance(v, float) else v for k, v in row.items()})
+    return out.getvalue()
+
+
+def write_csv(rows: Sequence[Row], path: str | Path, replace: bool = False) -> None:
+    """Write :func:`csv_text` of ``rows`` to ``path`` in one step (never half a file)."""
+    text = csv_text(rows).encode()
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(text), replace=replace)
+
+
+def summary_table(means: dict[str, float]) -> str:
+    """The summary as aligned lines, ``score  mean``."""
+    width = max((len(key) for key in means), default=0)
+    return "\n".join(
+        f"{key:<{width}}  {value:.6g}" if math.isfinite(value) else f"{key:<{width}}  nan"
+        for key, value in means.items()
+    )

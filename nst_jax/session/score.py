@@ -160,9 +160,10 @@ def score_folders(
                 f"{_size(content)}; scores compare images of one size (--max-dim scales both)"
             )
         values = scores(params, content, style, result, extractor, names)
+        columns = ["cfsd", "content_distance", *(f"style_{name}" for name in names)]
         rows.append(
             {"result": str(result_path), "content": str(content_path), "style": str(style_path)}
-            | {key: float(value) for key, value in values.items()}
+            | {key: float(values[key]) for key in columns}  # in this order (jit sorts keys)
         )
         report(done, len(triples))
     return rows

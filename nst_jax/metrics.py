@@ -6,6 +6,9 @@ set side by side on the same images.
   every registered style term (:mod:`nst_jax.core.style_terms`: Gram matrices, means and
   standard deviations, Wasserstein-2, sliced Wasserstein, ... and plug-ins' own).
 - CFSD, the content-feature structural distance of StyleID's evaluation (:func:`cfsd`).
+- LPIPS (:func:`lpips`), FID on ArtFID's Inception features (:func:`fid`,
+  :func:`inception_features`) and ArtFID itself (:func:`art_fid`), with the weights of
+  ``nst-jax weights fetch lpips`` and ``... artfid`` (:mod:`nst_jax.files.score_weights`).
 - SSIM and PSNR, from dm-pix (DeepMind's image library for JAX; the ``metrics`` extra):
   well-tested implementations of the standard definitions, rather than another copy.
 - The warping error measures flicker: how far each stylised frame is from the previous one
@@ -19,8 +22,10 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from nst_jax.core import extractors, style_terms, temporal
+from nst_jax.core import extractors, inception, style_terms, temporal
+from nst_jax.core import lpips as lpips_net
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, Params
 from nst_jax.core.targets import check_image
 from nst_jax.errors import InputError
@@ -140,6 +145,60 @@ def cfsd(
 
     per_row = jax.lax.map(block_kl, jnp.arange(blocks) * rows).reshape(-1)
     return jnp.sum(per_row[:n])
+
+
+def lpips(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
+    """LPIPS (v0.1, AlexNet) of two ``(H, W, 3)`` images in [0, 1] of one size; 0 for equal
+    images (:mod:`nst_jax.core.lpips`; params: ``nst_jax.files.score_weights.load("lpips")``)."""
+    a, b = checked_pair(a, b, smallest=lpips_net.MIN_SIDE)
+    return lpips_net.lpips_distance(params, a, b)
+
+
+def inception_features(params: Params, image: jax.Array) -> jax.Array:
+    """ArtFID's ``(2048,)`` Inception features of one image in [0, 1], at its own size
+    (:mod:`nst_jax.core.inception`; params: ``score_weights.load("artfid")``)."""
+    image, _ = checked_pair(image, image, smallest=inception.MIN_SIDE)
+    return inception.inception_features(params, image)
+
+
+def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """The Fréchet distance of two sets of features ``(n, d)`` (Heusel et al., NeurIPS 2017),
+    in float64: ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))``, with the
+    unbiased covariances (``np.cov``), as pytorch-fid and ArtFID define it.
+
+    They take the trace of ``scipy.linalg.sqrtm(S_a S_b)``, a ``d x d`` Schur decomposition
+    (a minute for ``d = 2048`` on 2 cores) that rounds badly for the rank-deficient
+    covariances of small sets. Here the trace is the sum of the square roots of the
+    eigenvalues of ``S_a S_b``, which equal those of the smaller ``M M^T / ((n_a - 1)(n_b - 1))``
+    with ``M = X_a X_b^T`` of the centred features (``eig(XY) = eig(YX)``): the singular
+    values of ``M``. With more samples than dimensions, those of ``S_a^(1/2) S_b S_a^(1/2)``
+    are used instead. Both are exact where ``sqrtm`` rounds (a set's FID to itself is 0 up
+    to 1e-9 of its trace).
+
+    Raises:
+      ValueError: fewer than two rows, or sets of other widths.
+    """
+    a, b = (np.asarray(f, np.float64) for f in (features_a, features_b))
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"fid needs two (n >= 2, d) feature sets, got {a.shape} and {b.shape}")
+    xa, xb = a - a.mean(0), b - b.mean(0)
+    count = (len(a) - 1) * (len(b) - 1)
+    traces = (np.sum(xa**2) / (len(a) - 1), np.sum(xb**2) / (len(b) - 1))
+    if max(len(a), len(b)) <= a.shape[1]:
+        root_trace = np.sum(np.linalg.svd(xa @ xb.T, compute_uv=False)) / np.sqrt(count)
+    else:
+        values, vectors = np.linalg.eigh(xa.T @ xa / (len(a) - 1))
+        root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+        middle = np.linalg.eigvalsh(root_a @ (xb.T @ xb / (len(b) - 1)) @ root_a)
+        root_trace = np.sum(np.sqrt(np.clip(middle, 0, None)))
+    diff = a.mean(0) - b.mean(0)
+    return float(diff @ diff + traces[0] + traces[1] - 2 * root_trace)
+
+
+def art_fid(fid_value: float, lpips_mean: float) -> float:
+    """ArtFID (Wright & Ommer, GCPR 2022): ``(LPIPS + 1) * (FID + 1)``, with the mean LPIPS
+    of results to their contents and the FID of results to the styles."""
+    return (float(lpips_mean) + 1.0) * (float(fid_value) + 1.0)
 
 
 def _pix():

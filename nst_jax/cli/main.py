@@ -15,12 +15,13 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from nst_jax.cli import signals
 from nst_jax.cli.options import EXIT_INPUT, Parser, reword
 from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.events import DivergedError
-from nst_jax.files import image, weights
+from nst_jax.files import image, score_weights, weights
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -71,6 +72,10 @@ def _cmd_score(args: argparse.Namespace, argv: list[str], control) -> int:
 
 
 def _cmd_weights_fetch(args: argparse.Namespace, *_) -> int:
+    if args.name in score_weights.SCORE_NETWORKS:
+        files, converted = score_weights.fetch(args.name)
+        print("published weights: " + ", ".join(map(str, files)) + f"\nconverted: {converted}")
+        return 0
     downloaded, converted = weights.fetch(network=args.name)
     print(f"official weights: {downloaded}\nconverted: {converted}")
     return 0
@@ -79,11 +84,29 @@ def _cmd_weights_fetch(args: argparse.Namespace, *_) -> int:
 def _cmd_weights_convert(args: argparse.Namespace, *_) -> int:
     from nst_jax.session import outputs
 
+    if args.network in score_weights.SCORE_NETWORKS:
+        return _convert_score_weights(args)
+    if args.lin is not None:
+        raise InputError("--lin: only with --network lpips")
     dest = weights.converted_path(args.dest, args.network)
     planned = [outputs.Output(dest, "the converted file")]
     source = weights.find_weights(args.source, args.network)
     outputs.check_outputs(planned, [(source, "IN")], force=args.force)
     print(f"converted: {weights.convert(args.source, dest, args.network)}")
+    return 0
+
+
+def _convert_score_weights(args: argparse.Namespace) -> int:
+    from nst_jax.session import outputs
+
+    network = score_weights.SCORE_NETWORKS[args.network]
+    sources = [args.source, args.lin] if args.network == "lpips" else [args.source]
+    if None in sources:
+        raise InputError("--network lpips converts two files: IN (AlexNet) and --lin FILE")
+    dest = Path(args.dest) if args.dest else score_weights.weights_dir() / network.converted
+    reads = [(Path(source), "IN") for source in sources]
+    outputs.check_outputs([outputs.Output(dest, "the converted file")], reads, force=args.force)
+    print(f"converted: {score_weights.convert(args.network, sources, dest)}")
     return 0
 
 
@@ -185,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_weights_parser(sub) -> None:
     weights_parser = sub.add_parser("weights", help="fetch, convert or describe weights files")
     wsub = weights_parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
-    names = sorted(weights.NETWORKS)
+    names = sorted(weights.NETWORKS) + sorted(score_weights.SCORE_NETWORKS)
     fetch = wsub.add_parser("fetch", help="download an official file (hash-checked), convert it")
     fetch.add_argument("name", metavar="NAME", nargs="?", default="vgg19", choices=names,
                        help=f"one of {', '.join(names)} (default vgg19)")  # fmt: skip
@@ -193,11 +216,13 @@ def _add_weights_parser(sub) -> None:
     convert.add_argument("source", metavar="IN")
     convert.add_argument("dest", metavar="OUT", nargs="?")
     convert.add_argument("--force", action="store_true", help="replace an existing OUT")
+    convert.add_argument("--lin", metavar="FILE", help="with --network lpips: LPIPS' lin file")
     info = wsub.add_parser("info", help="describe a weights file (default: the one found)")
     info.add_argument("path", metavar="PATH", nargs="?")
-    for command in (convert, info):
-        command.add_argument("--network", choices=names, default="vgg19",
-                             help="the network the file holds (default vgg19)")  # fmt: skip
+    convert.add_argument("--network", choices=names, default="vgg19",
+                         help="the network the file holds (default vgg19)")  # fmt: skip
+    info.add_argument("--network", choices=sorted(weights.NETWORKS), default="vgg19",
+                      help="the network the file holds (default vgg19)")  # fmt: skip
 
 
 def _internal_error() -> int:

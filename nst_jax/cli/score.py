@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     p.add_argument("--terms", type=values.style_loss_names, metavar="TERM[,TERM,...]",
                    help="the style terms scored (default: every registered one)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace an existing CSV")
+    p.add_argument("--lpips", action="store_true",
+                   help="add each result's LPIPS to its content (weights fetch lpips)")  # fmt: skip
+    p.add_argument("--artfid", action="store_true",
+                   help="add FID to the styles, and ArtFID (weights fetch artfid)")  # fmt: skip
 
 
 def cmd_score(args: argparse.Namespace, control) -> int:
@@ -37,7 +41,7 @@ def cmd_score(args: argparse.Namespace, control) -> int:
     request = score.ScoreRequest(
         args.contents, args.styles, args.results, output=args.output or "scores.csv",
         extractor=args.extractor, weights=args.weights, max_dim=args.max_dim,
-        terms=args.terms, force=args.force,
+        terms=args.terms, force=args.force, lpips=args.lpips, artfid=args.artfid,
     )  # fmt: skip
 
     def report(done: int, total: int) -> None:

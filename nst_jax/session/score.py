@@ -8,7 +8,11 @@ one style serves every result.
 Each row holds, for one result: CFSD against its content (:func:`nst_jax.metrics.cfsd`),
 the content distance summed over the content layers, and every registered style term's
 distance to its style, averaged over the style layers (:func:`nst_jax.metrics.
-style_distances`). The summary is each column's mean over the rows.
+style_distances`); with LPIPS' weights, its LPIPS to its content. The summary is each
+column's mean over the rows; with ArtFID's weights too, the FID of the results to the styles
+(ArtFID's Inception, each image at ``max_dim``) and ArtFID, ``(LPIPS + 1) * (FID + 1)``.
+The results are compared with every style at once for FID, as ArtFID does; with few images
+FID is dominated by its estimate's bias (papers use hundreds).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -28,7 +32,7 @@ from nst_jax import metrics
 from nst_jax.core import extractors, style_terms
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import InputError, shown
-from nst_jax.files import image, weights
+from nst_jax.files import image, score_weights, weights
 from nst_jax.files.atomic import atomic_write
 from nst_jax.files.walk import walk_inputs
 from nst_jax.session import outputs
@@ -48,6 +52,8 @@ class ScoreRequest:
       max_dim: the longer side every image is scaled to (``None``: as they are).
       terms: the style terms scored (``None``: every registered one).
       force: replace an existing ``output`` (never an input).
+      lpips: add each result's LPIPS to its content (``nst-jax weights fetch lpips``).
+      artfid: add the set's FID to the styles and ArtFID (also ``... fetch artfid``).
     """
 
     contents: str
@@ -59,12 +65,15 @@ class ScoreRequest:
     max_dim: int | None = 512
     terms: tuple[str, ...] | None = None
     force: bool = False
+    lpips: bool = False
+    artfid: bool = False
 
 
 def run_score(
     request: ScoreRequest, report: Callable[[int, int], None] = lambda done, total: None
 ) -> tuple[list[Row], dict[str, float]]:
-    """Score ``request``'s results, write the CSV, and return the rows and their means.
+    """Score ``request``'s results, write the CSV, and return the rows and the summary
+    (each column's mean, then the set's FID and ArtFID where asked).
 
     Raises:
       InputError: a refused input or output, before any work (one line).
@@ -77,17 +86,30 @@ def run_score(
         if name not in style_terms.names():
             raise InputError(f"--terms: unknown style term {name!r}")
     found = weights.find_weights(request.weights, network)
+    wanted = [
+        n
+        for n, on in (("lpips", request.lpips or request.artfid), ("artfid", request.artfid))
+        if on
+    ]
+    score_files = [score_weights.find(name) for name in wanted]  # one line if one is missing
     triples = paired_files(request.contents, request.styles, request.results)
-    reads = [(found, "--weights")] + [(p, "an input") for triple in triples for p in triple]
+    if request.artfid and len({t[1] for t in triples}) < 2:
+        raise InputError(f"{shown(request.styles)}: ArtFID's FID needs two styles or more")
+    reads = [(found, "--weights"), *((p, "weights") for p in score_files)]
+    reads += [(p, "an input") for triple in triples for p in triple]
     planned = [outputs.Output(Path(request.output), "-o")]
     outputs.check_outputs(planned, reads, force=request.force)
     params = weights.load_weights(found, network)
-    rows = score_folders(
+    loaded = {
+        name: score_weights.load(name, path) for name, path in zip(wanted, score_files, strict=True)
+    }
+    rows, whole = score_folders(
         params, request.contents, request.styles, request.results, request.extractor,
         request.max_dim, request.terms, report,
+        Networks(loaded.get("lpips"), loaded.get("artfid")),
     )  # fmt: skip
     write_csv(rows, request.output, replace=request.force)
-    return rows, summary(rows)
+    return rows, summary(rows) | whole
 
 
 def paired_files(
@@ -117,6 +139,14 @@ def paired_files(
     return list(zip(found["contents"], styles_each, found["results"], strict=True))
 
 
+class Networks(NamedTuple):
+    """The params of the optional scoring networks: LPIPS' and ArtFID's Inception
+    (``None``: that score is not computed)."""
+
+    lpips: Any = None
+    inception: Any = None
+
+
 def score_folders(
     params: Any,
     contents: str | Path,
@@ -126,8 +156,9 @@ def score_folders(
     max_dim: int | None = 512,
     terms: Sequence[str] | None = None,
     report: Callable[[int, int], None] = lambda done, total: None,
-) -> list[Row]:
-    """One row of scores per result (module docstring).
+    networks: Networks | None = None,
+) -> tuple[list[Row], dict[str, float]]:
+    """One row of scores per result (module docstring), and the scores of the whole set.
 
     Args:
       params: the extractor's params.
@@ -138,35 +169,65 @@ def score_folders(
         a result and its content must then be one size.
       terms: the style terms to score (default: every registered one).
       report: called with ``(done, total)`` after each result.
+      networks: with LPIPS' params, each row's ``lpips`` to its content; with Inception's
+        too, the set's ``fid`` (results to every style) and ``artfid``.
 
     Raises:
       InputError: unpairable folders, an unreadable image, sizes that differ (one line).
       ValueError: an unknown extractor or term, or params that are not the extractor's.
     """
     extractors.check_params(extractor, params)
+    networks = networks or Networks()
     names = tuple(style_terms.names() if terms is None else terms)
     for name in names:
         style_terms.style_term(name)
     triples = paired_files(contents, styles, results)
     scores = jax.jit(_scores, static_argnums=(4, 5))
-    rows = []
-    for done, (content_path, style_path, result_path) in enumerate(triples, 1):
-        content, style, result = (
-            image.load(path, max_dim) for path in (content_path, style_path, result_path)
-        )
-        if content.shape != result.shape:
-            raise InputError(
-                f"{shown(result_path)}: {_size(result)}, its content {shown(content_path)} "
-                f"{_size(content)}; scores compare images of one size (--max-dim scales both)"
-            )
+    rows, features = [], {"results": [], "styles": {}}
+    for done, paths in enumerate(triples, 1):
+        content, style, result = _loaded(paths, max_dim)
         values = scores(params, content, style, result, extractor, names)
         columns = ["cfsd", "content_distance", *(f"style_{name}" for name in names)]
-        rows.append(
-            {"result": str(result_path), "content": str(content_path), "style": str(style_path)}
-            | {key: float(values[key]) for key in columns}  # in this order (jit sorts keys)
-        )
+        row = {"result": str(paths[2]), "content": str(paths[0]), "style": str(paths[1])}
+        row |= {key: float(values[key]) for key in columns}  # in this order (jit sorts keys)
+        if networks.lpips is not None:
+            row["lpips"] = float(_lpips(networks.lpips, result, content))
+        if networks.inception is not None:
+            features["results"].append(_inception(networks.inception, result))
+            if paths[1] not in features["styles"]:
+                features["styles"][paths[1]] = _inception(networks.inception, style)
+        rows.append(row)
         report(done, len(triples))
-    return rows
+    return rows, _set_scores(rows, features, networks)
+
+
+def _loaded(paths: tuple[Path, Path, Path], max_dim: int | None) -> list[np.ndarray]:
+    content, style, result = (image.load(path, max_dim) for path in paths)
+    if content.shape != result.shape:
+        raise InputError(
+            f"{shown(paths[2])}: {_size(result)}, its content {shown(paths[0])} "
+            f"{_size(content)}; scores compare images of one size (--max-dim scales both)"
+        )
+    return [content, style, result]
+
+
+@jax.jit
+def _lpips(params, result, content):
+    return metrics.lpips(params, result, content)
+
+
+@jax.jit
+def _inception(params, x):
+    return metrics.inception_features(params, x)
+
+
+def _set_scores(rows: list[Row], features: dict, networks: Networks) -> dict[str, float]:
+    """FID of the results to the styles, and ArtFID, where Inception's params are given."""
+    if networks.inception is None or networks.lpips is None:
+        return {}
+    styles = list(features["styles"].values())
+    fid = metrics.fid(np.stack(features["results"]), np.stack(styles))
+    return {"fid": fid, "artfid": metrics.art_fid(fid, np.mean([r["lpips"] for r in rows]))}
 
 
 def _size(x: np.ndarray) -> str:

@@ -151,3 +151,27 @@ def test_plugin_options_are_found_before_parsing():
 def test_damaged_plugin_records_are_refused(records):
     with pytest.raises(InputError, match="damaged record"):
         plugins.check_records(records, (), "r.png")
+
+
+def test_a_video_runs_with_a_plugin_and_records_it(files, capsys, monkeypatch):
+    """Video takes plug-ins too: its record names them; continuing without them is refused."""
+    pytest.importorskip("cv2")
+    from PIL import Image
+
+    clip = files / "clip"
+    clip.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(
+            clip / f"frame{index}.png"
+        )
+    out = files / "frames"
+    argv = [
+        "video", clip, "--style", files / "style.png", "-o", out, "--weights", files / "w.h5",
+        "--max-dim", "32", "--steps", "1", "-q", "--style-loss", "covariance",
+    ]  # fmt: skip
+    assert exit_code([*argv, "--plugin", OWN_LOSS]) == 0, capsys.readouterr().err
+    record = json.loads(next(out.rglob("video.json")).read_text())
+    assert record["plugins"][0]["name"] == "own_style_loss.py"
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    assert_refused(files, [*argv, "--resume"], "plugins", capsys=capsys)

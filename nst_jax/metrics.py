@@ -84,6 +84,8 @@ def style_distances(
     smaller than a term's ``min_side`` (``mrf``'s 3x3 patches) gives ``nan``.
     """
     a, b = checked_pair(a, b, same_size=False)
+    if isinstance(terms, str) or not (terms is None or isinstance(terms, Sequence)):
+        raise ValueError(f"terms must be a sequence of term names, got {terms!r}")
     names = tuple(style_terms.names() if terms is None else terms)
     chosen = {name: style_terms.style_term(name) for name in names}
     fa, fb = (_features(params, x, layers, extractor) for x in (a, b))
@@ -151,6 +153,7 @@ def lpips(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
     """LPIPS (v0.1, AlexNet) of two ``(H, W, 3)`` images in [0, 1] of one size; 0 for equal
     images (:mod:`nst_jax.core.lpips`; params: ``nst_jax.files.score_weights.load("lpips")``)."""
     a, b = checked_pair(a, b, smallest=lpips_net.MIN_SIDE)
+    _check_network_params(params, lpips_net.param_shapes(), "lpips")
     return lpips_net.lpips_distance(params, a, b)
 
 
@@ -158,7 +161,18 @@ def inception_features(params: Params, image: jax.Array) -> jax.Array:
     """ArtFID's ``(2048,)`` Inception features of one image in [0, 1], at its own size
     (:mod:`nst_jax.core.inception`; params: ``score_weights.load("artfid")``)."""
     image, _ = checked_pair(image, image, smallest=inception.MIN_SIDE)
+    _check_network_params(params, inception.param_shapes(), "artfid")
     return inception.inception_features(params, image)
+
+
+def _check_network_params(params, shapes, name: str) -> None:
+    """``params`` has the network's tree and shapes, or one ``ValueError`` saying so."""
+    found = jax.tree.map(np.shape, params) if isinstance(params, dict) else None
+    wanted = jax.tree.map(tuple, shapes, is_leaf=lambda x: isinstance(x, tuple))
+    if found != wanted:
+        raise ValueError(
+            f"params are not {name}'s (load them with nst_jax.files.score_weights.load({name!r}))"
+        )
 
 
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -181,6 +195,8 @@ def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     a, b = (np.asarray(f, np.float64) for f in (features_a, features_b))
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"fid needs two (n >= 2, d) feature sets, got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("fid: the features hold NaN or infinity")
     xa, xb = a - a.mean(0), b - b.mean(0)
     count = (len(a) - 1) * (len(b) - 1)
     traces = (np.sum(xa**2) / (len(a) - 1), np.sum(xb**2) / (len(b) - 1))

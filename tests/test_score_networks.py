@@ -383,3 +383,20 @@ def test_score_with_lpips_and_artfid_on_20_images(tmp_path, weights_h5, inceptio
     fid = float(summary["fid"])
     assert fid > 0
     assert float(summary["artfid"]) == pytest.approx((lpips_mean + 1) * (fid + 1), rel=1e-5)
+
+
+def test_score_functions_check_their_arguments(params):
+    x = np.random.default_rng(7).random((40, 40, 3)).astype(np.float32)
+    for bad in ({}, {"conv1": 1}, None, params):
+        with pytest.raises(ValueError, match="lpips"):
+            metrics.lpips(bad, x, x)
+        with pytest.raises(ValueError, match="artfid"):
+            metrics.inception_features(bad, np.zeros((80, 80, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.fid(np.full((3, 4), np.nan), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="terms"):
+        metrics.style_distances(params, x, x, terms="gram")
+    with pytest.raises(ValueError, match="max_dim"):
+        from nst_jax.session import score
+
+        score.score_folders(params, "a", "b", "c", max_dim=0)

@@ -176,6 +176,8 @@ def score_folders(
       InputError: unpairable folders, an unreadable image, sizes that differ (one line).
       ValueError: an unknown extractor or term, or params that are not the extractor's.
     """
+    if max_dim is not None and (type(max_dim) is not int or max_dim < 1):
+        raise ValueError(f"max_dim must be a positive int or None, got {max_dim!r}")
     extractors.check_params(extractor, params)
     networks = networks or Networks()
     names = tuple(style_terms.names() if terms is None else terms)

@@ -48,6 +48,8 @@ def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.A
 
 
 def _features(params: Params, x: jax.Array, layers: Sequence[str], extractor: str) -> dict:
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+        raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
     return extractors.extract(params, x, tuple(layers), extractors.FeatureSpec(extractor))
 
 
@@ -127,7 +129,7 @@ def cfsd(
     built ``rows`` rows at a time (a 512 px image has 16384 positions at relu3_1: 1 GiB
     whole). The features are this extractor's (Keras VGG19 by default, its own
     preprocessing), so values are comparable with each other, not with figures printed
-    from torchvision's VGG19.
+    from torchvision's VGG19. ``nan`` where the layer has no position (images under 4 px).
     """
     content, result = checked_pair(content, result)
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
@@ -135,6 +137,8 @@ def cfsd(
     fc, fr = (_features(params, x, (layer,), extractor)[layer] for x in (content, result))
     fc, fr = (f.reshape(-1, f.shape[-1]) / f.shape[-1] for f in (fc, fr))
     n, rows = fc.shape[0], min(rows, fc.shape[0])
+    if n == 0:  # an image under 4 px a side has no position left at relu3_1
+        return jnp.array(jnp.nan, fc.dtype)
     blocks = -(-n // rows)
     padded = [jnp.pad(f, ((0, blocks * rows - n), (0, 0))) for f in (fc, fr)]
 
@@ -160,7 +164,11 @@ def lpips(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
 def inception_features(params: Params, image: jax.Array) -> jax.Array:
     """ArtFID's ``(2048,)`` Inception features of one image in [0, 1], at its own size
     (:mod:`nst_jax.core.inception`; params: ``score_weights.load("artfid")``)."""
-    image, _ = checked_pair(image, image, smallest=inception.MIN_SIDE)
+    image = check_image(image, "image")
+    if min(image.shape[:2]) < inception.MIN_SIDE:
+        raise ValueError(
+            f"image: sides of at least {inception.MIN_SIDE} px needed, got {image.shape[:2]}"
+        )
     _check_network_params(params, inception.param_shapes(), "artfid")
     return inception.inception_features(params, image)
 
@@ -192,6 +200,8 @@ def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     Raises:
       ValueError: fewer than two rows, or sets of other widths.
     """
+    if np.iscomplexobj(features_a) or np.iscomplexobj(features_b):
+        raise ValueError("fid: the features are complex numbers")
     a, b = (np.asarray(f, np.float64) for f in (features_a, features_b))
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"fid needs two (n >= 2, d) feature sets, got {a.shape} and {b.shape}")
@@ -214,6 +224,9 @@ def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
 def art_fid(fid_value: float, lpips_mean: float) -> float:
     """ArtFID (Wright & Ommer, GCPR 2022): ``(LPIPS + 1) * (FID + 1)``, with the mean LPIPS
     of results to their contents and the FID of results to the styles."""
+    for name, value in (("fid_value", fid_value), ("lpips_mean", lpips_mean)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
     return (float(lpips_mean) + 1.0) * (float(fid_value) + 1.0)
 
 

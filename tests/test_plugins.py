@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,49 @@ def test_a_video_runs_with_a_plugin_and_records_it(files, capsys, monkeypatch):
     assert record["plugins"][0]["name"] == "own_style_loss.py"
     monkeypatch.setattr(plugins, "_LOADED", {})
     assert_refused(files, [*argv, "--resume"], "plugins", capsys=capsys)
+
+
+TERM_FAULTS = {
+    "raises": ("def f(x):\n    raise RuntimeError('boom at trace')\n", "line 2: RuntimeError"),
+    "non_scalar": ("import jax.numpy as jnp\ndef f(x):\n    return x\n", "not a scalar"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TERM_FAULTS))
+def test_a_plugin_term_that_fails_is_one_line(files, case, capsys):
+    """The plug-in's fault, not nst-jax's: exit 2, its file and line (or what is wrong)."""
+    body, fragment = TERM_FAULTS[case]
+    name = f"bad_term_{case}"
+    loss = "lambda s, t, w=1.0, lw=None: f(next(iter(s.values())))"
+    source = body + (
+        f"import nst_jax\nnst_jax.register_style_term({name!r}, nst_jax.StyleTerm("
+        f"nst_jax.losses.gram_matrix, nst_jax.losses.gram_matrix, {loss}))\n"
+    )
+    path = files / f"{name}.py"
+    path.write_text(source)
+    argv = run_argv(files, "out/x.png", "--plugin", path, "--style-loss", name)
+    assert_refused(files, argv, fragment, capsys=capsys)
+
+
+def test_probed_plugin_options(files, capsys, tmp_path):
+    """An abbreviated --plug loads the plug-in as argparse reads it; a pipe is refused
+    without blocking; a package whose __init__ raises is one line."""
+    assert plugin_specs(["stylize", "--plu", "a.py", "--plug=b.py", "--pl", "c"]) == [
+        "a.py",
+        "b.py",
+    ]
+    fifo = files / "fifo.py"
+    os.mkfifo(fifo)
+    assert_refused(files, run_argv(files, "out/x.png", "--plugin", fifo), "regular", capsys=capsys)
+    with pytest.raises(InputError, match="its package failed"):
+        package = tmp_path / "nst_jax_bad_package"
+        package.mkdir()
+        (package / "__init__.py").write_text("raise RuntimeError('init fails')\n")
+        (package / "sub.py").write_text("")
+        import sys
+
+        sys.path.insert(0, str(tmp_path))
+        try:
+            plugins.load_plugin("nst_jax_bad_package.sub")
+        finally:
+            sys.path.remove(str(tmp_path))

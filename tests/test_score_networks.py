@@ -400,3 +400,84 @@ def test_score_functions_check_their_arguments(params):
         from nst_jax.session import score
 
         score.score_folders(params, "a", "b", "c", max_dim=0)
+
+
+def _pickle_in_zip(path, payload: bytes) -> None:
+    """A zip laid out as torch.save's, whose data.pkl is ``payload``."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x/data.pkl", payload)
+        archive.writestr("x/data/0", b"\0" * 16)
+
+
+def test_hostile_pth_files_are_one_line_and_change_nothing(tmp_path):
+    """Cases of a hostile probe: a pickle that sets attributes on an allowed function, a
+    tensor of absurd size over a small storage, a storage made of a plain tuple, a zip
+    entry that inflates past the limit, a pipe."""
+    import os
+    import pickle
+    import zipfile
+
+    G = lambda module, name: f"c{module}\n{name}\n".encode()  # noqa: E731 - GLOBAL
+    build = (
+        b"\x80\x02"
+        + G("torch._utils", "_rebuild_parameter")
+        + b"N}X\x08\x00\x00\x00__name__X\x05\x00\x00\x00pwneds\x86b."
+    )
+    _pickle_in_zip(tmp_path / "build.pth", build)
+    with pytest.raises(WeightsError):
+        torch_pth.read_state_dict(tmp_path / "build.pth")
+    assert torch_pth._rebuild_parameter.__name__ == "_rebuild_parameter"
+    # The pickles below are well formed: the same writer's sound tensor reads.
+    _pickle_in_zip(tmp_path / "good.pth", _state_dict_pickle({"w": ("T", (2,), (1,))}))
+    assert torch_pth.read_state_dict(tmp_path / "good.pth")["w"].shape == (2,)
+    # A tensor 2**40 x 2**40 with zero strides, and one on a storage that is a plain tuple.
+    for name, structure in {
+        "huge": {"w": ("T", (2**40, 2**40), (0, 0))},
+        "tuple_storage": {"w": ("plain", (2,), (1,))},
+    }.items():
+        payload = _state_dict_pickle(structure)
+        _pickle_in_zip(tmp_path / f"{name}.pth", payload)
+        with pytest.raises(WeightsError):
+            torch_pth.read_state_dict(tmp_path / f"{name}.pth")
+    with zipfile.ZipFile(tmp_path / "bomb.pth", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x/data.pkl", _state_dict_pickle({"w": ("T", (2,), (1,))}))
+        archive.writestr("x/data/0", b"\0" * ((1 << 30) + 8))
+    assert (tmp_path / "bomb.pth").stat().st_size < 4 << 20
+    with pytest.raises(WeightsError, match="larger than"):
+        torch_pth.read_state_dict(tmp_path / "bomb.pth")
+    os.mkfifo(tmp_path / "fifo.pth")
+    with pytest.raises(WeightsError, match="regular"):
+        torch_pth.read_state_dict(tmp_path / "fifo.pth")
+    del pickle
+
+
+def _state_dict_pickle(structure: dict) -> bytes:
+    """A protocol-2 pickle of ``{name: tensor}``: each tensor ``(storage kind, size,
+    stride)``, "T" a FloatStorage persistent id, "plain" a tuple in its place."""
+    G = lambda module, name: f"c{module}\n{name}\n".encode()  # noqa: E731
+    out = b"\x80\x02" + G("collections", "OrderedDict") + b")R("
+    for name, (kind, size, stride) in structure.items():
+        out += b"X" + len(name).to_bytes(4, "little") + name.encode()
+        out += G("torch._utils", "_rebuild_tensor_v2") + b"("
+        if kind == "T":
+            out += b"(X\x07\x00\x00\x00storage" + G("torch", "FloatStorage")
+            out += b"X\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ"
+        else:
+            out += b"X\x01\x00\x00\x000X\x01\x00\x00\x00f\x86"
+        out += (
+            b"K\x00"
+            + _ints(size)
+            + _ints(stride)
+            + b"\x89"
+            + G("collections", "OrderedDict")
+            + b")RtR"
+        )
+    return out + b"u."
+
+
+def _ints(values) -> bytes:
+    import pickle
+
+    return pickle.dumps(tuple(values), protocol=2)[2:-1]

@@ -100,8 +100,10 @@ def test_score_on_a_20_image_folder(tmp_path, weights_h5, capsys):
     summary printed is the CSV's column means."""
     write_folders(tmp_path, 20)
     out = tmp_path / "scores.csv"
+    # Every term, mrf too (not a default: its memory grows with the square of the pixels).
     argv = ["score", tmp_path / "contents", tmp_path / "styles", tmp_path / "results",
-            "-o", out, "--weights", weights_h5, "--max-dim", "48", "-q"]  # fmt: skip
+            "-o", out, "--weights", weights_h5, "--max-dim", "48", "-q",
+            "--terms", ",".join(style_terms.names())]  # fmt: skip
     assert exit_code(argv) == 0
     printed = capsys.readouterr().out.splitlines()
     with open(out) as f:
@@ -145,3 +147,21 @@ def test_score_library_arguments(params):
         score.score_folders(params, "a", "b", "c", terms=("nope",))
     assert score.summary([]) == {}
     assert score.csv_text([]) == ""
+
+
+def test_probed_score_cases(tmp_path, weights_h5, params, capsys):
+    """Cases of a hostile probe: an image scaled past the pixel limit is one line; CFSD of
+    images with no position left at relu3_1 is nan, as style distances of small layers are;
+    mrf is not a default term (its memory grows with the square of the positions)."""
+    write_folders(tmp_path, 1)
+    folders = [tmp_path / k for k in ("contents", "styles", "results")]
+    argv = ["score", *folders, "--weights", weights_h5, "-o", tmp_path / "s.csv", "-q"]
+    assert_refused(tmp_path, [*argv, "--max-dim", "100000000"], "limit", capsys=capsys)
+    assert_refused(tmp_path, [*argv, "-o", ""], "-o", capsys=capsys)
+    tiny = np.random.default_rng(8).random((3, 3, 3)).astype(np.float32)
+    assert np.isnan(float(metrics.cfsd(params, tiny, tiny)))
+    assert "mrf" not in score.default_terms() and "gram" in score.default_terms()
+    with pytest.raises(ValueError, match="layers"):
+        metrics.style_distances(params, tiny, tiny, layers="block1_conv1")
+    with pytest.raises(ValueError, match="layers"):
+        metrics.content_distance(params, tiny, tiny, layers=[])

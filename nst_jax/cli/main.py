@@ -153,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nst-jax: interrupted", file=sys.stderr)
         return 130
-    except Exception:
-        return _internal_error()
+    except Exception as e:
+        return _plugins_fault(e) or _internal_error()
 
 
 def _command(argv: Sequence[str] | None) -> int:
@@ -180,12 +180,16 @@ def plugin_specs(argv: Sequence[str]) -> list[str]:
     for index, word in enumerate(argv):
         if word == "--":
             break
-        if word == "--plugin":
-            if index + 1 >= len(argv):
-                raise InputError("--plugin: expected a .py file or a module name")
+        option, equals, value = word.partition("=")
+        # argparse takes any unambiguous prefix: --plu (--pl is also --plot's).
+        if len(option) < len("--plu") or not "--plugin".startswith(option):
+            continue
+        if equals:
+            specs.append(value)
+        elif index + 1 < len(argv):
             specs.append(argv[index + 1])
-        elif word.startswith("--plugin="):
-            specs.append(word.split("=", 1)[1])
+        else:
+            raise InputError("--plugin: expected a .py file or a module name")
     return specs
 
 
@@ -223,6 +227,17 @@ def _add_weights_parser(sub) -> None:
                          help="the network the file holds (default vgg19)")  # fmt: skip
     info.add_argument("--network", choices=sorted(weights.NETWORKS), default="vgg19",
                       help="the network the file holds (default vgg19)")  # fmt: skip
+
+
+def _plugins_fault(error: Exception) -> int | None:
+    """Exit status 2 and one line for an error in a plug-in's code: the user's to fix."""
+    from nst_jax.session import plugins
+
+    line = plugins.plugin_fault(error)
+    if line is None:
+        return None
+    print(f"nst-jax: error: {line}", file=sys.stderr)
+    return EXIT_INPUT
 
 
 def _internal_error() -> int:

@@ -8,6 +8,7 @@ import sys
 
 from nst_jax.cli import values
 from nst_jax.cli.options import add_common
+from nst_jax.errors import InputError
 
 
 def add_parser(sub) -> None:
@@ -27,7 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-dim", type=values.positive_int, default=512,
                    help="every image's longer side is scaled to this (default 512)")  # fmt: skip
     p.add_argument("--terms", type=values.style_loss_names, metavar="TERM[,TERM,...]",
-                   help="the style terms scored (default: every registered one)")  # fmt: skip
+                   help="the style terms scored (default: every registered one but mrf, whose "
+                   "memory grows with the square of the pixels)")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace an existing CSV")
     p.add_argument("--lpips", action="store_true",
                    help="add each result's LPIPS to its content (weights fetch lpips)")  # fmt: skip
@@ -38,6 +40,8 @@ def add_parser(sub) -> None:
 def cmd_score(args: argparse.Namespace, control) -> int:
     from nst_jax.session import score
 
+    if args.output == "":
+        raise InputError("-o: an empty path")
     request = score.ScoreRequest(
         args.contents, args.styles, args.results, output=args.output or "scores.csv",
         extractor=args.extractor, weights=args.weights, max_dim=args.max_dim,

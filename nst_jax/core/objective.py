@@ -45,11 +45,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.core import extractors, losses
 from nst_jax.core.fields import check_choice, check_finite, refuse_traced, setting
 from nst_jax.core.style_terms import style_term
+from nst_jax.errors import InputError
 
 # The tutorial's layers (https://www.tensorflow.org/tutorials/generative/style_transfer).
 CONTENT_LAYERS: tuple[str, ...] = ("block5_conv2",)
@@ -291,6 +293,11 @@ def loss_fn(
         stats = {name: term.statistic(f) for name, f in style.items()}
         extra = {"key": _key(targets, config)} if term.random else {}
         style_value = term.loss(stats, targets["style"], weights["style"], style_weights, **extra)
+        if jnp.shape(style_value) != ():
+            raise InputError(
+                f"style_loss {config.style_loss}: its loss returned shape "
+                f"{tuple(jnp.shape(style_value))}, not a scalar"
+            )
     terms = {
         "content": content_term,
         "style": style_value,

@@ -102,7 +102,7 @@ def lpips_params(alexnet: Mapping[str, np.ndarray], lin: Mapping[str, np.ndarray
             "kernel": np.transpose(weight, (2, 3, 1, 0)),  # OIHW -> HWIO
             "bias": _get(alexnet, f"features.{torch_index}.bias"),
         }
-        params["lin"][f"lin{index + 1}"] = _get(lin, f"lin{index}.model.1.weight").reshape(-1)
+        params["lin"][f"lin{index + 1}"] = _get(lin, f"lin{index}.model.1.weight", 1).reshape(-1)
     return params
 
 
@@ -122,12 +122,16 @@ def inception_params(state: Mapping[str, np.ndarray]) -> dict:
 
 
 class _MissingKeyError(KeyError):
-    pass
+    """A key missing from the ``index``-th file's state_dict."""
+
+    def __init__(self, key: str, index: int):
+        super().__init__(key)
+        self.key, self.index = key, index
 
 
-def _get(state: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+def _get(state: Mapping[str, np.ndarray], key: str, index: int = 0) -> np.ndarray:
     if key not in state:
-        raise _MissingKeyError(key)
+        raise _MissingKeyError(key, index)
     return np.asarray(state[key])
 
 
@@ -147,7 +151,8 @@ def convert(name: str, sources: list[str | os.PathLike], dest: str | os.PathLike
     try:
         params = lpips_params(*states) if name == "lpips" else inception_params(*states)
     except _MissingKeyError as e:
-        raise WeightsError(f"{shown(sources[-1])}: not {NAMES[name]}'s weights (no {e})") from None
+        which = shown(sources[e.index])
+        raise WeightsError(f"{which}: not {NAMES[name]}'s weights (no {e.key!r})") from None
     params = _validated(name, params, sources[0])
     path = Path(dest) if dest is not None else weights_dir() / network.converted
     payload = {"format": f"nst_jax-{name}", "version": FORMAT_VERSION, "params": params}
@@ -191,7 +196,8 @@ def find(name: str, path: str | os.PathLike | None = None) -> Path:
     if found.is_file():
         return found
     if path is not None:
-        raise WeightsError(f"{shown(found)}: no such file")
+        reason = "not a file" if found.exists() else "no such file"
+        raise WeightsError(f"{shown(found)}: {reason}")
     files = ", ".join(p.name for p in network.files)
     raise WeightsError(
         f"{NAMES[name]} needs its weights: run `nst-jax weights fetch {name}` (offline: put "

@@ -341,7 +341,7 @@ def info(path: str | os.PathLike | None = None, network: str = "vgg19") -> dict[
 # Fetching
 
 
-def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
+def download(url: str, dest: Path, md5: str, timeout: float = 30.0, network: str = "vgg19") -> Path:
     """Download ``url`` to ``dest`` atomically, refusing it unless its MD5 is ``md5``."""
 
     def write(tmp: Path) -> None:
@@ -357,9 +357,10 @@ def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> Path:
         atomic_write(dest, write)
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
+        option = "" if network == "vgg19" else f" --network {network}"
         raise WeightsError(
             f"cannot download {url} ({reason}); download it by hand and run "
-            f"`nst-jax weights convert FILE`, or put it at {keras_cache_file()}"
+            f"`nst-jax weights convert FILE{option}`, or put it at {keras_cache_file(network)}"
         ) from None
     return dest
 
@@ -382,5 +383,5 @@ def fetch(
     url, md5 = url or known.url, md5 or known.md5
     dest = cache_dir() / known.official
     if not (dest.is_file() and md5sum(dest) == md5):
-        download(url, dest, md5)
+        download(url, dest, md5, network=network)
     return dest, convert(dest, network=network)

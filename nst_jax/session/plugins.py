@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
+import stat
 import sys
 import traceback
 from pathlib import Path
@@ -49,6 +51,8 @@ def load_plugin(spec: str) -> Plugin:
       InputError: no such file or module, not Python, or the plug-in raised (one line naming
         it and its error).
     """
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"--plugin: expected a .py file or a module name, got {spec!r}")
     path = Path(spec)
@@ -59,6 +63,8 @@ def load_plugin(spec: str) -> Plugin:
 
 def _load_file(path: Path) -> Plugin:
     try:
+        if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            raise InputError(f"{shown(path)}: a plug-in is a regular .py file")  # a pipe blocks
         data = path.read_bytes()
     except IsADirectoryError:
         raise InputError(f"{shown(path)}: a plug-in is a .py file, not a directory") from None
@@ -71,14 +77,14 @@ def _load_file(path: Path) -> Plugin:
     module_name = f"nst_jax_plugin_{digest[:16]}"
     try:
         source = data.decode("utf-8")
-        code = compile(source, str(path), "exec")
+        code = compile(source, str(path.resolve()), "exec")  # as Plugin.path
     except (UnicodeDecodeError, SyntaxError, ValueError) as e:
         raise InputError(f"{shown(path)}: not a Python plug-in ({_first_line(e)})") from None
     module = importlib.util.module_from_spec(
         importlib.util.spec_from_loader(module_name, loader=None, origin=str(path))
     )
-    module.__file__ = str(path)
-    _run(lambda: exec(code, module.__dict__), path)
+    module.__file__ = str(path.resolve())
+    _run(lambda: exec(code, module.__dict__), path, str(path.resolve()))
     sys.modules[module_name] = module
     plugin = Plugin(path.name, str(path.resolve()), digest)
     _LOADED[digest] = plugin
@@ -87,9 +93,11 @@ def _load_file(path: Path) -> Plugin:
 
 def _load_module(name: str) -> Plugin:
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(name)  # imports the parent packages
     except (ImportError, ValueError) as e:
         raise InputError(f"--plugin {name}: no such module ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - a parent package's own code failed
+        raise InputError(f"--plugin {name}: its package failed: {_first_line(e)}") from None
     if spec is None or spec.origin is None or not Path(spec.origin).is_file():
         raise InputError(f"--plugin {name}: no such file or importable module")
     digest = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
@@ -101,15 +109,21 @@ def _load_module(name: str) -> Plugin:
     return plugin
 
 
-def _run(load: Any, where: Any) -> None:
+def _run(load: Any, where: Any, code_file: str = "") -> None:
     """Run a plug-in's code; what it raises becomes one line naming it and the line."""
     try:
         load()
     except SystemExit as e:
         raise InputError(f"{shown(where)}: the plug-in called exit({e.code})") from None
-    except Exception as e:  # noqa: BLE001 - any error of user code, reported in one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 - any error of user code, reported in one line
         # The line of the plug-in's own code that raised (not of the library it called).
-        frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == str(where)]
+        frames = [
+            f
+            for f in traceback.extract_tb(e.__traceback__)
+            if f.filename in (str(where), code_file)
+        ]
         at = f" at line {frames[-1].lineno}" if frames else ""
         raise InputError(
             f"{shown(where)}: the plug-in failed{at}: {type(e).__name__}: {_first_line(e)}"
@@ -125,6 +139,20 @@ def plugin_records(plugins: tuple[Plugin, ...]) -> dict[str, list[dict[str, str]
     """``{"plugins": [...]}`` to add to a record, or nothing when there are none (so a
     record of a run without plug-ins is as it was before they existed)."""
     return {"plugins": [plugin.record() for plugin in plugins]} if plugins else {}
+
+
+def plugin_fault(error: BaseException) -> str | None:
+    """One line for an error raised in a loaded plug-in's code (a term that fails when it is
+    traced, say), naming the plug-in's file and line; ``None`` when no plug-in's code is in
+    the traceback (an error of nst_jax itself)."""
+    paths = {plugin.path for plugin in _LOADED.values()}
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename in paths]
+    if not frames:
+        return None
+    return (
+        f"{shown(frames[-1].filename)}: the plug-in failed at line {frames[-1].lineno}: "
+        f"{type(error).__name__}: {_first_line(error)}"
+    )
 
 
 def loaded() -> tuple[Plugin, ...]:
@@ -165,7 +193,7 @@ def check_records(records: Any, plugins: tuple[Plugin, ...], where: str) -> None
     for record in records:
         if record["sha256"] not in have:
             raise InputError(
-                f"{where}: made with the plug-in {record['name']!r} "
+                f"{where}: made with the plug-in {shown(repr(record['name']), 80)} "
                 f"(sha256 {record['sha256'][:12]}...); give --plugin with that same file"
             )
 

@@ -50,7 +50,7 @@ class ScoreRequest:
       extractor: ``vgg19`` or ``vgg16`` (the networks whose weights files load by name).
       weights: its weights file (``None``: searched).
       max_dim: the longer side every image is scaled to (``None``: as they are).
-      terms: the style terms scored (``None``: every registered one).
+      terms: the style terms scored (``None``: :func:`default_terms`).
       force: replace an existing ``output`` (never an input).
       lpips: add each result's LPIPS to its content (``nst-jax weights fetch lpips``).
       artfid: add the set's FID to the styles and ArtFID (also ``... fetch artfid``).
@@ -167,7 +167,7 @@ def score_folders(
         CFSD, the tutorial's content and style layers).
       max_dim: each image is loaded with its longer side scaled to this (``None``: as is);
         a result and its content must then be one size.
-      terms: the style terms to score (default: every registered one).
+      terms: the style terms to score (default: :func:`default_terms`).
       report: called with ``(done, total)`` after each result.
       networks: with LPIPS' params, each row's ``lpips`` to its content; with Inception's
         too, the set's ``fid`` (results to every style) and ``artfid``.
@@ -180,7 +180,7 @@ def score_folders(
         raise ValueError(f"max_dim must be a positive int or None, got {max_dim!r}")
     extractors.check_params(extractor, params)
     networks = networks or Networks()
-    names = tuple(style_terms.names() if terms is None else terms)
+    names = tuple(default_terms() if terms is None else terms)
     for name in names:
         style_terms.style_term(name)
     triples = paired_files(contents, styles, results)
@@ -188,7 +188,9 @@ def score_folders(
     rows, features = [], {"results": [], "styles": {}}
     for done, paths in enumerate(triples, 1):
         content, style, result = _loaded(paths, max_dim)
-        values = scores(params, content, style, result, extractor, names)
+        values = _out_of_memory_is_one_line(scores, paths[2], max_dim)(
+            params, content, style, result, extractor, names
+        )
         columns = ["cfsd", "content_distance", *(f"style_{name}" for name in names)]
         row = {"result": str(paths[2]), "content": str(paths[0]), "style": str(paths[1])}
         row |= {key: float(values[key]) for key in columns}  # in this order (jit sorts keys)
@@ -203,7 +205,22 @@ def score_folders(
     return rows, _set_scores(rows, features, networks)
 
 
+def default_terms() -> tuple[str, ...]:
+    """Every registered term but those comparing patches (``min_side`` over 1: ``mrf``),
+    whose memory grows with the square of the positions (hundreds of GB at 512 px); name
+    them in ``terms`` with a small ``max_dim``."""
+    return tuple(n for n in style_terms.names() if style_terms.style_term(n).min_side == 1)
+
+
 def _loaded(paths: tuple[Path, Path, Path], max_dim: int | None) -> list[np.ndarray]:
+    for path in paths:
+        size = image.probe_size(path)
+        scaled = image.scaled_shape(*size, max_dim) if size and max_dim else size
+        if scaled and scaled[0] * scaled[1] > image.MAX_PIXELS:
+            raise InputError(
+                f"{shown(path)}: {scaled[1]}x{scaled[0]} px at --max-dim {max_dim} is over "
+                f"the limit of {image.MAX_PIXELS} pixels"
+            )
     content, style, result = (image.load(path, max_dim) for path in paths)
     if content.shape != result.shape:
         raise InputError(
@@ -211,6 +228,21 @@ def _loaded(paths: tuple[Path, Path, Path], max_dim: int | None) -> list[np.ndar
             f"{_size(content)}; scores compare images of one size (--max-dim scales both)"
         )
     return [content, style, result]
+
+
+def _out_of_memory_is_one_line(fn: Callable, path: Path, max_dim: int | None) -> Callable:
+    def call(*args):
+        try:
+            return jax.block_until_ready(fn(*args))  # the allocation fails on the device
+        except jax.errors.JaxRuntimeError as e:
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            raise InputError(
+                f"{shown(path)}: out of memory scoring it at --max-dim {max_dim}; a smaller "
+                "--max-dim or fewer --terms fits"
+            ) from None
+
+    return call
 
 
 @jax.jit

@@ -25,6 +25,19 @@ class OutputError(InputError):
 
 def shown(path: object, limit: int = 160) -> str:
     """``path`` as a message names it: whole, or its start and end around an ellipsis when
-    longer than ``limit`` characters (a 5 MB name read from a file is not repeated)."""
+    longer than ``limit`` characters (a 5 MB name read from a file is not repeated), with
+    what a terminal would act on escaped: control characters (a newline would make two
+    lines, an escape sequence clear the screen) as ``\\n``, ``\\x1b``, and bytes that are not
+    UTF-8 (Python's surrogate escapes) as ``\\xff``."""
     text = str(path)
-    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 4 :]}"
+    if len(text) > limit:
+        text = f"{text[: limit // 2]}...{text[-limit // 4 :]}"
+    return "".join(_escaped(c) for c in text) if not text.isprintable() else text
+
+
+def _escaped(char: str) -> str:
+    if char.isprintable():
+        return char
+    if "\udc80" <= char <= "\udcff":  # a byte os.fsdecode could not decode
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]

@@ -123,7 +123,7 @@ def bad_cases(files, weights_h5):
         ),  # fmt: skip
         "unknown_layer": (
             [c, "--style", s, "-o", out, *w, "--style-layers", "block1_conv1,block9_conv1"],
-            "unknown VGG19 layer 'block9_conv1'",
+            "--style-layers: unknown vgg19 layer(s) block9_conv1",
         ),
         "negative_layer_weight": (
             [c, "--style", s, "-o", out, *w, "--content-layer-weights", "-2"],

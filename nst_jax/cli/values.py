@@ -11,6 +11,8 @@ import math
 
 from nst_jax.config import OPTIMIZER_ALIASES
 from nst_jax.core import style_terms
+from nst_jax.core.fields import MAX_COUNT
+from nst_jax.errors import shown
 from nst_jax.video.settings import check_offsets
 
 
@@ -21,6 +23,8 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if value > MAX_COUNT:  # larger ones overflow the C integers of XLA and NumPy
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_COUNT}, got {shown(value)}")
     return value
 
 

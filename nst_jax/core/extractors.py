@@ -29,6 +29,7 @@ import numpy as np
 from nst_jax.core import layers as vgg_layers
 from nst_jax.core import vgg
 from nst_jax.core.layers import Blocks
+from nst_jax.core.style_terms import same_parts
 
 
 class Extractor(NamedTuple):
@@ -97,7 +98,7 @@ def register_extractor(name: str, extractor: Extractor) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"an extractor's name is an identifier, got {name!r}")
     extractor = _checked(name, Extractor(*extractor))
-    if name in _EXTRACTORS and _EXTRACTORS[name] != extractor:
+    if name in _EXTRACTORS and not same_parts(_EXTRACTORS[name], extractor):
         raise ValueError(f"extractor {name!r} is registered already, as another extractor")
     _EXTRACTORS[name] = extractor
 

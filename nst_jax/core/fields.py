@@ -98,6 +98,9 @@ def check_finite(name: str, value: Any, low: float = 0.0, strict: bool = False) 
             raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {v!r}")
 
 
+MAX_COUNT = 2**31 - 1
+
+
 def check_count(name: str, value: Any, optional: bool = False) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer >= 1 (or ``None`` when
     ``optional``)."""
@@ -105,6 +108,8 @@ def check_count(name: str, value: Any, optional: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value > MAX_COUNT:  # larger counts overflow the C integers of XLA and NumPy
+        raise ValueError(f"{name} must be at most {MAX_COUNT}, got {value}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -165,7 +165,11 @@ class ObjectiveConfig:
         """Raise ``ValueError`` with one line naming the first bad setting of the objective."""
         if not self.content_layers or not self.style_layers:
             raise ValueError("content_layers and style_layers must each name at least one layer")
-        extractors.check_layers(self.extractor, self.content_layers + self.style_layers)
+        for field in ("content_layers", "style_layers"):
+            try:
+                extractors.check_layers(self.extractor, getattr(self, field))
+            except ValueError as e:
+                raise ValueError(f"{field}: {e}") from None
         for layers, field in (
             ("content_layers", "content_layer_weights"),
             ("style_layers", "style_layer_weights"),

@@ -85,9 +85,29 @@ def register_style_term(name: str, term: StyleTerm) -> None:
             f"style term {name!r}: target, statistic and loss must be callables, "
             "min_side a positive integer"
         )
-    if name in _TERMS and _TERMS[name] != term:
+    if name in _TERMS and not same_parts(_TERMS[name], term):
         raise ValueError(f"style term {name!r} is registered already, as another term")
     _TERMS[name] = term
+
+
+def same_parts(a: tuple, b: tuple) -> bool:
+    """Whether two registrations are the same: each part the same object, or a function
+    of the same code, defaults and closure (a notebook cell or a plug-in file run again
+    makes new function objects of the same source)."""
+    return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _same(x: Any, y: Any) -> bool:
+    if x is y or not (callable(x) and callable(y)):
+        return x is y or (not callable(x) and x == y)
+    code_x, code_y = getattr(x, "__code__", None), getattr(y, "__code__", None)
+    if code_x is None or code_x != code_y or x.__qualname__ != y.__qualname__:
+        return False
+    cells = [tuple(c.cell_contents for c in f.__closure__ or ()) for f in (x, y)]
+    try:
+        return x.__defaults__ == y.__defaults__ and bool(cells[0] == cells[1])
+    except Exception:  # noqa: BLE001 - contents that cannot be compared are not the same
+        return False
 
 
 def _integer(value: Any) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 
 from nst_jax.dataset.manifest import folder
@@ -32,7 +33,14 @@ def shard_lock(out: str | os.PathLike, shard: tuple[int, int]) -> Iterator[None]
         return
     path = folder(out) / f"lock-{shard[0]}-of-{shard[1]}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:  # not following a link, not blocking on a pipe
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise InputError(f"{shown(path)}: cannot be the job's lock file ({e.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise InputError(f"{shown(path)}: cannot be the job's lock file (not a regular file)")
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

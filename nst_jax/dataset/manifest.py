@@ -139,12 +139,34 @@ def load_plan(out: str | os.PathLike) -> Plan:
 def _check_consistent(plan: Plan, where: Path) -> None:
     """Refuse a stored plan whose batches and items do not point at each other."""
     count, styles = len(plan.items), len(plan.styles)
+    job = plan.settings.get("job") if isinstance(plan.settings.get("job"), dict) else {}
+    max_dim, batch_size = job.get("max_dim"), job.get("batch_size")
+    placed: dict[int, int] = {}
     for batch in plan.batches:
-        if not all(isinstance(i, int) and 0 <= i < count for i in batch.items):
+        if not (
+            all(isinstance(i, int) and 0 <= i < count and i not in placed for i in batch.items)
+            and _within(batch.shape, max_dim)
+            and _within((batch.slots,), batch_size)
+            and len(batch.shape) == 2
+            and len(batch.items) <= batch.slots
+        ):
             raise InputError(f"{where}: damaged job manifest (batch {batch.index})")
+        placed |= dict.fromkeys(batch.items, batch.index)
+    for item in plan.items:  # in its batch, or in none with the reason it failed planning
+        if placed.get(item.index, -1) != item.batch or (item.batch == -1) != bool(item.reason):
+            raise InputError(f"{where}: damaged job manifest (item {item.index}'s batch)")
     for item in plan.items:
         if not all(isinstance(s, int) and 0 <= s < styles for s in item.styles):
             raise InputError(f"{where}: damaged job manifest (item {item.index}'s styles)")
+
+
+def _within(values: tuple, largest: Any) -> bool:
+    """Whether ``values`` are ints from 1 to ``largest`` (an int itself)."""
+    return (
+        type(largest) is int
+        and len(values) > 0
+        and all(type(v) is int and 1 <= v <= largest for v in values)
+    )
 
 
 # An item's definition in the stored record: input, output, styles, setting, seed. Its

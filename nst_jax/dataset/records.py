@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,11 @@ def same_file(path: str | os.PathLike, recorded: Any) -> bool:
 
 
 def file_digest(path: str | os.PathLike) -> tuple[str, int] | None:
-    """``(SHA-256, size)`` of a file, or None when it cannot be read."""
+    """``(SHA-256, size)`` of a file, or None when it cannot be read or is no regular file
+    (a pipe would block, a link to ``/dev/zero`` never end: neither is a result written)."""
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
         data = Path(path).read_bytes()
     except OSError:
         return None
@@ -135,7 +139,9 @@ def read_records(plan: Plan) -> dict[int, dict]:
     """Every trusted record of the plan's items, the last of each (module docstring)."""
     check_own_folder(plan.out)
     records: dict[int, dict] = {}
-    for path in sorted(folder(plan.out).glob("done-*-of-*.jsonl")):
+    # Oldest file first, so that the newest record of an item counts across shard layouts
+    # (a 0-of-1 rerun after a 0-of-2 run): names alone would sort 0-of-2 after it.
+    for path in sorted(folder(plan.out).glob("done-*-of-*.jsonl"), key=_written):
         named = RECORDS.fullmatch(path.name)
         if named is None or path.is_symlink():
             continue
@@ -148,8 +154,17 @@ def read_records(plan: Plan) -> dict[int, dict]:
     return records
 
 
+def _written(path: Path) -> tuple[int, str]:
+    try:
+        return path.lstat().st_mtime_ns, path.name
+    except OSError:
+        return 0, path.name
+
+
 def _lines(path: Path) -> list[bytes]:
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):  # a pipe would block the job
+            return []
         data = path.read_bytes()
     except OSError:
         return []

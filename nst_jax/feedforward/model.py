@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ def read_record(folder: str | os.PathLike) -> dict:
         raise InputError(f"{shown(path)}: damaged model settings ({e})") from None
     if settings.method != record.get("method"):
         raise InputError(f"{shown(path)}: damaged model record (two methods)")
+    digest = record.get("params_sha256")
+    if not (isinstance(digest, str) and len(digest) == 64):
+        raise InputError(f"{shown(path)}: damaged model record (no params_sha256)")
     return record
 
 
@@ -105,6 +109,8 @@ def load_model(folder: str | os.PathLike, method: str | None = None) -> Model:
         raise InputError(f"{shown(folder)}: a {record['method']} model, not {method}")
     path = folder / PARAMS_FILE
     try:
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):  # a pipe would block
+            raise InputError(f"{shown(path)}: not a regular file")
         payload = path.read_bytes()
     except OSError as e:
         raise InputError(f"{shown(path)}: cannot read ({e.strerror})") from None

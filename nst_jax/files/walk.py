@@ -129,6 +129,8 @@ def _refuse_missing(paths: list[Path]) -> None:
         except OSError:  # missing, or a name too long to look at
             missing.append(path)
             continue
+        except ValueError:  # a NUL byte: no file system holds such a name
+            raise InputError(f"{shown(path)}: not a file name (it holds a NUL byte)") from None
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             odd.append(path)
     if missing:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from nst_jax import dataset
 from nst_jax.config import StyleConfig
-from nst_jax.errors import InputError, shown
+from nst_jax.errors import InputError, OutputError, shown
 from nst_jax.files import image, weights
 from nst_jax.session import inputs, outputs, plugins, process
 from nst_jax.session.control import Control, Stopped
@@ -155,12 +155,18 @@ def check_job_outputs(request: StylizeRequest, plan: dataset.Plan, reads: list) 
     out = Path(request.output)
     if out.suffix.lower() in image.SAVE_FORMATS:
         raise InputError(f"{out}: {len(plan.items)} results need an output folder, not a file")
+    for content in map(Path, request.contents):
+        if content.is_dir() and out.is_dir() and os.path.samefile(content, out):
+            raise InputError(f"{shown(out)}: is the content folder; results go to another one")
     reads = [(Path(it.input), "content") for it in plan.items] + list(reads)
     planned = [outputs.Output(dataset.manifest.folder(out) / "plan.json", "the manifest", True)]
     if request.sheet:
         planned.append(outputs.Output(image.check_output_path(request.sheet), "--sheet"))
     outputs.check_outputs(planned, reads, force=True)
     outputs.check_job_outputs([it.output for it in plan.items], reads)
+    for path in dataset.manifest.folder(out).glob("*-of-*"):  # records, indexes, stats, locks
+        if path.is_symlink() or not path.is_file():
+            raise OutputError(f"{shown(path)}: the job's own file is not a regular file")
     process.check_chosen_cache(request.compile_cache)
 
 

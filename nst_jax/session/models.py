@@ -146,6 +146,7 @@ def run_model(
     check_request(request, record["method"])
     given, path = request.stylize, vgg_path(request, record)
     meta = metadata(request, record)
+    loaded = models.load_model(request.model)  # its params checked before a plan hashes them
     plan = None if is_single(request) else _plan(request, meta, path)
     if plan is None:
         reads = [
@@ -156,7 +157,6 @@ def run_model(
         outputs.check_outputs(
             planned, [*reads, (Path(request.model), "--model")], force=given.force
         )
-    loaded = models.load_model(request.model)
     vgg = weights.load_vgg19(path) if path is not None else None
     styles = [image.load(s, given.max_dim, given.max_pixels) for s in given.styles]
     alpha = 1.0 if request.alpha is None else request.alpha

@@ -27,6 +27,8 @@ from nst_jax.errors import OutputError, shown
 from nst_jax.files import atomic, image
 from nst_jax.files.atomic import nearest_existing_parent
 
+NAME_BYTES = 255  # the longest file name Linux and macOS take
+
 
 class Output(NamedTuple):
     """One path a run will write: ``what`` names the option it comes from (for messages);
@@ -133,6 +135,7 @@ def check_job_outputs(paths: Sequence[str], inputs: Iterable[tuple[Path, str]]) 
     path against every input's identity (a job's many results are not probed one by one:
     its folder was, with the manifest's)."""
     by_identity = {_identity(Path(p)): (Path(p), what) for p, what in inputs}
+    folders: dict[Path, bool] = {}
     for path in paths:
         found = by_identity.get(_identity(Path(path)))
         if found is not None:
@@ -140,6 +143,26 @@ def check_job_outputs(paths: Sequence[str], inputs: Iterable[tuple[Path, str]]) 
                 f"{shown(path)}: a result would replace the input {shown(found[0])} "
                 f"({found[1]}); inputs are never replaced"
             )
+        _check_result_place(Path(path), folders)
+
+
+# The temporary file a result is written to first: ``.NAME.<8 random>.part`` (files/atomic.py).
+PART_EXTRA = len(". .XXXXXXXX.part")
+
+
+def _check_result_place(path: Path, folders: dict[Path, bool]) -> None:
+    """A result's place, from what is on disk now: not a folder, its folders not files, its
+    name short enough for its temporary file (each folder looked at once)."""
+    if len(os.fsencode(path.name)) + PART_EXTRA > NAME_BYTES:
+        raise OutputError(f"{shown(path)}: the name is too long to be written (its temporary file)")
+    if path.is_dir() and not path.is_symlink():
+        raise OutputError(f"{shown(path)}: is a folder, where a result goes")
+    for parent in path.parents:
+        if parent in folders:
+            break
+        folders[parent] = parent.is_dir() or not os.path.lexists(parent)
+        if not folders[parent]:
+            raise OutputError(f"{shown(path)}: {shown(parent)} is a file, where a folder goes")
 
 
 def write_sheet(path: str | os.PathLike, results: Sequence[str | os.PathLike], per_row: int):

@@ -77,7 +77,8 @@ def _load_file(path: Path) -> Plugin:
     module_name = f"nst_jax_plugin_{digest[:16]}"
     try:
         source = data.decode("utf-8")
-        code = compile(source, str(path.resolve()), "exec")  # as Plugin.path
+        # dont_inherit: the plug-in gets its own __future__ flags, not this module's.
+        code = compile(source, str(path.resolve()), "exec", dont_inherit=True)
     except (UnicodeDecodeError, SyntaxError, ValueError) as e:
         raise InputError(f"{shown(path)}: not a Python plug-in ({_first_line(e)})") from None
     module = importlib.util.module_from_spec(

@@ -73,6 +73,7 @@ def pixels(out: Path) -> dict[str, np.ndarray]:
     return {name: image.decode(out / name) for name in results(out)}
 
 
+@pytest.mark.slow
 def test_a_job_mirrors_the_tree_records_failures_and_continues(files, tmp_path, capsys):
     """A small job: outputs mirror the input tree, each unreadable image is one line and a
     record, the text file is passed over in one line, the exit status is 3; rerun, it skips

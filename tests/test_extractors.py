@@ -205,6 +205,7 @@ def test_vgg16_loads_converts_and_refuses_vgg19_files(vgg16_file, weights_h5, tm
         nst_jax.load_vgg19(path)
 
 
+@pytest.mark.slow
 def test_vgg16_tiles_equal_the_whole_image_in_float64(vgg16_file):
     _, numpy_params = vgg16_file
     config = nst_jax.StyleConfig(
@@ -240,6 +241,7 @@ def deep_reading_loss(params, x, targets, config):
     return value + 1e-3 * jnp.mean(deep), terms
 
 
+@pytest.mark.slow
 def test_a_custom_loss_gets_every_layer_it_reads_under_winograd(params, content_image, style_image):
     config = nst_jax.StyleConfig(
         steps=2,

@@ -15,6 +15,7 @@ pytest.importorskip("dm_pix")
 LAYERS = ("block1_conv1", "block2_conv1")
 
 
+@pytest.mark.slow
 def test_feature_distances_match_numpy_in_float64(params64):
     # Bound 1e-12 relative: the same float64 features on both sides, reduced in NumPy here.
     rng = np.random.default_rng(0)

@@ -67,6 +67,7 @@ def test_from_with_another_file_of_that_name_is_one_line(files, made, capsys, mo
     assert_refused(files, [*argv, "--weights", files / "w.h5"], "sha256", capsys=capsys)
 
 
+@pytest.mark.slow
 def test_a_dataset_job_runs_with_a_plugin_and_records_it(files, capsys, monkeypatch):
     """Acceptance 3: a job (a folder of contents) with the plug-in's term; its manifest
     records the plug-in, and a rerun without it is refused in one line."""
@@ -154,6 +155,7 @@ def test_damaged_plugin_records_are_refused(records):
         plugins.check_records(records, (), "r.png")
 
 
+@pytest.mark.slow
 def test_a_video_runs_with_a_plugin_and_records_it(files, capsys, monkeypatch):
     """Video takes plug-ins too: its record names them; continuing without them is refused."""
     pytest.importorskip("cv2")

@@ -32,6 +32,7 @@ def small(image, n=None):
     return np.asarray(image[:32, :40]) if n is None else np.stack([image[:32, :40]] * n)
 
 
+@pytest.mark.slow
 def test_sw_draws_new_directions_every_step_the_same_for_one_seed(
     params, content_image, style_image
 ):
@@ -52,6 +53,7 @@ def test_sw_draws_new_directions_every_step_the_same_for_one_seed(
     assert not np.array_equal(np.asarray(one.image), np.asarray(other.image))
 
 
+@pytest.mark.slow
 def test_sw_killed_then_resumed_equals_the_uninterrupted_run(params, content_image, style_image):
     config = sw_config(steps=9)
     content = small(content_image, n=2)
@@ -68,6 +70,7 @@ def test_sw_killed_then_resumed_equals_the_uninterrupted_run(params, content_ima
     np.testing.assert_array_equal(resumed.losses, whole.losses)
 
 
+@pytest.mark.slow
 def test_sw_batch_images_equal_their_own_runs_in_float64(params64, content_image, style_image):
     config = sw_config(seed=(3, 5))
     with jax.enable_x64(True):
@@ -90,6 +93,7 @@ def keyed_loss(params, x, targets, config):
     return value + extra, {**terms, "extra": extra}
 
 
+@pytest.mark.slow
 def test_a_custom_loss_gets_its_key_and_per_image_extra_targets(params, content_image, style_image):
     config = nst_jax.StyleConfig(steps=4, steps_per_call=2, seed=(1, 2))
     contents = small(content_image, n=2)
@@ -158,6 +162,7 @@ def test_targets_with_keys_and_ints_save_and_load(params, content_image, style_i
         load_targets(path)
 
 
+@pytest.mark.slow
 def test_a_product_sweep_crosses_contents_with_values(params, content_image, style_image):
     weights = (1e-3, 1e-2, 1e-1)
     config = nst_jax.StyleConfig(steps=2, steps_per_call=2, style_weight=weights)

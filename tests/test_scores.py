@@ -58,6 +58,7 @@ def test_cfsd_equals_the_whole_matrix_reference_in_float64(params64):
         metrics.cfsd(params64, content, result[:20])
 
 
+@pytest.mark.slow
 def test_style_distances_cover_every_registered_term(params64):
     """Each term's distance is its own loss on one layer at weight 1; an image against itself
     is 0 for every term (float64; W2 up to its square root's rounding)."""

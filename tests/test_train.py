@@ -106,6 +106,7 @@ def test_training_killed_by_sigkill_resumes_to_bit_identical_params(place, johns
     assert losses[0] == losses[1] and len(losses[0]) == STEPS
 
 
+@pytest.mark.slow
 def test_a_johnson_model_applies_alone_and_in_a_job(place, johnson_model, capsys):
     out = place / "one.png"
     content = place / "data" / "0.png"

@@ -100,6 +100,7 @@ def compiled_steps(cfg) -> int:
     return program(cfg, nst_jax.make_optimizer(cfg))._cache_size()
 
 
+@pytest.mark.slow
 def test_sweep_equals_separate_runs_and_compiles_once(params64, contents, styles):
     weights = (1e-3, 1e-2, 1e-1)
     before = compiled_steps(config())

@@ -296,6 +296,7 @@ def masked_argv(files, *middle, out="out/m.png"):
             str(files / out), "--weights", str(files / "w.h5"), "--steps", "2", *FAST]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_masks_and_per_style_settings_on_the_command_line(mask_files):
     f = mask_files
     argv = masked_argv(

@@ -411,6 +411,7 @@ def _pickle_in_zip(path, payload: bytes) -> None:
         archive.writestr("x/data/0", b"\0" * 16)
 
 
+@pytest.mark.slow
 def test_hostile_pth_files_are_one_line_and_change_nothing(tmp_path):
     """Cases of a hostile probe: a pickle that sets attributes on an allowed function, a
     tensor of absurd size over a small storage, a storage made of a plain tuple, a zip

@@ -125,6 +125,7 @@ def test_a_johnson_model_applies_alone_and_in_a_job(place, johnson_model, capsys
     assert "0 done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_adain_model_takes_styles_and_alpha(place, adain_model):
     content, outs = place / "data" / "1.png", {}
     for name, extra in (("a1", ()), ("a0", ("--alpha", 0)), ("mix", ("--style-blend", "0.5,0.5"))):

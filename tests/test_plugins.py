@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from nst_jax.cli.main import plugin_specs
+from nst_jax.core import style_terms
 from nst_jax.errors import InputError
 from nst_jax.files import image
 from nst_jax.session import plugins
@@ -20,6 +21,15 @@ from nst_jax.session import plugins
 from conftest import FAST, assert_refused, exit_code
 
 OWN_LOSS = Path(__file__).resolve().parents[1] / "scripts" / "own_style_loss.py"
+
+
+@pytest.fixture(autouse=True)
+def _own_registries(monkeypatch):
+    """Each test's plug-ins and the terms they register leave with it: the worker process
+    runs other tests next, which score every registered term and record loaded plug-ins."""
+    monkeypatch.setattr(plugins, "_LOADED", {p.sha256: p for p in plugins.loaded()})
+    terms = {name: style_terms.style_term(name) for name in style_terms.names()}
+    monkeypatch.setattr(style_terms, "_TERMS", terms)
 
 
 def run_argv(files: Path, out: str, *extra) -> list[str]:

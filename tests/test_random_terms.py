@@ -41,8 +41,12 @@ def test_sw_draws_new_directions_every_step_the_same_for_one_seed(
     targets = nst_jax.make_targets(params, content, style_image, config)
     x = jnp.asarray(content) * 0.9
 
+    @jax.jit  # one program for every step's value (op by op, VGG took seconds a call)
+    def style_term(t):
+        return nst_jax.loss_fn(params, x, step_targets(targets, t), config)[1]["style"]
+
     def value(t):
-        return float(nst_jax.loss_fn(params, x, step_targets(targets, t), config)[1]["style"])
+        return float(style_term(t))
 
     assert value(0) != value(1)  # a step's projections are its own
     assert value(4) == value(4)

@@ -103,7 +103,7 @@ def test_score_on_a_20_image_folder(tmp_path, weights_h5, capsys):
     out = tmp_path / "scores.csv"
     # Every term, mrf too (not a default: its memory grows with the square of the pixels).
     argv = ["score", tmp_path / "contents", tmp_path / "styles", tmp_path / "results",
-            "-o", out, "--weights", weights_h5, "--max-dim", "48", "-q",
+            "-o", out, "--weights", weights_h5, "--max-dim", "32", "-q",
             "--terms", ",".join(style_terms.names())]  # fmt: skip
     assert exit_code(argv) == 0
     printed = capsys.readouterr().out.splitlines()

@@ -19,12 +19,16 @@ class Progress:
     Watcher` calls it); ``resume``: the step a continued run starts from.
     """
 
-    def __init__(self, total: int, resume: int = 0, quiet: bool = False):
+    def __init__(
+        self, total: int, resume: int = 0, quiet: bool = False, start: float | None = None
+    ):
         from tqdm import tqdm
 
         self.total, self.resume = total, resume
         self.bar = tqdm(unit="step", disable=quiet, file=sys.stderr, leave=False)
-        self.start = time.perf_counter()
+        # When the run began (``perf_counter``): a bar made at the first event would leave
+        # the first chunk, compilation included, out of every figure.
+        self.start = time.perf_counter() if start is None else start
         self.first_chunk: tuple[int, float] | None = None  # (image-steps, time) incl. compile
         self.done = 0
         self.last_step = resume

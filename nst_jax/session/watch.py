@@ -93,7 +93,9 @@ class Watcher:
 
     def __call__(self, event: Event) -> None:
         if self.bar is None:  # its timing is kept quiet or not (summary())
-            self.bar = Progress(event.total, self.resume_step or 0, quiet=not self.progress)
+            self.bar = Progress(
+                event.total, self.resume_step or 0, quiet=not self.progress, start=self.began
+            )
         self.bar(event)
         if (event.driver, event.kind) in LOGGED:
             self._log(event)

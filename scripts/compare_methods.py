@@ -4,6 +4,7 @@
     python scripts/compare_methods.py --preset gatys      # Gatys et al.'s objective
     python scripts/compare_methods.py --style texture     # a style like the contents
     python scripts/compare_methods.py --weights PATH      # real VGG19 weights
+    python scripts/compare_methods.py --widths 32 16      # the slim Johnson model beside
 
 Without ``--weights``, VGG19 weights of the official shapes are drawn at random (seed 0):
 the figures then measure the machinery (does training lower the objective, what does each
@@ -14,6 +15,10 @@ from the training crops' distribution. The style (``--style palette``, the defau
 texture drawn in two colours, dark blue to orange, unlike the contents' full-colour noise;
 ``--style texture`` is a finer texture of the contents' own kind, which the content image
 already nearly matches.
+
+``--widths`` trains a Johnson network of each first-layer width on the same budget (steps,
+batch, data), for the slim preset (``--width 16``: a quarter of the multiply-adds) beside the
+paper's 32; ``--no-adain`` leaves AdaIN out.
 
 ``--preset`` picks the objective's terms (layers, weights, pooling) for training and
 scoring; optimisation is always Adam from the content (the tutorial's optimiser), so its
@@ -67,10 +72,15 @@ def palette_style(side: int, seed: int) -> np.ndarray:
     return (dark * (1 - ramp) + light * ramp).astype(np.float32)
 
 
-def train_model(method, args, vgg, contents, styles, targets):
+def train_model(method, args, vgg, contents, styles, targets, width: int = 32):
     rate = args.learning_rate if method == "johnson" else None
     settings = train.TrainSettings(
-        method, steps=args.train_steps, batch_size=args.batch, size=args.size, learning_rate=rate
+        method,
+        steps=args.train_steps,
+        batch_size=args.batch,
+        size=args.size,
+        learning_rate=rate,
+        width=width,
     ).resolved()
     batches = train.step_batches(settings, contents, styles, 0)
     times, losses = [], []
@@ -82,8 +92,8 @@ def train_model(method, args, vgg, contents, styles, targets):
     began = time.perf_counter()
     state = train.fit(settings, train.init_state(settings), vgg, batches, targets, CONFIG, on_step)
     per_step = float(np.median(np.diff(times)))
-    print(f"{method}: {settings.steps} steps of batch {settings.batch_size} at {settings.size} "
-          f"px in {time.perf_counter() - began:.1f} s (first step, compiling, "
+    print(f"{method} (width {width}): {settings.steps} steps of batch {settings.batch_size} "
+          f"at {settings.size} px in {time.perf_counter() - began:.1f} s (first step, compiling, "
           f"{times[0] - began:.1f} s); {1 / per_step:.2f} steps/s after it; training loss, "
           f"mean of the first 10 steps {np.mean(losses[:10]):.4g}, of the last 10 "
           f"{np.mean(losses[-10:]):.4g}")  # fmt: skip
@@ -193,6 +203,14 @@ def main() -> None:
                    help="the objective's terms (default: the tutorial's)")  # fmt: skip
     p.add_argument("--style", choices=("palette", "texture"), default="palette",
                    help="the Johnson model's and the comparison's style (see above)")  # fmt: skip
+    p.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=[32],
+        help="Johnson networks' first-layer widths (the slim preset: 16)",
+    )
+    p.add_argument("--no-adain", action="store_true", help="leave AdaIN out")
     args = p.parse_args()
     global CONFIG
     adam = nst_jax.StyleConfig()
@@ -223,12 +241,16 @@ def run(args, tmp: Path) -> None:
     held_styles = jnp.stack([texture(args.size, args.size, 40_000 + i, 1.0)
                              for i in range(args.held_out)])  # fmt: skip
     targets = nst_jax.make_targets(vgg, held[0], style, CONFIG)
-    johnson_model, _ = train_model("johnson", args, vgg, contents, None, targets)
-    adain_model, adain_settings = train_model("adain", args, vgg, contents, styles, None)
-    compare(args, vgg, held, style, held_styles, johnson_model, adain_model, adain_settings)
+    johnsons = {w: train_model("johnson", args, vgg, contents, None, targets, w)[0]
+                for w in args.widths}  # fmt: skip
+    adain_model, adain_settings = (
+        (None, None) if args.no_adain
+        else train_model("adain", args, vgg, contents, styles, None)
+    )  # fmt: skip
+    compare(args, vgg, held, style, held_styles, johnsons, adain_model, adain_settings)
 
 
-def compare(args, vgg, held, style, held_styles, johnson_model, adain_model, adain_settings):
+def compare(args, vgg, held, style, held_styles, johnsons, adain_model, adain_settings):
     count = len(held)
     targets = stacked_targets(vgg, held, style)
     rows = [("content image", {**scores(vgg, held, held, style), "s/image": 0.0,
@@ -237,11 +259,14 @@ def compare(args, vgg, held, style, held_styles, johnson_model, adain_model, ada
     for steps, (x, seconds) in optimise(vgg, held, targets, stops).items():
         row = {**scores(vgg, x, held, style), "objective": objective_of(vgg, x, targets)}
         rows.append((f"optimisation, {steps} steps", {**row, "s/image": seconds / count}))
-    untrained = Model(johnson_model.settings, {}, train.init_params(johnson_model.settings))
-    for name, model in (("Johnson, untrained", untrained), ("Johnson", johnson_model)):
-        out, seconds = timed(lambda m=model: apply_model(m, held))
-        row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, targets)}
-        rows.append((name, {**row, "s/image": seconds / count}))
+    for width, johnson_model in johnsons.items():
+        untrained = Model(johnson_model.settings, {}, train.init_params(johnson_model.settings))
+        for name, model in (("untrained", untrained), ("trained", johnson_model)):
+            out, seconds = timed(lambda m=model: apply_model(m, held))
+            row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, targets)}
+            rows.append((f"Johnson width {width}, {name}", {**row, "s/image": seconds / count}))
+    if adain_model is None:
+        return report(rows)
     out, seconds = timed(lambda: apply_model(adain_model, held, vgg, [style]))
     row = {**scores(vgg, out, held, style), "objective": objective_of(vgg, out, targets)}
     rows.append(("AdaIN (alpha 1)", {**row, "s/image": seconds / count}))

@@ -1,4 +1,4 @@
-"""The choice of how VGG's 3x3 convolutions are computed.
+"""The choice of how convolutions are computed: VGG's, and every network's.
 
 A convolution is computed directly (``lax.conv_general_dilated``) or by Winograd's
 F(2x2, 3x3) algorithm (:mod:`nst_jax.core.winograd`), which XLA:CPU runs faster for every
@@ -6,6 +6,10 @@ layer but the first; GPU convolution libraries pick such algorithms themselves. 
 made once per run by :func:`prepare_params`, which puts each chosen layer's transformed
 kernel in the params: the network's layer (:class:`nst_jax.core.conv3x3.Conv3x3`) reads the
 method from the params it is given.
+
+The feed-forward networks' convolutions go through :func:`conv2d`, which computes a VALID
+convolution of a padded image by the chosen method; their params stay ``{kernel, bias}``
+(trained kernels change every step, and their transforms are a small part of a step).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
-from nst_jax.core import extractors, winograd
+from nst_jax.core import blockconv, extractors, winograd
 
 Params = Mapping[str, Mapping[str, jax.Array]]
 
@@ -31,8 +35,15 @@ WINOGRAD_MIN_CHANNELS = 64
 # measured in scripts/README.md ("Winograd F(2x2, 3x3)").
 WINOGRAD_MIN_PIXEL_STEPS = 1_200_000
 
+# The feed-forward networks' break-even: Winograd's program compiles about 4.5 s longer and
+# saves about 7 us a pixel of Johnson's network on a 2-core CPU (scripts/README.md, "One
+# convolution engine"), so "auto" uses it from this many pixels a run applies or trains on.
+NETWORK_WINOGRAD_MIN_PIXELS = 650_000
 
-def resolve_conv(conv: str, pixel_steps: int | None = None) -> str:
+
+def resolve_conv(
+    conv: str, pixel_steps: int | None = None, threshold: int = WINOGRAD_MIN_PIXEL_STEPS
+) -> str:
     """The convolution method to use: ``"direct"`` or ``"winograd"``.
 
     Args:
@@ -40,11 +51,13 @@ def resolve_conv(conv: str, pixel_steps: int | None = None) -> str:
         ``WINOGRAD_MIN_PIXEL_STEPS`` pixel-steps, direct otherwise (GPU convolution libraries
         pick Winograd-style algorithms themselves, and a short run is mostly compile time).
       pixel_steps: images x pixels x steps of the run, over its scales (``None``: long).
+      threshold: the pixel-steps from which ``"auto"`` takes Winograd
+        (:data:`NETWORK_WINOGRAD_MIN_PIXELS` for the feed-forward networks).
     """
     if conv not in CONV_METHODS:
         raise ValueError(f"unknown convolution method {conv!r}; known: {', '.join(CONV_METHODS)}")
     if conv == "auto":
-        long_run = pixel_steps is None or pixel_steps >= WINOGRAD_MIN_PIXEL_STEPS
+        long_run = pixel_steps is None or pixel_steps >= threshold
         return "winograd" if jax.default_backend() == "cpu" and long_run else "direct"
     return conv
 
@@ -118,3 +131,39 @@ def _placement(array) -> jax.sharding.Sharding | None:
     # Only a committed array's sharding is kept: committing the kernels would commit the
     # step's outputs, and the second step (committed images) would be compiled again.
     return array.sharding if isinstance(array, jax.Array) and array.committed else None
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, method: str = "direct") -> jax.Array:
+    """VALID convolution of one padded ``(H, W, C)`` image by an HWIO ``kernel``.
+
+    With ``"winograd"`` (a method :func:`resolve_conv` gave): 3x3 stride-1 kernels by
+    Winograd F(2x2, 3x3) (:func:`nst_jax.core.winograd.conv3x3_valid`); larger odd stride-1
+    kernels as 3x3 convolutions over ``(k - 1) / 2``-pixel blocks, by Winograd too
+    (:mod:`nst_jax.core.blockconv`); strided ones directly, where XLA's own convolution was
+    as fast as every rewrite measured (scripts/README.md, "One convolution engine"). With
+    ``"direct"``, ``lax.conv_general_dilated`` (``nn.Conv``'s computation). The methods agree
+    up to float rounding.
+
+    Args:
+      x: the input, padded as the layer wants (reflection, say).
+      kernel: ``(k, k, C, O)``.
+      stride: the convolution's stride.
+      method: ``"direct"`` or ``"winograd"``.
+
+    Returns:
+      ``((H - k) / stride + 1, (W - k) / stride + 1, O)``.
+    """
+    k = kernel.shape[0]
+    if method == "winograd" and stride == 1 and k % 2 == 1 and k >= 3:
+        if k == 3:
+            return _winograd_valid(x, kernel)
+        return blockconv.conv_by_blocks(x, kernel, (k - 1) // 2, _winograd_valid)
+    if method not in ("direct", "winograd"):
+        raise ValueError(f"method must be 'direct' or 'winograd', got {method!r}")
+    return jax.lax.conv_general_dilated(
+        x[None], kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
+
+
+def _winograd_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return winograd.conv3x3_valid(x, winograd.transform_kernel(kernel))

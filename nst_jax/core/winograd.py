@@ -67,13 +67,18 @@ def transform_kernel(kernel: jax.Array) -> WinogradKernel:
     return tuple(_kernel_rows(r[0], r[1], r[2]) for r in rows)
 
 
-def _tiles(x: jax.Array) -> tuple[list[list[jax.Array]], int, int]:
-    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a SAME 3x3
-    convolution's input, and the tile counts ``th, tw`` (the output padded up to even)."""
+def _tiles(x: jax.Array, border: int = 1) -> tuple[list[list[jax.Array]], int, int]:
+    """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a 3x3
+    convolution's input, and the tile counts ``th, tw`` (the output padded up to even).
+
+    ``border`` is the zero padding each side: 1 for SAME, 0 for VALID (an input already
+    padded, by reflection say, whose output is 2 smaller).
+    """
     h, w, c = x.shape
+    h, w = h + 2 * border - 2, w + 2 * border - 2  # the output's size
     th, tw = -(-h // 2), -(-w // 2)
-    # One pixel of zero padding for SAME, plus one more row/column where a side is odd.
-    pads = ((1, 2 * th - h + 1, 0), (1, 2 * tw - w + 1, 0), (0, 0, 0))
+    # The border, plus one more row/column where the output's side is odd.
+    pads = ((border, 2 * th - h + border, 0), (border, 2 * tw - w + border, 0), (0, 0, 0))
     xp = jax.lax.pad(x, np.zeros((), x.dtype), pads)
 
     def element(i: int, j: int) -> jax.Array:  # element (i, j) of every tile: a strided view
@@ -116,9 +121,10 @@ def _products(v: list[list[jax.Array]], u: WinogradKernel, rotated: bool) -> lis
     return [[product(i, j) for j in range(4)] for i in range(4)]
 
 
-def _conv(x: jax.Array, u: WinogradKernel, rotated: bool = False) -> jax.Array:
-    v, _, _ = _tiles(x)
-    return _untile(_products(v, u, rotated), x.shape[0], x.shape[1])
+def _conv(x: jax.Array, u: WinogradKernel, rotated: bool = False, border: int = 1) -> jax.Array:
+    v, _, _ = _tiles(x, border)
+    shrink = 2 - 2 * border
+    return _untile(_products(v, u, rotated), x.shape[0] - shrink, x.shape[1] - shrink)
 
 
 @jax.custom_vjp
@@ -160,16 +166,43 @@ def _conv3x3_bwd(residuals, g):
     # gradient with the kernel rotated 180 degrees and its channels swapped: Winograd again,
     # instead of the transposes of the forward's slices and pads that autodiff would write.
     dx = _conv(g, u, rotated=True)
-    if x is None:  # the kernel is not being differentiated
-        return dx, None
-    # dU[i, j] = V[i][j].T @ dM[i][j], with dM the transpose of the output transform.
-    v, th, tw = _tiles(x)
+    return dx, None if x is None else _kernel_gradient(x, g, border=1)
+
+
+def _kernel_gradient(x: jax.Array, g: jax.Array, border: int) -> WinogradKernel:
+    """``dU[i, j] = V[i][j].T @ dM[i][j]``, with ``dM`` the transpose of the output
+    transform applied to the output gradient ``g``."""
+    v, th, tw = _tiles(x, border)
     m_shape = jax.ShapeDtypeStruct((th, tw, g.shape[-1]), g.dtype)
-    untile = lambda m: _untile(m, x.shape[0], x.shape[1])  # noqa: E731
+    untile = lambda m: _untile(m, g.shape[0], g.shape[1])  # noqa: E731
     (dm,) = jax.linear_transpose(untile, [[m_shape] * 4 for _ in range(4)])(g)
     flat = lambda a: a.reshape(th * tw, -1)  # noqa: E731
-    du = tuple(tuple(flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)) for i in range(4))
-    return dx, du
+    return tuple(tuple(flat(v[i][j]).T @ flat(dm[i][j]) for j in range(4)) for i in range(4))
 
 
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd, symbolic_zeros=True)
+
+
+@jax.custom_vjp
+def conv3x3_valid(x: jax.Array, u: WinogradKernel) -> jax.Array:
+    """VALID, stride-1 3x3 convolution of one image already padded (by reflection, say):
+    ``(H + 2, W + 2, C)`` -> ``(H, W, O)``, by Winograd F(2x2, 3x3).
+
+    Both gradients are Winograd again: the input's is the SAME convolution of the output
+    gradient, zero-padded by one pixel, with the rotated kernel; the kernel's is taken
+    tile by tile (the feed-forward networks train their kernels through it).
+    """
+    return _conv(x, u, border=0)
+
+
+def _conv3x3_valid_fwd(x, u):
+    return _conv(x, u, border=0), (x, u)
+
+
+def _conv3x3_valid_bwd(residuals, g):
+    x, u = residuals
+    padded = jax.lax.pad(g, np.zeros((), g.dtype), ((1, 1, 0), (1, 1, 0), (0, 0, 0)))
+    return _conv(padded, u, rotated=True), _kernel_gradient(x, g, border=0)
+
+
+conv3x3_valid.defvjp(_conv3x3_valid_fwd, _conv3x3_valid_bwd)

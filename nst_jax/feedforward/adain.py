@@ -55,7 +55,13 @@ def encode(vgg_params, image: jax.Array, layers: Sequence[str] = (ENCODER_LAYER,
 
 class Decoder(nn.Module):
     """block4_conv1 features ``(h, w, 512)`` -> an ``(8h, 8w, 3)`` image (not clipped:
-    the training loss sees it as it is, as the paper's code does)."""
+    the training loss sees it as it is, as the paper's code does).
+
+    Attributes:
+      conv: how its convolutions are computed (:func:`nst_jax.core.conv.conv2d`).
+    """
+
+    conv: str = "direct"
 
     @nn.compact
     def __call__(self, features: jax.Array) -> jax.Array:
@@ -63,8 +69,8 @@ class Decoder(nn.Module):
         for channels, upsample in DECODER:
             if upsample:
                 x = upsample_nearest(x)
-            x = nn.relu(ReflectConv(channels, 3)(x))
-        return ReflectConv(3, 3)(x)
+            x = nn.relu(ReflectConv(channels, 3, conv=self.conv)(x))
+        return ReflectConv(3, 3, conv=self.conv)(x)
 
 
 def blend_targets(
@@ -96,8 +102,10 @@ def adain_loss(
     content: jax.Array,
     style: jax.Array,
     style_weight: float | jax.Array = 10.0,
+    conv: str = "direct",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The paper's training loss of one (content, style) pair: ``L_c + style_weight * L_s``.
+    """The paper's training loss of one (content, style) pair: ``L_c + style_weight * L_s``
+    (the decoder's convolutions computed by ``conv``).
 
     ``L_c`` is the mean squared distance between the decoded image's block4_conv1 features
     and the AdaIN target ``t``; ``L_s`` sums, over :data:`STYLE_LAYERS`, the mean squared
@@ -110,7 +118,7 @@ def adain_loss(
     target = adain(
         encode(vgg_params, content)[ENCODER_LAYER], encode(vgg_params, style)[ENCODER_LAYER]
     )
-    decoded = Decoder().apply(decoder_params, target)
+    decoded = Decoder(conv).apply(decoder_params, target)
     ours, theirs = (
         encode(vgg_params, decoded, STYLE_LAYERS),
         encode(vgg_params, style, STYLE_LAYERS),

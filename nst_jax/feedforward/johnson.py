@@ -16,6 +16,8 @@ sigmoid to [0, 1], where Johnson et al. scale a tanh to pixel values.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 
@@ -23,13 +25,19 @@ from nst_jax.feedforward.layers import InstanceNorm, ReflectConv, upsample_neare
 
 
 class ResidualBlock(nn.Module):
-    """``x + IN(conv(relu(IN(conv(x)))))`` with 3x3 convolutions of ``x``'s channels."""
+    """``x + IN(conv(relu(IN(conv(x)))))`` with 3x3 convolutions of ``x``'s channels.
+
+    Attributes:
+      conv: how its convolutions are computed (:func:`nst_jax.core.conv.conv2d`).
+    """
+
+    conv: str = "direct"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
-        y = nn.relu(InstanceNorm()(ReflectConv(channels, 3)(x)))
-        return x + InstanceNorm()(ReflectConv(channels, 3)(y))
+        y = nn.relu(InstanceNorm()(ReflectConv(channels, 3, conv=self.conv)(x)))
+        return x + InstanceNorm()(ReflectConv(channels, 3, conv=self.conv)(y))
 
 
 class TransformerNet(nn.Module):
@@ -39,19 +47,22 @@ class TransformerNet(nn.Module):
     Attributes:
       width: channels of the first convolution (32 in the paper); the others follow it.
       residual_blocks: 5 in the paper.
+      conv: how its convolutions are computed, ``"direct"`` or ``"winograd"``
+        (:func:`nst_jax.core.conv.conv2d`; :func:`nst_jax.core.conv.resolve_conv` picks).
     """
 
     width: int = 32
     residual_blocks: int = 5
+    conv: str = "direct"
 
     @nn.compact
     def __call__(self, image: jax.Array) -> jax.Array:
-        w = self.width
-        x = nn.relu(InstanceNorm()(ReflectConv(w, 9)(image)))
-        x = nn.relu(InstanceNorm()(ReflectConv(2 * w, 3, stride=2)(x)))
-        x = nn.relu(InstanceNorm()(ReflectConv(4 * w, 3, stride=2)(x)))
+        w, conv = self.width, functools.partial(ReflectConv, conv=self.conv)
+        x = nn.relu(InstanceNorm()(conv(w, 9)(image)))
+        x = nn.relu(InstanceNorm()(conv(2 * w, 3, stride=2)(x)))
+        x = nn.relu(InstanceNorm()(conv(4 * w, 3, stride=2)(x)))
         for _ in range(self.residual_blocks):
-            x = ResidualBlock()(x)
-        x = nn.relu(InstanceNorm()(ReflectConv(2 * w, 3)(upsample_nearest(x))))
-        x = nn.relu(InstanceNorm()(ReflectConv(w, 3)(upsample_nearest(x))))
-        return nn.sigmoid(ReflectConv(3, 9)(x))
+            x = ResidualBlock(self.conv)(x)
+        x = nn.relu(InstanceNorm()(conv(2 * w, 3)(upsample_nearest(x))))
+        x = nn.relu(InstanceNorm()(conv(w, 3)(upsample_nearest(x))))
+        return nn.sigmoid(conv(3, 9)(x))

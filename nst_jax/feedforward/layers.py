@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nst_jax.core.conv import conv2d
+
 NORM_EPSILON = 1e-5
 
 
@@ -33,28 +35,45 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
 class ReflectConv(nn.Module):
     """Reflection padding of ``kernel // 2``, then a VALID convolution of ``stride``.
 
+    Its params are ``nn.Conv``'s (``Conv_0/{kernel, bias}``, the same initialisation), so
+    models trained before the convolution engine load unchanged.
+
     Attributes:
       features: output channels.
       kernel: odd kernel size.
       stride: the convolution's stride.
+      conv: ``"direct"`` or ``"winograd"`` (:func:`nst_jax.core.conv.conv2d`).
     """
 
     features: int
     kernel: int
     stride: int = 1
+    conv: str = "direct"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (self.kernel, self.kernel, x.shape[-1], self.features)
+        kernel, bias = ConvWeights(shape, name="Conv_0")(x.dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
         x = reflect_pad(x, self.kernel // 2)
-        conv = nn.Conv(
-            self.features,
-            (self.kernel, self.kernel),
-            strides=(self.stride, self.stride),
-            padding="VALID",
-            param_dtype=x.dtype,
-            dtype=x.dtype,
-        )
-        return conv(x[None])[0]
+        return conv2d(x, kernel, self.stride, self.conv) + bias
+
+
+class ConvWeights(nn.Module):
+    """A convolution's ``kernel`` (LeCun normal) and ``bias`` (zeros), as ``nn.Conv``
+    makes them.
+
+    Attributes:
+      shape: the HWIO kernel's shape.
+    """
+
+    shape: tuple[int, int, int, int]
+
+    @nn.compact
+    def __call__(self, dtype) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), self.shape, dtype)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.shape[-1],), dtype)
+        return kernel, bias
 
 
 class InstanceNorm(nn.Module):

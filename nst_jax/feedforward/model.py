@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, prepare_params, resolve_conv
+from nst_jax.core.fields import check_count
 from nst_jax.core.targets import check_image
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward import adain
@@ -146,22 +148,22 @@ def _pad_to(image: jax.Array, multiple: int) -> jax.Array:
     return jnp.pad(image, pad, mode="reflect" if min(height, width) > 1 else "edge")
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _johnson(settings: TrainSettings, params: Any, contents: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _johnson(settings: TrainSettings, conv: str, params: Any, contents: jax.Array) -> jax.Array:
     def one(content):
-        out = network(settings).apply(params, _pad_to(content, 4))
+        out = network(settings, conv).apply(params, _pad_to(content, 4))
         return out[: content.shape[0], : content.shape[1]]
 
     return jax.vmap(one)(contents)
 
 
-@jax.jit
-def _adain(params, vgg_params, contents, style_features, weights, alpha) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=0)
+def _adain(conv, params, vgg_params, contents, style_features, weights, alpha) -> jax.Array:
     def one(content):
         padded = _pad_to(content, 8)
         features = adain.encode(vgg_params, padded)[adain.ENCODER_LAYER]
         target = adain.blend_targets(features, style_features, weights, alpha)
-        decoded = adain.Decoder().apply(params, target)
+        decoded = adain.Decoder(conv).apply(params, target)
         return jnp.clip(decoded, 0.0, 1.0)[: content.shape[0], : content.shape[1]]
 
     return jax.vmap(one)(contents)
@@ -183,6 +185,8 @@ def apply_model(
     weights: Sequence[float] | None = None,
     alpha: float = 1.0,
     style_features: Sequence[jax.Array] | None = None,
+    conv: str = "auto",
+    pixel_steps: int | None = None,
 ) -> jax.Array:
     """Stylise ``(N, H, W, 3)`` contents in one forward pass (any ``H``, ``W``: the images
     are reflected up to the network's multiple and cropped back).
@@ -196,6 +200,12 @@ def apply_model(
       alpha: AdaIN: 0 keeps the content's features, 1 takes the style's statistics.
       style_features: AdaIN: the styles already encoded (:func:`encode_styles`), in place
         of ``styles``.
+      conv: how the convolutions are computed: ``"direct"``, ``"winograd"`` (the project's
+        CPU engine: :func:`nst_jax.core.conv.conv2d`) or ``"auto"`` (Winograd on CPU for
+        runs of at least :data:`nst_jax.core.conv.NETWORK_WINOGRAD_MIN_PIXELS` pixels,
+        whose faster calls repay its longer compilation).
+      pixel_steps: the pixels the whole run applies the model to, for ``"auto"`` (a job's
+        images x pixels; ``None``: this call's).
 
     Returns:
       ``(N, H, W, 3)`` images in [0, 1].
@@ -209,8 +219,12 @@ def apply_model(
     if contents.ndim != 4:
         raise ValueError(f"contents: expected (N, H, W, 3), got {tuple(contents.shape)}; "
                          "add the batch axis (contents[None])")  # fmt: skip
+    check_count("pixel_steps", pixel_steps, optional=True)
+    if pixel_steps is None:
+        pixel_steps = int(np.prod(contents.shape[:3]))
+    conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
     if model.settings.method == "johnson":
-        return _johnson(model.settings, model.params, contents)
+        return _johnson(model.settings, conv, model.params, contents)
     if vgg_params is None:
         raise ValueError("vgg_params: an adain model encodes with VGG19: give its params")
     if style_features is None:
@@ -220,7 +234,8 @@ def apply_model(
     weights = _mix_weights(weights, count)
     if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
         raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
-    return _adain(model.params, vgg_params, contents, encoded, weights, alpha)
+    vgg_params = prepare_params(vgg_params, conv, layers=(adain.ENCODER_LAYER,))
+    return _adain(conv, model.params, vgg_params, contents, encoded, weights, alpha)
 
 
 def _mix_weights(weights, count: int) -> jax.Array:

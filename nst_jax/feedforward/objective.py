@@ -13,6 +13,7 @@ A batch's loss is the mean of its images' losses; the networks see one image at 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,9 +64,12 @@ def adain_batch_loss(
     contents: jax.Array,
     styles: jax.Array,
     style_weight: float | jax.Array = 10.0,
+    conv: str = "direct",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The mean over ``(content, style)`` pairs of :func:`adain.adain_loss`."""
-    losses, terms = jax.vmap(adain.adain_loss, in_axes=(None, None, 0, 0, None))(
+    """The mean over ``(content, style)`` pairs of :func:`adain.adain_loss` (the decoder's
+    convolutions computed by ``conv``)."""
+    loss = functools.partial(adain.adain_loss, conv=conv)
+    losses, terms = jax.vmap(loss, in_axes=(None, None, 0, 0, None))(
         decoder_params, vgg_params, contents, styles, style_weight
     )
     return jnp.mean(losses), jax.tree.map(jnp.mean, terms)

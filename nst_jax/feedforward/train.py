@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nst_jax.config import check_honoured
+from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, prepare_params, resolve_conv
 from nst_jax.core.fields import check_count, check_finite, setting
 from nst_jax.core.objective import ObjectiveConfig
 from nst_jax.events import DivergedError, Event, Hook, tell
@@ -120,11 +121,12 @@ class TrainSettings:
         )
 
 
-def network(settings: TrainSettings) -> Any:
-    """The Flax module a method trains."""
+def network(settings: TrainSettings, conv: str = "direct") -> Any:
+    """The Flax module a method trains, its convolutions computed by ``conv``
+    (``"direct"`` or ``"winograd"``: :func:`nst_jax.core.conv.conv2d`)."""
     if settings.method == "johnson":
-        return johnson.TransformerNet(settings.width, settings.residual_blocks)
-    return adain.Decoder()
+        return johnson.TransformerNet(settings.width, settings.residual_blocks, conv)
+    return adain.Decoder(conv)
 
 
 def example_input(settings: TrainSettings) -> jax.Array:
@@ -170,12 +172,34 @@ def init_state(settings: TrainSettings) -> dict:
     return {"params": params, "opt_state": opt_state, "step": jnp.asarray(0, jnp.int32)}
 
 
-def make_loss(settings: TrainSettings, config: ObjectiveConfig | None = None) -> Callable:
+def make_loss(
+    settings: TrainSettings, config: ObjectiveConfig | None = None, conv: str = "direct"
+) -> Callable:
     """``loss(params, vgg_params, contents, extra) -> (value, terms)``: Johnson's objective
-    (``extra`` the style's targets) or AdaIN's (``extra`` a batch of styles)."""
+    (``extra`` the style's targets) or AdaIN's (``extra`` a batch of styles), the network's
+    convolutions computed by ``conv`` (``"direct"`` or ``"winograd"``)."""
     if settings.method == "johnson":
-        return functools.partial(objective.johnson_loss, network(settings), config=config)
-    return functools.partial(objective.adain_batch_loss, style_weight=settings.style_weight)
+        return functools.partial(objective.johnson_loss, network(settings, conv), config=config)
+    return functools.partial(
+        objective.adain_batch_loss, style_weight=settings.style_weight, conv=conv
+    )
+
+
+def training_conv(settings: TrainSettings, conv: str = "auto") -> str:
+    """The convolution method a training run uses: ``conv``, with ``"auto"`` resolved from
+    the pixels it trains on (:func:`nst_jax.core.conv.resolve_conv`)."""
+    s = settings.resolved()
+    pixel_steps = s.steps * s.batch_size * s.size * s.size
+    return resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
+
+
+def prepare_vgg(settings: TrainSettings, vgg_params: Any, config, conv: str) -> Any:
+    """The VGG params of the training objective made ready for ``conv``
+    (:func:`nst_jax.core.conv.prepare_params`), up to the deepest layer the loss reads."""
+    if settings.method == "adain":
+        return prepare_params(vgg_params, conv, layers=adain.STYLE_LAYERS)
+    layers = tuple(config.content_layers) + tuple(config.style_layers)
+    return prepare_params(vgg_params, conv, layers=layers, extractor=config.extractor)
 
 
 def data_mesh(batch_size: int, devices: Sequence | None = None) -> Mesh:
@@ -228,6 +252,7 @@ def fit(
     config: ObjectiveConfig | None = None,
     on_event: Hook | None = None,
     devices: Sequence | None = None,
+    conv: str = "auto",
 ) -> dict:
     """Train from ``state`` to ``settings.steps`` on ``batches`` (:func:`step_batches` from
     the state's step).
@@ -244,6 +269,9 @@ def fit(
       on_event: the hook (:mod:`nst_jax.events`): an event after each step, its ``state``
         the new state (on the devices); :class:`~nst_jax.events.StopRun` stops there.
       devices: the devices the batch is split over (default: the local ones).
+      conv: how the network's and VGG's convolutions are computed: ``"auto"``
+        (:func:`training_conv`), ``"direct"`` or ``"winograd"``. A run continued from a
+        checkpoint continues bit for bit with the same method.
 
     Raises:
       ValueError: settings out of range, or a config this training cannot honour.
@@ -253,8 +281,11 @@ def fit(
       The last state, on the devices.
     """
     settings = check_fit(settings, config)
+    conv = training_conv(settings, conv)
     mesh = data_mesh(settings.batch_size, devices)
-    train_step = objective.make_train_step(make_loss(settings, config), make_optimizer(settings))
+    loss = make_loss(settings, config, conv)
+    train_step = objective.make_train_step(loss, make_optimizer(settings))
+    vgg_params = prepare_vgg(settings, vgg_params, config, conv)
     vgg_params, style_targets = replicate(mesh, (vgg_params, style_targets))
     params, opt_state = replicate(mesh, (state["params"], state["opt_state"]))
     step = int(state["step"])

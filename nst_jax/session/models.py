@@ -79,9 +79,13 @@ def vgg_path(request: ModelRequest, record: dict) -> Path | None:
     return path
 
 
-def applier(model, vgg, styles: list, config: StyleConfig, alpha: float):
+def applier(
+    model, vgg, styles: list, config: StyleConfig, alpha: float, pixel_steps: int | None = None
+):
     """``apply(contents, style_sets)`` for the dataset engine: each run of items that share
-    a style set in one pass. The styles are encoded once, for every batch."""
+    a style set in one pass. The styles are encoded once, for every batch; ``pixel_steps``
+    (the job's pixels, ``None``: each call's) chooses the convolutions of ``conv="auto"``,
+    once for the whole job, so a continued job computes as an uninterrupted one."""
     from nst_jax.feedforward.model import apply_model, encode_styles
 
     encoded = encode_styles(vgg, styles) if model.settings.method == "adain" else []
@@ -92,7 +96,8 @@ def applier(model, vgg, styles: list, config: StyleConfig, alpha: float):
             rows = [i for i, s in enumerate(style_sets) if s == chosen]
             blend = config.style_blend if len(chosen) > 1 else None
             mixed = [encoded[s] for s in chosen] if encoded else None
-            out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed)
+            out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed, config.conv,
+                              pixel_steps)  # fmt: skip
             results[rows] = np.asarray(out)
         return results
 
@@ -160,7 +165,10 @@ def run_model(
     vgg = weights.load_vgg19(path) if path is not None else None
     styles = [image.load(s, given.max_dim, given.max_pixels) for s in given.styles]
     alpha = 1.0 if request.alpha is None else request.alpha
-    apply = applier(loaded, vgg, styles, given.config, alpha)
+    # A job's pixels, bounded by its plan (every item at the largest size it may load):
+    # the same figure on every continuation, so the same convolutions.
+    job_pixels = None if plan is None else len(plan.items) * given.max_dim**2
+    apply = applier(loaded, vgg, styles, given.config, alpha, job_pixels)
     if plan is None:
         return ModelOutcome(_single(given, apply, meta))
     continuing = dataset.start(plan, force=given.force)

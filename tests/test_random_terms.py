@@ -136,6 +136,7 @@ def test_a_custom_loss_gets_its_key_and_per_image_extra_targets(params, content_
         )
 
 
+@pytest.mark.slow
 def test_targets_with_keys_and_ints_save_and_load(params, content_image, style_image, tmp_path):
     config = sw_config()
     targets = nst_jax.make_targets(

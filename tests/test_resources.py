@@ -68,6 +68,7 @@ def test_auto_falls_back_to_direct_convolution_when_only_that_fits(monkeypatch):
         memory.fitting_config(auto.replace(conv="winograd"), 1, 64, 96, available=between)
 
 
+@pytest.mark.slow
 def test_cli_refuses_before_any_work(tmp_path, weights_h5, content_image, style_image, capsys):
     for name, array in (("c.png", content_image), ("s.png", style_image)):
         nst_jax.image.save(tmp_path / name, array)

@@ -260,6 +260,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(files, capsys):
     assert_refused(files, missing_style, "missing.png", capsys=capsys)
 
 
+@pytest.mark.slow
 def test_a_folder_of_another_run_is_not_continued(files, capsys, tmp_path):
     out = tmp_path / "frames"
     assert exit_code(video_argv(files, files / "clip", out, "--steps", "1")) == 0
@@ -318,6 +319,7 @@ def test_odd_clips_and_places(files, capsys, tmp_path):
     assert_refused(tmp_path, [*argv, "--resume"], "styles_sha256", capsys=capsys)
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_encode_is_143_with_the_video(files, monkeypatch, capsys,
                                                                tmp_path):  # fmt: skip
     """The video is encoded whole, and the status still says the run was asked to stop."""

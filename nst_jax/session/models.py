@@ -165,9 +165,9 @@ def run_model(
     vgg = weights.load_vgg19(path) if path is not None else None
     styles = [image.load(s, given.max_dim, given.max_pixels) for s in given.styles]
     alpha = 1.0 if request.alpha is None else request.alpha
-    # A job's pixels, bounded by its plan (every item at the largest size it may load):
-    # the same figure on every continuation, so the same convolutions.
-    job_pixels = None if plan is None else len(plan.items) * given.max_dim**2
+    # A job's pixels, from its plan: the same figure on every continuation, so the same
+    # convolutions (an interrupted job's results equal an uninterrupted one's).
+    job_pixels = None if plan is None else _plan_pixels(plan)
     apply = applier(loaded, vgg, styles, given.config, alpha, job_pixels)
     if plan is None:
         return ModelOutcome(_single(given, apply, meta))
@@ -177,6 +177,12 @@ def run_model(
         continuing=continuing, apply=apply,
     )  # fmt: skip
     return ModelOutcome("", jobs.execute(given, plan, resources, control, report, path))
+
+
+def _plan_pixels(plan: dataset.Plan) -> int | None:
+    """The pixels of every result the plan will make (``None``: none)."""
+    total = sum(item.shape[0] * item.shape[1] for item in plan.items if item.shape is not None)
+    return total or None
 
 
 def _plan(request: ModelRequest, meta: dict, path: Path | None) -> dataset.Plan:

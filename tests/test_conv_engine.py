@@ -22,7 +22,12 @@ import nst_jax
 from nst_jax.core import blockconv, winograd
 from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, conv2d, prepare_params
 from nst_jax.feedforward import adain, johnson, train
-from nst_jax.feedforward.layers import ReflectConv
+from nst_jax.feedforward.layers import (
+    ReflectConv,
+    reflect_pad,
+    upsample_nearest,
+    upsampled_conv,
+)
 from nst_jax.feedforward.model import Model, apply_model
 
 EXACT = 1e-10  # float64: both methods round at about 1e-15 relative
@@ -59,6 +64,33 @@ def test_winograd_method_equals_the_direct_convolution_and_its_gradients(case):
         weights = jnp.asarray(draw((h - k + 1, w - k + 1, o), 2))  # a gradient of every output
         ours = outputs_and_gradients("winograd", x, kernel, weights)
         theirs = outputs_and_gradients(None, x, kernel, weights)
+        for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=EXACT)
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 3, 2), (1, 1, 2, 3), (2, 3, 4, 1)], ids=str)
+def test_an_upsampling_convolution_equals_upsampling_then_the_convolution(shape):
+    # Reference: the direct path, nearest upsampling, reflection padding and lax's
+    # convolution; the sub-pixel form must agree on every border (odd, even, 1 pixel).
+    h, w, c, o = shape
+    with jax.enable_x64(True):
+        x, kernel = jnp.asarray(draw((h, w, c), 0)), jnp.asarray(draw((3, 3, c, o), 1))
+        weights = jnp.asarray(draw((2 * h, 2 * w, o), 2))
+
+        @jax.jit
+        def both(x, kernel):
+            ours = upsampled_conv(x, kernel, "winograd")
+            theirs = direct(reflect_pad(upsample_nearest(x), 1), kernel)
+            grads = [
+                jax.grad(lambda x, k, f=f: jnp.sum(f(x, k) * weights), (0, 1))(x, kernel)
+                for f in (
+                    lambda x, k: upsampled_conv(x, k, "winograd"),
+                    lambda x, k: direct(reflect_pad(upsample_nearest(x), 1), k),
+                )
+            ]
+            return (ours, grads[0]), (theirs, grads[1])
+
+        ours, theirs = both(x, kernel)
         for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=EXACT)
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from nst_jax.core.vgg import vgg19_features
-from nst_jax.feedforward.layers import ReflectConv, upsample_nearest
+from nst_jax.feedforward.layers import ReflectConv
 
 ENCODER_LAYER = "block4_conv1"
 # The style loss's layers: relu1_1 ... relu4_1 in the paper's names.
@@ -67,9 +67,7 @@ class Decoder(nn.Module):
     def __call__(self, features: jax.Array) -> jax.Array:
         x = features
         for channels, upsample in DECODER:
-            if upsample:
-                x = upsample_nearest(x)
-            x = nn.relu(ReflectConv(channels, 3, conv=self.conv)(x))
+            x = nn.relu(ReflectConv(channels, 3, conv=self.conv, upsample=upsample)(x))
         return ReflectConv(3, 3, conv=self.conv)(x)
 
 

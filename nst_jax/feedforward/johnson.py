@@ -21,7 +21,7 @@ import functools
 import flax.linen as nn
 import jax
 
-from nst_jax.feedforward.layers import InstanceNorm, ReflectConv, upsample_nearest
+from nst_jax.feedforward.layers import InstanceNorm, ReflectConv
 
 
 class ResidualBlock(nn.Module):
@@ -63,6 +63,6 @@ class TransformerNet(nn.Module):
         x = nn.relu(InstanceNorm()(conv(4 * w, 3, stride=2)(x)))
         for _ in range(self.residual_blocks):
             x = ResidualBlock(self.conv)(x)
-        x = nn.relu(InstanceNorm()(conv(2 * w, 3)(upsample_nearest(x))))
-        x = nn.relu(InstanceNorm()(conv(w, 3)(upsample_nearest(x))))
+        x = nn.relu(InstanceNorm()(conv(2 * w, 3, upsample=True)(x)))
+        x = nn.relu(InstanceNorm()(conv(w, 3, upsample=True)(x)))
         return nn.sigmoid(conv(3, 9)(x))

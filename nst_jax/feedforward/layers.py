@@ -15,7 +15,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from nst_jax.core.blockconv import depth_to_space
 from nst_jax.core.conv import conv2d
 
 NORM_EPSILON = 1e-5
@@ -33,7 +35,8 @@ def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
 
 
 class ReflectConv(nn.Module):
-    """Reflection padding of ``kernel // 2``, then a VALID convolution of ``stride``.
+    """Reflection padding of ``kernel // 2``, then a VALID convolution of ``stride``; with
+    ``upsample``, nearest upsampling by 2 first.
 
     Its params are ``nn.Conv``'s (``Conv_0/{kernel, bias}``, the same initialisation), so
     models trained before the convolution engine load unchanged.
@@ -43,20 +46,55 @@ class ReflectConv(nn.Module):
       kernel: odd kernel size.
       stride: the convolution's stride.
       conv: ``"direct"`` or ``"winograd"`` (:func:`nst_jax.core.conv.conv2d`).
+      upsample: upsample the input by 2 first (by :func:`upsampled_conv` with Winograd).
     """
 
     features: int
     kernel: int
     stride: int = 1
     conv: str = "direct"
+    upsample: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         shape = (self.kernel, self.kernel, x.shape[-1], self.features)
         kernel, bias = ConvWeights(shape, name="Conv_0")(x.dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+        if self.upsample and self.conv != "direct" and (self.kernel, self.stride) == (3, 1):
+            return upsampled_conv(x, kernel, self.conv) + bias
+        x = upsample_nearest(x) if self.upsample else x
         x = reflect_pad(x, self.kernel // 2)
         return conv2d(x, kernel, self.stride, self.conv) + bias
+
+
+# Output row 2i + a of "upsample by 2, reflect-pad by 1, 3x3 convolution" reads kernel rows
+# d = 0, 1, 2 at rows r = 0, 1, 2 of the low-resolution input edge-padded by 1:
+# _PHASES[a, r, d] (a = 0: r = 0 takes d = 0, r = 1 takes d = 1 and 2; a = 1: r = 1 takes
+# d = 0 and 1, r = 2 takes d = 2). Reflecting an upsampled image repeats its edge pixels.
+_PHASES = np.array([[[1, 0, 0], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 0, 1]]])
+
+
+def upsampled_conv(x: jax.Array, kernel: jax.Array, method: str) -> jax.Array:
+    """``conv(reflect_pad(upsample_nearest(x), 1), kernel)`` as one 3x3 convolution of the
+    low-resolution ``x`` (edge-padded) to the four output phases, put in place by
+    depth-to-space (a sub-pixel convolution: Shi et al., "Real-Time Single Image and Video
+    Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural Network", 2016).
+    The same multiplications as on the upsampled image, without making it, and with
+    products four times wider.
+
+    Args:
+      x: ``(H, W, C)``.
+      kernel: ``(3, 3, C, O)``.
+      method: ``"direct"`` or ``"winograd"`` (:func:`nst_jax.core.conv.conv2d`).
+
+    Returns:
+      ``(2 H, 2 W, O)``.
+    """
+    phases = jnp.asarray(_PHASES, kernel.dtype)
+    c, o = kernel.shape[2:]
+    merged = jnp.einsum("ard,bse,deco->rscabo", phases, phases, kernel).reshape(3, 3, c, 4 * o)
+    padded = jnp.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    return depth_to_space(conv2d(padded, merged, 1, method), 2)
 
 
 class ConvWeights(nn.Module):

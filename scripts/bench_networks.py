@@ -3,6 +3,7 @@
     pip install -e '.[peers]'         # torch==2.13.0 (CPU build)
     python scripts/bench_networks.py --sizes 256 512 1024 --batches 1 8 --repeats 5
     python scripts/bench_networks.py --train-only --repeats 5
+    python scripts/bench_networks.py --width 16 --sizes 512   # the slim Johnson network
 
 Cases: Johnson's network and AdaIN (VGG19 encoder to block4_conv1 with caffe preprocessing,
 AdaIN, the paper's decoder; the style encoded once, as a job does) applied to a batch; one
@@ -203,8 +204,10 @@ def jax_side(params: dict, case: dict, conv: str):
     style = jnp.asarray(np.moveaxis(rng.random((1, 3, 256, 256), np.float32), 1, -1)[0])
     vgg = _unflatten({k[4:]: v for k, v in params.items() if k.startswith("vgg/")})
     net = {"params": _unflatten({k[7:]: v for k, v in params.items() if k.startswith("params/")})}
+    first = net["params"]["ReflectConv_0"]["Conv_0"]["kernel"]  # Johnson's width, or AdaIN's
+    width = first.shape[-1] if case["net"] == "johnson" else 32
     settings = train.TrainSettings(case["net"], steps=10**6, batch_size=TRAIN_BATCH,
-                                   size=TRAIN_SIZE).resolved()  # fmt: skip
+                                   size=TRAIN_SIZE, width=width).resolved()  # fmt: skip
     if case["mode"] == "apply":
         model = Model(settings, {}, net)
         encoded = encode_styles(vgg, [style])
@@ -286,8 +289,9 @@ class Worker:
                 return json.loads(line)
 
 
-def write_params(path: Path) -> None:
-    """Both networks' params (nst_jax's initialisation, seed 0) and random VGG19 weights."""
+def write_params(path: Path, width: int = 32) -> None:
+    """Both networks' params (nst_jax's initialisation, seed 0; Johnson's of ``width``) and
+    random VGG19 weights."""
     import jax
 
     from nst_jax.feedforward import train
@@ -295,7 +299,8 @@ def write_params(path: Path) -> None:
 
     flat = {}
     for method in train.METHODS:
-        params = train.init_params(train.TrainSettings(method, size=16))["params"]
+        settings = train.TrainSettings(method, size=16, width=width)
+        params = train.init_params(settings)["params"]
         for keys, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
             flat[method + "/" + "/".join(k.key for k in keys)] = np.asarray(leaf)
     for layer, leaves in keras_h5.random_params(0).items():
@@ -323,13 +328,14 @@ def main() -> None:
     p.add_argument("--max-pixels", type=int, default=512 * 512 * 8, help="skip larger batches")
     p.add_argument("--train-only", action="store_true")
     p.add_argument("--direct", action="store_true", help="nst_jax with direct convolutions too")
+    p.add_argument("--width", type=int, default=32, help="Johnson's width (the slim preset: 16)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--params", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args.worker, args.params)
     with tempfile.TemporaryDirectory() as tmp:
-        write_params(Path(tmp) / "params.npz")
+        write_params(Path(tmp) / "params.npz", args.width)
         kinds = ["nst_jax", "torch"] + (["nst_jax_direct"] if args.direct else [])
         workers = [Worker(kind, str(Path(tmp) / "params.npz")) for kind in kinds]
         for case in cases(args):

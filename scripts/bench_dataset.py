@@ -5,6 +5,7 @@ programs for mixed shapes, and throughput by image size and batch.
     python scripts/bench_dataset.py first       # first result against a one-image run
     python scripts/bench_dataset.py buckets     # 300 mixed photos: programs, aspect change
     python scripts/bench_dataset.py throughput  # image-steps/s at 64/128/256 px, batch 1/4/8
+    python scripts/bench_dataset.py throughput --sizes 224 --batches 32 --steps 300  # a GPU
 
 Every run is the ``nst-jax`` command in a child process (random weights of the official
 shapes, a compilation cache warmed first), so peak RSS is the job's own.
@@ -113,23 +114,31 @@ def buckets(tmp: Path) -> None:
           f"{max(changes):.3f}x")  # fmt: skip
 
 
-def throughput(tmp: Path, weights: Path, cache: Path) -> None:
-    print("| size | batch | image-steps/s |\n|---|---|---|")
-    for size in (64, 128, 256):
-        # 16 images: two batches of 8, and the rate leaves out each program's first batch.
-        tree = photos(tmp / f"tree{size}", 16, size, size + 1)
-        for batch in (1, 4, 8):
+def throughput(tmp: Path, weights: Path, cache: Path, args) -> None:
+    print("| size | batch | steps | images/s | image-steps/s |\n|---|---|---|---|---|")
+    for size in args.sizes:
+        # Two batches of the largest size, and the rate leaves out each program's first batch.
+        tree = photos(tmp / f"tree{size}", 2 * max(args.batches), size, size + 1)
+        for batch in args.batches:
             out = tmp / f"out{size}_{batch}"
-            settings = ["--max-dim", str(size), "--steps", "6", "--steps-per-call", "3",
+            settings = ["--max-dim", str(size), "--steps", str(args.steps),
+                        "--steps-per-call", str(min(args.steps, 100)),
                         "--batch-size", str(batch), "--size", f"{size}x{size}"]  # fmt: skip
             subprocess.run([*COMMAND, *job([tree], out, weights, cache, *settings)], check=True)
-            stats = json.loads((out / ".nst-jax" / "stats-0-of-1.json").read_text())
-            print(f"| {size} | {batch} | {stats['images_per_second'] * 6:.2f} |", flush=True)
+            rate = json.loads((out / ".nst-jax" / "stats-0-of-1.json").read_text())
+            rate = rate["images_per_second"]
+            print(f"| {size} | {batch} | {args.steps} | {rate:.3f} | {rate * args.steps:.2f} |",
+                  flush=True)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("memory", "first", "buckets", "throughput"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256],
+                        help="throughput: image sides")  # fmt: skip
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8],
+                        help="throughput: batch sizes")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=6, help="throughput: steps an image")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -139,7 +148,9 @@ def main() -> None:
 
         weights = tmp / "w.h5"
         keras_h5.write_keras_h5(keras_h5.random_params(0), weights)
-        run = {"memory": memory, "first": first_result, "throughput": throughput}[args.what]
+        if args.what == "throughput":
+            return throughput(tmp, weights, tmp / "cache", args)
+        run = {"memory": memory, "first": first_result}[args.what]
         run(tmp, weights, tmp / "cache")
 
 

@@ -91,8 +91,8 @@ def bench_train(args, vgg) -> None:
         targets = nst_jax.make_targets(vgg, images[0, 0], images[0, 1], config)
         times = []
 
-        def on_step(state, value, terms, times=times):
-            jax.block_until_ready(value)
+        def on_step(event, times=times):  # the hook (nst_jax.events): after each step
+            jax.block_until_ready(event.state["params"])
             times.append(time.perf_counter())
 
         start = train.init_state(settings)

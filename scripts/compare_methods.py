@@ -85,8 +85,8 @@ def train_model(method, args, vgg, contents, styles, targets, width: int = 32):
     batches = train.step_batches(settings, contents, styles, 0)
     times, losses = [], []
 
-    def on_step(state, value, terms):
-        losses.append(float(value))
+    def on_step(event):  # the hook (nst_jax.events): an event after each step
+        losses.append(float(event.loss))
         times.append(time.perf_counter())
 
     began = time.perf_counter()

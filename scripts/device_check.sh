@@ -3,7 +3,7 @@
 # optax, h5py, pillow, tqdm, pytest and PyTorch already installed and reaches no registry:
 # nst_jax is put on the path, nothing is installed.
 #
-#   bash scripts/device_check.sh   # its timeouts bound it at 17 minutes; steps 1-5 at 13
+#   bash scripts/device_check.sh   # its timeouts bound it at 22 minutes; steps 1-5 at 13
 #
 # 1. The tests that run the compiled device loop, batches and sweeps, on the GPU (float32
 #    matrix products at full precision there: XLA's GPU default, TF32, rounds to ~1e-3).
@@ -12,8 +12,10 @@
 # 4. nst_jax beside the PyTorch port on the same GPU (scripts/bench_peers.py).
 # 5. The largest untiled size the GPU holds (the memory estimate's answer), and one tiled
 #    4096 px step (scripts/bench_tiled.py).
-# 6. The feed-forward models' images/s at 256-1024 px (batch 1 and 8) and training steps/s
+# 6. The feed-forward models' images/s at 256 and 512 px, batch 32, and training steps/s
 #    (scripts/bench_feedforward.py); needs orbax-checkpoint, which flax brings.
+# 7. A dataset job's images/s at 224 px x 300 steps, batches of 32 (scripts/bench_dataset.py),
+#    and the video loop's seconds a frame (scripts/bench_video.py speed).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
@@ -64,5 +66,9 @@ except MemoryError as e:
 timeout 150 "$python" scripts/bench_tiled.py --sizes 4096 --steps 2 --tile 1024
 
 echo "== 6. feed-forward models: images/s applied, training steps/s"
-timeout 120 "$python" scripts/bench_feedforward.py apply --repeats 5
+timeout 120 "$python" scripts/bench_feedforward.py apply --sizes 256,512 --batches 32 --repeats 5
 timeout 60 "$python" scripts/bench_feedforward.py train --repeats 5
+
+echo "== 7. a dataset job, 224 px x 300 steps, batches of 32; one video frame"
+timeout 150 "$python" scripts/bench_dataset.py throughput --sizes 224 --batches 32 --steps 300
+timeout 90 "$python" scripts/bench_video.py speed --frames 3

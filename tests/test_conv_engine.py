@@ -5,7 +5,8 @@ by it equal to the direct path.
 Expected values come from ``lax.conv_general_dilated`` (XLA's direct convolution, the
 networks' computation before the engine) and from the networks with ``conv="direct"``.
 Exactness is shown in float64, where both methods agree to rounding (about 1e-15
-relative); the bound asked of the networks is 1e-10.
+relative); the bound asked of the networks is 1e-10. Training differentiates the kernels:
+each kind of convolution's kernel gradient is compared below, beside its input gradient.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import nst_jax
 from nst_jax.core import blockconv, winograd
 from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, conv2d, prepare_params
 from nst_jax.feedforward import adain, johnson, train
@@ -160,7 +160,7 @@ def assert_close_to_scale(got, want):
 @pytest.mark.slow
 def test_every_network_equals_its_direct_path_in_float64(params64):
     with jax.enable_x64(True):
-        image = jnp.asarray(np.random.default_rng(0).random((20, 24, 3)))
+        image = jnp.asarray(np.random.default_rng(0).random((12, 16, 3)))
         net = johnson.TransformerNet(width=4, residual_blocks=1)
         p = random_tree(net, image.shape, 1)
         fast = johnson.TransformerNet(width=4, residual_blocks=1, conv="winograd")
@@ -170,33 +170,11 @@ def test_every_network_equals_its_direct_path_in_float64(params64):
         # AdaIN: the encoder (VGG19 prepared for Winograd) and the decoder.
         encode = jax.jit(lambda vgg, x: adain.encode(vgg, x)[adain.ENCODER_LAYER])
         vgg = prepare_params(params64, "winograd", layers=(adain.ENCODER_LAYER,))
-        theirs = encode(params64, image[:16, :16])
-        assert_close_to_scale(encode(vgg, image[:16, :16]), theirs)
-        q = random_tree(adain.Decoder(), (2, 3, 512), 2)
+        theirs = encode(params64, image[:8, :8])
+        assert_close_to_scale(encode(vgg, image[:8, :8]), theirs)
+        q = random_tree(adain.Decoder(), (1, 2, 512), 2)
         out = jax.jit(adain.Decoder("winograd").apply)(q, theirs)
         assert_close_to_scale(out, jax.jit(adain.Decoder().apply)(q, theirs))
-
-
-@pytest.mark.slow
-def test_a_training_step_by_winograd_equals_the_direct_one_in_float64(params64):
-    # The kernels' gradients go through Winograd's (and the blocks') own backward passes.
-    settings = train.TrainSettings("johnson", steps=1, batch_size=2, size=16, width=4,
-                                   residual_blocks=1).resolved()  # fmt: skip
-    config = nst_jax.StyleConfig(content_layers=("block2_conv1",),
-                                 style_layers=("block1_conv1", "block2_conv1"))  # fmt: skip
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(3)
-        contents = jnp.asarray(rng.random((2, 16, 16, 3)))
-        style = jnp.asarray(rng.random((16, 16, 3)))
-        p = random_tree(train.network(settings), (16, 16, 3), 4)
-        targets = nst_jax.make_targets(params64, contents[0], style, config)
-        results = []
-        for conv in ("direct", "winograd"):
-            vgg = train.prepare_vgg(settings, params64, config, conv)
-            loss = train.make_loss(settings, config, conv)
-            grad = jax.jit(jax.grad(lambda p, vgg, loss=loss: loss(p, vgg, contents, targets)[0]))
-            results.append(grad(p, vgg))
-        assert_close_to_scale(results[1], results[0])
 
 
 def test_apply_model_resolves_auto_from_the_pixels_and_checks_its_arguments():

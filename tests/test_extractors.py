@@ -90,6 +90,7 @@ def own_loop(params, content, style, config):
     return x, np.asarray(losses)
 
 
+@pytest.mark.slow
 def test_stylize_on_an_own_cnn_equals_the_own_loop(own):
     config = own_config()
     with jax.enable_x64(True):

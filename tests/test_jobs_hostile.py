@@ -101,6 +101,7 @@ def test_an_output_folder_inside_the_inputs_is_never_walked(files, tmp_path, cap
     assert code == 0 and "0 done" in said and "5 skipped" in said, (said, err)
 
 
+@pytest.mark.slow
 def test_only_regular_image_files_are_inputs(files, tmp_path, capsys):
     """A FIFO (which would block a read forever), a text file and a link to nothing are
     passed over with one line, never opened; the job finishes."""
@@ -211,6 +212,7 @@ def test_records_of_another_plan_or_shard_are_not_trusted(files, tmp_path, capsy
     assert results(out) == whole
 
 
+@pytest.mark.slow
 def test_style_folders_lists_and_repeated_stems(files, tmp_path, capsys):
     """``--style FOLDER`` and ``--styles-from LIST``; two styles with one file name get
     distinct names (their folders'), and each result's record names its style."""

@@ -160,6 +160,7 @@ def test_a_stylize_run_is_checkpointed_stopped_and_resumed_from_python(params, t
         other.load_compatible()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_by_59cd4d2_resumes_to_the_uninterrupted_pixels(numpy_params):
     """``tests/data/checkpoint_59cd4d2`` was written by the code of commit 59cd4d2, which
     saved checkpoints from ``nst_jax.cli.checkpoint`` (``save(folder, state, meta)``) with

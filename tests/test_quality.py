@@ -191,6 +191,7 @@ def test_histogram_matching_equals_content_statistics(content_image, style_image
     np.testing.assert_allclose(cov_m, np.cov(pixels.T, bias=True), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_histogram_mode_runs_on_matched_style(params, content_image, style_image):
     config = FAST.replace(preserve_color="histogram")
     matched = color.match_histogram(jnp.asarray(style_image), jnp.asarray(content_image))

@@ -266,6 +266,7 @@ def test_resume_refuses_masks_swapped_between_the_styles(files, masked, capsys):
     assert_refused(files, argv, "--mask #1 changed", capsys=capsys)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_content_mask_added_as_a_style_mask(files, masked, capsys):
     assert exit_code(masked_argv(files, masked)) == 0
     added = [*masked, "--style-mask", str(files / "left.png")]

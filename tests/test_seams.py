@@ -49,6 +49,7 @@ def f64(params64, content_image, style_image):
         yield params64, content_image.astype(np.float64)[:32, :48], style_image.astype(np.float64)
 
 
+@pytest.mark.slow
 def test_a_custom_loss_gets_the_engine_and_equals_an_own_loop(f64):
     params, content, style = f64
     x, history = own_loop(params, content, style, CONFIG)

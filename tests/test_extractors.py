@@ -103,6 +103,7 @@ def test_stylize_on_an_own_cnn_equals_the_own_loop(own):
         assert losses[-1] < losses[0]  # the run does optimise
 
 
+@pytest.mark.slow
 def test_an_own_cnn_batches_and_resumes(own):
     config = own_config()
     with jax.enable_x64(True):

@@ -115,6 +115,7 @@ def test_only_regular_image_files_are_inputs(files, tmp_path, capsys):
     assert "3 done" in said
 
 
+@pytest.mark.slow
 def test_any_name_the_file_system_gives_works(files, tmp_path, capsys):
     """A name that is not UTF-8: hashed, recorded and written by its bytes, shown escaped."""
     tree = small_tree(tmp_path / "tree", 2)

@@ -4,6 +4,7 @@ program (the CLI, a benchmark) chooses for itself are added, never imposed."""
 from __future__ import annotations
 
 import jax
+import pytest
 
 NO_SIDE_EFFECTS = """
 import gc, logging, os, sys
@@ -30,6 +31,7 @@ print("unchanged")
 """
 
 
+@pytest.mark.slow
 def test_import_and_stylize_leave_the_process_as_it_was():
     """In a fresh interpreter: os.environ, Pillow's pixel limit, the garbage collector and the
     logging configuration are the same after ``import nst_jax`` and a ``stylize`` call; and

@@ -203,6 +203,7 @@ def test_histogram_mode_runs_on_matched_style(params, content_image, style_image
 # --- blends, layer weights, style scale ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_blend_one_zero_is_the_single_style_exactly(params, content_image, style_image):
     """Acceptance 3."""
     other = np.flipud(style_image).copy()
@@ -239,6 +240,7 @@ def test_blend_weights_must_match_style_count(params, content_image, style_image
         )
 
 
+@pytest.mark.slow
 def test_layer_weights_scale_each_layer(params, content_image, style_image):
     """Weights (2, 0, 0, 0, 0) give twice the first layer's term alone (tutorial form: the
     sum is still divided by the number of layers, 5)."""

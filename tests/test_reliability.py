@@ -274,6 +274,7 @@ def test_resume_refuses_a_content_mask_added_as_a_style_mask(files, masked, caps
     assert_refused(files, argv, "--style-mask #2", capsys=capsys)
 
 
+@pytest.mark.slow
 def test_from_replays_a_masked_result(files, masked, capsys):
     assert exit_code(masked_argv(files, masked)) == 0
     argv = ["stylize", "--from", str(files / "out/m.png"), "-o", str(files / "out/again.png"),

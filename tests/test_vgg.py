@@ -67,6 +67,7 @@ def test_jit_and_no_jit_agree(params, odd_image):
         )
 
 
+@pytest.mark.slow
 def test_batch_equals_items(params, odd_image):
     images = jnp.stack([odd_image, odd_image[::-1], 1 - odd_image])
     batch = nst_jax.vgg19_features(params, images, ("block4_conv1",))["block4_conv1"]

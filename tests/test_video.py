@@ -337,6 +337,7 @@ def test_sigterm_during_the_final_encode_is_143_with_the_video(files, monkeypatc
     assert frames.probe(out).count == 3
 
 
+@pytest.mark.slow
 def test_a_variable_frame_rate_clip_keeps_every_frame(files, tmp_path, capsys):
     """Frames with uneven timestamps are read once each (passthrough), neither padded nor
     thinned to a constant rate."""

@@ -22,6 +22,7 @@ def run(files, *args, weights=None):
     return cli.main(argv)
 
 
+@pytest.mark.slow
 def test_stylize_writes_the_image_and_reports(files, weights_h5, capsys):
     out = files / "out" / "result.png"
     code = run(files, str(files / "content.png"), "--style", str(files / "style.png"),

@@ -142,6 +142,7 @@ def test_masks_need_the_gram_loss(params, content_image, style_image, halves):
 # --- per-style weights and scales ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_style_weight_per_style_multiplies_its_term(params, content_image, style_image):
     # One style per image: style_weights (2, 0) double the first image's style term and
     # remove the second's; step 1's terms are of the content image itself.

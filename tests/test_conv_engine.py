@@ -177,6 +177,7 @@ def test_every_network_equals_its_direct_path_in_float64(params64):
         assert_close_to_scale(out, jax.jit(adain.Decoder().apply)(q, theirs))
 
 
+@pytest.mark.slow
 def test_apply_model_resolves_auto_from_the_pixels_and_checks_its_arguments():
     settings = train.TrainSettings("johnson", size=16, width=4, residual_blocks=1).resolved()
     model = Model(settings, {}, train.init_params(settings))

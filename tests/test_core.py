@@ -133,6 +133,7 @@ def test_result_is_an_image_of_the_content_shape(run50, content_image):
     assert np.all(np.isfinite(run50.losses))
 
 
+@pytest.mark.slow
 def test_uneven_last_chunk_and_progress(params, run50, content_image, style_image):
     # 23 steps = chunks of 10, 10, 3; the same compiled program runs the short chunk.
     calls = []

@@ -230,7 +230,7 @@ def test_mixed_shapes_fall_into_few_programs(files, tmp_path):
         ("shard_0_of_0", "part 0 of 0 does not exist"),
         ("shard_minus_1", "argument --shard"),
         ("styles_per_image_0", "expected a positive integer"),
-        ("other_job", "holds a job with"),
+        pytest.param("other_job", "holds a job with", marks=pytest.mark.slow),
     ],
 )
 def test_bad_job_input_is_one_line_and_writes_nothing(files, tmp_path, case, fragment, capsys):

@@ -139,6 +139,7 @@ def test_an_unknown_or_built_in_name_is_refused():
 # --- Early stopping -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_hook_stops_the_run_and_stylize_returns_the_result_so_far(
     params, content_image, style_image
 ):

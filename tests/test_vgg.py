@@ -55,6 +55,7 @@ def test_reference_is_not_trivial(reference_features):
     assert np.mean(reference_features["block5_conv2"] > 0) > 0.01
 
 
+@pytest.mark.slow
 def test_jit_and_no_jit_agree(params, odd_image):
     layers = ("block1_conv1", "block3_conv2", "block5_conv2")
     images = jnp.asarray(odd_image)[None]

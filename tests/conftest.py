@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,6 +68,23 @@ def params64(numpy_params) -> dict:
     """The test weights in float64, as NumPy arrays: JAX keeps them float64 where
     ``jax.enable_x64`` is on (exactness is shown in float64)."""
     return jax.tree.map(lambda a: np.asarray(a, np.float64), numpy_params)
+
+
+def random_params(module, shape, seed: int) -> dict:
+    """Params of ``module`` for a ``shape`` input, every leaf random (norm scales and biases
+    included, so that no part of the network is an identity the comparison would not see):
+    kernels LeCun-normal, the rest 0.1-normal around Flax's initial value. Drawn by NumPy
+    from the shapes alone: initialising through JAX op by op would compile each op."""
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(shape, jnp.float64))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "kernel" in name:
+            return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
+        return ("scale" in name) + rng.normal(0, 0.1, leaf.shape)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def eight_bit_image(height: int, width: int, seed: int) -> np.ndarray:

@@ -30,6 +30,8 @@ from nst_jax.feedforward.layers import (
 )
 from nst_jax.feedforward.model import Model, apply_model
 
+from conftest import random_params
+
 EXACT = 1e-10  # float64: both methods round at about 1e-15 relative
 
 
@@ -133,22 +135,6 @@ def test_reflect_conv_keeps_nn_conv_params_and_initialisation():
         np.testing.assert_array_equal(got, want)
 
 
-def random_tree(module, shape, seed):
-    """Every leaf random (norm scales and biases too), drawn by NumPy from the shapes:
-    kernels LeCun-normal (activations keep their size through the layers), the rest
-    0.1-normal around Flax's initial value."""
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(shape, jnp.float64))
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, s):
-        name = jax.tree_util.keystr(path)
-        if "kernel" in name:
-            return rng.normal(0, 1 / np.sqrt(np.prod(s.shape[:-1])), s.shape)
-        return ("scale" in name) + rng.normal(0, 0.1, s.shape)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)
-
-
 def assert_close_to_scale(got, want):
     """Each leaf within ``EXACT`` of the largest value of ``want``: a bias in front of an
     instance normalisation has no effect, so its gradient is rounding noise on both sides."""
@@ -162,7 +148,7 @@ def test_every_network_equals_its_direct_path_in_float64(params64):
     with jax.enable_x64(True):
         image = jnp.asarray(np.random.default_rng(0).random((12, 16, 3)))
         net = johnson.TransformerNet(width=4, residual_blocks=1)
-        p = random_tree(net, image.shape, 1)
+        p = random_params(net, image.shape, 1)
         fast = johnson.TransformerNet(width=4, residual_blocks=1, conv="winograd")
         np.testing.assert_allclose(
             jax.jit(fast.apply)(p, image), jax.jit(net.apply)(p, image), rtol=0, atol=EXACT
@@ -172,7 +158,7 @@ def test_every_network_equals_its_direct_path_in_float64(params64):
         vgg = prepare_params(params64, "winograd", layers=(adain.ENCODER_LAYER,))
         theirs = encode(params64, image[:8, :8])
         assert_close_to_scale(encode(vgg, image[:8, :8]), theirs)
-        q = random_tree(adain.Decoder(), (1, 2, 512), 2)
+        q = random_params(adain.Decoder(), (1, 2, 512), 2)
         out = jax.jit(adain.Decoder("winograd").apply)(q, theirs)
         assert_close_to_scale(out, jax.jit(adain.Decoder().apply)(q, theirs))
 

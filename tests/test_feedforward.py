@@ -22,6 +22,8 @@ import nst_jax
 from nst_jax.core.layers import LAYERS
 from nst_jax.feedforward import adain, johnson, objective, train
 
+from conftest import random_params
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
@@ -88,23 +90,6 @@ def torch_mean_std(f) -> tuple[torch.Tensor, torch.Tensor]:
 def torch_adain(content, style) -> torch.Tensor:
     (cm, cs), (sm, ss) = torch_mean_std(content), torch_mean_std(style)
     return (as_torch(content) - cm) / cs * ss + sm
-
-
-def random_params(module, shape, seed: int) -> dict:
-    """Params of ``module`` for a ``shape`` input, every leaf random (norm scales and biases
-    included, so that no part of the network is an identity the comparison would not see):
-    kernels LeCun-normal, the rest 0.1-normal around Flax's initial value. Drawn by NumPy
-    from the shapes alone: initialising through JAX op by op would compile each op."""
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(shape, jnp.float64))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "kernel" in name:
-            return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape)
-        return ("scale" in name) + rng.normal(0, 0.1, leaf.shape)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def test_adain_and_its_blend_equal_pytorch_in_float64():

@@ -153,13 +153,13 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, method: str = "dire
     Returns:
       ``((H - k) / stride + 1, (W - k) / stride + 1, O)``.
     """
+    if method not in ("direct", "winograd"):
+        raise ValueError(f"method must be 'direct' or 'winograd', got {method!r}")
     k = kernel.shape[0]
     if method == "winograd" and stride == 1 and k % 2 == 1 and k >= 3:
         if k == 3:
             return _winograd_valid(x, kernel)
         return blockconv.conv_by_blocks(x, kernel, (k - 1) // 2, _winograd_valid)
-    if method not in ("direct", "winograd"):
-        raise ValueError(f"method must be 'direct' or 'winograd', got {method!r}")
     return jax.lax.conv_general_dilated(
         x[None], kernel, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )[0]

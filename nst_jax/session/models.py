@@ -86,9 +86,15 @@ def applier(
     a style set in one pass. The styles are encoded once, for every batch; ``pixel_steps``
     (the job's pixels, ``None``: each call's) chooses the convolutions of ``conv="auto"``,
     once for the whole job, so a continued job computes as an uninterrupted one."""
+    from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, prepare_params, resolve_conv
+    from nst_jax.feedforward.adain import ENCODER_LAYER
     from nst_jax.feedforward.model import apply_model, encode_styles
 
     encoded = encode_styles(vgg, styles) if model.settings.method == "adain" else []
+    conv = config.conv
+    if pixel_steps is not None:  # a job: its method chosen, and the encoder prepared, once
+        conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
+        vgg = None if vgg is None else prepare_params(vgg, conv, layers=(ENCODER_LAYER,))
 
     def apply(contents: np.ndarray, style_sets: list[tuple[int, ...]]) -> np.ndarray:
         results = np.empty_like(contents)
@@ -96,7 +102,7 @@ def applier(
             rows = [i for i, s in enumerate(style_sets) if s == chosen]
             blend = config.style_blend if len(chosen) > 1 else None
             mixed = [encoded[s] for s in chosen] if encoded else None
-            out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed, config.conv,
+            out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed, conv,
                               pixel_steps)  # fmt: skip
             results[rows] = np.asarray(out)
         return results

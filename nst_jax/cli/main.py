@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from nst_jax.cli import signals
+from nst_jax.cli import models, signals
 from nst_jax.cli.options import EXIT_INPUT, Parser, reword
 from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.events import DivergedError
@@ -125,6 +125,8 @@ COMMANDS = {
     ("weights", "fetch"): _cmd_weights_fetch,
     ("weights", "convert"): _cmd_weights_convert,
     ("weights", "info"): _cmd_weights_info,
+    ("models", "import"): models.cmd_import,
+    ("models", "fetch"): models.cmd_fetch,
 }
 
 
@@ -170,7 +172,8 @@ def _command(argv: Sequence[str] | None) -> int:
     plugins.load_plugins(plugin_specs(argv))
     args = build_parser().parse_args(argv)
     with signals.handling(getattr(args, "verbose", False)) as control:
-        command = COMMANDS[(args.command, getattr(args, "weights_command", None))]
+        action = getattr(args, "weights_command", None) or getattr(args, "models_command", None)
+        command = COMMANDS[(args.command, action)]
         return command(args, argv, control)
 
 
@@ -206,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_parser(sub)
     train.add_parser(sub)
     score.add_parser(sub)
+    models.add_parser(sub)
     return parser
 
 

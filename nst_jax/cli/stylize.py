@@ -60,10 +60,14 @@ def add_parser(sub: Any) -> None:
     _add_resources(p)
     _add_watch(p)
     models = p.add_argument_group("feed-forward models (nst-jax train)")
-    models.add_argument("--model", metavar="MODEL", help="apply a trained model, no optimisation")
+    models.add_argument("--model", metavar="MODEL",
+                        help="apply a trained or imported model, no optimisation")  # fmt: skip
     models.add_argument(
-        "--alpha", type=values.number, help="adain: content (0) to style (1); default 1"
-    )
+        "--alpha", type=values.number,
+        help="adain, arbitrary: content (0) to style (1); default 1",
+    )  # fmt: skip
+    models.add_argument("--style-index", type=int, action="append", metavar="I",
+                        help="magenta26: a built-in style (repeat for several)")  # fmt: skip
 
 
 def _add_jobs(p: argparse.ArgumentParser) -> None:
@@ -168,6 +172,8 @@ def cmd_stylize(args: argparse.Namespace, argv: list[str], control) -> int:
 
     if args.model is not None:
         return _cmd_model(args, argv, control)
+    if args.style_index or args.alpha is not None:
+        raise InputError("--style-index and --alpha apply a model: give --model")
     control.phase("checking settings")
     session.process.check_backend()
     request, ignored = request_from_args(args, argv)
@@ -221,7 +227,7 @@ def _cmd_model(args: argparse.Namespace, argv: list[str], control) -> int:
     refused = [
         "--" + name.replace("_", "-")
         for name in [*given(args, StyleConfig), *WATCH]
-        if name != "style_blend" and getattr(args, name, None)
+        if name not in ("style_blend", "seed") and getattr(args, name, None)
     ]
     refused += [o for o, v in (("--mask", args.mask), ("--mask-labels", args.mask_labels)) if v]
     if refused:
@@ -231,7 +237,7 @@ def _cmd_model(args: argparse.Namespace, argv: list[str], control) -> int:
     if not (args.content or args.files_from) or not args.output:
         raise InputError("CONTENT and -o are required")
     request, _ = request_from_args(args, argv)
-    model = session.ModelRequest(args.model, request, args.alpha)
+    model = session.ModelRequest(args.model, request, args.alpha, tuple(args.style_index or ()))
     try:
         outcome = session.run_model(model, control, _report_failure)
     except session.Stopped as e:

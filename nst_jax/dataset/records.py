@@ -33,9 +33,9 @@ from typing import Any
 
 from nst_jax.dataset.manifest import folder
 from nst_jax.dataset.plan import Item, Plan
-from nst_jax.dataset.styles import sha256
 from nst_jax.errors import InputError, shown
 from nst_jax.files.atomic import atomic_write
+from nst_jax.files.digest import sha256
 
 STATUSES = ("done", "failed")
 LINE_BYTES = 2**16  # a longer line is no record of ours

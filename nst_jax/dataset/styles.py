@@ -9,7 +9,6 @@ its parent folders as make it distinct (``a_s``, ``b_s``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -17,6 +16,7 @@ from typing import NamedTuple
 
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image
+from nst_jax.files.digest import sha256
 from nst_jax.files.walk import as_paths, walk_inputs
 
 
@@ -67,12 +67,3 @@ def distinct_names(paths: Sequence[str]) -> tuple[str, ...]:
                 break
         names.append("_".join(own[-depth:]))
     return tuple(names)
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """A file's SHA-256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -2,7 +2,9 @@
 
 A model folder holds ``params.msgpack`` (the network's params, a Flax msgpack: no pickle)
 and ``model.json``: the method, the training settings, the objective (Johnson), the style
-(Johnson), the VGG19 weights' MD5 and the params file's SHA-256. ``model.json`` is written
+(Johnson), the VGG19 weights' MD5 and the params file's SHA-256. An imported network's
+record (``magenta26``, ``arbitrary``: :mod:`.onnx_import`) holds its architecture, its
+source files' SHA-256 and their licence in place of the training settings. ``model.json`` is written
 last, so a folder without it is not a model. On load everything is checked before use: the
 record's fields, the params file's digest, and the params' structure, shapes and values
 against the network the settings describe.
@@ -28,7 +30,9 @@ from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, prepare_params, resol
 from nst_jax.core.fields import check_count
 from nst_jax.core.targets import check_image
 from nst_jax.errors import InputError, shown
-from nst_jax.feedforward import adain
+from nst_jax.feedforward import adain, pretrained
+from nst_jax.feedforward.magenta import METHODS as IMPORTED
+from nst_jax.feedforward.magenta import MagentaSettings
 from nst_jax.feedforward.train import TrainSettings, example_input, network
 from nst_jax.files.atomic import atomic_write
 
@@ -39,25 +43,30 @@ VERSION = 1
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A loaded model: its settings, record and params (NumPy arrays)."""
+    """A loaded model: its settings (an imported network's architecture), record and params
+    (NumPy arrays)."""
 
-    settings: TrainSettings
+    settings: TrainSettings | MagentaSettings
     record: dict
     params: Any
 
 
-def save_model(folder: str | os.PathLike, settings: TrainSettings, params: Any, info: dict) -> None:
-    """Write ``params`` and the record (``info`` added to the method and settings)."""
+def save_model(
+    folder: str | os.PathLike, settings: TrainSettings | MagentaSettings, params: Any, info: dict
+) -> None:
+    """Write ``params`` and the record (``info`` added to the method and settings: an
+    imported network's architecture is stored as ``architecture``)."""
     import hashlib
 
     folder = Path(folder)
     payload = serialization.msgpack_serialize(jax.tree.map(np.asarray, params))
     atomic_write(folder / PARAMS_FILE, lambda tmp: tmp.write_bytes(payload))
+    field = "architecture" if isinstance(settings, MagentaSettings) else "settings"
     record = {
         "format": FORMAT,
         "version": VERSION,
         "method": settings.method,
-        "settings": dataclasses.asdict(settings),
+        field: dataclasses.asdict(settings),
         "params_sha256": hashlib.sha256(payload).hexdigest(),
         **info,
     }
@@ -84,7 +93,7 @@ def read_record(folder: str | os.PathLike) -> dict:
     if record.get("version") != VERSION:
         raise InputError(f"{shown(path)}: model format version {record.get('version')!r}")
     try:
-        settings = TrainSettings(**record["settings"]).resolved()
+        settings = settings_of(record)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{shown(path)}: damaged model settings ({e})") from None
     if settings.method != record.get("method"):
@@ -93,6 +102,13 @@ def read_record(folder: str | os.PathLike) -> dict:
     if not (isinstance(digest, str) and len(digest) == 64):
         raise InputError(f"{shown(path)}: damaged model record (no params_sha256)")
     return record
+
+
+def settings_of(record: dict) -> TrainSettings | MagentaSettings:
+    """The settings of a record: a trained model's, or an imported network's architecture."""
+    if record.get("method") in IMPORTED:
+        return pretrained.settings_from_record(record["architecture"])
+    return TrainSettings(**record["settings"]).resolved()
 
 
 def load_model(folder: str | os.PathLike, method: str | None = None) -> Model:
@@ -118,7 +134,7 @@ def load_model(folder: str | os.PathLike, method: str | None = None) -> Model:
         raise InputError(f"{shown(path)}: cannot read ({e.strerror})") from None
     if hashlib.sha256(payload).hexdigest() != record.get("params_sha256"):
         raise InputError(f"{shown(path)}: damaged (its SHA-256 is not the record's)")
-    settings = TrainSettings(**record["settings"]).resolved()
+    settings = settings_of(record)
     return Model(settings, record, _checked_params(path, payload, settings))
 
 
@@ -128,7 +144,11 @@ def _checked_params(path: Path, payload: bytes, settings: TrainSettings) -> Any:
         params = serialization.msgpack_restore(payload)
     except Exception as e:  # msgpack raises several unrelated types for corrupt input
         raise InputError(f"{shown(path)}: damaged params ({type(e).__name__})") from None
-    expected = jax.eval_shape(network(settings).init, jax.random.key(0), example_input(settings))
+    if isinstance(settings, MagentaSettings):
+        expected = pretrained.expected_params(settings)
+    else:
+        init = network(settings).init
+        expected = jax.eval_shape(init, jax.random.key(0), example_input(settings))
     try:
         params = serialization.from_state_dict(expected, params)
     except (KeyError, TypeError, ValueError) as e:
@@ -187,6 +207,7 @@ def apply_model(
     style_features: Sequence[jax.Array] | None = None,
     conv: str = "auto",
     pixel_steps: int | None = None,
+    style_index: int | Sequence[int] | None = None,
 ) -> jax.Array:
     """Stylise ``(N, H, W, 3)`` contents in one forward pass (any ``H``, ``W``: the images
     are reflected up to the network's multiple and cropped back).
@@ -195,17 +216,21 @@ def apply_model(
       model: a loaded model.
       contents: images in [0, 1].
       vgg_params: VGG19 params (AdaIN's encoder; the weights it was trained with).
-      styles: AdaIN: one or more ``(h, w, 3)`` style images, mixed by ``weights``.
-      weights: AdaIN: one per style, >= 0 (normalised to sum 1; ``None``: equal).
-      alpha: AdaIN: 0 keeps the content's features, 1 takes the style's statistics.
-      style_features: AdaIN: the styles already encoded (:func:`encode_styles`), in place
-        of ``styles``.
+      styles: AdaIN and ``arbitrary``: one or more ``(h, w, 3)`` style images, mixed by
+        ``weights``.
+      weights: one per style (or style index), >= 0 (normalised to sum 1; ``None``: equal).
+      alpha: AdaIN: 0 keeps the content's features, 1 takes the style's statistics;
+        ``arbitrary``: 0 the content's own style vector, 1 the style's.
+      style_features: the styles already encoded, in place of ``styles``: AdaIN's
+        (:func:`encode_styles`), or an ``arbitrary`` model's style vectors
+        (:func:`nst_jax.feedforward.pretrained.predict_styles`).
       conv: how the convolutions are computed: ``"direct"``, ``"winograd"`` (the project's
         CPU engine: :func:`nst_jax.core.conv.conv2d`) or ``"auto"`` (Winograd on CPU for
         runs of at least :data:`nst_jax.core.conv.NETWORK_WINOGRAD_MIN_PIXELS` pixels,
         whose faster calls repay its longer compilation).
       pixel_steps: the pixels the whole run applies the model to, for ``"auto"`` (a job's
         images x pixels; ``None``: this call's).
+      style_index: ``magenta26``: the style (or styles, mixed by ``weights``) to apply.
 
     Returns:
       ``(N, H, W, 3)`` images in [0, 1].
@@ -223,6 +248,15 @@ def apply_model(
     if pixel_steps is None:
         pixel_steps = int(np.prod(contents.shape[:3]))
     conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
+    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
+    if isinstance(model.settings, MagentaSettings):
+        if style_features is None:
+            styles = [check_image(s, f"styles[{k}]") for k, s in enumerate(styles)]
+        return pretrained.apply_pretrained(model, contents, style_index, styles, weights, alpha,
+                                           style_features, conv)  # fmt: skip
+    if style_index is not None:
+        raise ValueError(f"style_index: for magenta26 models, not {model.settings.method}")
     if model.settings.method == "johnson":
         return _johnson(model.settings, conv, model.params, contents)
     if vgg_params is None:
@@ -231,23 +265,8 @@ def apply_model(
         styles = [check_image(s, f"styles[{k}]") for k, s in enumerate(styles)]
     encoded = encode_styles(vgg_params, styles) if style_features is None else style_features
     count = len(encoded)
-    weights = _mix_weights(weights, count)
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
-    vgg_params = prepare_params(vgg_params, conv, layers=(adain.ENCODER_LAYER,))
-    return _adain(conv, model.params, vgg_params, contents, encoded, weights, alpha)
-
-
-def _mix_weights(weights, count: int) -> jax.Array:
-    """One weight per style (``None``: equal), finite and >= 0 with a positive sum,
-    normalised to sum 1 (as a blend of Grams is: the paper's interpolation weights)."""
     if count == 0:
         raise ValueError("styles: an adain model needs at least one style")
-    if weights is None:
-        return jnp.full(count, 1.0 / count)
-    weights = np.asarray(weights, np.float64)
-    if weights.shape != (count,):
-        raise ValueError(f"weights: one per style, {count}, got shape {weights.shape}")
-    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
-        raise ValueError(f"weights must be finite numbers >= 0 with a sum > 0, got {weights}")
-    return jnp.asarray(weights / weights.sum())
+    weights = jnp.asarray(pretrained.mix_weights(weights, count))
+    vgg_params = prepare_params(vgg_params, conv, layers=(adain.ENCODER_LAYER,))
+    return _adain(conv, model.params, vgg_params, contents, encoded, weights, alpha)

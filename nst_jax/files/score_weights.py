@@ -16,10 +16,7 @@ already there with the right hash are not downloaded. Or convert files you have 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,6 +28,7 @@ from flax import serialization
 from nst_jax.core import inception, lpips
 from nst_jax.errors import WeightsError, shown
 from nst_jax.files.atomic import atomic_write
+from nst_jax.files.digest import download_checked, sha256
 from nst_jax.files.torch_pth import read_state_dict
 from nst_jax.files.weights import cache_dir, weights_dir
 
@@ -221,14 +219,6 @@ def load(name: str, path: str | os.PathLike | None = None) -> dict:
     return jax.tree.map(jax.numpy.asarray, _validated(name, payload["params"], found))
 
 
-def sha256sum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(name: str, timeout: float = 30.0) -> tuple[list[Path], Path]:
     """Download the network's published files into the cache (each unless there already
     with its SHA-256), then :func:`convert` them into ``weights/``.
@@ -240,24 +230,12 @@ def fetch(name: str, timeout: float = 30.0) -> tuple[list[Path], Path]:
     paths = []
     for published in network.files:
         dest = cache_dir() / published.name
-        if not (dest.is_file() and sha256sum(dest) == published.sha256):
+        if not (dest.is_file() and sha256(dest) == published.sha256):
             _download(published, dest, timeout)
         paths.append(dest)
     return paths, convert(name, paths)
 
 
 def _download(published: Published, dest: Path, timeout: float) -> None:
-    def write(tmp: Path) -> None:
-        with urllib.request.urlopen(published.url, timeout=timeout) as response:
-            tmp.write_bytes(response.read())
-        if sha256sum(tmp) != published.sha256:
-            raise WeightsError(f"{published.url}: its SHA-256 is not {published.sha256}")
-
-    try:
-        atomic_write(dest, write)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise WeightsError(
-            f"cannot download {published.url} ({reason}); put {published.name} in "
-            f"{dest.parent} and rerun"
-        ) from None
+    advice = f"put {published.name} in {dest.parent} and rerun"
+    download_checked(published.url, dest, published.sha256, timeout, advice, WeightsError)

@@ -16,7 +16,6 @@ In Python, a run is checkpointed by a watcher and resumed exactly from its file:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -189,12 +188,3 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path) -> No
             raise InputError(
                 f"{path}: checkpoint has {key} {saved.get(key)}, this run {current.get(key)}"
             )
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's contents, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()

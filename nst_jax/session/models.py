@@ -1,8 +1,10 @@
-"""A trained feed-forward model applied with its lifecycle (what ``nst-jax stylize --model``
-runs): one forward pass per batch (:mod:`nst_jax.feedforward.model`).
+"""A trained or imported feed-forward model applied with its lifecycle (what ``nst-jax
+stylize --model`` runs): one forward pass per batch (:mod:`nst_jax.feedforward.model`).
 
-A Johnson model carries its style; an AdaIN model takes styles (one result per style, or
-one mix with ``style_blend``) and ``alpha``. One content and an image output make one
+A Johnson model carries its style; an AdaIN or ``arbitrary`` model takes styles (one
+result per style, or one mix with ``style_blend``) and ``alpha``; a ``magenta26`` model
+takes style indices (``style_index``; none: all its styles, for ``styles_per_image`` to
+pick among by hash, as among style files). One content and an image output make one
 result; anything else is a dataset job into the output folder (planned, streamed,
 continued by rerunning, sharded), with the model in place of optimisation.
 """
@@ -17,9 +19,10 @@ import numpy as np
 
 from nst_jax import dataset
 from nst_jax.config import StyleConfig
-from nst_jax.dataset.styles import Styles, job_styles, sha256
+from nst_jax.dataset.styles import Styles, job_styles
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
+from nst_jax.files.digest import sha256
 from nst_jax.session import jobs, outputs
 from nst_jax.session.control import Control
 from nst_jax.session.request import StylizeRequest
@@ -34,12 +37,16 @@ class ModelRequest:
       stylize: the contents, styles, output and job settings, as an optimisation's
         (:class:`~nst_jax.session.request.StylizeRequest`; its config holds
         ``style_blend`` and the seed that picks styles, nothing else is used).
-      alpha: AdaIN: the content's features (0) to the style's statistics (1).
+      alpha: AdaIN: the content's features (0) to the style's statistics (1);
+        ``arbitrary``: the content's own style vector (0) to the style's (1).
+      style_index: ``magenta26``: the styles to apply (each alone, or one mix with
+        ``style_blend``).
     """
 
     model: str
     stylize: StylizeRequest
     alpha: float | None = None
+    style_index: tuple[int, ...] = ()
 
 
 class ModelOutcome(NamedTuple):
@@ -49,19 +56,51 @@ class ModelOutcome(NamedTuple):
     job: jobs.JobOutcome | None = None
 
 
-def check_request(request: ModelRequest, method: str) -> None:
+def check_request(request: ModelRequest, record: dict) -> None:
     """What the model's method takes (one line for the rest)."""
-    given = request.stylize
+    given, method, model = request.stylize, record["method"], shown(request.model)
     if given.engine == "ray":
         raise InputError("--engine ray runs optimisation; a model job runs here")
     if request.alpha is not None and not 0.0 <= request.alpha <= 1.0:
         raise InputError(f"alpha must be from 0 to 1, got {request.alpha}")
     blended = given.config.style_blend is not None
+    if request.style_index and method != "magenta26":
+        raise InputError(f"{model}: --style-index picks a magenta26 model's styles, "
+                         f"not a {method} model's")  # fmt: skip
     if method == "johnson" and (given.styles or request.alpha is not None or blended):
-        raise InputError(f"{shown(request.model)}: a johnson model has its style built in; "
+        raise InputError(f"{model}: a johnson model has its style built in; "
                          "--style, --alpha and --style-blend are for adain models")  # fmt: skip
-    if method == "adain" and not given.styles:
-        raise InputError(f"{shown(request.model)}: an adain model needs --style")
+    if method in ("adain", "arbitrary") and not given.styles:
+        raise InputError(f"{model}: an {method} model needs --style")
+    if method == "magenta26":
+        _check_indices(request, record)
+
+
+def _check_indices(request: ModelRequest, record: dict) -> None:
+    """A magenta26 model: its own styles by index, no style images, no alpha."""
+    model, count = shown(request.model), record["architecture"]["condition"]
+    if request.stylize.styles or request.alpha is not None:
+        raise InputError(f"{model}: a magenta26 model has {count} styles built in: pick them "
+                         "with --style-index (--style and --alpha are for others)")  # fmt: skip
+    for index in request.style_index:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            raise InputError(f"--style-index {index}: {model} has styles 0 to {count - 1}")
+    if len(set(request.style_index)) != len(request.style_index):
+        raise InputError(f"--style-index given twice: {list(request.style_index)}")
+    single = request.stylize.job.styles_per_image is None and is_single(request)
+    if not request.style_index and single:
+        raise InputError(f"{model}: pick a style with --style-index (0 to {count - 1})")
+
+
+def model_styles(request: ModelRequest, record: dict, params: Path) -> Styles:
+    """A magenta26 job's styles: the chosen indices (none: all), named ``style-NN``, each
+    standing for the model's params and its index in the plan."""
+    count = record["architecture"]["condition"]
+    indices = request.style_index or tuple(range(count))
+    digest = sha256(params)
+    return Styles(tuple(f"{params}#{i}" for i in indices),
+                  tuple(f"style-{i:02d}" for i in indices),
+                  tuple(f"{digest}:{i}" for i in indices))  # fmt: skip
 
 
 def vgg_path(request: ModelRequest, record: dict) -> Path | None:
@@ -80,17 +119,24 @@ def vgg_path(request: ModelRequest, record: dict) -> Path | None:
 
 
 def applier(
-    model, vgg, styles: list, config: StyleConfig, alpha: float, pixel_steps: int | None = None
-):
+    model, vgg, styles: list, config: StyleConfig, alpha: float, pixel_steps: int | None = None,
+    indices: tuple[int, ...] = (),
+):  # fmt: skip
     """``apply(contents, style_sets)`` for the dataset engine: each run of items that share
-    a style set in one pass. The styles are encoded once, for every batch; ``pixel_steps``
-    (the job's pixels, ``None``: each call's) chooses the convolutions of ``conv="auto"``,
-    once for the whole job, so a continued job computes as an uninterrupted one."""
+    a style set in one pass. The styles are encoded once, for every batch (AdaIN's
+    features, an arbitrary model's style vectors); a magenta26 model's style sets index
+    ``indices``. ``pixel_steps`` (the job's pixels, ``None``: each call's) chooses the
+    convolutions of ``conv="auto"``, once for the whole job, so a continued job computes as
+    an uninterrupted one."""
     from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, prepare_params, resolve_conv
     from nst_jax.feedforward.adain import ENCODER_LAYER
     from nst_jax.feedforward.model import apply_model, encode_styles
+    from nst_jax.feedforward.pretrained import predict_styles
 
-    encoded = encode_styles(vgg, styles) if model.settings.method == "adain" else []
+    method = model.settings.method
+    encoded = encode_styles(vgg, styles) if method == "adain" else []
+    if method == "arbitrary":
+        encoded = predict_styles(model.params["predictor"]["params"], styles)
     conv = config.conv
     if pixel_steps is not None:  # a job: its method chosen, and the encoder prepared, once
         conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
@@ -102,8 +148,9 @@ def applier(
             rows = [i for i, s in enumerate(style_sets) if s == chosen]
             blend = config.style_blend if len(chosen) > 1 else None
             mixed = [encoded[s] for s in chosen] if encoded else None
+            picked = [indices[s] for s in chosen] if method == "magenta26" else None
             out = apply_model(model, contents[rows], vgg, (), blend, alpha, mixed, conv,
-                              pixel_steps)  # fmt: skip
+                              pixel_steps, picked)  # fmt: skip
             results[rows] = np.asarray(out)
         return results
 
@@ -119,6 +166,7 @@ def metadata(request: ModelRequest, record: dict) -> dict:
                   "params_sha256": record["params_sha256"]},
         "alpha": request.alpha,
         "style": [str(s) for s in given.styles],
+        "style_index": list(request.style_index),
         "max_dim": given.max_dim,
     }  # fmt: skip
 
@@ -126,7 +174,8 @@ def metadata(request: ModelRequest, record: dict) -> dict:
 def is_single(request: ModelRequest) -> bool:
     """One content file, one style set, and an image output."""
     given = request.stylize
-    sets = 1 if given.config.style_blend or len(given.styles) <= 1 else len(given.styles)
+    count = len(request.style_index) or len(given.styles)
+    sets = 1 if given.config.style_blend or count <= 1 else count
     suffix = Path(given.output).suffix.lower()
     one = len(given.contents) == 1 and not given.files_from
     one = one and not Path(given.contents[0]).is_dir()
@@ -154,11 +203,11 @@ def run_model(
             request, stylize=dataclasses.replace(given, styles=styles, styles_from=None)
         )
     record = models.read_record(request.model)
-    check_request(request, record["method"])
+    check_request(request, record)
     given, path = request.stylize, vgg_path(request, record)
     meta = metadata(request, record)
     loaded = models.load_model(request.model)  # its params checked before a plan hashes them
-    plan = None if is_single(request) else _plan(request, meta, path)
+    plan = None if is_single(request) else _plan(request, record, meta, path)
     if plan is None:
         reads = [
             (Path(given.contents[0]), "CONTENT"),
@@ -174,9 +223,12 @@ def run_model(
     # A job's pixels, from its plan: the same figure on every continuation, so the same
     # convolutions (an interrupted job's results equal an uninterrupted one's).
     job_pixels = None if plan is None else _plan_pixels(plan)
-    apply = applier(loaded, vgg, styles, given.config, alpha, job_pixels)
+    indices = request.style_index
+    if record["method"] == "magenta26" and plan is not None:
+        indices = tuple(int(p.rsplit("#", 1)[1]) for p in plan.styles)
+    apply = applier(loaded, vgg, styles, given.config, alpha, job_pixels, indices)
     if plan is None:
-        return ModelOutcome(_single(given, apply, meta))
+        return ModelOutcome(_single(given, apply, meta, len(indices)))
     continuing = dataset.start(plan, force=given.force)
     resources = dataset.Resources(
         None, given.config, metadata=meta, replace=given.force, workers=given.workers,
@@ -191,9 +243,10 @@ def _plan_pixels(plan: dataset.Plan) -> int | None:
     return total or None
 
 
-def _plan(request: ModelRequest, meta: dict, path: Path | None) -> dataset.Plan:
+def _plan(request: ModelRequest, record: dict, meta: dict, path: Path | None) -> dataset.Plan:
     """The job's plan, its outputs checked. A Johnson model's job names the model's params
-    as its one style (the plan's settings then hold the model)."""
+    as its one style (the plan's settings then hold the model); a magenta26 model's, its
+    params once per style index."""
     from nst_jax.feedforward import model as models
 
     params = Path(request.model) / models.PARAMS_FILE
@@ -201,6 +254,8 @@ def _plan(request: ModelRequest, meta: dict, path: Path | None) -> dataset.Plan:
     extra = {"model": meta["model"], "alpha": meta["alpha"]}
     if given.styles:
         plan = jobs.job_plan(given, extra)
+    elif record["method"] == "magenta26":
+        plan = jobs.job_plan(given, extra, model_styles(request, record, params))
     else:  # the model's own style: its params stand for it in the plan
         own = Styles((str(params),), ("model",), (sha256(params),))
         plan = jobs.job_plan(given, extra, own)
@@ -209,11 +264,12 @@ def _plan(request: ModelRequest, meta: dict, path: Path | None) -> dataset.Plan:
     return plan
 
 
-def _single(given: StylizeRequest, apply, meta: dict) -> str:
-    """Stylise one content into the output; the closing line."""
+def _single(given: StylizeRequest, apply, meta: dict, indices: int) -> str:
+    """Stylise one content into the output (its style set: every style, or every one of
+    ``indices`` style indices); the closing line."""
     out = Path(given.output)
     content = image.load(given.contents[0], given.max_dim, given.max_pixels)
-    chosen = tuple(range(len(given.styles))) if given.styles else ()
+    chosen = tuple(range(len(given.styles) or indices))
     result = apply(content[None], [chosen])[0]
     image.save(out, result, metadata={**meta, "content": given.contents[0]}, replace=given.force)
     return f"stylised {given.contents[0]} -> {out}"

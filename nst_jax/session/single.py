@@ -18,6 +18,7 @@ from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 from nst_jax.events import DivergedError
 from nst_jax.files import image, weights
+from nst_jax.files.digest import sha256
 from nst_jax.run import multiscale
 from nst_jax.run.stylize import stylize
 from nst_jax.session import checkpoint, inputs, outputs, process
@@ -78,7 +79,7 @@ def run_single(request: StylizeRequest, control: Control | None = None) -> Singl
     params = weights.load_weights(weights_path, network)
     roles = inputs.input_roles(request, content)
     meta = {**meta, "content": str(content), "setting": {}}
-    meta["sha256"] = {name: checkpoint.sha256(path) for name, path in roles}
+    meta["sha256"] = {name: sha256(path) for name, path in roles}
     return _run(request, config, images, params, meta, control, tuple(notes))
 
 

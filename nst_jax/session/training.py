@@ -23,7 +23,8 @@ from nst_jax.errors import InputError, shown
 from nst_jax.feedforward.train import TrainSettings
 from nst_jax.files import weights
 from nst_jax.files.atomic import atomic_write
-from nst_jax.session import checkpoint, inputs, outputs, train_checkpoints
+from nst_jax.files.digest import sha256
+from nst_jax.session import inputs, outputs, train_checkpoints
 from nst_jax.session.control import Control
 from nst_jax.session.watch import Watcher, check_extras
 
@@ -111,7 +112,7 @@ def record(request: TrainRequest, contents: list, styles: list | None, weights_p
         "settings": dataclasses.asdict(request.settings),
         "config": None if objective is None else dataclasses.asdict(objective),
         "style_size": request.style_size,
-        "style_sha256": None if request.style is None else checkpoint.sha256(request.style),
+        "style_sha256": None if request.style is None else sha256(request.style),
         "data": files_digest(contents, request.data),
         "styles": None if styles is None else files_digest(styles, request.styles),
         "weights_md5": weights.md5sum(weights_path),

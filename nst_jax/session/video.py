@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 from nst_jax.config import StyleConfig, check_honoured
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, weights
-from nst_jax.session import checkpoint, inputs, outputs
+from nst_jax.files.digest import sha256
+from nst_jax.session import inputs, outputs
 from nst_jax.session.control import Control
 from nst_jax.session.plugins import Plugin, plugin_records
 from nst_jax.session.watch import Watcher
@@ -121,7 +122,7 @@ def record(request: VideoRequest, clip: frames.Clip, weights_path) -> dict[str, 
         "config": dataclasses.asdict(request.config),
         "video": dataclasses.asdict(request.settings),
         "max_dim": request.max_dim,
-        "styles_sha256": [checkpoint.sha256(style) for style in request.styles],
+        "styles_sha256": [sha256(style) for style in request.styles],
         "weights_md5": weights.md5sum(weights_path),
     }
     # Only when there are some: a record from before plug-ins continues as it was.

@@ -1,0 +1,153 @@
+"""Applying the imported Magenta networks (:mod:`.magenta`, :mod:`.mobilenet`): their
+settings read from a model record, the params they need, and one forward pass per batch.
+
+- ``magenta26``: the condition is a weight per style, picked by index (``style_index``)
+  and mixed by ``weights`` (normalised to sum 1: the paper's convex combination).
+- ``arbitrary``: the condition is a style vector, predicted once per style image (centre
+  square, resized to 256 x 256: Magenta's ``center_crop_resize_image``); several are mixed
+  by ``weights``, and ``alpha`` moves from the content's own vector (0) to the style's (1),
+  as Magenta's interpolation does.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax.feedforward.magenta import METHODS, MagentaSettings, StyleTransformer
+from nst_jax.feedforward.mobilenet import STYLE_SIZE, StylePredictor
+
+
+def settings_from_record(architecture: Any) -> MagentaSettings:
+    """The :class:`MagentaSettings` of a record's ``architecture`` (untrusted JSON).
+
+    Raises:
+      ValueError, TypeError, KeyError: a damaged architecture.
+    """
+    if not isinstance(architecture, dict):
+        raise TypeError("architecture is not a mapping")
+    fields = dict(architecture)
+    for key in ("contract", "expand"):
+        if not isinstance(fields.get(key), list):
+            raise TypeError(f"{key} is not a list")
+        fields[key] = tuple(fields[key])
+    return MagentaSettings(**fields)
+
+
+def expected_params(settings: MagentaSettings) -> dict:
+    """The params tree (shapes and dtypes) an imported model of ``settings`` holds."""
+    key = jax.random.key(0)
+    condition = jnp.zeros((settings.condition,), jnp.float32)
+    image = jnp.zeros((16, 16, 3), jnp.float32)
+    tree = {"transformer": jax.eval_shape(StyleTransformer(settings).init, key, image, condition)}
+    if settings.method == "arbitrary":
+        style = jnp.zeros((64, 64, 3), jnp.float32)
+        tree["predictor"] = jax.eval_shape(StylePredictor(settings.condition).init, key, style)
+    return tree
+
+
+def style_weights(settings: MagentaSettings, indices: Sequence[int], weights=None) -> np.ndarray:
+    """The ``magenta26`` condition: ``weights`` (``None``: equal) on the styles ``indices``.
+
+    Raises:
+      ValueError: an index outside the network's styles, or bad weights (named).
+    """
+    count = settings.condition
+    indices = [indices] if isinstance(indices, (int, np.integer)) else list(indices)
+    if not indices:
+        raise ValueError("style_index: a magenta26 model needs at least one style index")
+    for index in indices:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"style_index must hold integers, got {index!r}")
+        if not 0 <= index < count:
+            raise ValueError(f"style_index {index}: this network has styles 0 to {count - 1}")
+    mix = mix_weights(weights, len(indices))
+    condition = np.zeros(count, np.float64)
+    np.add.at(condition, indices, mix)
+    return condition
+
+
+def mix_weights(weights, count: int) -> np.ndarray:
+    """One weight per style (``None``: equal), finite and >= 0 with a positive sum,
+    normalised to sum 1."""
+    if weights is None:
+        return np.full(count, 1.0 / count)
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != (count,):
+        raise ValueError(f"weights: one per style, {count}, got shape {weights.shape}")
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
+        raise ValueError(f"weights must be finite numbers >= 0 with a sum > 0, got {weights}")
+    return weights / weights.sum()
+
+
+def centre_square(image: jax.Array, size: int = STYLE_SIZE) -> jax.Array:
+    """The centred square of ``(H, W, 3)``, resized to ``size`` (bilinear, antialiased)."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[top : top + side, left : left + side]
+    return jax.image.resize(square, (size, size, image.shape[2]), "linear")
+
+
+@jax.jit
+def _predict(params: Any, image: jax.Array) -> jax.Array:
+    return StylePredictor(params["bottleneck"]["kernel"].shape[1]).apply(
+        {"params": params}, centre_square(image)
+    )
+
+
+def predict_styles(params: Any, styles: Sequence[jax.Array]) -> list[jax.Array]:
+    """The style vector of each ``(h, w, 3)`` style image (any size), with the predictor's
+    ``params`` (an ``arbitrary`` model's ``params["predictor"]["params"]``)."""
+    return [_predict(params, jnp.asarray(s)) for s in styles]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def transform(settings: MagentaSettings, conv: str, params: Any, contents, conditions):
+    """``(N, H, W, 3)`` contents, each with its condition ``(N, D)``, stylised (any ``H``,
+    ``W``: reflected up to multiples of 4 and cropped back)."""
+    network = StyleTransformer(settings, conv)
+
+    def one(content, condition):
+        height, width = content.shape[:2]
+        pad = ((0, -height % 4), (0, -width % 4), (0, 0))
+        padded = jnp.pad(content, pad, mode="reflect" if min(height, width) > 1 else "edge")
+        return network.apply(params, padded, condition)[:height, :width]
+
+    return jax.vmap(one)(contents, conditions)
+
+
+def conditions(model, contents, style_index, styles, weights, alpha, vectors) -> jax.Array:
+    """Each content's condition ``(N, D)`` (module docstring)."""
+    settings, count = model.settings, contents.shape[0]
+    if settings.method == "magenta26":
+        if styles or vectors is not None or alpha != 1.0:
+            raise ValueError("a magenta26 model takes style_index, not styles or alpha")
+        condition = style_weights(settings, style_index if style_index is not None else [], weights)
+        return jnp.broadcast_to(jnp.asarray(condition, contents.dtype), (count, condition.size))
+    if style_index is not None:
+        raise ValueError("style_index: an arbitrary model takes styles (images), not indices")
+    predictor = model.params["predictor"]["params"]
+    vectors = predict_styles(predictor, styles) if vectors is None else list(vectors)
+    if not vectors:
+        raise ValueError("styles: an arbitrary model needs at least one style")
+    mix = jnp.asarray(mix_weights(weights, len(vectors)), contents.dtype)
+    style = jnp.tensordot(mix, jnp.stack([jnp.asarray(v, contents.dtype) for v in vectors]), 1)
+    if alpha == 1.0:
+        return jnp.broadcast_to(style, (count, style.size))
+    own = jnp.stack([_predict(predictor, c) for c in contents])
+    return alpha * style + (1.0 - alpha) * own
+
+
+def apply_pretrained(model, contents, style_index, styles, weights, alpha, vectors, conv):
+    """:func:`nst_jax.feedforward.model.apply_model` for an imported model."""
+    if model.settings.method not in METHODS:
+        raise ValueError(f"not an imported model: {model.settings.method}")
+    condition = conditions(model, contents, style_index, styles, weights, alpha, vectors)
+    params = model.params["transformer"]
+    return transform(model.settings, conv, params, contents, condition)

@@ -322,3 +322,32 @@ def test_a_magenta26_job_picks_styles_by_hash_and_continues(imported, tmp_path):
     provenance = image.read_provenance(tmp_path / "whole" / names[0])
     assert provenance["model"]["method"] == "magenta26"
     assert json.dumps(provenance)  # JSON-able
+
+
+def test_imported_models_exported_to_onnx_equal_their_apply(imported, tmp_path, capsys):
+    from nst_jax.feedforward.onnx_export import export_model
+
+    contents = np.stack([eight_bit_image(22, 30, seed=k) for k in (11, 12)])  # not 4k sides
+    m26 = models.load_model(imported / "m26")
+    export_model(imported / "m26", tmp_path / "m26.onnx", batch=2)
+    weights = np.zeros(26, np.float32)
+    weights[[4, 9]] = 0.5
+    got = run_ort(
+        tmp_path / "m26.onnx", image=contents.transpose(0, 3, 1, 2), style_weights=weights
+    )
+    expected = models.apply_model(m26, contents, style_index=[4, 9], conv="direct")
+    assert np.abs(got.transpose(0, 2, 3, 1) - np.asarray(expected)).max() <= F32
+    shape = onnx.load(str(tmp_path / "m26.onnx")).graph.input[0].type.tensor_type.shape
+    assert shape.dim[0].dim_value == 2  # the fixed batch
+    arbitrary = models.load_model(imported / "arbitrary")
+    assert exit_code(["models", "export", imported / "arbitrary", "-o", tmp_path / "a.onnx"]) == 0
+    style = eight_bit_image(70, 90, seed=13)
+    square = np.asarray(pretrained.centre_square(jnp.asarray(style)))
+    got = run_ort(tmp_path / "a.onnx", image=contents.transpose(0, 3, 1, 2),
+                  style=square.transpose(2, 0, 1)[None])  # fmt: skip
+    expected = models.apply_model(arbitrary, contents, styles=[style], conv="direct")
+    assert np.abs(got.transpose(0, 2, 3, 1) - np.asarray(expected)).max() <= F32
+    assert_refused(tmp_path, ["models", "export", imported / "m26", "-o", tmp_path / "a.onnx"],
+                   "exists", capsys=capsys)  # fmt: skip
+    with pytest.raises(ValueError, match="batch"):
+        export_model(imported / "m26", tmp_path / "b.onnx", batch=0)

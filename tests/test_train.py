@@ -21,9 +21,9 @@ from PIL import Image
 
 from nst_jax.feedforward import data
 from nst_jax.feedforward import model as models
-from nst_jax.files import image
+from nst_jax.files import image, weights
 
-from conftest import exit_code, snapshot
+from conftest import eight_bit_image, exit_code, snapshot
 
 STEPS = 120
 
@@ -277,3 +277,31 @@ def test_sigterm_during_training_and_a_model_job_keeps_what_is_done(place, johns
     finished = subprocess.run(job, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert len(list((tmp_path / "job").glob("*.png"))) == 6
+
+
+@pytest.mark.slow
+def test_trained_models_exported_to_onnx_equal_their_apply(place, johnson_model, adain_model,
+                                                           tmp_path):  # fmt: skip
+    """``models export`` then onnxruntime, against ``apply_model`` (float32 both; bound
+    1e-4 as for the imported networks, tests/test_magenta.py), at sides that are not
+    multiples of the networks' 4 and 8 (the graph reflects and crops as apply does)."""
+    ort = pytest.importorskip("onnxruntime")
+    contents = np.stack([eight_bit_image(26, 30, seed=k) for k in (0, 1)])
+    style = image.load(place / "styles" / "0.png", 32)
+    runs = {}
+    for name, folder, extra in (("johnson", johnson_model, ()),
+                                ("adain", adain_model, ("--weights", place / "w.h5"))):  # fmt: skip
+        out = tmp_path / f"{name}.onnx"
+        assert exit_code(["models", "export", folder, "-o", out, *extra]) == 0
+        runs[name] = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    nchw = contents.transpose(0, 3, 1, 2)
+    got = runs["johnson"].run(None, {"image": nchw})[0].transpose(0, 2, 3, 1)
+    expected = models.apply_model(models.load_model(johnson_model), contents, conv="direct")
+    assert np.abs(got - np.asarray(expected)).max() <= 1e-4
+    inputs = {"image": nchw, "style": style.transpose(2, 0, 1)[None],
+              "alpha": np.array([0.8], np.float32)}  # fmt: skip
+    got = runs["adain"].run(None, inputs)[0].transpose(0, 2, 3, 1)
+    vgg = weights.load_vgg19(place / "w.h5")
+    expected = models.apply_model(models.load_model(adain_model), contents, vgg, [style],
+                                  alpha=0.8, conv="direct")  # fmt: skip
+    assert np.abs(got - np.asarray(expected)).max() <= 1e-4

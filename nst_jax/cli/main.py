@@ -127,6 +127,7 @@ COMMANDS = {
     ("weights", "info"): _cmd_weights_info,
     ("models", "import"): models.cmd_import,
     ("models", "fetch"): models.cmd_fetch,
+    ("models", "export"): models.cmd_export,
 }
 
 

@@ -1,10 +1,12 @@
-"""``nst-jax models import|fetch``: published style networks as model folders
-(:mod:`nst_jax.feedforward.onnx_import`)."""
+"""``nst-jax models import|fetch|export``: published style networks as model folders
+(:mod:`nst_jax.feedforward.onnx_import`), and models as ONNX files
+(:mod:`nst_jax.feedforward.onnx_export`)."""
 
 from __future__ import annotations
 
 import argparse
 
+from nst_jax.cli import values
 from nst_jax.files.published_models import MEMBERS
 
 
@@ -26,6 +28,18 @@ def add_parser(sub) -> None:
     fetch.add_argument("-o", "--output", metavar="MODEL",
                        help="the model folder (default models/NAME)")  # fmt: skip
     fetch.add_argument("--force", action="store_true", help="replace the model in MODEL")
+    export = msub.add_parser(
+        "export", help="write a model (trained or imported) as one ONNX file",
+        description="Float32 NCHW images in [0, 1], any size; the inputs per method are in "
+        "nst_jax.feedforward.onnx_export's docstring.",
+    )  # fmt: skip
+    export.add_argument("model", metavar="MODEL", help="the model folder")
+    export.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file")
+    export.add_argument("--batch", type=values.positive_int,
+                        help="a fixed batch size (default: dynamic)")  # fmt: skip
+    export.add_argument("--weights", metavar="PATH",
+                        help="adain: the VGG19 weights the model was trained with")  # fmt: skip
+    export.add_argument("--force", action="store_true", help="replace FILE")
 
 
 def cmd_import(args: argparse.Namespace, *_) -> int:
@@ -42,6 +56,21 @@ def cmd_fetch(args: argparse.Namespace, *_) -> int:
     output = args.output or f"models/{args.name}"
     record = fetch_model(args.name, output, force=args.force)
     print(_summary(output, record))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, *_) -> int:
+    from nst_jax.feedforward.model import read_record
+    from nst_jax.feedforward.onnx_export import export_model
+    from nst_jax.files.weights import load_vgg19
+    from nst_jax.session.models import model_vgg
+
+    record = read_record(args.model)
+    path = model_vgg(args.model, args.weights, record)
+    vgg = None if path is None else load_vgg19(path)
+    written = export_model(args.model, args.output, vgg, args.batch, force=args.force)
+    batch = args.batch or "dynamic"
+    print(f"exported {record['method']} -> {written} (batch {batch}, float32 NCHW in [0, 1])")
     return 0
 
 

@@ -105,14 +105,24 @@ def model_styles(request: ModelRequest, record: dict, params: Path) -> Styles:
 
 def vgg_path(request: ModelRequest, record: dict) -> Path | None:
     """AdaIN's encoder weights: they must be those the decoder was trained with."""
+    return model_vgg(request.model, request.stylize.weights, record)
+
+
+def model_vgg(model: str, given: str | None, record: dict) -> Path | None:
+    """The VGG19 weights (``given``, or the ones found) an AdaIN model was trained with, by
+    their MD5 (``None`` for other methods).
+
+    Raises:
+      InputError: no weights, or others than the model's (one line).
+    """
     if record["method"] != "adain":
         return None
-    path = weights.find_weights(request.stylize.weights)
+    path = weights.find_weights(given)
     digest = weights.md5sum(path)
     if digest != record.get("vgg_md5"):
         trained = record.get("vgg_md5")
         raise InputError(
-            f"{shown(path)}: VGG19 weights MD5 {digest}, but {shown(request.model)} was "
+            f"{shown(path)}: VGG19 weights MD5 {digest}, but {shown(model)} was "
             f"trained with {trained}"
         )
     return path

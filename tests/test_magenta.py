@@ -351,3 +351,32 @@ def test_imported_models_exported_to_onnx_equal_their_apply(imported, tmp_path, 
                    "exists", capsys=capsys)  # fmt: skip
     with pytest.raises(ValueError, match="batch"):
         export_model(imported / "m26", tmp_path / "b.onnx", batch=0)
+
+
+def test_a_video_by_a_model_is_each_frame_applied_and_continues(imported, tmp_path, capsys):
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for k in range(4):
+        image.save(clip / f"{k:03d}.png", eight_bit_image(24, 32, seed=20 + k))
+    out = tmp_path / "out"
+    argv = ["video", clip, "--model", imported / "m26", "--style-index", 2, "-o", out, "-q",
+            "--max-dim", 32]  # fmt: skip
+    assert exit_code(argv) == 0
+    model = models.load_model(imported / "m26")
+    written = sorted(out.glob("*.png"))
+    assert len(written) == 4
+    for k, path in enumerate(written):
+        expected = models.apply_model(model, image.load(clip / f"{k:03d}.png", 32)[None],
+                                      style_index=2)[0]  # fmt: skip
+        np.testing.assert_array_equal(
+            image.decode(path), image.to_uint8(expected) / np.float32(255)
+        )
+    whole = {p.name: p.read_bytes() for p in written}
+    for path in written[2:]:  # as a kill after two frames leaves it
+        path.unlink()
+    assert exit_code([*argv, "--resume"]) == 0
+    assert {p.name: p.read_bytes() for p in sorted(out.glob("*.png"))} == whole
+    capsys.readouterr()
+    assert_refused(tmp_path, [*argv, "--resume", "--steps", 3], "--steps", capsys=capsys)
+    assert_refused(tmp_path, [*argv, "--style-index", 3, "--style-blend", 1], "--style-blend",
+                   capsys=capsys)  # fmt: skip

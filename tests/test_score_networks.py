@@ -16,7 +16,7 @@ from PIL import Image
 
 from nst_jax import metrics
 from nst_jax.errors import WeightsError
-from nst_jax.files import score_weights, torch_pth
+from nst_jax.files import digest, score_weights, torch_pth
 
 from conftest import assert_refused, exit_code
 
@@ -309,7 +309,7 @@ def test_scores_weights_offline_are_one_line(tmp_path, weights_h5, capsys, monke
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network here")
 
-    monkeypatch.setattr(score_weights.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(digest.urllib.request, "urlopen", offline)
     for name in ("lpips", "artfid"):
         assert_refused(tmp_path, ["weights", "fetch", name], "cannot download", capsys=capsys)
 

@@ -18,6 +18,7 @@ from nst_jax.cli.options import (
     given,
     reword,
 )
+from nst_jax.config import StyleConfig
 from nst_jax.errors import InputError
 from nst_jax.files import image
 from nst_jax.video.settings import VideoSettings
@@ -43,6 +44,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue a killed run's frames")
     p.add_argument("--force", action="store_true", help="start over, replacing OUT")
     add_config_options(p)
+    models = p.add_argument_group("feed-forward models (nst-jax train, nst-jax models)")
+    models.add_argument("--model", metavar="MODEL",
+                        help="each frame in one pass of a model (no optimisation)")  # fmt: skip
+    models.add_argument("--alpha", type=values.number,
+                        help="adain, arbitrary: content (0) to style (1); default 1")  # fmt: skip
+    models.add_argument("--style-index", type=int, action="append", metavar="I",
+                        help="magenta26: a built-in style (repeat for a blend)")  # fmt: skip
 
 
 def cmd_video(args: argparse.Namespace, control) -> int:
@@ -50,15 +58,22 @@ def cmd_video(args: argparse.Namespace, control) -> int:
     from nst_jax import session
     from nst_jax.session import plugins
 
-    if not args.style or not args.output:
+    if args.model is not None:
+        _refuse_optimisation(args)
+    elif not args.style or not args.output:
         raise InputError("IN, --style and -o are required")
+    elif args.style_index or args.alpha is not None:
+        raise InputError("--style-index and --alpha apply a model: give --model")
+    if not args.output:
+        raise InputError("-o is required")
     session.process.check_backend()
     try:
         request = session.VideoRequest(
-            args.input, tuple(args.style), args.output, config=config_from_args(args),
+            args.input, tuple(args.style or ()), args.output, config=config_from_args(args),
             settings=VideoSettings(**given(args, VideoSettings)), max_dim=args.max_dim,
             fps=args.fps, resume=args.resume, force=args.force, weights=args.weights,
-            progress=not args.quiet, plugins=plugins.loaded(),
+            progress=not args.quiet, plugins=plugins.loaded(), model=args.model,
+            style_index=tuple(args.style_index or ()), alpha=args.alpha,
         )  # fmt: skip
     except ValueError as e:
         raise InputError(reword(str(e))) from None
@@ -67,8 +82,13 @@ def cmd_video(args: argparse.Namespace, control) -> int:
     if summary is None:
         message = f"the finished frames are kept in {outcome.output}; rerun with --resume"
         return control.interrupted(message)
-    terms = ", ".join(f"{name} {value:.4g}" for name, value in summary.terms.items())
     timing = ", ".join(f"{name} {value:.3f} s" for name, value in summary.seconds.items())
+    if args.model is not None:
+        print(
+            f"{summary.frames} frames -> {outcome.output}" + (f" ({timing} a frame)" * bool(timing))
+        )
+        return control.ended()
+    terms = ", ".join(f"{name} {value:.4g}" for name, value in summary.terms.items())
     print(
         f"{summary.frames} frames -> {outcome.output}\nwarping error "
         f"{summary.warping_error:.6g} (mean over consecutive frames); mean terms: {terms}"
@@ -76,3 +96,15 @@ def cmd_video(args: argparse.Namespace, control) -> int:
         file=sys.stdout,
     )
     return control.ended()
+
+
+def _refuse_optimisation(args: argparse.Namespace) -> None:
+    """With ``--model``, optimisation's and the flow's settings are refused (one line)."""
+    refused = [
+        "--" + name.replace("_", "-")
+        for name in [*given(args, StyleConfig), *given(args, VideoSettings)]
+        if name not in ("style_blend", "conv")
+    ]
+    if refused:
+        raise InputError(f"{', '.join(refused)}: optimisation's settings; --model stylises "
+                         "each frame in one pass")  # fmt: skip

@@ -58,37 +58,50 @@ class ModelOutcome(NamedTuple):
 
 def check_request(request: ModelRequest, record: dict) -> None:
     """What the model's method takes (one line for the rest)."""
-    given, method, model = request.stylize, record["method"], shown(request.model)
+    given = request.stylize
     if given.engine == "ray":
         raise InputError("--engine ray runs optimisation; a model job runs here")
-    if request.alpha is not None and not 0.0 <= request.alpha <= 1.0:
-        raise InputError(f"alpha must be from 0 to 1, got {request.alpha}")
-    blended = given.config.style_blend is not None
-    if request.style_index and method != "magenta26":
-        raise InputError(f"{model}: --style-index picks a magenta26 model's styles, "
+    needs_index = given.job.styles_per_image is None and is_single(request)
+    check_model_inputs(request.model, record, given.styles, request.alpha, request.style_index,
+                       given.config.style_blend, needs_index)  # fmt: skip
+
+
+def check_model_inputs(
+    model: str, record: dict, styles, alpha, style_index, blend, needs_index: bool
+) -> None:
+    """What the model's method takes, for any driver (one line for the rest): style images
+    (adain, arbitrary), style indices (magenta26; ``needs_index``: at least one), alpha,
+    and a ``blend`` (``style_blend``) of one weight per style."""
+    method, shown_model, blended = record["method"], shown(model), blend is not None
+    count = len(styles) or len(style_index)
+    if blended and method != "johnson" and count and len(blend) != count:
+        raise InputError(f"--style-blend has {len(blend)} weights for {count} styles")
+    if alpha is not None and not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be from 0 to 1, got {alpha}")
+    if style_index and method != "magenta26":
+        raise InputError(f"{shown_model}: --style-index picks a magenta26 model's styles, "
                          f"not a {method} model's")  # fmt: skip
-    if method == "johnson" and (given.styles or request.alpha is not None or blended):
-        raise InputError(f"{model}: a johnson model has its style built in; "
+    if method == "johnson" and (styles or alpha is not None or blended):
+        raise InputError(f"{shown_model}: a johnson model has its style built in; "
                          "--style, --alpha and --style-blend are for adain models")  # fmt: skip
-    if method in ("adain", "arbitrary") and not given.styles:
-        raise InputError(f"{model}: an {method} model needs --style")
+    if method in ("adain", "arbitrary") and not styles:
+        raise InputError(f"{shown_model}: an {method} model needs --style")
     if method == "magenta26":
-        _check_indices(request, record)
+        _check_indices(shown_model, record, styles, alpha, style_index, needs_index)
 
 
-def _check_indices(request: ModelRequest, record: dict) -> None:
+def _check_indices(model: str, record: dict, styles, alpha, style_index, needs_index) -> None:
     """A magenta26 model: its own styles by index, no style images, no alpha."""
-    model, count = shown(request.model), record["architecture"]["condition"]
-    if request.stylize.styles or request.alpha is not None:
+    count = record["architecture"]["condition"]
+    if styles or alpha is not None:
         raise InputError(f"{model}: a magenta26 model has {count} styles built in: pick them "
                          "with --style-index (--style and --alpha are for others)")  # fmt: skip
-    for index in request.style_index:
+    for index in style_index:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
             raise InputError(f"--style-index {index}: {model} has styles 0 to {count - 1}")
-    if len(set(request.style_index)) != len(request.style_index):
-        raise InputError(f"--style-index given twice: {list(request.style_index)}")
-    single = request.stylize.job.styles_per_image is None and is_single(request)
-    if not request.style_index and single:
+    if len(set(style_index)) != len(style_index):
+        raise InputError(f"--style-index given twice: {list(style_index)}")
+    if not style_index and needs_index:
         raise InputError(f"{model}: pick a style with --style-index (0 to {count - 1})")
 
 

@@ -48,6 +48,10 @@ class VideoRequest:
       progress: draw a progress bar.
       plugins: the plug-ins the run's terms come from (recorded: a run continues only with
         the same ones).
+      model: a model folder: each frame in one forward pass instead of optimisation
+        (:mod:`nst_jax.session.model_video`); ``styles`` then as the model takes them.
+      style_index: a magenta26 model's styles (several: blended by ``config.style_blend``).
+      alpha: an adain or arbitrary model's content (0) to style (1).
     """
 
     input: str
@@ -62,6 +66,9 @@ class VideoRequest:
     weights: str | None = None
     progress: bool = False
     plugins: tuple[Plugin, ...] = ()
+    model: str | None = None
+    style_index: tuple[int, ...] = ()
+    alpha: float | None = None
 
 
 class VideoOutcome(NamedTuple):
@@ -178,6 +185,10 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
     """
     from nst_jax.video import job
 
+    if request.model is not None:
+        from nst_jax.session.model_video import run_model_video
+
+        return run_model_video(request, control)
     control = control or Control()
     control.phase("checking settings")
     flow.require()

@@ -28,6 +28,12 @@ trusted.
   step serves every frame. The end prints the warping error (the masked squared difference
   between each frame and the previous one warped: :func:`nst_jax.metrics.warping_error`).
 
+With ``--model MODEL`` (a trained or imported model: ``nst-jax train``, ``nst-jax models``)
+each frame is one forward pass instead, with the style options ``stylize --model`` takes
+(``--style``, ``--alpha``, ``--style-index``, ``--style-blend``); no flow, so no OpenCV
+(:mod:`nst_jax.session.model_video`). The frames folder and ``--resume`` work alike. A
+network applies to each frame alone, so it may flicker where the temporal loss would not.
+
 In Python the command is :func:`nst_jax.session.run_video`; the loop itself, for scripts::
 
     clip = frames.probe("clip.mp4")

@@ -74,6 +74,7 @@ def connect(address: str | None = None) -> None:
       InputError: Ray missing, or no cluster there (one line).
     """
     ray = _ray()
+    check_reachable(address)
     # ray.init installs signal handlers of its own in the driver: the caller's (the
     # command's, which stop a job at a safe point) are put back.
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -92,6 +93,27 @@ def connect(address: str | None = None) -> None:
             for signum, handler in handlers.items():
                 if handler is not None and signal.getsignal(signum) is not handler:
                     signal.signal(signum, handler)
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse at once a ``[ray://]HOST:PORT`` where nothing accepts a connection: Ray's
+    client would retry for 30 s before saying so. ``None`` and ``auto`` are Ray's to find.
+
+    Raises:
+      InputError: nothing listens there (one line).
+    """
+    import socket
+
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT: Ray's own parsing says what is wrong
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise InputError(f"--ray-address {shown(address)}: nothing answers ({reason})") from None
 
 
 def run_job_on_ray(

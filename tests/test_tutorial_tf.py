@@ -12,14 +12,23 @@ import nst_jax
 from nst_jax.core import losses
 from nst_jax.files import image
 
-tf = pytest.importorskip("tensorflow")
-
 STEPS = 10
-tutorial = load_script("tutorial_tf")
+
+
+# TensorFlow is imported by the tests that use it, not at collection: each pytest-xdist
+# worker would otherwise pay its ~5 s import.
+@pytest.fixture(scope="module")
+def tf():
+    return pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
-def tf_losses(weights_h5, content_image, style_image):
+def tutorial(tf):
+    return load_script("tutorial_tf")
+
+
+@pytest.fixture(scope="module")
+def tf_losses(tutorial, weights_h5, content_image, style_image):
     losses_, _ = tutorial.tutorial_losses(weights_h5, content_image, style_image, STEPS)
     return losses_
 
@@ -49,7 +58,7 @@ def test_losses_match_the_tutorial(tf_losses, params, content_image, style_image
     assert np.all(rel <= 1e-2), rel
 
 
-def test_total_variation_gradient_matches_tf(content_image):
+def test_total_variation_gradient_matches_tf(tf, content_image):
     # tf.abs has gradient 0 at 0; the 8-bit test image has many equal neighbours.
     x = tf.constant(content_image)
     with tf.GradientTape() as tape:
@@ -71,7 +80,7 @@ def test_total_variation_gradient_matches_tf(content_image):
     assert np.mean(np.asarray(naive) != expected) > 0.1
 
 
-def test_resize_matches_tf_image_resize(content_image):
+def test_resize_matches_tf_image_resize(tutorial, content_image):
     # The loader's bilinear resize is tf.image.resize's default (half-pixel, no antialias).
     for height, width in ((40, 60), (100, 150)):
         ours = image.resize(content_image, height, width)

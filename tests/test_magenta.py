@@ -238,11 +238,35 @@ def write_tensor(source: Path, dest: Path, name: str, value: np.ndarray) -> None
     onnx.save(model, str(dest))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "shape", "nan", "one_of_pair"])
+def without(source: Path, dest: Path, name: str) -> None:
+    """``source`` without its initializer ``name``."""
+    model = onnx.load(str(source))
+    kept = [t for t in model.graph.initializer if t.name != name]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    onnx.save(model, str(dest))
+
+
+DAMAGES = ["truncated", "foreign", "shape", "nan", "one_of_pair", "half_a_block",
+           "folded_bias", "zero_scale"]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_bad_files_are_one_line_and_nothing_is_written(networks, tmp_path, damage, capsys):
     source, bad = networks["m26_file"], tmp_path / "bad.onnx"
     files = [bad]
-    if damage == "truncated":
+    if damage == "half_a_block":  # a block's first weight gone: not a smaller network
+        without(source, bad, "res.1.0.w")
+        fragment = "belongs to no whole residual block"
+    elif damage == "folded_bias":  # no normalisation follows it: it cannot be zeros
+        without(networks["transformer_file"], bad, "transformer/contract/conv1/Conv2D_bias")
+        files, fragment = [bad, networks["predictor_file"]], "Conv2D_bias"
+    elif damage == "zero_scale":
+        name = "transformer/residual/residual1/conv2/weights"
+        quantised(networks["transformer_file"], [name], tmp_path / "q.onnx")
+        write_tensor(tmp_path / "q.onnx", bad, name + "_scale", np.zeros(16, np.float32))
+        files, fragment = [bad, networks["predictor_file"]], "positive"
+    elif damage == "truncated":
         bad.write_bytes(source.read_bytes()[:5000])
         fragment = "bad.onnx"
     elif damage == "foreign":  # another network's ONNX: a plain convolution
@@ -380,3 +404,40 @@ def test_a_video_by_a_model_is_each_frame_applied_and_continues(imported, tmp_pa
     assert_refused(tmp_path, [*argv, "--resume", "--steps", 3], "--steps", capsys=capsys)
     assert_refused(tmp_path, [*argv, "--style-index", 3, "--style-blend", 1], "--style-blend",
                    capsys=capsys)  # fmt: skip
+
+
+def test_tampered_model_folders_and_own_files_are_refused(imported, networks, tmp_path,
+                                                         capsys):  # fmt: skip
+    import shutil
+
+    from flax import serialization
+
+    model = tmp_path / "m"
+    shutil.copytree(imported / "m26", model)
+    content = tmp_path / "c.png"
+    image.save(content, eight_bit_image(16, 16, seed=2))
+    # Never an input: the model's own files, nor the ONNX being imported.
+    assert_refused(tmp_path, ["models", "export", model, "-o", model / "params.msgpack",
+                              "--force"], "inputs are never replaced", capsys=capsys)  # fmt: skip
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy(networks["m26_file"], own / "params.msgpack")
+    assert_refused(tmp_path, ["models", "import", own / "params.msgpack", "-o", own, "--force"],
+                   "inputs are never replaced", capsys=capsys)  # fmt: skip
+    # A single result picks its style: --styles-per-image is for jobs.
+    single = ["stylize", content, "--model", model, "--styles-per-image", 1, "-o", tmp_path / "o"]
+    assert_refused(tmp_path, [*single[:-1], tmp_path / "o.png"], "--style-index", capsys=capsys)
+    record = json.loads((model / "model.json").read_text())
+    for damage in ("not_a_tree", "no_condition"):
+        if damage == "not_a_tree":  # the record's digest made to match: the payload is 5
+            payload = serialization.msgpack_serialize(5)
+            (model / "params.msgpack").write_bytes(payload)
+            changed = {**record, "params_sha256": published_models.sha256(model / "params.msgpack")}
+            fragment = "params of another network"
+        else:
+            changed = json.loads(json.dumps(record))
+            del changed["architecture"]["condition"]
+            fragment = "damaged model settings"
+        (model / "model.json").write_text(json.dumps(changed))
+        assert_refused(tmp_path, ["stylize", content, "--model", model, "--style-index", 1, "-o",
+                                  tmp_path / "o.png"], fragment, capsys=capsys)  # fmt: skip

@@ -68,7 +68,8 @@ def cmd_export(args: argparse.Namespace, *_) -> int:
     record = read_record(args.model)
     path = model_vgg(args.model, args.weights, record)
     vgg = None if path is None else load_vgg19(path)
-    written = export_model(args.model, args.output, vgg, args.batch, force=args.force)
+    reads = () if path is None else (path,)
+    written = export_model(args.model, args.output, vgg, args.batch, args.force, reads)
     batch = args.batch or "dynamic"
     print(f"exported {record['method']} -> {written} (batch {batch}, float32 NCHW in [0, 1])")
     return 0

@@ -77,7 +77,8 @@ def cmd_video(args: argparse.Namespace, control) -> int:
         )  # fmt: skip
     except ValueError as e:
         raise InputError(reword(str(e))) from None
-    outcome = session.run_video(request, control)
+    run = session.run_model_video if args.model is not None else session.run_video
+    outcome = run(request, control)
     summary = outcome.summary
     if summary is None:
         message = f"the finished frames are kept in {outcome.output}; rerun with --resume"

@@ -27,6 +27,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nst_jax.feedforward.layers import NORM_EPSILON, ReflectConv
 
@@ -53,6 +54,15 @@ class MagentaSettings:
     condition: int = 26
 
     def __post_init__(self):
+        # Lists (JSON's) become tuples, and NumPy integers ints: the settings are hashed
+        # as a static argument of the compiled network.
+        for name in ("contract", "expand"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(f"{name} must be a tuple of widths, got {value!r}")
+            object.__setattr__(self, name, tuple(_int(w) for w in value))
+        for name in ("residual_blocks", "condition"):
+            object.__setattr__(self, name, _int(getattr(self, name)))
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         widths = (*self.contract, *self.expand, self.residual_blocks, self.condition)
@@ -66,6 +76,11 @@ class MagentaSettings:
     def conditioned_contract(self) -> bool:
         """Whether the first three convolutions are conditionally normalised (Dumoulin)."""
         return self.method == "magenta26"
+
+
+def _int(value):
+    """A NumPy integer as an int; anything else as it is (checked by the caller)."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 class ConditionalInstanceNorm(nn.Module):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import numbers
 import os
 import stat
 from collections.abc import Sequence
@@ -72,6 +73,49 @@ def save_model(
     }
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     atomic_write(folder / RECORD_FILE, lambda tmp: tmp.write_text(text))
+
+
+def check_destination(folder: str | os.PathLike, force: bool, reads=()) -> Path:
+    """``folder`` as a place to write a model: a folder (or nothing yet) whose model files
+    are absent, or replaced with ``force``, and are none of ``reads`` (the inputs).
+
+    Raises:
+      InputError: refused, before any work (one line).
+    """
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+        raise InputError(f"-o: a model folder's path is needed, got {folder!r}")
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise InputError(f"{shown(folder)}: a link to nothing")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{shown(folder)}: exists and is not a folder")
+    files = [folder / RECORD_FILE, folder / PARAMS_FILE]
+    for path in files:
+        if (path.exists() or path.is_symlink()) and not path.is_file():
+            raise InputError(f"{shown(path)}: not a regular file")
+    if not force and any(path.exists() for path in files):
+        raise InputError(f"{shown(folder)}: already holds a model (--force replaces it)")
+    for read in map(Path, reads):
+        for path in files:
+            if path.exists() and read.exists() and os.path.samefile(path, read):
+                raise InputError(f"{shown(path)}: is the input {shown(read)}; inputs are "
+                                 "never replaced")  # fmt: skip
+    return folder
+
+
+def replace_model(folder: Path, settings: MagentaSettings, params: Any, info: dict) -> None:
+    """Write a model into the checked ``folder`` (:func:`check_destination`): the old
+    record goes first, so a failure leaves no model rather than a mismatched one.
+
+    Raises:
+      InputError: the folder cannot be written (one line).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RECORD_FILE).unlink(missing_ok=True)
+        save_model(folder, settings, params, info)
+    except OSError as e:
+        raise InputError(f"{shown(e.filename or folder)}: cannot write ({e.strerror})") from None
 
 
 def read_record(folder: str | os.PathLike) -> dict:
@@ -150,8 +194,14 @@ def _checked_params(path: Path, payload: bytes, settings: TrainSettings) -> Any:
         init = network(settings).init
         expected = jax.eval_shape(init, jax.random.key(0), example_input(settings))
     try:
+        same = _leaf_paths(params) == _leaf_paths(serialization.to_state_dict(expected))
+    except RecursionError:
+        same = False
+    if not same:
+        raise InputError(f"{shown(path)}: params of another network (other entries)")
+    try:
         params = serialization.from_state_dict(expected, params)
-    except (KeyError, TypeError, ValueError) as e:
+    except Exception as e:  # a foreign tree fails in many ways (AttributeError, ...)
         raise InputError(f"{shown(path)}: params of another network ({e})") from None
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True):
         if not isinstance(got, np.ndarray) or got.shape != want.shape or got.dtype != want.dtype:
@@ -159,6 +209,19 @@ def _checked_params(path: Path, payload: bytes, settings: TrainSettings) -> Any:
         if not np.all(np.isfinite(got)):
             raise InputError(f"{shown(path)}: params hold non-finite values")
     return params
+
+
+def _leaf_paths(tree: Any) -> set[str] | None:
+    """The paths of a restored state dict's leaves (``None``: not a tree of dicts)."""
+    if not isinstance(tree, dict):
+        return None
+    paths = set()
+    for key, value in tree.items():
+        below = _leaf_paths(value) if isinstance(value, dict) else {""}
+        if below is None or not isinstance(key, str):
+            return None
+        paths |= {f"{key}/{p}" for p in below}
+    return paths
 
 
 def _pad_to(image: jax.Array, multiple: int) -> jax.Array:
@@ -248,8 +311,12 @@ def apply_model(
     if pixel_steps is None:
         pixel_steps = int(np.prod(contents.shape[:3]))
     conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+    real = isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_))
+    if not (real and 0.0 <= alpha <= 1.0):
         raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
+    alpha = float(alpha)
+    if 0 in contents.shape[:3]:
+        raise ValueError(f"contents: no pixels to stylise, shape {tuple(contents.shape)}")
     if isinstance(model.settings, MagentaSettings):
         if style_features is None:
             styles = [check_image(s, f"styles[{k}]") for k, s in enumerate(styles)]

@@ -8,8 +8,9 @@ network. This needs only the ``onnx`` package nst_jax's import already uses; tra
 orbax-checkpoint below 0.11.37) would add more than they save for four fixed networks.
 
 Inputs and outputs are float32 NCHW images in [0, 1], the batch ``N`` dynamic (or fixed
-with ``batch``), any ``H`` and ``W``: as :func:`.model.apply_model` does, the graph reflects
-the images up to the network's multiple (4, AdaIN 8) and crops the result back.
+with ``batch``), any ``H`` and ``W`` of at least 5 pixels (ONNX's reflection padding
+reflects once, and the 9x9 convolutions pad by 4): as :func:`.model.apply_model` does, the
+graph reflects the images up to the network's multiple (4, AdaIN 8) and crops back.
 
 - johnson: ``image`` -> ``stylized``.
 - adain: ``image``, ``style`` (one style image, ``(1, 3, h, w)``) and ``alpha`` (``(1,)``)
@@ -150,6 +151,7 @@ def export_model(
     vgg_params: Any = None,
     batch: int | None = None,
     force: bool = False,
+    reads: tuple = (),
 ) -> Path:
     """Write the model in ``folder`` as one ONNX file (module docstring).
 
@@ -158,7 +160,8 @@ def export_model(
       output: the ``.onnx`` file to write (refused if it exists, unless ``force``).
       vgg_params: AdaIN: the VGG19 params it was trained with (the encoder goes in the file).
       batch: a fixed batch size; ``None``: dynamic.
-      force: replace ``output``.
+      force: replace ``output`` (never the model's own files, nor ``reads``).
+      reads: other inputs ``output`` must not be (the VGG19 weights file).
 
     Returns:
       ``output``.
@@ -169,18 +172,36 @@ def export_model(
     """
     from nst_jax.feedforward.model import load_model
 
-    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+    integer = isinstance(batch, (int, np.integer)) and not isinstance(batch, (bool, np.bool_))
+    if batch is not None and not (integer and 0 < batch < 2**31):
         raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
-    output = Path(output)
-    if output.exists() and not force:
-        raise InputError(f"{shown(output)}: exists (--force replaces it)")
+    output = _checked_output(output, folder, force, reads)
     model = load_model(folder)
     method = model.settings.method
     if method == "adain" and vgg_params is None:
         raise InputError(f"{shown(folder)}: an adain model's file holds its VGG19 encoder: "
                          "give the weights it was trained with")  # fmt: skip
-    proto = _graph(model, method, vgg_params, batch or "N")
+    proto = _graph(model, method, vgg_params, int(batch) if batch else "N")
     atomic_write(output, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
+    return output
+
+
+def _checked_output(output, folder, force: bool, reads) -> Path:
+    """``output``, refused if a folder, an existing file without ``force``, or an input."""
+    from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE
+
+    if not isinstance(output, (str, os.PathLike)) or not str(output):
+        raise InputError(f"-o: the .onnx file's path is needed, got {output!r}")
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(f"{shown(output)}: is a folder; give the .onnx file's path")
+    inputs = [Path(folder) / RECORD_FILE, Path(folder) / PARAMS_FILE, *map(Path, reads)]
+    for read in inputs:
+        if output.exists() and read.exists() and os.path.samefile(output, read):
+            raise InputError(f"{shown(output)}: is the input {shown(read)}; inputs are never "
+                             "replaced")  # fmt: skip
+    if output.exists() and not force:
+        raise InputError(f"{shown(output)}: exists (--force replaces it)")
     return output
 
 

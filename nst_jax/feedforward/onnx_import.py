@@ -73,9 +73,11 @@ class Reader:
         return int(weight.shape[axis])
 
 
-def _conv(r: Reader, weight: str, bias: str | None) -> dict:
+def _conv(r: Reader, weight: str, bias: str | None, bias_needed: bool = False) -> dict:
+    """A convolution's params; its bias may be absent only where a normalisation follows
+    (``bias_needed`` otherwise)."""
     kernel = conv_kernel(r.get(weight))
-    value = r.get(bias, optional=True) if bias else None
+    value = r.get(bias, optional=not bias_needed) if bias else None
     return {"Conv_0": {"kernel": kernel, "bias": np.zeros(kernel.shape[-1:], np.float32)
                        if value is None else value}}  # fmt: skip
 
@@ -87,9 +89,23 @@ def _table_norm(r: Reader, prefix: str) -> dict:
     return {"gamma": {"kernel": gamma, "bias": zeros}, "beta": {"kernel": beta, "bias": zeros}}
 
 
+def _blocks(r: Reader, first: str, prefixes: tuple[str, ...], start: int = 0) -> int:
+    """The residual blocks a file holds, numbered from ``start`` (``first.format(k)`` names
+    each block's first weight); a tensor of a block past them means a damaged file."""
+    blocks = 0
+    while first.format(start + blocks) in r.tensors:
+        blocks += 1
+    after = [p.format(start + blocks) for p in prefixes]
+    beyond = [n for n in r.tensors if n.startswith(tuple(after))]
+    if beyond:
+        raise InputError(f"{shown(r.path)}: tensor {beyond[0]} belongs to no whole residual "
+                         "block (a damaged file)")  # fmt: skip
+    return blocks
+
+
 def magenta26_params(r: Reader) -> tuple[MagentaSettings, dict]:
     """The 26-style network's settings and params from its tensors."""
-    blocks = sum(1 for k in range(64) if f"res.{k}.0.w" in r.tensors)
+    blocks = _blocks(r, "res.{}.0.w", ("res.{}.",))
     settings = MagentaSettings(
         "magenta26", tuple(r.width(f"contract.{k}.w") for k in range(3)),
         (r.width("expand.0.w"), r.width("expand.1.w")), blocks, r.width("contract.0.norm.gamma"),
@@ -119,7 +135,8 @@ def _vector_norm(r: Reader, layer: str) -> dict:
 
 def transformer_params(r: Reader) -> tuple[MagentaSettings, dict]:
     """The arbitrary-style transformer's settings and params from its tensors."""
-    blocks = sum(1 for k in range(1, 64) if ARBITRARY_T.format(k) in r.tensors)
+    block = "transformer/residual/residual{}/"
+    blocks = _blocks(r, ARBITRARY_T, (block, "style_params/" + block), start=1)
     contract = [f"transformer/contract/conv{k}" for k in (1, 2, 3)]
     expand = [f"transformer/expand/conv{k}/conv" for k in (1, 2, 3)]
     settings = MagentaSettings(
@@ -127,7 +144,8 @@ def transformer_params(r: Reader) -> tuple[MagentaSettings, dict]:
         tuple(r.width(f"{e}/weights") for e in expand[:2]), blocks,
         r.width(f"style_params/{expand[0]}/StyleNorm/Conv/weights", axis=1),
     )  # fmt: skip
-    tree = {f"contract{k}": _conv(r, f"{c}/weights", f"{c}/Conv2D_bias")
+    # The contraction's batch normalisation is folded into its biases: they are needed.
+    tree = {f"contract{k}": _conv(r, f"{c}/weights", f"{c}/Conv2D_bias", bias_needed=True)
             for k, c in enumerate(contract)}  # fmt: skip
     for name, layer in zip(("expand0", "expand1", "output"), expand, strict=True):
         tree[name] = _conv(r, f"{layer}/weights", f"{layer}/Conv2D_bias")
@@ -189,13 +207,20 @@ def import_networks(paths: Sequence[str | os.PathLike]) -> tuple[MagentaSettings
     return networks_from(read_networks(paths))
 
 
-def read_networks(paths: Sequence[str | os.PathLike]) -> dict[str, Reader]:
-    """Each file's tensors by its role (:func:`identify`), one file a role."""
+def _paths(paths) -> list[Path]:
+    """``paths`` as a list of paths (one line, or a TypeError naming ``paths``)."""
     if isinstance(paths, (str, os.PathLike)) or not paths:
         raise InputError("give the network's ONNX files: one 26-style file, or the "
                          "arbitrary-style predictor and transformer")  # fmt: skip
+    if not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise TypeError(f"paths must be file paths, got {list(paths)!r}")
+    return [Path(p) for p in paths]
+
+
+def read_networks(paths: Sequence[str | os.PathLike]) -> dict[str, Reader]:
+    """Each file's tensors by its role (:func:`identify`), one file a role."""
     readers = {}
-    for path in map(Path, paths):
+    for path in _paths(paths):
         tensors = read_tensors(path)
         role = identify(path, tensors)
         if role in readers:
@@ -213,7 +238,8 @@ def networks_from(readers: dict[str, Reader]) -> tuple[MagentaSettings, dict]:
         settings, params = _built(readers["transformer"], transformer_params)
         params = {"transformer": params, "predictor": predictor_params(readers["predictor"])}
     else:
-        raise InputError(f"{', '.join(sorted(readers))}: the arbitrary-style network takes "
+        files = ", ".join(shown(r.path) for r in readers.values())
+        raise InputError(f"{files}: the arbitrary-style network takes "
                          "its predictor and transformer; the 26-style one, one file")  # fmt: skip
     return settings, _checked(settings, params, readers)
 
@@ -236,7 +262,9 @@ def _checked(settings: MagentaSettings, params: dict, readers: dict) -> dict:
     missing = [jax.tree_util.keystr(p) for p, _ in want if jax.tree_util.keystr(p) not in got_paths]
     if missing or len(got_paths) != len(want):
         raise InputError(f"{files}: the tensors do not make the network ({missing[:1]})")
-    checked = jax.tree.map(np.asarray, params)
+    with np.errstate(over="ignore"):  # an overflow to inf is refused below
+        checked = jax.tree.map(lambda a: np.asarray(a, np.float32) if np.issubdtype(
+            np.asarray(a).dtype, np.floating) else np.asarray(a), params)  # fmt: skip
     pairs = zip(jax.tree_util.tree_leaves_with_path(checked),
                 jax.tree_util.tree_leaves_with_path(expected), strict=True)  # fmt: skip
     for (path, got), (_, need) in pairs:
@@ -246,7 +274,7 @@ def _checked(settings: MagentaSettings, params: dict, readers: dict) -> dict:
                              f"{need.shape}")  # fmt: skip
         if not np.issubdtype(got.dtype, np.floating) or not np.all(np.isfinite(got)):
             raise InputError(f"{files}: {where} holds non-finite or non-float values")
-    return jax.tree.map(lambda a: np.asarray(a, np.float32), checked)
+    return checked
 
 
 def import_model(
@@ -269,15 +297,11 @@ def import_model(
     Raises:
       InputError: a bad file or an occupied folder, before anything is written (one line).
     """
-    from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE, read_record, save_model
+    from nst_jax.feedforward.model import check_destination, read_record, replace_model
     from nst_jax.files.digest import sha256
     from nst_jax.files.published_models import PUBLISHED_SHA256
 
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{shown(folder)}: exists and is not a folder")
-    if not force and any((folder / name).exists() for name in (RECORD_FILE, PARAMS_FILE)):
-        raise InputError(f"{shown(folder)}: already holds a model (--force replaces it)")
+    folder = check_destination(folder, force is True, _paths(paths))
     readers = read_networks(paths)
     settings, params = networks_from(readers)
     sources = []
@@ -286,8 +310,7 @@ def import_model(
         sources.append({"file": reader.path.name, "sha256": digest, "role": role,
                         "published": digest in PUBLISHED_SHA256})  # fmt: skip
     info = {"sources": sources, "licence": LICENCE, "papers": PAPERS[settings.method]}
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(folder, settings, params, info)
+    replace_model(folder, settings, params, info)
     return read_record(folder)
 
 
@@ -299,10 +322,10 @@ def fetch_model(name: str, folder: str | os.PathLike, force: bool = False) -> di
       InputError: an unknown name, an occupied folder (checked first), or a failed download
         with the manual steps (one line).
     """
-    from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE
+    from nst_jax.feedforward.model import check_destination
     from nst_jax.files.published_models import fetch_files
 
-    folder = Path(folder)
-    if not force and any((folder / name).exists() for name in (RECORD_FILE, PARAMS_FILE)):
-        raise InputError(f"{shown(folder)}: already holds a model (--force replaces it)")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a published network's name, got {name!r}")
+    check_destination(folder, force is True)  # before any download
     return import_model(fetch_files(name), folder, force=force)

@@ -31,6 +31,9 @@ def settings_from_record(architecture: Any) -> MagentaSettings:
     """
     if not isinstance(architecture, dict):
         raise TypeError("architecture is not a mapping")
+    names = {"method", "contract", "expand", "residual_blocks", "condition"}
+    if set(architecture) != names:
+        raise KeyError(f"architecture needs exactly {sorted(names)}")
     fields = dict(architecture)
     for key in ("contract", "expand"):
         if not isinstance(fields.get(key), list):
@@ -58,7 +61,11 @@ def style_weights(settings: MagentaSettings, indices: Sequence[int], weights=Non
       ValueError: an index outside the network's styles, or bad weights (named).
     """
     count = settings.condition
-    indices = [indices] if isinstance(indices, (int, np.integer)) else list(indices)
+    if isinstance(indices, (str, bytes, dict)) or not (
+        isinstance(indices, (int, np.integer)) or np.ndim(indices) == 1
+    ):
+        raise TypeError(f"style_index must be an integer or a list of them, got {indices!r}")
+    indices = [int(indices)] if np.ndim(indices) == 0 else list(indices)
     if not indices:
         raise ValueError("style_index: a magenta26 model needs at least one style index")
     for index in indices:
@@ -77,12 +84,19 @@ def mix_weights(weights, count: int) -> np.ndarray:
     normalised to sum 1."""
     if weights is None:
         return np.full(count, 1.0 / count)
-    weights = np.asarray(weights, np.float64)
+    try:
+        weights = np.asarray(weights, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be numbers, got {weights!r}") from None
     if weights.shape != (count,):
         raise ValueError(f"weights: one per style, {count}, got shape {weights.shape}")
-    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
-        raise ValueError(f"weights must be finite numbers >= 0 with a sum > 0, got {weights}")
-    return weights / weights.sum()
+    with np.errstate(over="ignore"):
+        total = weights.sum()
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and 0 < total < np.inf):
+        raise ValueError(
+            f"weights must be finite numbers >= 0 with a finite sum > 0, got {weights}"
+        )
+    return weights / total
 
 
 def centre_square(image: jax.Array, size: int = STYLE_SIZE) -> jax.Array:
@@ -136,6 +150,11 @@ def conditions(model, contents, style_index, styles, weights, alpha, vectors) ->
     vectors = predict_styles(predictor, styles) if vectors is None else list(vectors)
     if not vectors:
         raise ValueError("styles: an arbitrary model needs at least one style")
+    for k, vector in enumerate(vectors):
+        vector = np.asarray(vector)
+        if vector.shape != (settings.condition,) or not np.all(np.isfinite(vector)):
+            raise ValueError(f"style_features[{k}]: needs a finite vector of shape "
+                             f"({settings.condition},), got {vector.shape}")  # fmt: skip
     mix = jnp.asarray(mix_weights(weights, len(vectors)), contents.dtype)
     style = jnp.tensordot(mix, jnp.stack([jnp.asarray(v, contents.dtype) for v in vectors]), 1)
     if alpha == 1.0:

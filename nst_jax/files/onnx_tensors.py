@@ -68,15 +68,18 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     model = load_onnx(path)
     tensors = {}
     for tensor in model.graph.initializer:
+        if tensor.name in tensors:
+            raise InputError(f"{shown(path)}: tensor {shown(tensor.name)} is there twice")
         if tensor.data_location == tensor.EXTERNAL or tensor.external_data:
             raise InputError(f"{shown(path)}: tensor {shown(tensor.name)} lives in another file")
         try:
             tensors[tensor.name] = numpy_helper.to_array(tensor)
         except (ValueError, TypeError, KeyError, IndexError) as e:
             raise InputError(f"{shown(path)}: damaged tensor {shown(tensor.name)} ({e})") from None
+    raw = dict(tensors)  # a zero point may itself be dequantised elsewhere (tf2onnx shares)
     for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in tensors:
-            tensors[node.input[0]] = _dequantized(path, node, tensors)
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in raw:
+            tensors[node.input[0]] = _dequantized(path, node, raw)
     return tensors
 
 
@@ -86,13 +89,18 @@ def _dequantized(path: Path, node, tensors: dict) -> np.ndarray:
     quantised = tensors[name]
     inputs = [tensors.get(i) for i in node.input[1:3]] + [None, None]
     scale = inputs[0]
-    zero = inputs[1] if inputs[1] is not None else np.zeros_like(scale)
+    zero = inputs[1] if inputs[1] is not None else np.zeros(np.shape(scale), np.int32)
     axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
     fault = f"{shown(path)}: quantised tensor {shown(name)}"
     if scale is None or not np.issubdtype(quantised.dtype, np.integer):
         return quantised  # not a weight's dequantisation (an activation's, or a float input)
     if scale.shape != zero.shape or scale.ndim > 1:
         raise InputError(f"{fault} has a scale of shape {scale.shape}, zero point {zero.shape}")
+    if not (np.issubdtype(scale.dtype, np.floating) and np.issubdtype(zero.dtype, np.integer)):
+        raise InputError(f"{fault}: a {scale.dtype} scale and {zero.dtype} zero point")
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise InputError(f"{fault}: its scale is not positive and finite")
     if scale.ndim == 1:
         if not -quantised.ndim <= axis < quantised.ndim or quantised.shape[axis] != scale.size:
             raise InputError(f"{fault}: {scale.size} scales for shape {quantised.shape}")
@@ -100,4 +108,5 @@ def _dequantized(path: Path, node, tensors: dict) -> np.ndarray:
         shape[axis] = scale.size
         scale, zero = scale.reshape(shape), zero.reshape(shape)
     values = (quantised.astype(np.float64) - zero.astype(np.float64)) * scale.astype(np.float64)
-    return values.astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow is refused as non-finite by the import
+        return values.astype(np.float32)

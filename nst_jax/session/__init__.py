@@ -13,7 +13,8 @@ built from.
 - Inputs (:mod:`.inputs`): styles at their scale, masks and label masks; outputs
   (:mod:`.outputs`): every path a run writes, checked before any work.
 - Lifecycles: :func:`run_single` (one result), :func:`run_job_request` (a dataset job),
-  :func:`run_video`, :func:`run_training`, :func:`run_model`, each taking a typed request
+  :func:`run_video` (:func:`run_model_video` with a model), :func:`run_training`,
+  :func:`run_model`, each taking a typed request
   and a :class:`Control` (the program's phases, signals).
 
 A ``stylize`` run checkpointed, resumed and sized to memory from Python::
@@ -38,6 +39,7 @@ from nst_jax.session.checkpoint import RunCheckpoint
 from nst_jax.session.control import Control, Stopped
 from nst_jax.session.jobs import JobOutcome, run_job_request
 from nst_jax.session.memory import MemoryPlan, check_style_memory, plan_memory, tiling_default
+from nst_jax.session.model_video import run_model_video
 from nst_jax.session.models import ModelRequest, run_model
 from nst_jax.session.process import configure_for_program
 from nst_jax.session.request import StylizeRequest, checked, is_single
@@ -67,6 +69,7 @@ __all__ = [
     "plan_memory",
     "run_job_request",
     "run_model",
+    "run_model_video",
     "run_single",
     "run_training",
     "run_video",

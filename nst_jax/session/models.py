@@ -61,7 +61,7 @@ def check_request(request: ModelRequest, record: dict) -> None:
     given = request.stylize
     if given.engine == "ray":
         raise InputError("--engine ray runs optimisation; a model job runs here")
-    needs_index = given.job.styles_per_image is None and is_single(request)
+    needs_index = is_single(request)  # a job without indices picks among all the styles
     check_model_inputs(request.model, record, given.styles, request.alpha, request.style_index,
                        given.config.style_blend, needs_index)  # fmt: skip
 
@@ -79,8 +79,8 @@ def check_model_inputs(
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha must be from 0 to 1, got {alpha}")
     if style_index and method != "magenta26":
-        raise InputError(f"{shown_model}: --style-index picks a magenta26 model's styles, "
-                         f"not a {method} model's")  # fmt: skip
+        raise InputError(f"{shown_model}: --style-index picks a magenta26 model's styles; "
+                         f"this is a {method} model")  # fmt: skip
     if method == "johnson" and (styles or alpha is not None or blended):
         raise InputError(f"{shown_model}: a johnson model has its style built in; "
                          "--style, --alpha and --style-blend are for adain models")  # fmt: skip

@@ -186,9 +186,7 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
     from nst_jax.video import job
 
     if request.model is not None:
-        from nst_jax.session.model_video import run_model_video
-
-        return run_model_video(request, control)
+        raise ValueError("request.model: a model's video runs by run_model_video")
     control = control or Control()
     control.phase("checking settings")
     flow.require()

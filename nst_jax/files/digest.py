@@ -13,19 +13,31 @@ from nst_jax.errors import InputError
 from nst_jax.files.atomic import atomic_write
 
 
-def sha256(path: str | os.PathLike) -> str:
-    """A file's SHA-256, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """A file's hex digest (a ``hashlib`` name), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
+def sha256(path: str | os.PathLike) -> str:
+    """A file's SHA-256."""
+    return file_digest(path, "sha256")
+
+
 def download_checked(
-    url: str, dest: Path, expected: str, timeout: float, advice: str, error: type = InputError
+    url: str,
+    dest: Path,
+    expected: str,
+    timeout: float,
+    advice: str,
+    error: type = InputError,
+    algorithm: str = "sha256",
 ) -> Path:
-    """Download ``url`` to ``dest``, kept only if its SHA-256 is ``expected``.
+    """Download ``url`` to ``dest``, kept only if its digest (``algorithm``, a ``hashlib``
+    name: SHA-256, or the MD5 Keras publishes) is ``expected``.
 
     Raises:
       error: the digest differs, or the download failed (one line, ending with ``advice``:
@@ -33,13 +45,14 @@ def download_checked(
     """
 
     def write(tmp: Path) -> None:
-        digest = hashlib.sha256()
+        digest = hashlib.new(algorithm)
         with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)
                 out.write(block)
         if digest.hexdigest() != expected:
-            raise error(f"{url}: its SHA-256 is not {expected}")
+            name = algorithm.upper().replace("SHA", "SHA-")
+            raise error(f"{url}: its {name} is {digest.hexdigest()}, not {expected}")
 
     try:
         atomic_write(dest, write)

@@ -14,10 +14,7 @@ name the file and the layer at fault.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +28,7 @@ from nst_jax.core.layers import VGG16_BLOCKS, VGG19_BLOCKS, Blocks, conv_shapes
 from nst_jax.errors import WeightsError
 from nst_jax.files import keras_h5
 from nst_jax.files.atomic import atomic_write
+from nst_jax.files.digest import download_checked, file_digest
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
 
@@ -312,12 +310,8 @@ def load_vgg16(path: str | os.PathLike | None = None) -> dict[str, dict[str, jax
 
 
 def md5sum(path: str | os.PathLike) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex MD5 of a file (the hash Keras publishes and checks)."""
+    return file_digest(path, "md5")
 
 
 def info(path: str | os.PathLike | None = None, network: str = "vgg19") -> dict[str, object]:
@@ -343,26 +337,10 @@ def info(path: str | os.PathLike | None = None, network: str = "vgg19") -> dict[
 
 def download(url: str, dest: Path, md5: str, timeout: float = 30.0, network: str = "vgg19") -> Path:
     """Download ``url`` to ``dest`` atomically, refusing it unless its MD5 is ``md5``."""
-
-    def write(tmp: Path) -> None:
-        digest = hashlib.md5()
-        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != md5:
-            raise WeightsError(f"{url}: MD5 {digest.hexdigest()} does not match {md5}")
-
-    try:
-        atomic_write(dest, write)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", None) or e
-        option = "" if network == "vgg19" else f" --network {network}"
-        raise WeightsError(
-            f"cannot download {url} ({reason}); download it by hand and run "
-            f"`nst-jax weights convert FILE{option}`, or put it at {keras_cache_file(network)}"
-        ) from None
-    return dest
+    option = "" if network == "vgg19" else f" --network {network}"
+    advice = (f"download it by hand and run `nst-jax weights convert FILE{option}`, or put it "
+              f"at {keras_cache_file(network)}")  # fmt: skip
+    return download_checked(url, dest, md5, timeout, advice, WeightsError, "md5")
 
 
 def fetch(

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.core.targets import check_image
 from nst_jax.feedforward.magenta import METHODS, MagentaSettings, StyleTransformer
 from nst_jax.feedforward.mobilenet import STYLE_SIZE, StylePredictor
 
@@ -117,8 +118,16 @@ def _predict(params: Any, image: jax.Array) -> jax.Array:
 
 def predict_styles(params: Any, styles: Sequence[jax.Array]) -> list[jax.Array]:
     """The style vector of each ``(h, w, 3)`` style image (any size), with the predictor's
-    ``params`` (an ``arbitrary`` model's ``params["predictor"]["params"]``)."""
-    return [_predict(params, jnp.asarray(s)) for s in styles]
+    ``params`` (an ``arbitrary`` model's ``params["predictor"]["params"]``).
+
+    Raises:
+      ValueError: a style that is not an RGB image in [0, 1], named.
+    """
+    checked = [check_image(s, f"styles[{k}]") for k, s in enumerate(styles)]
+    for k, style in enumerate(checked):
+        if 0 in style.shape[:2]:
+            raise ValueError(f"styles[{k}]: no pixels, shape {tuple(style.shape)}")
+    return [_predict(params, style) for style in checked]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

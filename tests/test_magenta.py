@@ -441,3 +441,29 @@ def test_tampered_model_folders_and_own_files_are_refused(imported, networks, tm
         (model / "model.json").write_text(json.dumps(changed))
         assert_refused(tmp_path, ["stylize", content, "--model", model, "--style-index", 1, "-o",
                                   tmp_path / "o.png"], fragment, capsys=capsys)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_model_job_on_ray_is_the_local_job(imported, tmp_path):
+    """Each Ray actor makes the model's apply from the folder (session.models.job_applier)
+    and writes the pixels the local engine writes."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(3):
+        image.save(data / f"{k}.png", eight_bit_image(20, 24, seed=30 + k))
+    job = ["stylize", data, "--model", imported / "m26", "--style-index", 4, "--style-index", 8,
+           "--max-dim", 24, "-q"]  # fmt: skip
+    assert exit_code([*job, "-o", tmp_path / "local"]) == 0
+    argv = [str(a) for a in (*job, "-o", tmp_path / "ray", "--engine", "ray", "--ray-workers", 1)]
+    done = subprocess.run([sys.executable, "-m", "nst_jax.cli", *argv], capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    local = sorted(p.name for p in (tmp_path / "local").glob("*.png"))
+    assert len(local) == 6 and sorted(p.name for p in (tmp_path / "ray").glob("*.png")) == local
+    for name in local:
+        found, expected = (image.decode(tmp_path / f / name) for f in ("ray", "local"))
+        np.testing.assert_array_equal(found, expected)

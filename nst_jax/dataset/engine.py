@@ -67,6 +67,8 @@ class Resources:
         record is then this job's own (written before a kill), and is replaced.
       apply: replaces optimisation (a feed-forward model): ``apply(contents, style_sets)``
         stylises ``(N, H, W, 3)`` contents, each with its item's style indices, in one pass.
+      apply_factory: makes ``apply`` in another process (a Ray actor): a picklable callable
+        of no arguments, shipped instead of ``apply``.
     """
 
     params: Any
@@ -82,6 +84,7 @@ class Resources:
     styles_kept: int = 64
     continuing: bool = False
     apply: Callable | None = None
+    apply_factory: Callable | None = None
 
 
 def run_job(

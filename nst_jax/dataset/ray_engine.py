@@ -49,17 +49,21 @@ def _ray():
 
 
 class _Worker:
-    """One Ray actor: reads the job from its folder's manifest and loads the weights once,
-    then runs the batches it is given (its constructor's arguments stay small)."""
+    """One Ray actor: reads the job from its folder's manifest and loads the weights once
+    (or makes a model's ``apply`` with ``resources.apply_factory``), then runs the batches
+    it is given (its constructor's arguments stay small)."""
 
-    def __init__(self, out: str, resources: Resources, weights_path: str, setup=None):
+    def __init__(self, out: str, resources: Resources, weights_path: str | None, setup=None):
         from nst_jax.files import weights
 
         if setup is not None:
             setup()  # plug-ins register their terms before the job's settings are read
         self.plan = manifest.load_plan(out)
         finished = records.finished(self.plan, records.read_records(self.plan))
-        resources.params = weights.load_weights(weights_path, resources.config.extractor)
+        if resources.apply_factory is not None:
+            resources.apply = resources.apply_factory()
+        else:
+            resources.params = weights.load_weights(weights_path, resources.config.extractor)
         self.runner = BatchRunner(self.plan, resources, finished)
 
     def run(self, index: int) -> list[Outcome]:
@@ -121,7 +125,7 @@ def run_job_on_ray(
     resources: Resources,
     shard: tuple[int, int] = (0, 1),
     *,
-    weights_path: str,
+    weights_path: str | None,
     address: str | None = None,
     actors: int | None = None,
     retry_failed: bool = False,
@@ -132,9 +136,11 @@ def run_job_on_ray(
     Args:
       plan: the job (its manifest written: :func:`nst_jax.dataset.start`).
       resources: as for the local engine; the params are loaded by each actor from
-        ``weights_path`` instead of sent.
+        ``weights_path`` instead of sent (a model's ``apply`` made by each actor from
+        ``resources.apply_factory``).
       shard: the part of the plan to run.
-      weights_path: the VGG19 weights file, readable on every node.
+      weights_path: the VGG19 weights file, readable on every node (``None`` for a model
+        that needs none).
       address: a running cluster's address, or None: a local one (:func:`connect`).
       actors: workers; default one per GPU of the cluster, else one.
       retry_failed: as :func:`nst_jax.dataset.run_job`'s.
@@ -153,7 +159,7 @@ def run_job_on_ray(
         spec = ray.remote(num_gpus=1 if gpus else 0, max_restarts=RETRIES, max_task_retries=RETRIES)
         # Not the params (each actor loads its own) nor the driver's hooks.
         shipped = dataclasses.replace(resources, params=None, on_event=None, on_batch=None,
-                                      on_start=None)  # fmt: skip
+                                      on_start=None, apply=None)  # fmt: skip
         workers = [spec(_Worker).remote(str(plan.out), shipped, weights_path, setup)
                    for _ in range(actors or max(gpus, 1))]  # fmt: skip
         yield from _drive(ray, plan, shard, workers, todo)

@@ -39,7 +39,8 @@ guide to ``nst-jax train`` and ``nst-jax stylize --model``::
   checked when loaded (:mod:`.model`): a damaged or foreign folder, a model of the other
   method, or an AdaIN model with other VGG19 weights than it was trained with is one line.
 - ``stylize --model`` applies a model in one forward pass per batch, to one image or as a
-  dataset job (folders, ``--batch-size``, ``--shard``, continued by rerunning). An AdaIN
+  dataset job (folders, ``--batch-size``, ``--shard``, continued by rerunning, ``--engine
+  ray``: each actor loads the model from its folder, which every node must see). An AdaIN
   model takes ``--style`` (one result each, or one mix with ``--style-blend``) and
   ``--alpha`` (0: the content's own features, 1: the style's statistics).
 

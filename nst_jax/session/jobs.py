@@ -218,7 +218,7 @@ def _engine(request, plan, resources, shard, weights_path):
         from nst_jax.dataset import ray_engine
 
         return ray_engine.run_job_on_ray(
-            plan, resources, shard, weights_path=str(weights_path),
+            plan, resources, shard, weights_path=weights_path and str(weights_path),
             address=request.ray_address, actors=request.ray_workers,
             retry_failed=request.retry_failed,
             setup=functools.partial(plugins.load_same, request.plugins),

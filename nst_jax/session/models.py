@@ -6,12 +6,13 @@ result per style, or one mix with ``style_blend``) and ``alpha``; a ``magenta26`
 takes style indices (``style_index``; none: all its styles, for ``styles_per_image`` to
 pick among by hash, as among style files). One content and an image output make one
 result; anything else is a dataset job into the output folder (planned, streamed,
-continued by rerunning, sharded), with the model in place of optimisation.
+continued by rerunning, sharded, on Ray), with the model in place of optimisation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import NamedTuple
 
@@ -59,8 +60,6 @@ class ModelOutcome(NamedTuple):
 def check_request(request: ModelRequest, record: dict) -> None:
     """What the model's method takes (one line for the rest)."""
     given = request.stylize
-    if given.engine == "ray":
-        raise InputError("--engine ray runs optimisation; a model job runs here")
     needs_index = is_single(request)  # a job without indices picks among all the styles
     check_model_inputs(request.model, record, given.styles, request.alpha, request.style_index,
                        given.config.style_blend, needs_index)  # fmt: skip
@@ -183,6 +182,21 @@ def applier(
     return apply
 
 
+def job_applier(model: str, *made):
+    """A job's ``apply`` made from the model folder (in a Ray actor: every argument is
+    picklable; ``made`` as :func:`make_applier` takes it)."""
+    from nst_jax.feedforward.model import load_model
+
+    return make_applier(load_model(model), *made)
+
+
+def make_applier(loaded, vgg_path, styles, max_dim, max_pixels, config, alpha, pixels, indices):
+    """``apply`` (:func:`applier`) of a loaded model, its VGG19 and styles read from files."""
+    vgg = weights.load_vgg19(vgg_path) if vgg_path is not None else None
+    images = [image.load(s, max_dim, max_pixels) for s in styles]
+    return applier(loaded, vgg, images, config, alpha, pixels, indices)
+
+
 def _conditioned(model, vectors, indices, config: StyleConfig, alpha, conv, pixel_steps):
     """An imported model's ``apply``: each content with its own condition (its style set's
     weights or vector), the whole batch in one pass whatever its style sets."""
@@ -257,16 +271,7 @@ def run_model(
     loaded = models.load_model(request.model)  # its params checked before a plan hashes them
     plan = None if is_single(request) else _plan(request, record, meta, path)
     if plan is None:
-        reads = [
-            (Path(given.contents[0]), "CONTENT"),
-            *((Path(s), "--style") for s in given.styles),
-        ]
-        planned = [outputs.Output(Path(given.output), "the result")]
-        outputs.check_outputs(
-            planned, [*reads, (Path(request.model), "--model")], force=given.force
-        )
-    vgg = weights.load_vgg19(path) if path is not None else None
-    styles = [image.load(s, given.max_dim, given.max_pixels) for s in given.styles]
+        _check_single(request)
     alpha = 1.0 if request.alpha is None else request.alpha
     # A job's pixels, from its plan: the same figure on every continuation, so the same
     # convolutions (an interrupted job's results equal an uninterrupted one's).
@@ -274,15 +279,36 @@ def run_model(
     indices = request.style_index
     if record["method"] == "magenta26" and plan is not None:
         indices = tuple(int(p.rsplit("#", 1)[1]) for p in plan.styles)
-    apply = applier(loaded, vgg, styles, given.config, alpha, job_pixels, indices)
+    made = (path, tuple(given.styles), given.max_dim, given.max_pixels, given.config, alpha,
+            job_pixels, indices)  # fmt: skip
     if plan is None:
-        return ModelOutcome(_single(given, apply, meta, len(indices)))
+        return ModelOutcome(_single(given, make_applier(loaded, *made), meta, len(indices)))
+    factory = functools.partial(job_applier, request.model, *made)
+    apply = None if given.engine == "ray" else make_applier(loaded, *made)
+    return ModelOutcome("", _run_job(given, plan, meta, apply, factory, control, report, path))
+
+
+def _check_single(request: ModelRequest) -> None:
+    """One result's output, checked against its inputs before any work."""
+    given = request.stylize
+    reads = [(Path(given.contents[0]), "CONTENT"), *((Path(s), "--style") for s in given.styles)]
+    planned = [outputs.Output(Path(given.output), "the result")]
+    outputs.check_outputs(planned, [*reads, (Path(request.model), "--model")], force=given.force)
+
+
+def _run_job(given, plan, meta, apply, factory, control, report, path) -> jobs.JobOutcome:
+    """The job's batches, here (``apply``) or on Ray (each actor makes its own from
+    ``factory``)."""
+    if given.engine == "ray":  # before anything is written: a cluster that is not there
+        from nst_jax.dataset import ray_engine
+
+        ray_engine.connect(given.ray_address)
     continuing = dataset.start(plan, force=given.force)
     resources = dataset.Resources(
         None, given.config, metadata=meta, replace=given.force, workers=given.workers,
-        continuing=continuing, apply=apply,
+        continuing=continuing, apply=apply, apply_factory=factory,
     )  # fmt: skip
-    return ModelOutcome("", jobs.execute(given, plan, resources, control, report, path))
+    return jobs.execute(given, plan, resources, control, report, path)
 
 
 def _plan_pixels(plan: dataset.Plan) -> int | None:

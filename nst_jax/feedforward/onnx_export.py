@@ -31,6 +31,7 @@ import numpy as np
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward import onnx_layers as layers
 from nst_jax.files.atomic import atomic_write
+from nst_jax.files.onnx_tensors import require_onnx
 
 BGR_MEAN = (103.939, 116.779, 123.68)  # Keras' caffe preprocessing (nst_jax.core.vgg)
 
@@ -175,6 +176,7 @@ def export_model(
     integer = isinstance(batch, (int, np.integer)) and not isinstance(batch, (bool, np.bool_))
     if batch is not None and not (integer and 0 < batch < 2**31):
         raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
+    require_onnx()
     output = _checked_output(output, folder, force, reads)
     model = load_model(folder)
     method = model.settings.method

@@ -30,7 +30,7 @@ import numpy as np
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward.magenta import MagentaSettings
 from nst_jax.feedforward.pretrained import expected_params
-from nst_jax.files.onnx_tensors import read_tensors
+from nst_jax.files.onnx_tensors import read_tensors, require_onnx
 
 ROLES = {"contract.0.w": "magenta26", "transformer/contract/conv1/weights": "transformer",
          "MobilenetV2/Conv/weights": "predictor"}  # fmt: skip
@@ -328,4 +328,5 @@ def fetch_model(name: str, folder: str | os.PathLike, force: bool = False) -> di
     if not isinstance(name, str):
         raise TypeError(f"name must be a published network's name, got {name!r}")
     check_destination(folder, force is True)  # before any download
+    require_onnx()
     return import_model(fetch_files(name), folder, force=force)

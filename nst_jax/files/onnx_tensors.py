@@ -24,18 +24,28 @@ from nst_jax.errors import InputError, shown
 MAX_BYTES = 1 << 30  # the networks read here hold a few MB
 
 
+def require_onnx():
+    """The ``onnx`` package.
+
+    Raises:
+      InputError: not installed (one line with the command that installs it).
+    """
+    try:
+        import onnx
+    except ImportError:
+        raise InputError("ONNX files need the onnx extra: pip install 'nst-jax[onnx]'") from None
+    return onnx
+
+
 def load_onnx(path: str | os.PathLike):
     """The ``onnx.ModelProto`` of ``path``, parsed from its bytes.
 
     Raises:
       InputError: unreadable, not ONNX or damaged, or the ``onnx`` package missing (one line).
     """
-    try:
-        import onnx
-        from google.protobuf.message import DecodeError
-    except ImportError:
-        raise InputError('reading ONNX files needs the onnx extra: pip install "nst-jax[onnx]"'
-                         ) from None  # fmt: skip
+    onnx = require_onnx()
+    from google.protobuf.message import DecodeError
+
     path = Path(path)
     try:
         info = path.stat()
@@ -62,10 +72,10 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
       InputError: the file cannot be read, or a tensor is damaged (one line naming it).
     """
-    from onnx import numpy_helper
-
     path = Path(path)
     model = load_onnx(path)
+    from onnx import numpy_helper
+
     tensors = {}
     for tensor in model.graph.initializer:
         if tensor.name in tensors:

@@ -146,13 +146,16 @@ def transform(settings: MagentaSettings, conv: str, params: Any, contents, condi
 
 
 def conditions(model, contents, style_index, styles, weights, alpha, vectors) -> jax.Array:
-    """Each content's condition ``(N, D)`` (module docstring)."""
+    """Each content's condition ``(N, D)`` (module docstring): every content with the same
+    styles, mixed by ``weights`` (:func:`set_conditions`, checked first)."""
     settings, count = model.settings, contents.shape[0]
     if settings.method == "magenta26":
         if styles or vectors is not None or alpha != 1.0:
             raise ValueError("a magenta26 model takes style_index, not styles or alpha")
-        condition = style_weights(settings, style_index if style_index is not None else [], weights)
-        return jnp.broadcast_to(jnp.asarray(condition, contents.dtype), (count, condition.size))
+        picked = style_weights(settings, style_index if style_index is not None else [], weights)
+        picks = [list(np.flatnonzero(picked))] * count  # checked indices, repeats summed
+        weights = picked[picks[0]] if count else None
+        return set_conditions(model, contents, picks, (), weights, alpha)
     if style_index is not None:
         raise ValueError("style_index: an arbitrary model takes styles (images), not indices")
     predictor = model.params["predictor"]["params"]
@@ -164,12 +167,9 @@ def conditions(model, contents, style_index, styles, weights, alpha, vectors) ->
         if vector.shape != (settings.condition,) or not np.all(np.isfinite(vector)):
             raise ValueError(f"style_features[{k}]: needs a finite vector of shape "
                              f"({settings.condition},), got {vector.shape}")  # fmt: skip
-    mix = jnp.asarray(mix_weights(weights, len(vectors)), contents.dtype)
-    style = jnp.tensordot(mix, jnp.stack([jnp.asarray(v, contents.dtype) for v in vectors]), 1)
-    if alpha == 1.0:
-        return jnp.broadcast_to(style, (count, style.size))
-    own = jnp.stack([_predict(predictor, c) for c in contents])
-    return alpha * style + (1.0 - alpha) * own
+    mix_weights(weights, len(vectors))  # checked here, with one style as with several
+    picks = [list(range(len(vectors)))] * count
+    return set_conditions(model, contents, picks, vectors, weights, alpha)
 
 
 def set_conditions(model, contents, picks, vectors, blend, alpha: float) -> jax.Array:
@@ -196,7 +196,8 @@ def set_conditions(model, contents, picks, vectors, blend, alpha: float) -> jax.
     styles = jnp.asarray(mixes, contents.dtype) @ stacked
     if alpha == 1.0:
         return styles
-    own = jnp.stack([_predict(model.params["predictor"]["params"], c) for c in contents])
+    # The contents' own vectors, the batch in one call (they share a shape).
+    own = jax.vmap(_predict, in_axes=(None, 0))(model.params["predictor"]["params"], contents)
     return alpha * styles + (1.0 - alpha) * own
 
 

@@ -215,13 +215,11 @@ def test_vgg16_tiles_equal_the_whole_image_in_float64(vgg16_file):
     )
     with jax.enable_x64(True):
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), numpy_params)
-        x = jnp.asarray(
-            images(9)[:, :, :] if False else np.random.default_rng(9).random((72, 88, 3))
-        )
+        x = jnp.asarray(np.random.default_rng(9).random((72, 88, 3)))
         targets = nst_jax.make_targets(params, x[::-1], x[:, ::-1], config)
-        whole = jax.value_and_grad(nst_jax.loss_fn, argnums=1, has_aux=True)(
-            params, x, targets, config
-        )
+        # Jitted: eagerly, each of the network's operations would be compiled on its own.
+        value_and_grad = jax.value_and_grad(nst_jax.loss_fn, argnums=1, has_aux=True)
+        whole = jax.jit(value_and_grad, static_argnums=3)(params, x, targets, config)
         tile = geometry.smallest_tile(
             config.content_layers + config.style_layers, extractors.network("vgg16")
         )

@@ -73,9 +73,11 @@ def test_tiled_equals_untiled_in_float64(params, images):
         params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
         content, style, x = (jnp.asarray(a, jnp.float64) for a in images)
         targets = nst_jax.make_targets(params64, content, style, config)
-        (loss, terms), grad = jax.value_and_grad(nst_jax.loss_fn, 1, has_aux=True)(
-            params64, x, targets, config
+        # Jitted: eagerly, each of the network's operations would be compiled on its own.
+        value_and_grad = jax.jit(
+            jax.value_and_grad(nst_jax.loss_fn, 1, has_aux=True), static_argnums=3
         )
+        (loss, terms), grad = value_and_grad(params64, x, targets, config)
         (tiled_loss, tiled_terms), tiled_grad = tiling.tiled_value_and_grad(
             params64, x, targets, config, TILE
         )

@@ -39,7 +39,10 @@ def max_relative_error(actual, expected):
 @pytest.mark.slow
 def test_every_layer_matches_numpy_reference(params, odd_image, reference_features, method):
     prepared = conv.prepare_params(params, method)
-    features = nst_jax.vgg19_features(prepared, jnp.asarray(odd_image)[None], vgg_layers.LAYERS)
+    # Jitted: eagerly, each of Winograd's thousands of tile operations is compiled alone.
+    features = jax.jit(nst_jax.vgg19_features, static_argnums=2)(
+        prepared, jnp.asarray(odd_image)[None], tuple(vgg_layers.LAYERS)
+    )
     errors = {}
     for name in vgg_layers.LAYERS:
         assert features[name].shape[1:] == reference_features[name].shape, name

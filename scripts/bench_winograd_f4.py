@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +40,9 @@ import nst_jax
 from nst_jax.core import winograd
 from nst_jax.files import keras_h5
 from nst_jax.session import process
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_conv_candidates import median_ms  # noqa: E402
 
 F = Fraction
 # Bt, G, At of F(4x4, 3x3) at 0, 1, -1, 2, 1/2, infinity; the rotation: the reversed kernel's
@@ -111,16 +115,6 @@ def use_f4(max_channels: int) -> None:
     winograd.conv3x3 = lambda x, u: conv3x3_f4(x, u) if len(u) == 6 else conv(x, u)
 
 
-def median_ms(call, *args, repeats=7) -> float:
-    jax.block_until_ready(call(*args))
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        jax.block_until_ready(call(*args))
-        times.append(time.perf_counter() - began)
-    return 1000 * statistics.median(times)
-
-
 def problem(size: int, conv: str):
     params = jax.tree.map(jnp.asarray, keras_h5.random_params(0))
     rng = np.random.default_rng(0)
@@ -149,7 +143,8 @@ def floor(sizes) -> None:
 
 def layer_time(conv, x, u, cotangent) -> float:
     """Median ms of one layer's forward and input gradient, jitted."""
-    return median_ms(jax.jit(jax.grad(lambda x, u: jnp.vdot(conv(x, u), cotangent))), x, u)
+    grad = jax.jit(jax.grad(lambda x, u: jnp.vdot(conv(x, u), cotangent)))
+    return median_ms(grad, x, u, repeats=7)
 
 
 def relative_error(y, x, kernel) -> float:

@@ -50,7 +50,14 @@ def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.A
 def _features(params: Params, x: jax.Array, layers: Sequence[str], extractor: str) -> dict:
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
-    return extractors.extract(params, x, tuple(layers), extractors.FeatureSpec(extractor))
+    layers, spec = tuple(layers), extractors.FeatureSpec(extractor)
+    extractors.check_layers(extractor, layers)  # before tracing: its errors name the layer
+    # One compiled forward pass per image size, not an operation at a time: a folder's
+    # scores reuse it for every image of that size.
+    return _extract(params, x, layers, spec)
+
+
+_extract = jax.jit(extractors.extract, static_argnums=(2, 3))
 
 
 def content_distance(

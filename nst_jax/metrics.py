@@ -51,7 +51,8 @@ def _features(params: Params, x: jax.Array, layers: Sequence[str], extractor: st
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
     layers, spec = tuple(layers), extractors.FeatureSpec(extractor)
-    extractors.check_layers(extractor, layers)  # before tracing: its errors name the layer
+    # Checked before tracing, so that a bad layer or params get the library's own message.
+    extractors.check_params(extractor, params, extractors.check_layers(extractor, layers))
     # One compiled forward pass per image size, not an operation at a time: a folder's
     # scores reuse it for every image of that size.
     return _extract(params, x, layers, spec)

@@ -9,8 +9,10 @@ lifecycle, not the pictures.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -30,7 +32,6 @@ from nst_jax.video.settings import VideoSettings
 from conftest import eight_bit_image, texture_image
 
 SHALLOW = {"content_layers": ("block2_conv2",), "style_layers": ("block1_conv1", "block2_conv1")}
-DATA = Path(__file__).parent / "data"
 
 
 def still_frames(frame: np.ndarray, count: int):
@@ -160,24 +161,49 @@ def test_a_stylize_run_is_checkpointed_stopped_and_resumed_from_python(params, t
         other.load_compatible()
 
 
+OLD_COMMIT = "59cd4d2"  # saved checkpoints from nst_jax.cli.checkpoint, format version 3
+
+
+def old_checkpoint(folder: Path) -> Path:
+    """A checkpoint written by the code of commit 59cd4d2 itself (its ``nst_jax`` taken out
+    of this repository's history, run in a child process by ``tests/old_checkpoint.py``):
+    the run that script describes, saved after its first chunk (step 3)."""
+    root = Path(__file__).resolve().parent.parent
+    found = subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{OLD_COMMIT}^{{commit}}"],
+                           capture_output=True)  # fmt: skip
+    if found.returncode != 0:
+        pytest.skip(f"commit {OLD_COMMIT} is not in this clone's history (a shallow clone)")
+    old = folder / "old"
+    old.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(root), "archive", OLD_COMMIT, "nst_jax"],
+                             capture_output=True, check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    images = [folder / "content.npy", folder / "style.npy"]
+    np.save(images[0], eight_bit_image(32, 32, seed=1))
+    np.save(images[1], texture_image(32, 32))
+    script = Path(__file__).parent / "old_checkpoint.py"
+    env = dict(os.environ, PYTHONPATH=str(old))
+    argv = [sys.executable, str(script), str(folder / "checkpoint"), *map(str, images)]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=folder, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "checkpoint"
+
+
 @pytest.mark.slow
-def test_a_checkpoint_written_by_59cd4d2_resumes_to_the_uninterrupted_pixels(numpy_params):
-    """``tests/data/checkpoint_59cd4d2`` was written by the code of commit 59cd4d2, which
-    saved checkpoints from ``nst_jax.cli.checkpoint`` (``save(folder, state, meta)``) with
-    state from ``stylize(..., on_chunk=...)``: float64, the test weights (seed 0),
-    ``eight_bit_image(32, 32, seed=1)`` and ``texture_image(32, 32)``, ``StyleConfig(steps=6,
-    steps_per_call=3, conv="direct")``, saved after the first chunk (step 3), with meta
-    ``{"config": dataclasses.asdict(config)}``. The format is unchanged (version 3), so this
-    code reads it as it is; resumed, the run ends where this code's uninterrupted run ends.
-    Float64 on possibly another CPU than the one that wrote it: equal within 1e-10."""
+def test_a_checkpoint_written_by_59cd4d2_resumes_to_the_uninterrupted_pixels(
+    numpy_params, tmp_path
+):
+    """A checkpoint written by commit 59cd4d2's code (:func:`old_checkpoint`): the format is
+    unchanged (version 3), so this code reads it as it is; resumed, the run ends where this
+    code's uninterrupted run ends. Float64, the two codes' different operations: equal within
+    1e-10."""
     config = nst_jax.StyleConfig(steps=6, steps_per_call=3, conv="direct")
+    folder = old_checkpoint(tmp_path)
     with jax.enable_x64(True):
         params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), numpy_params)
         content = eight_bit_image(32, 32, seed=1).astype(np.float64)
         style = texture_image(32, 32).astype(np.float64)
-        saver = session.RunCheckpoint(
-            DATA / "checkpoint_59cd4d2", {"config": dataclasses.asdict(config)}
-        )
+        saver = session.RunCheckpoint(folder, {"config": dataclasses.asdict(config)})
         state = saver.load_compatible()
         assert state.step == 3 and state.images.dtype == np.float64
         whole = nst_jax.stylize(content, style, params=params, config=config)
@@ -186,9 +212,14 @@ def test_a_checkpoint_written_by_59cd4d2_resumes_to_the_uninterrupted_pixels(num
     np.testing.assert_allclose(resumed.losses, whole.losses, rtol=1e-10)
 
 
-def test_a_damaged_or_foreign_checkpoint_is_one_line(tmp_path):
-    shutil.copytree(DATA / "checkpoint_59cd4d2", tmp_path / "c")
+def test_a_damaged_or_foreign_checkpoint_is_one_line(params, tmp_path):
+    config = nst_jax.StyleConfig(steps=1, **SHALLOW)
+    saver = session.RunCheckpoint(tmp_path / "c", {"config": dataclasses.asdict(config)})
+    watcher = session.Watcher(checkpoint=saver, checkpoint_every=1)
+    nst_jax.stylize(eight_bit_image(16, 16, seed=1), texture_image(16, 16), params=params,
+                    config=config, on_event=watcher)  # fmt: skip
     path = tmp_path / "c" / checkpoint.FILE
+    assert checkpoint.load(tmp_path / "c")[0].step == 1  # whole, it loads
     payload = bytearray(path.read_bytes())
     path.write_bytes(bytes(payload[: len(payload) // 2]))
     with pytest.raises(InputError, match="unreadable checkpoint|damaged checkpoint"):

@@ -95,12 +95,22 @@ def check_destination(folder: str | os.PathLike, force: bool, reads=()) -> Path:
             raise InputError(f"{shown(path)}: not a regular file")
     if not force and any(path.exists() for path in files):
         raise InputError(f"{shown(folder)}: already holds a model (--force replaces it)")
-    for read in map(Path, reads):
-        for path in files:
+    check_not_inputs(files, reads)
+    return folder
+
+
+def check_not_inputs(outputs, reads) -> None:
+    """Refuse any of ``outputs`` that is one of ``reads`` (the same file, through a link or
+    a hard link): inputs are never replaced, ``--force`` or not.
+
+    Raises:
+      InputError: one line naming both.
+    """
+    for path in map(Path, outputs):
+        for read in map(Path, reads):
             if path.exists() and read.exists() and os.path.samefile(path, read):
                 raise InputError(f"{shown(path)}: is the input {shown(read)}; inputs are "
                                  "never replaced")  # fmt: skip
-    return folder
 
 
 def replace_model(folder: Path, settings: MagentaSettings, params: Any, info: dict) -> None:

@@ -190,18 +190,14 @@ def export_model(
 
 def _checked_output(output, folder, force: bool, reads) -> Path:
     """``output``, refused if a folder, an existing file without ``force``, or an input."""
-    from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE
+    from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE, check_not_inputs
 
     if not isinstance(output, (str, os.PathLike)) or not str(output):
         raise InputError(f"-o: the .onnx file's path is needed, got {output!r}")
     output = Path(output)
     if output.is_dir():
         raise InputError(f"{shown(output)}: is a folder; give the .onnx file's path")
-    inputs = [Path(folder) / RECORD_FILE, Path(folder) / PARAMS_FILE, *map(Path, reads)]
-    for read in inputs:
-        if output.exists() and read.exists() and os.path.samefile(output, read):
-            raise InputError(f"{shown(output)}: is the input {shown(read)}; inputs are never "
-                             "replaced")  # fmt: skip
+    check_not_inputs([output], [Path(folder) / RECORD_FILE, Path(folder) / PARAMS_FILE, *reads])
     if output.exists() and not force:
         raise InputError(f"{shown(output)}: exists (--force replaces it)")
     return output

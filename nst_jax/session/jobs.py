@@ -73,11 +73,7 @@ def run_job_request(
     control.phase("checking memory")
     config, notes = _memory(request, plan)
     notes += passed_over(plan)
-    if request.engine == "ray":  # before anything is written: a cluster that is not there
-        from nst_jax.dataset import ray_engine
-
-        ray_engine.connect(request.ray_address)
-    continuing = dataset.start(plan, force=request.force)
+    continuing = start_job(request, plan)
     notes += [n for n in [process.enable_cache(request.compile_cache)] if n]
     for note in notes:
         control.note(note)
@@ -183,6 +179,17 @@ def _memory(request: StylizeRequest, plan: dataset.Plan) -> tuple[StyleConfig, l
     styles = inputs.planned_styles(request.styles, config, request.max_dim, request.max_pixels)
     check_style_memory(styles, shapes, config, request.memory_limit)
     return config, list(memory_plan.notes)
+
+
+def start_job(request, plan: dataset.Plan) -> bool:
+    """Start the job's folder (or find it started: then ``True``, a continuation), after
+    joining its Ray cluster where it runs on one, so that a cluster that is not there is
+    refused before anything is written."""
+    if request.engine == "ray":
+        from nst_jax.dataset import ray_engine
+
+        ray_engine.connect(request.ray_address)
+    return dataset.start(plan, force=request.force)
 
 
 def execute(request, plan, resources: dataset.Resources, control: Control, report, weights_path):

@@ -299,11 +299,7 @@ def _check_single(request: ModelRequest) -> None:
 def _run_job(given, plan, meta, apply, factory, control, report, path) -> jobs.JobOutcome:
     """The job's batches, here (``apply``) or on Ray (each actor makes its own from
     ``factory``)."""
-    if given.engine == "ray":  # before anything is written: a cluster that is not there
-        from nst_jax.dataset import ray_engine
-
-        ray_engine.connect(given.ray_address)
-    continuing = dataset.start(plan, force=given.force)
+    continuing = jobs.start_job(given, plan)
     resources = dataset.Resources(
         None, given.config, metadata=meta, replace=given.force, workers=given.workers,
         continuing=continuing, apply=apply, apply_factory=factory,

@@ -49,7 +49,9 @@ class StylizeRequest:
       checkpoint_every, save_every: steps between checkpoints, previews.
       log, plot, animate: the watcher's JSON-lines log, loss plot and animation.
       memory_limit: GiB the run may take (default: what is available).
-      compile_cache: the persistent compilation cache folder, ``off``, or ``None``.
+      compile_cache: the persistent compilation cache folder; ``off`` (the default: JAX's
+        settings are left as the process has them, as a library must); ``None``: as the
+        command does, ``$NST_JAX_COMPILE_CACHE`` or nst_jax's cache folder.
       shard: ``(I, N)``: part I of N of a job (``None``: all, or this host's part).
       retry_failed: a job's items that failed before are run again.
       engine: ``local`` or ``ray``; ``ray_address``, ``ray_workers``: Ray's.
@@ -82,7 +84,7 @@ class StylizeRequest:
     plot: str | None = None
     animate: str | None = None
     memory_limit: float | None = None
-    compile_cache: str | None = None
+    compile_cache: str | None = "off"
     shard: tuple[int, int] | None = None
     retry_failed: bool = False
     engine: str = "local"

@@ -259,6 +259,14 @@ def test_sweep_and_styles_with_sheet(tmp_path, files, content_image, weights_h5,
     assert image.decode(sheet).shape == (192 + 16, 6 * 192, 3)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "6 done, 0 failed" in last
+    # Rerun, the job continues (all done): its own sheet is redrawn without --force.
+    sheet.write_bytes(b"")
+    code = exit_code(["stylize", str(tmp_path / "small.png"), "--style", str(files / "style.png"),
+                      "--style", str(files / "content.png"), "--style-weight", "1e-3,1e-2,1e-1",
+                      "-o", str(out), "--max-dim", "48", "--steps", "2", "-q",
+                      "--sheet", str(sheet), "--weights", weights_h5])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert image.decode(sheet).shape == (192 + 16, 6 * 192, 3)
 
 
 def test_several_results_need_a_folder(files, weights_h5, capsys):

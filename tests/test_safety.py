@@ -381,3 +381,35 @@ def test_a_path_fault_of_a_long_run_is_reported_before_compiling(files):
     seconds = time.perf_counter() - start
     assert done.returncode == 2 and "inputs are never replaced" in done.stderr, done.stderr
     assert seconds < 10, seconds
+
+
+def job_with_sheet(files: Path, sheet: Path, *extra) -> list[str]:
+    """A two-result job (two style weights) whose results go to out/job."""
+    return [*stylize_argv(files, "--style-weight", "1e-2,1e-1", "--sheet", str(sheet), *extra,
+                          out="out/job")]  # fmt: skip
+
+
+def test_a_jobs_sheet_never_replaces_a_file_it_did_not_write(files, capsys):
+    """A job's --sheet at a user's file needs --force, as a single result's does; a sheet at
+    one of the job's own results is refused even with --force (found by a hostile probe:
+    both were replaced)."""
+    mine = files / "out" / "mine.png"
+    mine.write_bytes(b"the user's own file")
+    assert_refused(files, job_with_sheet(files, mine), "mine.png", "exists", "--force",
+                   capsys=capsys)  # fmt: skip
+    result = files / "out" / "job" / "content_sw0.01.png"
+    for extra in ([], ["--force"]):
+        assert_refused(files, job_with_sheet(files, result, *extra), "content_sw0.01.png",
+                       "one of the job's results", capsys=capsys)  # fmt: skip
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '{"sheets": "x"}', "{", ""])
+def test_a_tampered_sheet_record_grants_nothing(files, capsys, record):
+    """The job's record of its sheets is untrusted: damaged, it names no sheet, so an existing
+    file at the sheet's path still needs --force."""
+    mine = files / "out" / "mine.png"
+    mine.write_bytes(b"the user's own file")
+    folder = files / "out" / "job" / ".nst-jax"
+    folder.mkdir(parents=True)
+    (folder / "sheets.json").write_text(record)
+    assert_refused(files, job_with_sheet(files, mine), "mine.png", "exists", capsys=capsys)

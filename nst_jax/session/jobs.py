@@ -28,6 +28,9 @@ from nst_jax.session.memory import check_style_memory, plan_memory
 from nst_jax.session.progress import JobProgress
 from nst_jax.session.request import StylizeRequest, checked, metadata
 
+# The sheets a job wrote, in its manifest folder: a rerun redraws them without --force.
+SHEET_RECORD = "sheets.json"
+
 
 class JobOutcome(NamedTuple):
     """What a job's run did.
@@ -157,8 +160,11 @@ def check_job_outputs(request: StylizeRequest, plan: dataset.Plan, reads: list) 
     reads = [(Path(it.input), "content") for it in plan.items] + list(reads)
     planned = [outputs.Output(dataset.manifest.folder(out) / "plan.json", "the manifest", True)]
     if request.sheet:
-        planned.append(outputs.Output(image.check_output_path(request.sheet), "--sheet"))
-    outputs.check_outputs(planned, reads, force=True)
+        sheet = image.check_output_path(request.sheet)
+        results = [it.output for it in plan.items]
+        record = dataset.manifest.folder(out) / SHEET_RECORD
+        planned.append(outputs.check_job_sheet(sheet, results, record, request.force))
+    outputs.check_outputs(planned, reads, resume=True)
     outputs.check_job_outputs([it.output for it in plan.items], reads)
     for path in dataset.manifest.folder(out).glob("*-of-*"):  # records, indexes, stats, locks
         if path.is_symlink() or not path.is_file():
@@ -216,7 +222,7 @@ def execute(request, plan, resources: dataset.Resources, control: Control, repor
     finally:
         progress.close()
     if request.sheet:
-        _write_sheet(request.sheet, plan)
+        _write_sheet(request.sheet, plan, dataset.manifest.folder(request.output) / SHEET_RECORD)
     return JobOutcome(progress.line(), dataset.summary(plan), dataset.summary(plan, shard))
 
 
@@ -233,9 +239,9 @@ def _engine(request, plan, resources, shard, weights_path):
     return dataset.run_job(plan, resources, shard, retry_failed=request.retry_failed)
 
 
-def _write_sheet(path: str, plan: dataset.Plan) -> None:
+def _write_sheet(path: str, plan: dataset.Plan, record: Path) -> None:
     """Every result written, a row for each input's results."""
     done = [it.output for it in plan.items if Path(it.output).exists()]
     if done:
         per_input = len(plan.items) // max(1, len({it.input for it in plan.items}))
-        outputs.write_sheet(path, done, per_input)
+        outputs.write_job_sheet(path, done, per_input, record)

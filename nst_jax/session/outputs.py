@@ -17,6 +17,7 @@ temporary files of :func:`nst_jax.atomic.atomic_write`.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -172,3 +173,38 @@ def write_sheet(path: str | os.PathLike, results: Sequence[str | os.PathLike], p
     labels = [Path(r).stem for r in results]
     sheet = image.contact_sheet(thumbs, labels, max(1, min(len(thumbs), per_row)))
     image.save(path, sheet, replace=True)
+
+
+def check_job_sheet(sheet: Path, results: Sequence[str], record: Path, force: bool) -> Output:
+    """A job's ``--sheet``: never one of its results; an existing file is replaced only with
+    ``force`` or when the job wrote it (``record`` names it): rerunning a job is continuing
+    it, and its own sheet is redrawn.
+
+    Raises:
+      OutputError: the sheet is a result (one line).
+    """
+    key = str(sheet.resolve())
+    if any(str(Path(r).resolve()) == key for r in results):
+        raise OutputError(f"{shown(sheet)}: --sheet is one of the job's results")
+    return Output(sheet, "--sheet", own=force or key in _recorded_sheets(record))
+
+
+def _recorded_sheets(record: Path) -> list[str]:
+    """The sheets a job wrote (``record``: untrusted JSON; anything else than a list of
+    paths counts as none)."""
+    try:
+        sheets = json.loads(record.read_text(encoding="utf-8")).get("sheets")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [s for s in sheets if isinstance(s, str)] if isinstance(sheets, list) else []
+
+
+def write_job_sheet(sheet: str, results: Sequence[str], per_row: int, record: Path) -> None:
+    """:func:`write_sheet` for a job, recorded in ``record`` first (so that a job killed
+    while writing it finds it its own when rerun)."""
+    sheets = _recorded_sheets(record)
+    key = str(Path(sheet).resolve())
+    if key not in sheets:
+        text = json.dumps({"sheets": [*sheets, key]})
+        atomic.atomic_write(record, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_sheet(sheet, results, per_row)

@@ -64,6 +64,21 @@ def test_a_redone_batch_keeps_its_finished_items_finished(files, tmp_path, capsy
 
 
 @pytest.mark.slow
+def test_half_a_record_line_left_by_a_kill_loses_no_later_record(files, tmp_path, capsys):
+    """A kill mid-append leaves the records' last line cut: that item is redone, and its new
+    record is whole, so the next rerun has nothing to do (found by a hostile probe: the new
+    record was appended to the cut line and lost, and every rerun redid the item)."""
+    tree, out = small_tree(tmp_path / "tree", count=3), tmp_path / "out"
+    assert run(files, tree, out, capsys=capsys)[0] == 0
+    path = records.records_path(out, (0, 1))
+    path.write_bytes(path.read_bytes()[:-40])  # the last record cut in its middle
+    code, said, _ = run(files, tree, out, capsys=capsys)
+    assert code == 0 and "0 to do" in said, said
+    code, said, _ = run(files, tree, out, capsys=capsys)
+    assert code == 0 and "0 done" in said and "0 to do" in said, said
+
+
+@pytest.mark.slow
 def test_a_style_changed_under_a_job_is_named_and_refused(files, tmp_path, capsys):
     tree, out = small_tree(tmp_path / "tree"), tmp_path / "out"
     style = tmp_path / "mine.png"

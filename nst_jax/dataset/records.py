@@ -116,9 +116,14 @@ def append(plan: Plan, shard: tuple[int, int], records: Iterable[dict]) -> None:
     path = records_path(plan.out, shard)
     check_own_folder(plan.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
         descriptor = os.open(path, flags, 0o666)
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            # A kill mid-append left half a line: end it (it stays an untrusted line), or
+            # the first new record would be glued to it and lost.
+            lines = "\n" + lines
     except OSError as e:
         raise InputError(f"{shown(path)}: cannot be written ({e.strerror})") from None
     with os.fdopen(descriptor, "a") as f:

@@ -39,6 +39,7 @@ PATH_CASES = {
     "log_is_weights": (["--log", "{f}/w.h5"], "out/r.png", ["w.h5", "input"]),
     "log_is_style": (["--log", "{f}/style.png"], "out/r.png", ["style.png", "input"]),
     "plot_is_content": (["--plot", "{f}/content.png"], "out/r.png", ["content.png", "input"]),
+    "plot_format_unknown": (["--plot", "{f}/out/loss.txt"], "out/r.png", ["loss.txt", "png"]),
     "sheet_is_content": (["--sheet", "{f}/content.png"], "out/r.png", ["content.png", "input"]),
     "output_is_content": ([], "content.png", ["content.png", "input"]),
     "output_is_content_forced": (["--force"], "content.png", ["content.png", "input"]),
@@ -413,3 +414,20 @@ def test_a_tampered_sheet_record_grants_nothing(files, capsys, record):
     folder.mkdir(parents=True)
     (folder / "sheets.json").write_text(record)
     assert_refused(files, job_with_sheet(files, mine), "mine.png", "exists", capsys=capsys)
+
+
+def test_an_mp4_animation_needs_imageio_itself(monkeypatch):
+    """``--animate x.mp4`` writes through imageio's writer, not only imageio-ffmpeg's binary:
+    without imageio it is refused before the run (found by a hostile probe: the run ended in
+    a ModuleNotFoundError after its work)."""
+    import importlib.util
+
+    from nst_jax.errors import InputError
+    from nst_jax.session import watch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "imageio" else real(n, *a)
+    )
+    with pytest.raises(InputError, match="--animate .mp4 needs imageio"):
+        watch.check_extras(None, Path("a.mp4"), save_every=1)

@@ -212,11 +212,23 @@ def check_extras(plot: Path | None, animate: Path | None, save_every: int | None
         raise InputError(f"{animate}: --animate shows the --save-every images; add --save-every N")
     if plot is not None:
         _require("matplotlib", "--plot")
+        _check_plot_format(plot)
     if animate is not None:
         if animate.suffix.lower() not in (".gif", ".mp4"):
             raise InputError(f"{animate}: --animate writes .gif or .mp4")
         if animate.suffix.lower() == ".mp4":
+            _require("imageio", "--animate .mp4")  # its writer, with imageio-ffmpeg's binary
             _require("imageio_ffmpeg", "--animate .mp4")
+
+
+def _check_plot_format(plot: Path) -> None:
+    """The plot's extension is one matplotlib writes (it is the format: plot_losses)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = plot.suffix.lower().lstrip(".")
+    if suffix and suffix not in formats:
+        raise InputError(f"{plot}: --plot writes {', '.join(sorted(formats))}, not .{suffix}")
 
 
 def _require(module: str, option: str) -> None:

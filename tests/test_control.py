@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from test_safety import FAST, assert_refused, exit_code, stylize_argv
 
 import nst_jax
@@ -320,6 +321,13 @@ def test_masks_and_per_style_settings_on_the_command_line(mask_files):
         out="out/l.png",
     )
     assert exit_code(labels) == 0 and (f / "out/l.png").is_file()
+    # Masks of different sizes, each fitted to the content (a hostile probe found np.stack
+    # failing on them in a single run, where a job fitted them).
+    Image.open(f / "right.png").resize((96, 64)).save(f / "right_full.png")
+    middle = ["--mask", f / "left.png", "--style", f / "style.png"]
+    middle += ["--mask", f / "right_full.png", "--style", f / "b.png"]
+    sizes = masked_argv(f, *middle, out="out/s.png")
+    assert exit_code(sizes) == 0 and (f / "out/s.png").is_file()
 
 
 @pytest.mark.slow

@@ -124,6 +124,12 @@ def resize_masks(masks: jax.Array, height: int, width: int) -> jax.Array:
     return jnp.clip(jax.image.resize(masks, shape, method="linear", antialias=True), 0.0, 1.0)
 
 
+def fit_masks(masks: Sequence, height: int, width: int) -> jax.Array:
+    """Masks of any sizes (one ``(H', W')`` array each), each fitted to ``height x width``
+    (:func:`resize_masks`), as one ``(K, height, width)`` array."""
+    return jnp.stack([resize_masks(jnp.asarray(m)[None], height, width)[0] for m in masks])
+
+
 def layer_masks(
     masks: jax.Array, layers: Sequence[str], extractor: str = "vgg19"
 ) -> dict[str, jax.Array]:

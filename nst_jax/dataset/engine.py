@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nst_jax.config import StyleConfig
-from nst_jax.core.targets import resize_masks
+from nst_jax.core.targets import fit_masks
 from nst_jax.dataset import buckets, manifest, records
 from nst_jax.dataset.lock import shard_lock
 from nst_jax.dataset.plan import STATIC_SWEPT, Batch, Item, Plan, style_dims
@@ -270,8 +270,7 @@ def _optimise(plan, batch: Batch, items: list[Item], contents, resources, styles
     )
     masks = None
     if resources.masks is not None:
-        fitted = [resize_masks(m[None], *batch.shape)[0] for m in resources.masks]
-        masks = np.stack([np.asarray(m) for m in fitted])
+        masks = np.asarray(fit_masks(resources.masks, *batch.shape))
     return stylize(
         contents,
         style,

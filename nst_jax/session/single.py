@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-
 from nst_jax.config import StyleConfig
+from nst_jax.core.targets import fit_masks
 from nst_jax.errors import InputError
 from nst_jax.events import DivergedError
 from nst_jax.files import image, weights
@@ -151,7 +150,8 @@ def _run(request, config, images: dict, params, meta: dict, control: Control, no
     try:
         done = stylize(
             content, style, params=params, config=config, on_event=on_event, resume=saved,
-            masks=None if masks is None else np.stack(masks), style_masks=images["style_masks"],
+            masks=None if masks is None else fit_masks(masks, *content.shape[:2]),
+            style_masks=images["style_masks"],
             on_tile=lambda done, count: watcher.bar and watcher.bar.tile(done, count),
         )  # fmt: skip
     except DivergedError as e:

@@ -235,6 +235,18 @@ def test_a_video_keeps_its_frame_rate_and_audio(files, capsys):
     assert len(list((files / "styled.mp4.frames").glob("*.png"))) == 4
 
 
+@pytest.mark.slow
+def test_a_refused_video_in_a_process_of_its_own_prints_one_line(files):
+    """Probing a video forks ffmpeg after JAX started; JAX's warning about forks must not
+    join the one line (found by a hostile probe: two warning lines came first)."""
+    source = audio_clip(files / "in.mp4", 2, 12, audio=False)
+    argv = video_argv(files, source, source, "--force")
+    done = subprocess.run([sys.executable, "-m", "nst_jax.cli.main", *argv],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "OUT is IN" in done.stderr
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(files, capsys):
     # Long enough for ffmpeg's tty reader, which renders any text file as an "ansi" video.
     (files / "notes.txt").write_text("not a video, a note\n" * 60)

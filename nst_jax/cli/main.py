@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -168,6 +169,9 @@ def _command(argv: Sequence[str] | None) -> int:
     process.configure_for_program()
     # The command's own pixel limit (--max-pixels) is the one that counts, per file.
     Image.MAX_IMAGE_PIXELS = None
+    # JAX warns at every fork; the command forks only to exec (ffmpeg for videos, Ray), which
+    # is safe, and its stderr is for the user's one line.
+    warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Plug-ins first: the options name their terms (--style-loss covariance).
     plugins.load_plugins(plugin_specs(argv))

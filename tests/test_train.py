@@ -151,7 +151,13 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
     shutil.copytree(johnson_model, broken)
     (broken / models.RECORD_FILE).write_text("{")
     content, w = place / "data" / "0.png", place / "w.h5"
+    mixed = place / "mixed"  # data plus a file passed over: its note must not join the line
+    if not mixed.exists():
+        shutil.copytree(place / "data", mixed)
+        (mixed / "notes.txt").write_text("not an image")
     cases = {
+        "inside the data": johnson_argv(place, place / "data" / "m"),
+        "a run there, a file passed over": johnson_argv(place, johnson_model, "--data", mixed),
         "no images": johnson_argv(place, place / "new", "--data", place / "empty"),
         "another method's run": ["train", "--method", "adain", "--styles", place / "styles",
                                  "--data", place / "data", "-o", johnson_model, "--resume",
@@ -165,6 +171,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         "not a model": ["stylize", content, "--model", place / "data", "-o", place / "x.png"],
     }  # fmt: skip
     expected = {
+        "inside the data": "lies inside --data",
+        "a run there, a file passed over": "holds a training run",
         "no images": "no readable images",
         "another method's run": "a johnson training run",
         "a style for johnson": "has its style built in",

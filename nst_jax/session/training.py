@@ -194,10 +194,7 @@ def prepare(request: TrainRequest, control: Control) -> Prepared:
     request = check_request(request)
     found = data.image_files(request.data, "--data")
     theirs = data.image_files(request.styles, "--styles") if request.styles else None
-    for passed in (found.passed, theirs.passed if theirs else []):
-        if passed:
-            first, why = passed[0]
-            control.note(f"{len(passed)} files passed over ({shown(first)}: {why}, ...)")
+    check_outside_inputs(Path(request.output), request)
     contents, styles = found.files, theirs.files if theirs else None
     if request.style is not None:
         image.decode(request.style)  # a bad style is one line now, not after loading
@@ -207,7 +204,23 @@ def prepare(request: TrainRequest, control: Control) -> Prepared:
     if request.plot:
         check_extras(Path(request.plot), None)
         outputs.check_outputs([outputs.Output(Path(request.plot), "the plot")], [], force=True)
+    for passed in (found.passed, theirs.passed if theirs else []):  # once nothing is refused
+        if passed:
+            first, why = passed[0]
+            control.note(f"{len(passed)} files passed over ({shown(first)}: {why}, ...)")
     return Prepared(request, made, contents, styles, weights_path)
+
+
+def check_outside_inputs(folder: Path, request: TrainRequest) -> None:
+    """The model folder must not lie in ``--data`` or ``--styles``: its files would be
+    walked as training images by every later run over that folder."""
+    for option, images in (("--data", request.data), ("--styles", request.styles)):
+        if images is None:
+            continue
+        inside = Path(images).resolve()
+        if folder.resolve() == inside or inside in folder.resolve().parents:
+            raise InputError(f"{shown(folder)}: the model folder lies inside {option} "
+                             f"{shown(images)}; choose -o outside it")  # fmt: skip
 
 
 def training_network(request: TrainRequest) -> str:

@@ -38,7 +38,11 @@ def add_parser(sub: Any) -> None:
         "STYLE, or an AdaIN decoder for any style, on the images of --data.",
         formatter_class=HelpFormatter,
     )
-    add_field_options(p.add_argument_group("training"), TrainSettings)
+    training = p.add_argument_group("training")
+    # Required: hours of training on the wrong network are not a default worth having.
+    training.add_argument("--method", choices=("johnson", "adain"), required=True,
+                          help="the network: johnson (one style) or adain (any style)")  # fmt: skip
+    add_field_options(training, TrainSettings, skip=("method",))
     p.add_argument("--data", metavar="DIR", required=True, help="folder of training images")
     p.add_argument("--style", metavar="STYLE", help="johnson: the style image")
     p.add_argument("--styles", metavar="DIR", help="adain: folder of style images")
@@ -55,7 +59,7 @@ def add_parser(sub: Any) -> None:
 def request_from_args(args: argparse.Namespace) -> TrainRequest:
     """The one training request the options describe. ``--style-weight`` is the objective's
     for johnson and the AdaIN loss's lambda for adain; adain takes no other objective."""
-    method = args.method or "johnson"
+    method = args.method
     objective_given = given(args, ObjectiveConfig)
     if method == "adain":
         refused = [f for f in objective_given if f != "style_weight"]
@@ -79,8 +83,6 @@ def cmd_train(args: argparse.Namespace, control) -> int:
     """The ``train`` command; returns the exit status."""
     from nst_jax import session
 
-    if args.method is None:
-        raise InputError("--method is required: johnson or adain")
     session.process.check_backend()
     outcome = session.run_training(request_from_args(args), control)
     if outcome.stopped is not None:

@@ -19,6 +19,7 @@ set side by side on the same images.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,9 +27,41 @@ import numpy as np
 
 from nst_jax.core import extractors, inception, style_terms, temporal
 from nst_jax.core import lpips as lpips_net
-from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, Params
-from nst_jax.core.targets import check_image
+from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, ObjectiveConfig, Params
+from nst_jax.core.targets import check_image, min_side
 from nst_jax.errors import InputError
+
+
+class ImageTooSmallError(InputError):
+    """An image with a side under ``need`` px, the fewest for non-empty maps of a score's
+    layers (a ``ValueError``, as every refused argument here)."""
+
+    def __init__(self, message: str, need: int) -> None:
+        super().__init__(message)
+        self.need = need
+
+
+def _numeric(value: Any, name: str) -> Any:
+    """``value`` unchanged, or ``TypeError`` naming ``name`` when it is not numbers (a
+    string or an object would otherwise fail inside JAX or NumPy, naming neither)."""
+    try:  # arrays and tracers by their dtype: not copied to the host
+        dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
+    except (TypeError, ValueError):  # ragged nesting
+        dtype = np.dtype(object)
+    if not jnp.issubdtype(dtype, jnp.number):
+        raise TypeError(f"{name}: expected numbers (an array or one), got {type(value).__name__}")
+    return value
+
+
+def _checked_array(value: Any, name: str, shape: tuple[int, ...], like: str) -> jax.Array:
+    """``value`` as a JAX array of ``shape`` (``like``'s), finite where concrete; else
+    ``TypeError`` (not numbers) or ``ValueError`` (shape, NaN or infinity) naming ``name``."""
+    array = jnp.asarray(_numeric(value, name))
+    if array.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} to match {like}, got {array.shape}")
+    if not isinstance(array, jax.core.Tracer) and not bool(jnp.isfinite(array).all()):
+        raise ValueError(f"{name}: has non-finite values (NaN or infinity)")
+    return array
 
 
 def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.Array, jax.Array]:
@@ -36,9 +69,10 @@ def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.A
     check_image`), of one size where ``same_size``, with sides of at least ``smallest``.
 
     Raises:
+      TypeError: ``a`` or ``b`` is not numbers.
       ValueError: naming ``a`` or ``b`` and what is wrong.
     """
-    a, b = check_image(a, "a"), check_image(b, "b")
+    a, b = (check_image(_numeric(x, name), name) for x, name in ((a, "a"), (b, "b")))
     if same_size and a.shape != b.shape:
         raise ValueError(f"a and b must be one size, got {tuple(a.shape)} and {tuple(b.shape)}")
     for name, x in (("a", a), ("b", b)):
@@ -47,15 +81,26 @@ def checked_pair(a, b, same_size: bool = True, smallest: int = 1) -> tuple[jax.A
     return a, b
 
 
-def _features(params: Params, x: jax.Array, layers: Sequence[str], extractor: str) -> dict:
+def _features(
+    params: Params, images: dict[str, jax.Array], layers: Sequence[str], extractor: str
+) -> list[dict]:
+    """Each of ``images``' features (``{argument name: image}``), after every check."""
     if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
         raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
     layers, spec = tuple(layers), extractors.FeatureSpec(extractor)
     # Checked before tracing, so that a bad layer or params get the library's own message.
     extractors.check_params(extractor, params, extractors.check_layers(extractor, layers))
+    # The stylize command's own bound: an empty map's mean is nan, not a distance.
+    need = min_side(
+        ObjectiveConfig(extractor=extractor, content_layers=layers, style_layers=layers)
+    )
+    for name, x in images.items():
+        if min(x.shape[:2]) < need:
+            size = f"{name} is {x.shape[1]}x{x.shape[0]} px"
+            raise ImageTooSmallError(f"{size}; the layers read need both sides >= {need} px", need)
     # One compiled forward pass per image size, not an operation at a time: a folder's
     # scores reuse it for every image of that size.
-    return _extract(params, x, layers, spec)
+    return [_extract(params, x, layers, spec) for x in images.values()]
 
 
 _extract = jax.jit(extractors.extract, static_argnums=(2, 3))
@@ -69,9 +114,14 @@ def content_distance(
     extractor: str = "vgg19",
 ) -> dict[str, jax.Array]:
     """``{layer: mean((F_l(a) - F_l(b))^2)}`` for two ``(H, W, 3)`` images of one size, on
-    the features of ``extractor`` (a registered name, :func:`nst_jax.register_extractor`)."""
+    the features of ``extractor`` (a registered name, :func:`nst_jax.register_extractor`).
+
+    Raises:
+      TypeError, ValueError: a bad argument, named (:class:`ImageTooSmallError`: a side under
+        the layers' :func:`~nst_jax.core.targets.min_side`).
+    """
     a, b = checked_pair(a, b)
-    fa, fb = (_features(params, x, layers, extractor) for x in (a, b))
+    fa, fb = _features(params, {"a": a, "b": b}, layers, extractor)
     return {layer: jnp.mean((fa[layer] - fb[layer]) ** 2) for layer in layers}
 
 
@@ -92,13 +142,19 @@ def style_distances(
     statistic is the term's target. A term that draws random directions (``sw``) gets the
     fixed key ``fold_in(key(0), i)`` for the i-th layer, so scores are repeatable. A layer
     smaller than a term's ``min_side`` (``mrf``'s 3x3 patches) gives ``nan``.
+
+    Raises:
+      TypeError, ValueError: a bad argument, named (an empty ``terms``;
+        :class:`ImageTooSmallError`: an image with an empty map at one of ``layers``).
     """
     a, b = checked_pair(a, b, same_size=False)
     if isinstance(terms, str) or not (terms is None or isinstance(terms, Sequence)):
         raise ValueError(f"terms must be a sequence of term names, got {terms!r}")
     names = tuple(style_terms.names() if terms is None else terms)
+    if not names:
+        raise ValueError("terms must name at least one style term, got none")
     chosen = {name: style_terms.style_term(name) for name in names}
-    fa, fb = (_features(params, x, layers, extractor) for x in (a, b))
+    fa, fb = _features(params, {"a": a, "b": b}, layers, extractor)
     return {
         name: {
             layer: _term_distance(term, fa[layer], fb[layer], i) for i, layer in enumerate(layers)
@@ -137,16 +193,18 @@ def cfsd(
     built ``rows`` rows at a time (a 512 px image has 16384 positions at relu3_1: 1 GiB
     whole). The features are this extractor's (Keras VGG19 by default, its own
     preprocessing), so values are comparable with each other, not with figures printed
-    from torchvision's VGG19. ``nan`` where the layer has no position (images under 4 px).
+    from torchvision's VGG19.
+
+    Raises:
+      TypeError, ValueError: a bad argument, named (:class:`ImageTooSmallError`: no position
+        left at ``layer``, as for images under 4 px at relu3_1).
     """
-    content, result = checked_pair(content, result)
     if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
         raise ValueError(f"rows must be a positive int, got {rows!r}")
-    fc, fr = (_features(params, x, (layer,), extractor)[layer] for x in (content, result))
+    images = dict(zip(("content", "result"), checked_pair(content, result), strict=True))
+    fc, fr = (f[layer] for f in _features(params, images, (layer,), extractor))
     fc, fr = (f.reshape(-1, f.shape[-1]) / f.shape[-1] for f in (fc, fr))
     n, rows = fc.shape[0], min(rows, fc.shape[0])
-    if n == 0:  # an image under 4 px a side has no position left at relu3_1
-        return jnp.array(jnp.nan, fc.dtype)
     blocks = -(-n // rows)
     padded = [jnp.pad(f, ((0, blocks * rows - n), (0, 0))) for f in (fc, fr)]
 
@@ -172,7 +230,7 @@ def lpips(params: Params, a: jax.Array, b: jax.Array) -> jax.Array:
 def inception_features(params: Params, image: jax.Array) -> jax.Array:
     """ArtFID's ``(2048,)`` Inception features of one image in [0, 1], at its own size
     (:mod:`nst_jax.core.inception`; params: ``score_weights.load("artfid")``)."""
-    image = check_image(image, "image")
+    image = check_image(_numeric(image, "image"), "image")
     if min(image.shape[:2]) < inception.MIN_SIDE:
         raise ValueError(
             f"image: sides of at least {inception.MIN_SIDE} px needed, got {image.shape[:2]}"
@@ -206,8 +264,10 @@ def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
     to 1e-9 of its trace).
 
     Raises:
+      TypeError: features that are not numbers.
       ValueError: fewer than two rows, or sets of other widths.
     """
+    _numeric(features_a, "features_a"), _numeric(features_b, "features_b")
     if np.iscomplexobj(features_a) or np.iscomplexobj(features_b):
         raise ValueError("fid: the features are complex numbers")
     a, b = (np.asarray(f, np.float64) for f in (features_a, features_b))
@@ -231,8 +291,15 @@ def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
 
 def art_fid(fid_value: float, lpips_mean: float) -> float:
     """ArtFID (Wright & Ommer, GCPR 2022): ``(LPIPS + 1) * (FID + 1)``, with the mean LPIPS
-    of results to their contents and the FID of results to the styles."""
+    of results to their contents and the FID of results to the styles.
+
+    Raises:
+      TypeError: an argument that is not one real number. ValueError: one that is negative,
+        NaN or infinite.
+    """
     for name, value in (("fid_value", fid_value), ("lpips_mean", lpips_mean)):
+        if np.ndim(_numeric(value, name)) != 0 or np.iscomplexobj(value):
+            raise TypeError(f"{name} must be one real number, got {value!r}")
         if not (np.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
     return (float(lpips_mean) + 1.0) * (float(fid_value) + 1.0)
@@ -271,11 +338,23 @@ def warping_error(
     channels, averaged over the counted pixels); 0 where no pixel counts.
 
     Args:
-      frame: ``(H, W, 3)``, stylised frame ``i``.
-      previous: ``(H, W, 3)``, stylised frame ``i - 1``.
+      frame: ``(H, W, 3)`` in [0, 1], stylised frame ``i``.
+      previous: ``(H, W, 3)`` in [0, 1], stylised frame ``i - 1``.
       backward_flow: ``(H, W, 2)``, content frame ``i`` -> ``i - 1``.
       weights: ``(H, W)``, :func:`nst_jax.core.temporal.consistency_weights` of the pair.
+
+    Raises:
+      TypeError: an argument that is not numbers.
+      ValueError: naming the argument: a shape other than ``frame``'s, non-finite values.
     """
+    frame = check_image(_numeric(frame, "frame"), "frame")
+    previous = check_image(_checked_array(previous, "previous", frame.shape, "frame"), "previous")
+    flow = _checked_array(backward_flow, "backward_flow", (*frame.shape[:2], 2), "frame")
+    weights = _checked_array(weights, "weights", frame.shape[:2], "frame")
+    return _pair_error(frame, previous, flow, weights)
+
+
+def _pair_error(frame, previous, backward_flow, weights) -> jax.Array:
     squared = jnp.sum((frame - temporal.warp(previous, backward_flow)) ** 2, axis=-1)
     counted = jnp.sum(weights)
     return jnp.where(counted > 0, jnp.sum(weights * squared) / jnp.maximum(counted, 1.0), 0.0)
@@ -284,13 +363,36 @@ def warping_error(
 def clip_warping_error(
     frames: Sequence[jax.Array], backward: Sequence[jax.Array], forward: Sequence[jax.Array]
 ) -> float:
-    """The mean of :func:`warping_error` over the consecutive pairs of ``frames``;
-    ``backward[k]`` and ``forward[k]`` are the content flows between frames ``k`` and
-    ``k + 1`` (``k + 1 -> k`` and ``k -> k + 1``); ``nan`` for fewer than two frames."""
+    """The mean of :func:`warping_error` over the consecutive pairs of ``frames`` (two or
+    more, one size); ``backward[k]`` and ``forward[k]`` are the content flows between frames
+    ``k`` and ``k + 1`` (``k + 1 -> k`` and ``k -> k + 1``): one of each per pair.
+
+    Raises:
+      TypeError: an argument that is not a sequence, or an element that is not numbers.
+      ValueError: naming the argument: too few frames, a count of flows other than the
+        pairs', a shape other than ``frames[0]``'s, non-finite values.
+    """
+    lists = {"frames": frames, "backward": backward, "forward": forward}
+    for name, value in lists.items():
+        if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
+            raise TypeError(f"{name}: expected a sequence of arrays, got {type(value).__name__}")
     if len(frames) < 2:
-        return float("nan")
+        raise ValueError(f"frames: a clip needs two frames or more, got {len(frames)}")
+    for name in ("backward", "forward"):
+        if len(lists[name]) != len(frames) - 1:
+            pairs = f"one flow per pair of frames ({len(frames) - 1})"
+            raise ValueError(f"{name}: {pairs} needed, got {len(lists[name])}")
+    shape = check_image(_numeric(frames[0], "frames[0]"), "frames[0]").shape
+    images = [
+        check_image(_checked_array(f, f"frames[{k}]", shape, "frames[0]"), f"frames[{k}]")
+        for k, f in enumerate(frames)
+    ]
     errors = []
     for k in range(len(frames) - 1):
-        weights = temporal.consistency_weights(forward[k], backward[k])
-        errors.append(warping_error(frames[k + 1], frames[k], backward[k], weights))
+        back, fore = (
+            _checked_array(lists[n][k], f"{n}[{k}]", (*shape[:2], 2), "frames[0]")
+            for n in ("backward", "forward")
+        )
+        weights = temporal.consistency_weights(fore, back)
+        errors.append(_pair_error(images[k + 1], images[k], back, weights))
     return float(jnp.mean(jnp.stack(errors)))

@@ -160,7 +160,8 @@ def test_probed_score_cases(tmp_path, weights_h5, params, capsys):
     assert_refused(tmp_path, [*argv, "--max-dim", "100000000"], "limit", capsys=capsys)
     assert_refused(tmp_path, [*argv, "-o", ""], "-o", capsys=capsys)
     tiny = np.random.default_rng(8).random((3, 3, 3)).astype(np.float32)
-    assert np.isnan(float(metrics.cfsd(params, tiny, tiny)))
+    with pytest.raises(metrics.ImageTooSmallError, match="content is 3x3"):
+        metrics.cfsd(params, tiny, tiny)
     assert "mrf" not in score.default_terms() and "gram" in score.default_terms()
     with pytest.raises(ValueError, match="layers"):
         metrics.style_distances(params, tiny, tiny, layers="block1_conv1")

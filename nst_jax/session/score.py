@@ -188,9 +188,12 @@ def score_folders(
     rows, features = [], {"results": [], "styles": {}}
     for done, paths in enumerate(triples, 1):
         content, style, result = _loaded(paths, max_dim)
-        values = _out_of_memory_is_one_line(scores, paths[2], max_dim)(
-            params, content, style, result, extractor, names
-        )
+        try:
+            values = _out_of_memory_is_one_line(scores, paths[2], max_dim)(
+                params, content, style, result, extractor, names
+            )
+        except metrics.ImageTooSmallError as e:
+            raise _too_small(paths, (content, style, result), max_dim, e.need) from None
         columns = ["cfsd", "content_distance", *(f"style_{name}" for name in names)]
         row = {"result": str(paths[2]), "content": str(paths[0]), "style": str(paths[1])}
         row |= {key: float(values[key]) for key in columns}  # in this order (jit sorts keys)
@@ -228,6 +231,16 @@ def _loaded(paths: tuple[Path, Path, Path], max_dim: int | None) -> list[np.ndar
             f"{_size(content)}; scores compare images of one size (--max-dim scales both)"
         )
     return [content, style, result]
+
+
+def _too_small(paths, images, max_dim: int | None, need: int) -> InputError:
+    """The metrics name their argument; the user wants the file (the result first)."""
+    for path, x in sorted(zip(paths, images, strict=True), key=lambda pair: pair[0] != paths[2]):
+        if min(x.shape[:2]) < need:
+            at = f" at --max-dim {max_dim}" if max_dim else ""
+            return InputError(f"{shown(path)}: {_size(x)}{at}; the scores' layers need both "
+                              f"sides >= {need} px")  # fmt: skip
+    return InputError(f"{shown(paths[2])}: too small for the scores' layers ({need} px)")
 
 
 def _out_of_memory_is_one_line(fn: Callable, path: Path, max_dim: int | None) -> Callable:

@@ -431,3 +431,14 @@ def test_an_mp4_animation_needs_imageio_itself(monkeypatch):
     )
     with pytest.raises(InputError, match="--animate .mp4 needs imageio"):
         watch.check_extras(None, Path("a.mp4"), save_every=1)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--size", "32x32"], ["--format", "jpg"], ["--batch-size", "2"], ["--shard", "1/2"],
+     ["--retry-failed"], ["--styles-per-image", "1"], ["--fit", "pad"]],
+)  # fmt: skip
+def test_a_jobs_options_in_a_single_run_are_refused_not_dropped(files, capsys, extra):
+    """Found by a hostile probe: a single result ignored --size (a 64x42 result for 32x32),
+    --format and the rest; each is now one line naming it."""
+    assert_refused(files, stylize_argv(files, *extra), extra[0], "one result", capsys=capsys)

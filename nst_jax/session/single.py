@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from nst_jax.config import StyleConfig
 from nst_jax.core.targets import fit_masks
+from nst_jax.dataset.plan import JobSettings
 from nst_jax.errors import InputError
 from nst_jax.events import DivergedError
 from nst_jax.files import image, weights
@@ -54,6 +55,7 @@ def run_single(request: StylizeRequest, control: Control | None = None) -> Singl
     """
     control = control or Control()
     request = checked(request)
+    check_no_job_options(request)
     content, result = Path(request.contents[0]), Path(request.output)
     network = inputs.network(request.config)
     weights_path = weights.find_weights(request.weights, network)
@@ -80,6 +82,26 @@ def run_single(request: StylizeRequest, control: Control | None = None) -> Singl
     meta = {**meta, "content": str(content), "setting": {}}
     meta["sha256"] = {name: sha256(path) for name, path in roles}
     return _run(request, config, images, params, meta, control, tuple(notes))
+
+
+# A job's settings and the options that set them: a single result honours none of them.
+_JOB_OPTIONS = {"size": "--size", "fit": "--fit", "ext": "--format", "batch_size": "--batch-size",
+                "styles_per_image": "--styles-per-image"}  # fmt: skip
+
+
+def check_no_job_options(request: StylizeRequest) -> None:
+    """Refuse, rather than drop, a job's options in a run of one result (``--size`` or
+    ``--format`` would otherwise be silently not what the result is)."""
+    default = JobSettings()
+    given = [option for field, option in _JOB_OPTIONS.items()
+             if getattr(request.job, field) != getattr(default, field)]  # fmt: skip
+    given += [
+        o for o, on in (("--shard", request.shard), ("--retry-failed", request.retry_failed)) if on
+    ]
+    if given:
+        raise InputError(
+            f"{given[0]}: a job's option; this run makes one result ({request.output})"
+        )
 
 
 def _check_outputs(request: StylizeRequest, content: Path, result: Path, weights_path):

@@ -176,6 +176,12 @@ def test_nan_pixels_are_an_input_fault(files, capsys):
     assert_refused(files, argv, "nan.tif", "non-finite", capsys=capsys)
 
 
+def test_a_folder_given_as_weights_is_named_as_a_folder(files, capsys):
+    argv = stylize_argv(files)
+    argv[argv.index("--weights") + 1] = str(files / "out")
+    assert_refused(files, argv, "out", "is a folder, not a weights file", capsys=capsys)
+
+
 def test_missing_named_weights_do_not_fall_back(files, monkeypatch, capsys):
     monkeypatch.setenv("NST_JAX_WEIGHTS", str(files / "missing.h5"))
     argv = [a for a in stylize_argv(files) if a not in ("--weights", str(files / "w.h5"))]
@@ -442,3 +448,13 @@ def test_a_jobs_options_in_a_single_run_are_refused_not_dropped(files, capsys, e
     """Found by a hostile probe: a single result ignored --size (a 64x42 result for 32x32),
     --format and the rest; each is now one line naming it."""
     assert_refused(files, stylize_argv(files, *extra), extra[0], "one result", capsys=capsys)
+
+
+@pytest.mark.parametrize("contents", [b"", b"\n\n", b"\x00\x01\x02 binary\n"])
+def test_a_files_from_list_that_names_nothing_is_named(files, capsys, contents):
+    """Found by a hostile probe: an empty list said 'no input files in nothing', a binary
+    one named a NUL-holding line as if it were a file; both now name the list."""
+    (files / "list.txt").write_bytes(contents)
+    argv = stylize_argv(files, "--files-from", str(files / "list.txt"), out="out/job")
+    del argv[1]  # no content but the list's
+    assert_refused(files, argv, "list.txt", capsys=capsys)

@@ -91,6 +91,8 @@ def walk_inputs(
             if once:
                 _refuse_twice(seen, file)
             found.append((file, rel))
+    if not found and files_from is not None and not named:
+        raise InputError(f"{shown(files_from)}: the list names no file, and no input is given")
     if not found:
         raise InputError(f"no input files in {', '.join(shown(p) for p in named) or 'nothing'}")
     return Walk(found, passed)
@@ -118,7 +120,12 @@ def _listed(files_from) -> list[Path]:
         text = Path(files_from).read_bytes().decode("utf-8", "surrogateescape")
     except OSError as e:
         raise InputError(f"{shown(files_from)}: cannot read the list ({e.strerror})") from None
-    return [Path(line.strip()) for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines()]
+    for number, line in enumerate(lines, 1):
+        if "\x00" in line:  # a binary file given as the list
+            raise InputError(f"{shown(files_from)}: line {number} is not a file name "
+                             "(a NUL byte); the list is text, one path a line")  # fmt: skip
+    return [Path(line) for line in lines if line]
 
 
 def _refuse_missing(paths: list[Path]) -> None:

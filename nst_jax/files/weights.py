@@ -135,6 +135,8 @@ def find_weights(path: str | os.PathLike | None = None, network: str = "vgg19") 
         named = ""
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise WeightsError(f"{path}: is a folder, not a weights file{named}")
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file{named}")
         return path

@@ -105,6 +105,11 @@ def test_a_done_input_replaced_by_other_pixels_is_redone(files, tmp_path, capsys
     assert {k: v for k, v in after.items() if k != "img0.png"} == {
         k: v for k, v in before.items() if k != "img0.png"
     }
+    # An input removed: the refusal names it, not the first item after it (a hostile probe
+    # found "img2.png differs" for a removed img1.png).
+    (tree / "img1.png").unlink()
+    code, _, err = run(files, tree, out, capsys=capsys)
+    assert code == 2 and "img1.png is no longer among the inputs" in err, err
 
 
 @pytest.mark.slow

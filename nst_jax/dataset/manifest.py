@@ -244,6 +244,15 @@ def _job_fields(values: dict) -> dict:
 def _changed(stored: dict, record: dict) -> str:
     """The first input whose item differs between the stored plan and this one."""
     old = stored.get("items") if isinstance(stored.get("items"), list) else []
+    was = [o[0] for o in old if isinstance(o, list) and o and isinstance(o[0], str)]
+    now = [item[0] for item in record["items"]]
+    known_now, known_was = set(now), set(was)
+    gone = [p for p in was if p not in known_now]
+    if gone:  # the input that left names the change, not the first item after it
+        return f"{shown(gone[0])} is no longer among the inputs"
+    new = [p for p in now if p not in known_was]
+    if new:
+        return f"{shown(new[0])} was not among the job's inputs"
     for k, item in enumerate(record["items"]):
         if (
             k >= len(old)

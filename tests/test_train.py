@@ -157,6 +157,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         (mixed / "notes.txt").write_text("not an image")
     cases = {
         "inside the data": johnson_argv(place, place / "data" / "m"),
+        "johnson with a styles folder": [*johnson_argv(place, place / "n"), "--styles",
+                                         place / "styles"],
+        "adain without styles": ["train", "--method", "adain", "--data", place / "data",
+                                 "-o", place / "n", "--weights", w],
         "a run there, a file passed over": johnson_argv(place, johnson_model, "--data", mixed),
         "no images": johnson_argv(place, place / "new", "--data", place / "empty"),
         "another method's run": ["train", "--method", "adain", "--styles", place / "styles",
@@ -172,6 +176,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
     }  # fmt: skip
     expected = {
         "inside the data": "lies inside --data",
+        "johnson with a styles folder": "--styles DIR is adain's",
+        "adain without styles": "give --styles DIR",
         "a run there, a file passed over": "holds a training run",
         "no images": "no readable images",
         "another method's run": "a johnson training run",

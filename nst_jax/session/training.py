@@ -79,10 +79,14 @@ class TrainOutcome(NamedTuple):
 def check_request(request: TrainRequest) -> TrainRequest:
     """``request`` with its settings resolved, checked as a whole (one line each)."""
     method = request.settings.method
-    if (method == "johnson") != (request.style is not None):
+    if method == "johnson" and request.styles is not None:
+        raise InputError("--styles DIR is adain's; johnson trains one --style")
+    if method == "adain" and request.style is not None:
         raise InputError("--style is johnson's (one style); adain takes --styles DIR")
-    if (method == "adain") != (request.styles is not None):
-        raise InputError("--styles DIR is adain's; johnson takes one --style")
+    if method == "johnson" and request.style is None:
+        raise InputError("johnson trains one style: give --style")
+    if method == "adain" and request.styles is None:
+        raise InputError("adain trains on a folder of styles: give --styles DIR")
     if request.resume and request.force:
         raise InputError("--resume continues a run, --force starts it over: give one")
     if (method == "johnson") != (request.objective is not None):

@@ -87,8 +87,10 @@ def test_a_step_s_batch_depends_on_the_seed_and_step_alone(place):
 
 @pytest.mark.slow
 def test_training_killed_by_sigkill_resumes_to_bit_identical_params(place, johnson_model):
+    # One command, --resume included, starts the run and continues it after the kill.
     killed = place / "killed"
-    command = [sys.executable, "-m", "nst_jax.cli.main", *map(str, johnson_argv(place, killed))]
+    command = [sys.executable, "-m", "nst_jax.cli.main",
+               *map(str, johnson_argv(place, killed, "--resume"))]  # fmt: skip
     process = subprocess.Popen(command)
     log, deadline = killed / "log.jsonl", time.monotonic() + 120
     while process.poll() is None and (not log.exists() or log.read_text().count("\n") < 40):

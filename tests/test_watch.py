@@ -28,13 +28,15 @@ def no_temporaries(folder):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_image(files, weights_h5):
+def test_killed_run_resumes_to_the_same_image(files, weights_h5, capsys):
+    """One command, --resume included, starts the run (there is no checkpoint yet) and,
+    rerun after a SIGKILL, continues it to the uninterrupted run's image."""
     steps = ["--steps", "40", "--checkpoint-every", "10"]
     reference = files / "reference.png"
     assert cli.main(argv(files, reference, weights_h5, *steps)) == 0
     killed = files / "killed.png"
     process = subprocess.Popen([sys.executable, "-m", "nst_jax.cli",
-                                *argv(files, killed, weights_h5, *steps)])  # fmt: skip
+                                *argv(files, killed, weights_h5, *steps, "--resume")])  # fmt: skip
     ckpt = checkpoint.directory(killed) / checkpoint.FILE
     deadline = time.monotonic() + 300
     while not ckpt.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -53,6 +55,11 @@ def test_killed_run_resumes_to_the_same_image(files, weights_h5):
     assert difference <= 1e-6
     np.testing.assert_allclose(final.losses, expected.losses, rtol=1e-6)
     np.testing.assert_array_equal(image.decode(killed), image.decode(reference))
+    # Without a checkpoint, --resume starts afresh, and a file at -o is not the run's own.
+    (files / "mine.png").write_bytes(b"the user's own file")
+    code = cli.main(argv(files, files / "mine.png", weights_h5, *steps, "--resume"))
+    assert code == 2 and "exists" in capsys.readouterr().err
+    assert (files / "mine.png").read_bytes() == b"the user's own file"
 
 
 def test_resume_refuses_another_setting(files, weights_h5, capsys):

@@ -107,7 +107,11 @@ def _add_watch(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("long runs (one result at a time)")
     g.add_argument("--checkpoint-every", type=values.positive_int, metavar="N",
                    help="write OUT.ckpt/ every N steps (and on exit)")  # fmt: skip
-    g.add_argument("--resume", action="store_true", help="continue from OUT.ckpt/")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT.ckpt/ (none there: a new run, so one command starts and continues)",
+    )
     g.add_argument("--save-every", type=values.positive_int, metavar="N",
                    help="write OUT_0100.png ... every N steps")  # fmt: skip
     g.add_argument("--log", metavar="PATH", help="JSON lines: step, each loss term, seconds")

@@ -50,7 +50,9 @@ def add_parser(sub: Any) -> None:
     add_common(p, "the model folder", required=True)
     p.add_argument("--checkpoint-every", type=values.positive_int, metavar="N",
                    default=TrainRequest.checkpoint_every)  # fmt: skip
-    p.add_argument("--resume", action="store_true", help="continue a stopped run in MODEL")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in MODEL (none: a new run)"
+    )
     p.add_argument("--force", action="store_true", help="start over, replacing MODEL's run")
     p.add_argument("--plot", metavar="PATH", help="plot of the loss terms (needs matplotlib)")
     add_config_options(p, ObjectiveConfig)

@@ -9,6 +9,7 @@ checkpoint, and a later run with ``resume=True`` continues it to the same pixels
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,7 +110,9 @@ def _check_outputs(request: StylizeRequest, content: Path, result: Path, weights
     animation) against the inputs and each other; the content's shape from its header."""
     check_extras(_path(request.plot), _path(request.animate), request.save_every)
     image.check_output_path(result)
-    planned = [outputs.Output(result, "-o", True)]
+    # The result is the run's own only when there is a run to continue: resume with no
+    # checkpoint starts afresh, and then an existing file at -o is not the run's.
+    planned = [outputs.Output(result, "-o", resuming(request))]
     if request.sheet:
         planned.append(outputs.Output(image.check_output_path(request.sheet), "--sheet"))
     size = image.probe_size(content)
@@ -199,7 +202,7 @@ def _watcher(request: StylizeRequest, meta: dict, control: Control):
     records every input's SHA-256 so ``resume`` notices a replaced file), and the state to
     resume from, checked against this run before any work."""
     saver = checkpoint.RunCheckpoint(checkpoint.directory(request.output), meta)
-    saved = saver.load_compatible() if request.resume else None
+    saved = saver.load_compatible() if resuming(request) else None
     watcher = Watcher(
         progress=request.progress,
         log=_path(request.log),
@@ -213,6 +216,14 @@ def _watcher(request: StylizeRequest, meta: dict, control: Control):
         stop=control.stop_requested,
     )
     return watcher, saved
+
+
+def resuming(request: StylizeRequest) -> bool:
+    """Whether the run continues from a checkpoint: ``resume`` and one is there (``resume``
+    without one starts afresh, so the same command serves the first run and every rerun
+    after a kill)."""
+    saved = checkpoint.directory(request.output) / checkpoint.FILE
+    return request.resume and os.path.lexists(saved)
 
 
 def _path(text: str | None) -> Path | None:

@@ -127,9 +127,7 @@ def check_folder(folder: Path, record: dict, request: TrainRequest) -> None:
     """The model folder must be new, empty or this run's own (``resume``, ``force``)."""
     outputs.check_folder(folder, "the model")
     if not folder.exists() or not any(folder.iterdir()):
-        if request.resume:
-            raise InputError(f"{shown(folder)}: no training run to resume")
-        return
+        return  # a new run, resume or not: the same command starts it and continues it
     run_file = folder / RUN_FILE
     if not run_file.is_file():
         raise InputError(f"{shown(folder)}: not empty and not a training run; choose another -o")

@@ -86,6 +86,29 @@ def test_a_step_s_batch_depends_on_the_seed_and_step_alone(place):
 
 
 @pytest.mark.slow
+def test_a_damaged_training_checkpoint_is_one_line_in_a_process_of_its_own(place, johnson_model):
+    """Found by a hostile probe: after the one line, orbax's failed restore left about ten
+    'Event loop is closed' tracebacks on stderr (tensorstore's reads finishing after its
+    asyncio loop closed)."""
+    damaged = place / "damaged_run"
+    shutil.copytree(johnson_model, damaged)
+    last = max(
+        (damaged / "checkpoints").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1
+    )
+    for chunk in last.rglob("d/*"):
+        chunk.write_bytes(chunk.read_bytes()[:10])
+    argv = [
+        sys.executable,
+        "-m",
+        "nst_jax.cli.main",
+        *map(str, johnson_argv(place, damaged, "--resume")),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"damaged checkpoint at step {last.name}" in done.stderr and "<bound" not in done.stderr
+
+
+@pytest.mark.slow
 def test_training_killed_by_sigkill_resumes_to_bit_identical_params(place, johnson_model):
     # One command, --resume included, starts the run and continues it after the kill.
     killed = place / "killed"

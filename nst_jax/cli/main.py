@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nst_jax.cli import models, signals
@@ -172,6 +172,8 @@ def _command(argv: Sequence[str] | None) -> int:
     # JAX warns at every fork; the command forks only to exec (ffmpeg for videos, Ray), which
     # is safe, and its stderr is for the user's one line.
     warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
+    if not getattr(sys.unraisablehook, "quiet_closed_loop", False):
+        sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Plug-ins first: the options name their terms (--style-loss covariance).
     plugins.load_plugins(plugin_specs(argv))
@@ -180,6 +182,20 @@ def _command(argv: Sequence[str] | None) -> int:
         action = getattr(args, "weights_command", None) or getattr(args, "models_command", None)
         command = COMMANDS[(args.command, action)]
         return command(args, argv, control)
+
+
+def _quiet_closed_loop(default: Callable) -> Callable:
+    """``sys.unraisablehook`` without orbax's leftovers: a restore that fails on damaged data
+    closes its asyncio loop while tensorstore's reads still finish, and each posts to the
+    closed loop, which would print a traceback after the command's one line."""
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            default(unraisable)
+
+    hook.quiet_closed_loop = True
+    return hook
 
 
 def plugin_specs(argv: Sequence[str]) -> list[str]:

@@ -81,7 +81,10 @@ def restore(folder: str | os.PathLike, like: dict) -> dict:
         with _manager(folder) as manager:
             state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax and tensorstore raise many types for damaged data
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # TensorStore appends a Python object's repr ("See full TensorStore details: <bound
+        # method ...>"): of no use in the line.
+        reason = reason.split(". See full TensorStore details")[0][:200]
         raise InputError(f"{shown(folder)}: damaged checkpoint at step {step} ({reason})") from None
     _check(folder, step, state, abstract)
     return state

@@ -382,10 +382,11 @@ def clip_warping_error(
         if len(lists[name]) != len(frames) - 1:
             pairs = f"one flow per pair of frames ({len(frames) - 1})"
             raise ValueError(f"{name}: {pairs} needed, got {len(lists[name])}")
-    shape = check_image(_numeric(frames[0], "frames[0]"), "frames[0]").shape
-    images = [
+    first = check_image(_numeric(frames[0], "frames[0]"), "frames[0]")
+    shape = first.shape
+    images = [first] + [
         check_image(_checked_array(f, f"frames[{k}]", shape, "frames[0]"), f"frames[{k}]")
-        for k, f in enumerate(frames)
+        for k, f in enumerate(frames[1:], 1)
     ]
     errors = []
     for k in range(len(frames) - 1):

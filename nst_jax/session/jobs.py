@@ -158,14 +158,14 @@ def check_job_outputs(request: StylizeRequest, plan: dataset.Plan, reads: list) 
         if content.is_dir() and out.is_dir() and os.path.samefile(content, out):
             raise InputError(f"{shown(out)}: is the content folder; results go to another one")
     reads = [(Path(it.input), "content") for it in plan.items] + list(reads)
+    results = [it.output for it in plan.items]
     planned = [outputs.Output(dataset.manifest.folder(out) / "plan.json", "the manifest", True)]
     if request.sheet:
         sheet = image.check_output_path(request.sheet)
-        results = [it.output for it in plan.items]
         record = dataset.manifest.folder(out) / SHEET_RECORD
         planned.append(outputs.check_job_sheet(sheet, results, record, request.force))
     outputs.check_outputs(planned, reads, resume=True)
-    outputs.check_job_outputs([it.output for it in plan.items], reads)
+    outputs.check_job_outputs(results, reads)
     for path in dataset.manifest.folder(out).glob("*-of-*"):  # records, indexes, stats, locks
         if path.is_symlink() or not path.is_file():
             raise OutputError(f"{shown(path)}: the job's own file is not a regular file")

@@ -184,7 +184,8 @@ def check_job_sheet(sheet: Path, results: Sequence[str], record: Path, force: bo
       OutputError: the sheet is a result (one line).
     """
     key = str(sheet.resolve())
-    if any(str(Path(r).resolve()) == key for r in results):
+    # Only a result of the sheet's own name can be it: a large job's paths are not resolved.
+    if any(str(Path(r).resolve()) == key for r in results if Path(r).name == sheet.name):
         raise OutputError(f"{shown(sheet)}: --sheet is one of the job's results")
     return Output(sheet, "--sheet", own=force or key in _recorded_sheets(record))
 

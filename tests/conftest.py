@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image
 
 import nst_jax
@@ -41,6 +43,28 @@ def _isolated_weight_places(tmp_path_factory, monkeypatch):
     # subprocess of its own).
     monkeypatch.setenv("NST_JAX_COMPILE_CACHE", "off")
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+
+
+_CACHE_SETTINGS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+)
+
+
+@pytest.fixture(autouse=True)
+def _compile_cache_settings_restored():
+    """Undo what a command run in this process did to JAX's compilation cache settings.
+
+    The command may set them for its own process (``--compile-cache``); run in-process by a
+    test, that would leave later tests writing into a folder that pytest has since deleted.
+    """
+    before = [getattr(jax.config, name) for name in _CACHE_SETTINGS]
+    yield
+    if [getattr(jax.config, name) for name in _CACHE_SETTINGS] != before:
+        for name, value in zip(_CACHE_SETTINGS, before, strict=True):
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="session")
@@ -138,17 +162,35 @@ def noisy_content(content_image) -> np.ndarray:
     return np.clip(content_image + noise, 0, 1).astype(np.float32)
 
 
+def link_weights(weights_h5: str, target: Path) -> None:
+    """Puts the session's 80 MB weights file at ``target`` as a hard link, not a copy.
+
+    A copy per test wrote about 20 GB per run of the suite and filled a CI disk. The command
+    never writes into an input (it writes beside it and renames), so a link is as safe as a
+    copy; ``files`` still checks at teardown that the shared file was left as it was.
+    """
+    try:
+        os.link(weights_h5, target)
+    except OSError:  # another file system: a link cannot cross it
+        shutil.copy(weights_h5, target)
+
+
 @pytest.fixture
 def files(tmp_path, content_image, style_image, weights_h5):
-    """content.png, style.png, init.png, a copy of the weights, a file and an empty folder."""
+    """content.png, style.png, init.png, the weights (w.h5), a file and an empty folder."""
     to_pil = lambda a: Image.fromarray(image.to_uint8(a))  # noqa: E731
     to_pil(content_image).save(tmp_path / "content.png")
     to_pil(style_image).save(tmp_path / "style.png")
     to_pil(style_image[::-1]).save(tmp_path / "init.png")
-    shutil.copy(weights_h5, tmp_path / "w.h5")
+    link_weights(weights_h5, tmp_path / "w.h5")
     (tmp_path / "regular").write_text("x")
     (tmp_path / "out").mkdir()
-    return tmp_path
+    before = os.stat(weights_h5)
+    yield tmp_path
+    after = os.stat(weights_h5)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns), (
+        "the test wrote into the session's shared weights file"
+    )
 
 
 def into(states: list):

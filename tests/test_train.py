@@ -23,7 +23,7 @@ from nst_jax.feedforward import data
 from nst_jax.feedforward import model as models
 from nst_jax.files import image, weights
 
-from conftest import eight_bit_image, exit_code, snapshot
+from conftest import eight_bit_image, exit_code, link_weights, snapshot
 
 STEPS = 120
 
@@ -40,7 +40,7 @@ def place(tmp_path_factory, weights_h5) -> Path:
             pixels = (rng.random((h, w, 3)) * 255).astype(np.uint8)
             Image.fromarray(pixels).save(root / folder / f"{i}.png")
     shutil.copy(root / "styles" / "0.png", root / "style.png")
-    shutil.copy(weights_h5, root / "w.h5")
+    link_weights(weights_h5, root / "w.h5")
     (root / "empty").mkdir()
     return root
 

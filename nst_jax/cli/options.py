@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from nst_jax.cli import values
 from nst_jax.config import StyleConfig
+from nst_jax.files import image
 from nst_jax.presets import PRESETS
 
 EXIT_INPUT = 2
@@ -250,6 +251,12 @@ def add_common(p: argparse.ArgumentParser, output_help: str, required: bool = Fa
         action="store_true",
         help="say each phase of the run on stderr, with the seconds since the start",
     )
+
+
+def add_max_pixels(group: argparse._ActionsContainer) -> None:
+    """``--max-pixels``, for every command that reads images."""
+    group.add_argument("--max-pixels", type=values.positive_int, default=image.MAX_PIXELS,
+                       help="refuse larger inputs (decompression bombs)")  # fmt: skip
 
 
 def given(args: argparse.Namespace, cls: type, only: Sequence[str] = ()) -> dict:

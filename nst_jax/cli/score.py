@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from nst_jax.cli import values
-from nst_jax.cli.options import add_common
+from nst_jax.cli.options import add_common, add_max_pixels
 from nst_jax.errors import InputError
 
 
@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
                    help="the network whose features are compared (default vgg19)")  # fmt: skip
     p.add_argument("--max-dim", type=values.positive_int, default=512,
                    help="every image's longer side is scaled to this (default 512)")  # fmt: skip
+    add_max_pixels(p)
     p.add_argument("--terms", type=values.style_loss_names, metavar="TERM[,TERM,...]",
                    help="the style terms scored (default: every registered one but mrf, whose "
                    "memory grows with the square of the pixels)")  # fmt: skip
@@ -45,6 +46,7 @@ def cmd_score(args: argparse.Namespace, control) -> int:
     request = score.ScoreRequest(
         args.contents, args.styles, args.results, output=args.output or "scores.csv",
         extractor=args.extractor, weights=args.weights, max_dim=args.max_dim,
+        max_pixels=args.max_pixels,
         terms=args.terms, force=args.force, lpips=args.lpips, artfid=args.artfid,
     )  # fmt: skip
 

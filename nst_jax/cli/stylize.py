@@ -18,6 +18,7 @@ from nst_jax.cli.options import (
     add_common,
     add_config_options,
     add_field_options,
+    add_max_pixels,
     add_styles,
     config_from_args,
     given,
@@ -28,7 +29,7 @@ from nst_jax.cli.options import (
 from nst_jax.config import StyleConfig
 from nst_jax.dataset.plan import JobSettings
 from nst_jax.errors import InputError, shown
-from nst_jax.files import compile_cache, image
+from nst_jax.files import compile_cache
 
 EXIT_SOME_FAILED = 3
 WATCH = ("checkpoint_every", "resume", "save_every", "log", "plot", "animate")
@@ -98,8 +99,7 @@ def _add_resources(p: argparse.ArgumentParser) -> None:
                    help="persistent compilation cache; a second run on the same shapes skips "
                    f"compiling (default: {compile_cache.default_dir()}, or "
                    "$NST_JAX_COMPILE_CACHE)")  # fmt: skip
-    r.add_argument("--max-pixels", type=values.positive_int, default=image.MAX_PIXELS,
-                   help="refuse larger inputs (decompression bombs)")  # fmt: skip
+    add_max_pixels(r)
 
 
 def _add_watch(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ from nst_jax.cli.options import (
     add_common,
     add_config_options,
     add_field_options,
+    add_max_pixels,
     config_from_args,
     given,
     reword,
@@ -55,6 +56,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="start over, replacing MODEL's run")
     p.add_argument("--plot", metavar="PATH", help="plot of the loss terms (needs matplotlib)")
+    add_max_pixels(p)
     add_config_options(p, ObjectiveConfig)
 
 
@@ -78,6 +80,7 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
     return TrainRequest(
         settings, args.data, args.output, objective, args.style, args.styles, args.style_size,
         args.checkpoint_every, args.resume, args.force, args.plot, args.weights, not args.quiet,
+        args.max_pixels,
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from nst_jax.cli.options import (
     add_common,
     add_config_options,
     add_field_options,
+    add_max_pixels,
     config_from_args,
     given,
     reword,
@@ -39,6 +40,7 @@ def add_parser(sub: Any) -> None:
     add_common(p, "a video file or a folder of frames")
     p.add_argument("--max-dim", type=values.positive_int, default=image.DEFAULT_MAX_DIM,
                    help="longest side of the frames")  # fmt: skip
+    add_max_pixels(p)
     p.add_argument("--fps", type=values.positive, help="frame rate of OUT (default: IN's, 24)")
     add_field_options(p.add_argument_group("video"), VideoSettings)
     p.add_argument("--resume", action="store_true", help="continue a killed run's frames")
@@ -71,6 +73,7 @@ def cmd_video(args: argparse.Namespace, control) -> int:
         request = session.VideoRequest(
             args.input, tuple(args.style or ()), args.output, config=config_from_args(args),
             settings=VideoSettings(**given(args, VideoSettings)), max_dim=args.max_dim,
+            max_pixels=args.max_pixels,
             fps=args.fps, resume=args.resume, force=args.force, weights=args.weights,
             progress=not args.quiet, plugins=plugins.loaded(), model=args.model,
             style_index=tuple(args.style_index or ()), alpha=args.alpha,

@@ -40,12 +40,17 @@ class TrainingFiles(NamedTuple):
     passed: list[tuple[Path, str]]
 
 
-def image_files(folder: str | os.PathLike, option: str = "--data") -> TrainingFiles:
-    """The readable images below ``folder``; everything else passed over and counted.
+def image_files(
+    folder: str | os.PathLike, option: str = "--data", max_pixels: int | None = image.MAX_PIXELS
+) -> TrainingFiles:
+    """The readable images below ``folder``; everything else passed over and counted, images
+    over ``max_pixels`` among them (by their headers).
 
     Raises:
-      InputError: ``folder`` is not a folder, or holds no readable image.
+      InputError: ``folder`` is not a folder, or holds no readable image; ``max_pixels`` is
+        not a pixel limit.
     """
+    image.check_max_pixels(max_pixels)
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{shown(folder)}: {option} is not a folder")
@@ -55,8 +60,12 @@ def image_files(folder: str | os.PathLike, option: str = "--data") -> TrainingFi
         walked = Walk([], [])
     files, passed = [], list(walked.passed)
     for path, _ in walked.found:
-        if image.probe_size(path) is None:
+        size = image.probe_size(path)
+        if size is None:
             passed.append((path, "an unreadable image"))
+        elif max_pixels is not None and size[0] * size[1] > max_pixels:
+            why = f"{size[1]}x{size[0]} px, over the limit of {max_pixels} pixels"
+            passed.append((path, why + " (max_pixels raises it)"))
         else:
             files.append(path)
     if not files:
@@ -91,10 +100,19 @@ def random_crop(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     return pixels[top : top + size, left : left + size]
 
 
-def load_crop(path: Path, size: int, seed: int, stream: int, step: int, slot: int) -> np.ndarray:
-    """Slot ``slot`` of step ``step``: ``path`` decoded and randomly cropped."""
+def load_crop(
+    path: Path,
+    size: int,
+    seed: int,
+    stream: int,
+    step: int,
+    slot: int,
+    max_pixels: int | None = image.MAX_PIXELS,
+) -> np.ndarray:
+    """Slot ``slot`` of step ``step``: ``path`` decoded (refused over ``max_pixels``) and
+    randomly cropped."""
     rng = np.random.default_rng([seed, stream, step, slot])
-    return random_crop(image.decode(path), size, rng)
+    return random_crop(image.decode(path, max_pixels), size, rng)
 
 
 def load_or_next(files: list[Path], index: int, crop, unreadable: set) -> np.ndarray:
@@ -124,10 +142,12 @@ def batches(
     stream: int = CONTENT_STREAM,
     workers: int = 2,
     unreadable: set | None = None,
+    max_pixels: int | None = image.MAX_PIXELS,
 ) -> Iterator[np.ndarray]:
     """``(batch, size, size, 3)`` float32 crops for each step of ``steps``, in order, decoded
     ahead by ``workers`` threads (at most two batches ahead); a file that cannot be decoded
-    is replaced by the next readable one and added to ``unreadable`` (:func:`load_or_next`)."""
+    (or has grown over ``max_pixels``) is replaced by the next readable one and added to
+    ``unreadable`` (:func:`load_or_next`)."""
     unreadable = set() if unreadable is None else unreadable
     tasks = (
         (step, slot, index)
@@ -137,7 +157,7 @@ def batches(
 
     def load(task):
         step, slot, index = task
-        crop = lambda path: load_crop(path, size, seed, stream, step, slot)  # noqa: E731
+        crop = lambda path: load_crop(path, size, seed, stream, step, slot, max_pixels)  # noqa: E731
         return load_or_next(files, index, crop, unreadable)
 
     crops = []

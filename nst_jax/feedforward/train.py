@@ -31,6 +31,7 @@ from nst_jax.core.fields import check_count, check_finite, setting
 from nst_jax.core.objective import ObjectiveConfig
 from nst_jax.events import DivergedError, Event, Hook, tell
 from nst_jax.feedforward import adain, data, johnson, objective
+from nst_jax.files import image
 
 METHODS = ("johnson", "adain")
 # Each method's paper: (steps, batch size, learning rate, decay).
@@ -227,19 +228,20 @@ def step_batches(
     start: int,
     workers: int = 2,
     unreadable: set | None = None,
+    max_pixels: int | None = image.MAX_PIXELS,
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """The ``(contents, styles or None)`` crops of each step from ``start`` on; a file that
-    cannot be decoded is replaced by the next readable one and added to ``unreadable``."""
+    cannot be decoded (or is over ``max_pixels``) is replaced by the next readable one and
+    added to ``unreadable``."""
     s = settings.resolved()
     steps = range(start, s.steps)
-    ours = data.batches(contents, s.batch_size, s.size, s.seed, steps, workers=workers,
-                        unreadable=unreadable)  # fmt: skip
+    loading = {"workers": workers, "unreadable": unreadable, "max_pixels": max_pixels}
+    ours = data.batches(contents, s.batch_size, s.size, s.seed, steps, **loading)
     if styles is None:
         for batch in ours:
             yield batch, None
         return
-    theirs = data.batches(styles, s.batch_size, s.size, s.seed, steps, data.STYLE_STREAM,
-                          workers=workers, unreadable=unreadable)  # fmt: skip
+    theirs = data.batches(styles, s.batch_size, s.size, s.seed, steps, data.STYLE_STREAM, **loading)
     yield from zip(ours, theirs, strict=True)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from nst_jax.errors import ImageError, shown
+from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files.atomic import atomic_write, nearest_existing_parent
 
 # Output format by extension (Pillow format name).
@@ -49,6 +49,19 @@ MAX_PIXELS = 89_478_485
 DEFAULT_MAX_DIM = 512
 
 
+def check_max_pixels(max_pixels: object) -> int | None:
+    """``max_pixels`` itself when it is a pixel limit: a positive whole number, or ``None``
+    (no limit).
+
+    Raises:
+      InputError: anything else, naming ``max_pixels``.
+    """
+    is_whole = isinstance(max_pixels, (int, np.integer)) and not isinstance(max_pixels, bool)
+    if max_pixels is None or (is_whole and max_pixels >= 1):
+        return max_pixels
+    raise InputError(f"max_pixels must be a positive whole number or None, got {max_pixels!r}")
+
+
 def decode(
     path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS, background: float = 1.0
 ) -> np.ndarray:
@@ -58,8 +71,10 @@ def decode(
     without transparency), grey, grey+alpha, RGBA, 16-bit grey, CMYK.
 
     Raises:
-      ImageError: missing, empty, not an image, or truncated.
+      ImageError: missing, empty, not an image, truncated, or over ``max_pixels``.
+      InputError: ``max_pixels`` is not a pixel limit (:func:`check_max_pixels`).
     """
+    check_max_pixels(max_pixels)
     path = Path(path)
     try:
         info = path.stat()

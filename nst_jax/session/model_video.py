@@ -65,6 +65,7 @@ def run_model_video(request: VideoRequest, control: Control | None = None) -> Vi
     check_model_inputs(request.model, record, request.styles, request.alpha,
                        request.style_index, blend, needs_index=True)  # fmt: skip
     clip = frames.probe(request.input)
+    frames.check_frame_size(clip, request.max_pixels)
     video, folder = places(request, clip)
     if video is not None:
         frames.ffmpeg()
@@ -99,7 +100,7 @@ def _applier(request: VideoRequest, record: dict, vgg_path, conv: str):
 
     loaded = models.load_model(request.model)
     vgg = None if vgg_path is None else weights.load_vgg19(vgg_path)
-    styles = [image.load(s, request.max_dim) for s in request.styles]
+    styles = [image.load(s, request.max_dim, request.max_pixels) for s in request.styles]
     alpha = 1.0 if request.alpha is None else request.alpha
     config = dataclasses.replace(request.config, conv=conv)
     apply = applier(loaded, vgg, styles, config, alpha, None, request.style_index)
@@ -113,7 +114,8 @@ def _frames(request, clip, folder: Path, made: dict, start: int, apply, control)
     remove_stale_parts([folder / frames.frame_name(i) for i in range(start, clip.count)])
     atomic_write(record_path(folder), lambda tmp: tmp.write_text(json.dumps(made, indent=1)))
     spent = []
-    for index, frame in enumerate(frames.read(clip, request.max_dim, start), start):
+    source = frames.read(clip, request.max_dim, start, request.max_pixels)
+    for index, frame in enumerate(source, start):
         if control.stop_requested():
             return None
         began = time.perf_counter()

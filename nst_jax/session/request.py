@@ -126,6 +126,7 @@ def checked(request: StylizeRequest) -> StylizeRequest:
         raise InputError("contents, styles and an output are required")
     if request.engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}")
+    image.check_max_pixels(request.max_pixels)
     styles = job_styles(request.styles, request.styles_from).paths
     request = dataclasses.replace(request, styles=styles, styles_from=None)
     config = request.config

@@ -50,6 +50,8 @@ class ScoreRequest:
       extractor: ``vgg19`` or ``vgg16`` (the networks whose weights files load by name).
       weights: its weights file (``None``: searched).
       max_dim: the longer side every image is scaled to (``None``: as they are).
+      max_pixels: images larger than this, in the file or scaled, are refused (``None``:
+        no limit).
       terms: the style terms scored (``None``: :func:`default_terms`).
       force: replace an existing ``output`` (never an input).
       lpips: add each result's LPIPS to its content (``nst-jax weights fetch lpips``).
@@ -63,6 +65,7 @@ class ScoreRequest:
     extractor: str = "vgg19"
     weights: str | None = None
     max_dim: int | None = 512
+    max_pixels: int | None = image.MAX_PIXELS
     terms: tuple[str, ...] | None = None
     force: bool = False
     lpips: bool = False
@@ -85,6 +88,7 @@ def run_score(
     for name in request.terms or ():
         if name not in style_terms.names():
             raise InputError(f"--terms: unknown style term {name!r}")
+    image.check_max_pixels(request.max_pixels)
     found = weights.find_weights(request.weights, network)
     wanted = [
         n
@@ -106,7 +110,7 @@ def run_score(
     rows, whole = score_folders(
         params, request.contents, request.styles, request.results, request.extractor,
         request.max_dim, request.terms, report,
-        Networks(loaded.get("lpips"), loaded.get("artfid")),
+        Networks(loaded.get("lpips"), loaded.get("artfid")), request.max_pixels,
     )  # fmt: skip
     write_csv(rows, request.output, replace=request.force)
     return rows, summary(rows) | whole
@@ -157,6 +161,7 @@ def score_folders(
     terms: Sequence[str] | None = None,
     report: Callable[[int, int], None] = lambda done, total: None,
     networks: Networks | None = None,
+    max_pixels: int | None = image.MAX_PIXELS,
 ) -> tuple[list[Row], dict[str, float]]:
     """One row of scores per result (module docstring), and the scores of the whole set.
 
@@ -171,6 +176,8 @@ def score_folders(
       report: called with ``(done, total)`` after each result.
       networks: with LPIPS' params, each row's ``lpips`` to its content; with Inception's
         too, the set's ``fid`` (results to every style) and ``artfid``.
+      max_pixels: images larger than this, in the file or scaled, are refused (``None``:
+        no limit).
 
     Raises:
       InputError: unpairable folders, an unreadable image, sizes that differ (one line).
@@ -178,6 +185,7 @@ def score_folders(
     """
     if max_dim is not None and (type(max_dim) is not int or max_dim < 1):
         raise ValueError(f"max_dim must be a positive int or None, got {max_dim!r}")
+    image.check_max_pixels(max_pixels)
     extractors.check_params(extractor, params)
     networks = networks or Networks()
     names = tuple(default_terms() if terms is None else terms)
@@ -187,7 +195,7 @@ def score_folders(
     scores = jax.jit(_scores, static_argnums=(4, 5))
     rows, features = [], {"results": [], "styles": {}}
     for done, paths in enumerate(triples, 1):
-        content, style, result = _loaded(paths, max_dim)
+        content, style, result = _loaded(paths, max_dim, max_pixels)
         try:
             values = _out_of_memory_is_one_line(scores, paths[2], max_dim)(
                 params, content, style, result, extractor, names
@@ -215,16 +223,20 @@ def default_terms() -> tuple[str, ...]:
     return tuple(n for n in style_terms.names() if style_terms.style_term(n).min_side == 1)
 
 
-def _loaded(paths: tuple[Path, Path, Path], max_dim: int | None) -> list[np.ndarray]:
+def _loaded(
+    paths: tuple[Path, Path, Path], max_dim: int | None, max_pixels: int | None
+) -> list[np.ndarray]:
+    """The three images, each refused before decoding when it is larger than
+    ``max_pixels`` scaled (the file's own size is checked when it is decoded)."""
     for path in paths:
         size = image.probe_size(path)
         scaled = image.scaled_shape(*size, max_dim) if size and max_dim else size
-        if scaled and scaled[0] * scaled[1] > image.MAX_PIXELS:
+        if max_pixels is not None and scaled and scaled[0] * scaled[1] > max_pixels:
             raise InputError(
                 f"{shown(path)}: {scaled[1]}x{scaled[0]} px at --max-dim {max_dim} is over "
-                f"the limit of {image.MAX_PIXELS} pixels"
+                f"the limit of {max_pixels} pixels (max_pixels raises it)"
             )
-    content, style, result = (image.load(path, max_dim) for path in paths)
+    content, style, result = (image.load(path, max_dim, max_pixels) for path in paths)
     if content.shape != result.shape:
         raise InputError(
             f"{shown(paths[2])}: {_size(result)}, its content {shown(paths[0])} "

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from nst_jax.core.objective import ObjectiveConfig
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward.train import TrainSettings
-from nst_jax.files import weights
+from nst_jax.files import image, weights
 from nst_jax.files.atomic import atomic_write
 from nst_jax.files.digest import sha256
 from nst_jax.session import inputs, outputs, train_checkpoints
@@ -50,6 +50,8 @@ class TrainRequest:
       plot: a plot of the loss terms, written at the end.
       weights: the VGG19 weights file (``None``: searched).
       progress: draw a progress bar.
+      max_pixels: the style and the training images larger than this are refused (the
+        style) or passed over (a training image); ``None``: no limit.
     """
 
     settings: TrainSettings
@@ -65,6 +67,7 @@ class TrainRequest:
     plot: str | None = None
     weights: str | None = None
     progress: bool = False
+    max_pixels: int | None = image.MAX_PIXELS
 
 
 class TrainOutcome(NamedTuple):
@@ -89,6 +92,7 @@ def check_request(request: TrainRequest) -> TrainRequest:
         raise InputError("adain trains on a folder of styles: give --styles DIR")
     if request.resume and request.force:
         raise InputError("--resume continues a run, --force starts it over: give one")
+    image.check_max_pixels(request.max_pixels)
     if (method == "johnson") != (request.objective is not None):
         raise InputError("an objective is johnson's; adain trains on its paper's loss")
     try:
@@ -190,16 +194,17 @@ class Prepared(NamedTuple):
 def prepare(request: TrainRequest, control: Control) -> Prepared:
     """Everything checked before any work: the request, its files, its record, its folder."""
     from nst_jax.feedforward import data
-    from nst_jax.files import image
 
     control.phase("checking settings")
     request = check_request(request)
-    found = data.image_files(request.data, "--data")
-    theirs = data.image_files(request.styles, "--styles") if request.styles else None
+    found = data.image_files(request.data, "--data", request.max_pixels)
+    theirs = (
+        data.image_files(request.styles, "--styles", request.max_pixels) if request.styles else None
+    )
     check_outside_inputs(Path(request.output), request)
     contents, styles = found.files, theirs.files if theirs else None
     if request.style is not None:
-        image.decode(request.style)  # a bad style is one line now, not after loading
+        image.decode(request.style, request.max_pixels)  # one line now, not after loading
     weights_path = weights.find_weights(request.weights, training_network(request))
     made = record(request, contents, styles, weights_path)
     check_folder(Path(request.output), made, request)
@@ -259,7 +264,12 @@ def run_training(request: TrainRequest, control: Control | None = None) -> Train
     unreadable: set = set()
     if start < request.settings.steps:
         batches = train.step_batches(
-            request.settings, contents, styles, start, unreadable=unreadable
+            request.settings,
+            contents,
+            styles,
+            start,
+            unreadable=unreadable,
+            max_pixels=request.max_pixels,
         )
         control.phase("running")
         state = train.fit(
@@ -308,10 +318,9 @@ def _style_targets(request: TrainRequest, vgg_params):
     import jax.numpy as jnp
 
     from nst_jax.core.targets import make_targets
-    from nst_jax.files import image
 
     size = request.settings.size
-    style = image.load(request.style, request.style_size or size)
+    style = image.load(request.style, request.style_size or size, request.max_pixels)
     placeholder = jnp.zeros((size, size, 3), jnp.float32)
     return make_targets(vgg_params, placeholder, style, request.objective)
 

@@ -42,6 +42,7 @@ class VideoRequest:
       config: the style settings (``steps`` per frame).
       settings: what video adds (temporal weight, flow offsets, flow method).
       max_dim: the frames' longest side.
+      max_pixels: frames and styles larger than this are refused (``None``: no limit).
       fps: OUT's frame rate (default: IN's, or 24 for a folder).
       resume: continue the run the frames folder holds; ``force``: start it over.
       weights: the VGG19 weights file (``None``: searched).
@@ -60,6 +61,7 @@ class VideoRequest:
     config: StyleConfig = StyleConfig()
     settings: VideoSettings = VideoSettings()
     max_dim: int = image.DEFAULT_MAX_DIM
+    max_pixels: int | None = image.MAX_PIXELS
     fps: float | None = None
     resume: bool = False
     force: bool = False
@@ -192,6 +194,7 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
     flow.require()
     check_config(request)
     clip = frames.probe(request.input)
+    frames.check_frame_size(clip, request.max_pixels)
     shape = (*image.scaled_shape(*clip.size, request.max_dim), 3)
     inputs.check_size(clip.path, shape, request.config, request.max_dim)
     video, folder = places(request, clip)
@@ -214,7 +217,7 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
     style = styles[0] if len(styles) == 1 else styles
     summary = job.run_job(
         params, clip, style, request.config, request.settings, folder, made, start,
-        request.max_dim, watcher,
+        request.max_dim, watcher, request.max_pixels,
     )  # fmt: skip
     watcher.finish()
     if summary is None:
@@ -229,5 +232,5 @@ def _styles(request: VideoRequest) -> list:
     """The style images loaded at their scale (``style_scale`` times ``max_dim``), which the
     frame loop's own scaling then keeps."""
     config, max_dim = request.config, request.max_dim
-    inputs.planned_styles(request.styles, config, max_dim, image.MAX_PIXELS)
-    return inputs.load_styles(request.styles, config, max_dim, image.MAX_PIXELS)
+    inputs.planned_styles(request.styles, config, max_dim, request.max_pixels)
+    return inputs.load_styles(request.styles, config, max_dim, request.max_pixels)

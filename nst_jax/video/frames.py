@@ -140,16 +140,37 @@ def _probe_video(path: Path) -> Clip:
 PASSTHROUGH = ["-fps_mode", "passthrough"]
 
 
-def read(clip: Clip, max_dim: int | None, start: int = 0) -> Iterator[np.ndarray]:
+def check_frame_size(clip: Clip, max_pixels: int | None) -> None:
+    """Refuse a clip whose frames are larger than ``max_pixels`` (``None``: no limit), from
+    its probe, before any frame is decoded: a video's frames are not limited by their file
+    size any more than an image's pixels are.
+
+    Raises:
+      InputError: frames over the limit, or ``max_pixels`` not a pixel limit.
+    """
+    image.check_max_pixels(max_pixels)
+    height, width = clip.size
+    if max_pixels is not None and height * width > max_pixels:
+        raise InputError(
+            f"{shown(clip.path)}: {width}x{height} px frames are over the limit of "
+            f"{max_pixels} pixels (max_pixels raises it)"
+        )
+
+
+def read(
+    clip: Clip, max_dim: int | None, start: int = 0, max_pixels: int | None = image.MAX_PIXELS
+) -> Iterator[np.ndarray]:
     """The clip's frames from ``start`` on, each ``(H, W, 3)`` float32 RGB in [0, 1] with
     its longer side ``max_dim`` (as :func:`nst_jax.files.image.load` scales an image).
+    A frame file over ``max_pixels`` is refused as an image is (a video's frames are
+    checked by :func:`check_frame_size`).
 
     Raises:
       InputError: the video changed since it was probed (fewer frames than counted).
     """
     if clip.frames is not None:
         for frame in clip.frames[start:]:
-            yield image.load(frame, max_dim)
+            yield image.load(frame, max_dim, max_pixels)
         return
     import imageio_ffmpeg
 

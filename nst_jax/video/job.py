@@ -85,8 +85,10 @@ def run_job(
     start: int = 0,
     max_dim: int | None = None,
     on_event: Hook | None = None,
+    max_pixels: int | None = image.MAX_PIXELS,
 ) -> VideoSummary | None:
-    """Stylise ``clip`` into ``folder`` from frame ``start`` (:func:`check_folder`).
+    """Stylise ``clip`` into ``folder`` from frame ``start`` (:func:`check_folder`); a frame
+    file over ``max_pixels`` is refused (:func:`nst_jax.video.frames.read`).
 
     Frames before ``start`` are read back from ``folder``; each new frame is written as it
     finishes, before the hook hears of it (:mod:`nst_jax.events`).
@@ -101,7 +103,7 @@ def run_job(
     reach = max(settings.offsets)
     first = max(0, start - reach)
     previous = {i: clips.read_frame(folder / clips.frame_name(i)) for i in range(first, start)}
-    source = clips.read(clip, max_dim, first)
+    source = clips.read(clip, max_dim, first, max_pixels)
     made, results = [], {}
     with FlowFeeder(source, first, start, settings.offsets, settings.flow) as feeder:
         # The whole clip's length, not what is left: a continued run chooses the same

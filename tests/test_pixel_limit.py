@@ -1,0 +1,175 @@
+"""The inputs' pixel limit (``max_pixels``, ``--max-pixels``) in every command that reads
+images: stylize, score, video and train take it, refuse (or, for training images, pass over)
+what is larger, and the message names the option of the command that printed it.
+
+The boundaries are exact: an image of W x H pixels passes at ``max_pixels = W * H`` and is
+refused at ``W * H - 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_jax import session
+from nst_jax.cli.main import build_parser
+from nst_jax.errors import InputError
+from nst_jax.feedforward import data, train
+from nst_jax.files import image
+from nst_jax.session import score
+from nst_jax.video import frames
+
+from conftest import assert_refused, exit_code
+
+BAD_LIMITS = [0, -1, 1.5, True, "100", float("nan")]
+
+
+def save_noise(path: Path, height: int, width: int, seed: int = 0) -> Path:
+    pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.mark.parametrize("bad", BAD_LIMITS)
+def test_a_bad_limit_names_max_pixels(bad, tmp_path):
+    with pytest.raises(InputError, match="max_pixels must be a positive whole number"):
+        image.check_max_pixels(bad)
+    with pytest.raises(InputError, match="max_pixels"):
+        image.decode(save_noise(tmp_path / "a.png", 4, 4), max_pixels=bad)
+
+
+def test_limits_are_whole_numbers_or_none(tmp_path):
+    for good in (None, 1, np.int64(7), 10**12):
+        assert image.check_max_pixels(good) is good
+    path = save_noise(tmp_path / "a.png", 30, 40)
+    assert image.decode(path, max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(InputError, match=r"40x30 px is over the limit of 1199 pixels"):
+        image.decode(path, max_pixels=1199)
+
+
+@pytest.mark.parametrize("command", ["stylize", "score", "video", "train"])
+def test_every_command_that_reads_images_takes_max_pixels(command):
+    """Each command's refusal says "--max-pixels raises it": the option must be its own."""
+    args = {
+        "stylize": ["stylize", "c.png", "--style", "s.png", "-o", "o.png"],
+        "score": ["score", "c", "s", "r"],
+        "video": ["video", "clip", "--style", "s.png", "-o", "out"],
+        "train": ["train", "--method", "johnson", "--data", "d", "-o", "m"],
+    }[command]
+    assert build_parser().parse_args([*args, "--max-pixels", "1234"]).max_pixels == 1234
+    assert build_parser().parse_args(args).max_pixels == image.MAX_PIXELS
+
+
+def test_score_refuses_an_image_over_the_limit(tmp_path, weights_h5, params, capsys):
+    for kind in ("contents", "styles", "results"):
+        save_noise(tmp_path / kind / "00.png", 30, 40)
+    folders = [tmp_path / k for k in ("contents", "styles", "results")]
+    argv = ["score", *folders, "--weights", weights_h5, "-o", tmp_path / "s.csv", "-q",
+            "--max-dim", "32"]  # fmt: skip
+    assert_refused(tmp_path, [*argv, "--max-pixels", "1199"], "00.png", "40x30 px",
+                   "(--max-pixels raises it)", capsys=capsys)  # fmt: skip
+    # Scaled up by --max-dim past the limit: refused from the header, before decoding.
+    up = [*argv[:-1], "400", "--max-pixels", "1200"]
+    assert_refused(tmp_path, up, "400x300 px at --max-dim 400", "--max-pixels", capsys=capsys)
+    for bad in BAD_LIMITS:
+        with pytest.raises(InputError, match="max_pixels"):
+            score.score_folders(params, *folders, max_dim=32, max_pixels=bad)
+        request = score.ScoreRequest(*map(str, folders), str(tmp_path / "t.csv"),
+                                     weights=weights_h5, max_pixels=bad)  # fmt: skip
+        with pytest.raises(InputError, match="max_pixels"):
+            score.run_score(request)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_video_frames_over_the_limit_are_refused_before_any_work(tmp_path, weights_h5, capsys):
+    clip = tmp_path / "clip"
+    for index in range(3):
+        save_noise(clip / f"frame{index}.png", 30, 40, seed=index)
+    style = save_noise(tmp_path / "style.png", 20, 20)
+    argv = ["video", clip, "--style", style, "-o", tmp_path / "out", "--weights", weights_h5,
+            "--max-dim", "32", "--steps", "1", "-q"]  # fmt: skip
+    assert_refused(tmp_path, [*argv, "--max-pixels", "1199"], "clip", "40x30 px frames",
+                   "(--max-pixels raises it)", capsys=capsys)  # fmt: skip
+    probed = frames.probe(clip)
+    frames.check_frame_size(probed, 1200)  # exactly the frames' pixels: accepted
+    frames.check_frame_size(probed, None)
+    assert next(frames.read(probed, 32, 0, 1200)).shape == (24, 32, 3)
+    with pytest.raises(InputError, match="frame0.png: 40x30 px is over the limit of 1199"):
+        next(frames.read(probed, 32, 0, 1199))  # a frame file swapped for a larger one
+    for bad in BAD_LIMITS:
+        request = session.VideoRequest(str(clip), (str(style),), str(tmp_path / "o2"),
+                                       weights=weights_h5, max_pixels=bad)  # fmt: skip
+        with pytest.raises(InputError, match="max_pixels"):
+            session.run_video(request)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o2").exists()
+
+
+def test_training_images_over_the_limit_are_passed_over_with_the_reason(tmp_path):
+    small = save_noise(tmp_path / "data" / "a.png", 20, 20)
+    large = save_noise(tmp_path / "data" / "b.png", 30, 40)
+    found = data.image_files(tmp_path / "data", "--data", max_pixels=1199)
+    assert found.files == [small]
+    assert found.passed == [(large, "40x30 px, over the limit of 1199 pixels (max_pixels "
+                                    "raises it)")]  # fmt: skip
+    assert data.image_files(tmp_path / "data", "--data", 1200).files == [small, large]
+    with pytest.raises(InputError, match="no readable images"):
+        data.image_files(tmp_path / "data", "--data", max_pixels=399)
+    with pytest.raises(InputError, match="max_pixels"):
+        data.image_files(tmp_path / "data", "--data", max_pixels=0)
+    # A file that grew past the limit after the listing is replaced as an unreadable one.
+    unreadable: set = set()
+    crop = lambda path: data.load_crop(path, 16, 0, 0, 0, 0, max_pixels=1199)  # noqa: E731
+    assert data.load_or_next([large, small], 0, crop, unreadable).shape == (16, 16, 3)
+    assert unreadable == {large}
+    settings = train.TrainSettings(method="johnson", steps=1, batch_size=1, size=16)
+    batches = train.step_batches(settings, [large], None, 0, max_pixels=1199)
+    with pytest.raises(InputError, match="no training image can be decoded"):
+        next(batches)
+
+
+def test_a_training_style_over_the_limit_is_refused(tmp_path, weights_h5, capsys):
+    save_noise(tmp_path / "data" / "a.png", 20, 20)
+    style = save_noise(tmp_path / "style.png", 30, 40)
+    argv = ["train", "--method", "johnson", "--style", style, "--data", tmp_path / "data",
+            "-o", tmp_path / "m", "--steps", "1", "--weights", weights_h5, "-q"]  # fmt: skip
+    assert_refused(tmp_path, [*argv, "--max-pixels", "1199"], "style.png", "40x30 px",
+                   "(--max-pixels raises it)", capsys=capsys)  # fmt: skip
+    settings = train.TrainSettings(method="johnson", steps=1)
+    for bad in BAD_LIMITS:
+        request = session.TrainRequest(settings, str(tmp_path / "data"), str(tmp_path / "m"),
+                                       style=str(style), max_pixels=bad)  # fmt: skip
+        with pytest.raises(InputError, match="max_pixels"):
+            session.run_training(request)
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_a_training_run_notes_the_images_it_passed_over(tmp_path, weights_h5, capsys):
+    for k in range(2):
+        save_noise(tmp_path / "data" / f"a{k}.png", 20, 20, seed=k)
+    save_noise(tmp_path / "data" / "big.png", 30, 40)
+    style = save_noise(tmp_path / "style.png", 20, 20, seed=9)
+    argv = ["train", "--method", "johnson", "--style", style, "--data", tmp_path / "data",
+            "-o", tmp_path / "m", "--steps", "1", "--batch-size", "1", "--size", "16",
+            "--width", "4", "--residual-blocks", "1", "--content-layers", "block1_conv2",
+            "--style-layers", "block1_conv1", "--weights", weights_h5, "-q",
+            "--max-pixels", "1199"]  # fmt: skip
+    assert exit_code(argv) == 0
+    err = capsys.readouterr().err
+    assert "1 files passed over" in err and "big.png: 40x30 px" in err, err
+    assert "(--max-pixels raises it)" in err, err
+
+
+def test_a_stylize_request_with_a_bad_limit_is_refused(files):
+    for bad in BAD_LIMITS:
+        request = session.StylizeRequest(
+            contents=(str(files / "content.png"),), styles=(str(files / "style.png"),),
+            output=str(files / "out" / "r.png"), weights=str(files / "w.h5"), max_pixels=bad,
+        )  # fmt: skip
+        with pytest.raises(InputError, match="max_pixels"):
+            session.run_single(request)
+    assert not (files / "out" / "r.png").exists()

@@ -207,13 +207,27 @@ def exit_code(argv) -> int:
         return e.code
 
 
+_BIG_HASHES: dict[tuple, str] = {}
+
+
+def file_hash(path: Path) -> str:
+    """``path``'s SHA-256. A big file's hash is kept, keyed by its inode, size and times to
+    the nanosecond: any write changes its ctime, so a kept hash is never stale, and the
+    80 MB weights file that most refusal tests snapshot twice is hashed once a worker."""
+    info = path.stat()
+    if info.st_size < 1 << 20:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    if key not in _BIG_HASHES:
+        _BIG_HASHES[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _BIG_HASHES[key]
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file and folder under ``folder`` with its contents' hash (what must not change
     when a command is refused)."""
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        if p.is_file() and not p.is_symlink()
-        else "dir"
+        str(p.relative_to(folder)): file_hash(p) if p.is_file() and not p.is_symlink() else "dir"
         for p in sorted(folder.rglob("*"))
     }
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -94,9 +97,6 @@ def test_compile_cache_setting(monkeypatch, tmp_path):
 
 def test_compile_cache_stores_programs(tmp_path):
     """In a process of its own (the cache is process-wide): a compiled program lands there."""
-    import subprocess
-    import sys
-
     code = (
         "import jax, jax.numpy as jnp; from nst_jax.files import compile_cache; "
         f"compile_cache.enable({str(tmp_path / 'cache')!r}); "
@@ -104,3 +104,58 @@ def test_compile_cache_stores_programs(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     assert any((tmp_path / "cache").iterdir())
+
+
+def test_damaged_cache_entries_are_found_by_their_stream(tmp_path):
+    """A zlib entry cut short or corrupted is removed; a whole one, another module's and a
+    payload in another format (zstd's magic) are kept."""
+    program = bytes(range(256)) * 4000
+    whole = zlib.compress(program)
+    corrupt = bytearray(whole)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    entries = {
+        "jit_f-aaa-cache": whole,
+        "jit_f-bbb-cache": whole[: len(whole) // 2],
+        "jit_f-ccc-cache": bytes(corrupt),
+        "jit_f-ddd-cache": b"\x28\xb5\x2f\xfd" + b"\0" * 10,
+        "jit_g-eee-cache": whole[:10],
+        "jit_f-fff-atime": b"\0" * 8,
+    }
+    for name, payload in entries.items():
+        (tmp_path / name).write_bytes(payload)
+    removed = compile_cache.remove_damaged(tmp_path, "jit_f")
+    assert sorted(p.name for p in removed) == ["jit_f-bbb-cache", "jit_f-ccc-cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        n for n in entries if n not in ("jit_f-bbb-cache", "jit_f-ccc-cache")
+    )
+    assert compile_cache.remove_damaged(tmp_path, "jit_[g]") == []  # glob characters literal
+    assert compile_cache.remove_damaged(tmp_path / "missing", "jit_g") == []
+    with pytest.raises(TypeError, match="module_name"):
+        compile_cache.remove_damaged(tmp_path, None)
+
+
+def test_a_cut_cache_entry_is_mended_with_one_line(tmp_path):
+    """In processes of their own: JAX's entries cut short (a run killed while writing them)
+    are read with JAX's warning; the command's hook removes them, says so once, and the
+    programs are cached whole again (JAX would otherwise keep the cut entries for ever)."""
+    cache = tmp_path / "cache"
+    code = (
+        "import warnings, jax, jax.numpy as jnp; from nst_jax.cli import main; "
+        "from nst_jax.files import compile_cache; "
+        f"compile_cache.enable({str(cache)!r}); "
+        "warnings.showwarning = main._mending_cache(warnings.showwarning); "
+        "[jax.jit(f)(jnp.ones(3)).block_until_ready() for f in (jnp.sin, jnp.cos)]"
+    )
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert run().stderr == ""
+    entries = sorted(cache.glob("*-cache"))
+    assert len(entries) >= 2, entries  # sin, cos and the programs of jnp.ones
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:40])
+    err = run().stderr
+    assert err.count("\n") == 1 and "removed a damaged entry" in err and str(cache) in err, err
+    assert sorted(cache.glob("*-cache")) == entries
+    assert all(len(e.read_bytes()) > 40 for e in entries)  # written whole again
+    assert run().stderr == ""

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -174,6 +175,8 @@ def _command(argv: Sequence[str] | None) -> int:
     warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
     if not getattr(sys.unraisablehook, "quiet_closed_loop", False):
         sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
+    if not getattr(warnings.showwarning, "mends_cache", False):
+        warnings.showwarning = _mending_cache(warnings.showwarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Plug-ins first: the options name their terms (--style-loss covariance).
     plugins.load_plugins(plugin_specs(argv))
@@ -196,6 +199,39 @@ def _quiet_closed_loop(default: Callable) -> Callable:
 
     hook.quiet_closed_loop = True
     return hook
+
+
+_CACHE_READ = re.compile(r"Error reading persistent compilation cache entry for '([^']*)'")
+
+
+def _mending_cache(default: Callable) -> Callable:
+    """``warnings.showwarning`` that answers JAX's warning about a compilation-cache entry it
+    cannot read: the module's damaged entries are removed (so the program is cached whole
+    again, :func:`nst_jax.files.compile_cache.remove_damaged`) and one line is printed, once
+    a run, instead of two lines an entry."""
+    told = []
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        read_error = _CACHE_READ.match(str(message))
+        if read_error is None:
+            default(message, category, filename, lineno, file, line)
+            return
+        import jax
+
+        from nst_jax.files import compile_cache
+
+        folder = jax.config.jax_compilation_cache_dir
+        removed = []
+        with contextlib.suppress(OSError):  # a cache that cannot be mended is only slower
+            removed = compile_cache.remove_damaged(folder, read_error[1]) if folder else []
+        if not told:
+            told.append(True)
+            what = "removed a damaged entry" if removed else "could not read an entry"
+            print(f"nst-jax: warning: compilation cache {folder}: {what}; its program is "
+                  "compiled again", file=sys.stderr)  # fmt: skip
+
+    show.mends_cache = True
+    return show
 
 
 def plugin_specs(argv: Sequence[str]) -> list[str]:

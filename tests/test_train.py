@@ -108,6 +108,22 @@ def test_a_damaged_training_checkpoint_is_one_line_in_a_process_of_its_own(place
     assert f"damaged checkpoint at step {last.name}" in done.stderr and "<bound" not in done.stderr
 
 
+def test_orbax_s_tolerated_errors_are_not_printed(place, johnson_model, caplog, capsys):
+    """Found by a hostile probe: a checkpoint's metadata file holding garbage, which orbax
+    reads past, printed its error log (two lines a read, 13 lines in all) before the run's
+    own line; the run resumes as it would have."""
+    damaged = place / "damaged_metadata"
+    shutil.copytree(johnson_model, damaged)
+    for metadata in (damaged / "checkpoints").glob("*/_CHECKPOINT_METADATA"):
+        metadata.write_text("garbage{{\n")
+    assert exit_code(johnson_argv(place, damaged, "--resume")) == 0
+    assert "trained johnson" in capsys.readouterr().out
+    assert not [r for r in caplog.records if "orbax" in r.pathname], caplog.text
+    assert (damaged / models.PARAMS_FILE).read_bytes() == (
+        johnson_model / models.PARAMS_FILE
+    ).read_bytes()
+
+
 @pytest.mark.slow
 def test_training_killed_by_sigkill_resumes_to_bit_identical_params(place, johnson_model):
     # One command, --resume included, starts the run and continues it after the kill.

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import sys
@@ -177,6 +178,9 @@ def _command(argv: Sequence[str] | None) -> int:
         sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
     if not getattr(warnings.showwarning, "mends_cache", False):
         warnings.showwarning = _mending_cache(warnings.showwarning)
+    absl = logging.getLogger("absl")
+    if _not_orbax not in absl.filters:
+        absl.addFilter(_not_orbax)
     argv = list(sys.argv[1:] if argv is None else argv)
     # Plug-ins first: the options name their terms (--style-loss covariance).
     plugins.load_plugins(plugin_specs(argv))
@@ -185,6 +189,13 @@ def _command(argv: Sequence[str] | None) -> int:
         action = getattr(args, "weights_command", None) or getattr(args, "models_command", None)
         command = COMMANDS[(args.command, action)]
         return command(args, argv, control)
+
+
+def _not_orbax(record: logging.LogRecord) -> bool:
+    """Drop orbax's own log records: it logs what it tolerates (a checkpoint's damaged
+    metadata file, twice a read) as errors, while the command says in one line what it
+    could not do."""
+    return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 def _quiet_closed_loop(default: Callable) -> Callable:

@@ -83,7 +83,7 @@ def test_a_job_mirrors_the_tree_records_failures_and_continues(files, tmp_path, 
     assert exit_code(job_argv(files, tree, out)) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "Traceback" not in err, err
-    assert "1 files passed over" in err and "notes.txt" in err, err
+    assert "1 file passed over" in err and "notes.txt" in err, err
     written = results(out)
     assert len(written) == 10 and "set0/sub1/img0003.png" in written
     failed = [r["reason"] for r in stored_records(out).values() if r["status"] == "failed"]

@@ -8,18 +8,20 @@ refused at ``W * H - 1``.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile, PngImagePlugin
 
 from nst_jax import session
 from nst_jax.cli.main import build_parser
 from nst_jax.errors import InputError
 from nst_jax.feedforward import data, train
 from nst_jax.files import image
-from nst_jax.session import score
+from nst_jax.session import inputs, score
 from nst_jax.video import frames
 
 from conftest import assert_refused, exit_code
@@ -40,6 +42,48 @@ def test_a_bad_limit_names_max_pixels(bad, tmp_path):
         image.check_max_pixels(bad)
     with pytest.raises(InputError, match="max_pixels"):
         image.decode(save_noise(tmp_path / "a.png", 4, 4), max_pixels=bad)
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload)
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+
+def test_a_forged_png_header_is_refused_without_decoding(tmp_path, monkeypatch):
+    """Found by a hostile probe: reading a PNG's EXIF orientation (Pillow's
+    PngImageFile.getexif) decoded the whole image, so a 74-byte file claiming 2^31 x 2^31
+    pixels ended every command in MemoryError before its size was compared (the command
+    lifts Pillow's own limit, as this test does)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    side = 2**31 - 1
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    forged = tmp_path / "forged.png"
+    pixels = png_chunk(b"IDAT", zlib.compress(b"\0" * 10))
+    forged.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + pixels
+                       + png_chunk(b"IEND", b""))  # fmt: skip
+    assert image.probe_size(forged) == (side, side)
+    with pytest.raises(InputError, match=f"{side}x{side} px is over the limit"):
+        image.decode(forged)
+
+
+def test_sizes_are_read_from_headers_with_png_exif_before_the_pixels(tmp_path, monkeypatch):
+    """probe_size never decodes; a PNG's eXIf orientation (before its pixels) turns the
+    probed size and the decoded image alike."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees: shown 30 wide, 40 high
+    turned = tmp_path / "turned.png"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(turned, exif=exif.tobytes())
+    jpeg = tmp_path / "turned.jpg"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(jpeg, exif=exif.tobytes())
+    assert image.decode(turned).shape == image.decode(jpeg).shape == (40, 30, 3)
+
+    def no_decoding(self, *args):
+        raise AssertionError("probe_size decoded the pixels")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding, raising=False)
+    assert image.probe_size(turned) == image.probe_size(jpeg) == (40, 30)
+    assert image.probe_size(save_noise(tmp_path / "plain.png", 30, 40)) == (30, 40)
 
 
 def test_limits_are_whole_numbers_or_none(tmp_path):
@@ -85,6 +129,20 @@ def test_score_refuses_an_image_over_the_limit(tmp_path, weights_h5, params, cap
     assert not (tmp_path / "t.csv").exists()
 
 
+def test_score_checks_every_file_before_the_first_score(tmp_path, params):
+    """Found by a hostile probe: the second pair's image over the limit was refused after
+    the first pair was scored, and that work was lost."""
+    for kind in ("contents", "styles", "results"):
+        save_noise(tmp_path / kind / "00.png", 20, 20)
+        save_noise(tmp_path / kind / "01.png", 30, 40)
+    folders = [tmp_path / k for k in ("contents", "styles", "results")]
+    reports = []
+    with pytest.raises(InputError, match=r"contents/01.png: 40x30 px is over the limit of 400"):
+        score.score_folders(params, *folders, max_dim=None, max_pixels=400,
+                            report=lambda *done: reports.append(done))  # fmt: skip
+    assert reports == []
+
+
 def test_video_frames_over_the_limit_are_refused_before_any_work(tmp_path, weights_h5, capsys):
     clip = tmp_path / "clip"
     for index in range(3):
@@ -101,6 +159,8 @@ def test_video_frames_over_the_limit_are_refused_before_any_work(tmp_path, weigh
     with pytest.raises(InputError, match="frame0.png: 40x30 px is over the limit of 1199"):
         next(frames.read(probed, 32, 0, 1199))  # a frame file swapped for a larger one
     for bad in BAD_LIMITS:
+        with pytest.raises(InputError, match="max_pixels"):
+            frames.read(probed, 32, 0, bad)  # at the call, not at the first frame
         request = session.VideoRequest(str(clip), (str(style),), str(tmp_path / "o2"),
                                        weights=weights_h5, max_pixels=bad)  # fmt: skip
         with pytest.raises(InputError, match="max_pixels"):
@@ -129,6 +189,25 @@ def test_training_images_over_the_limit_are_passed_over_with_the_reason(tmp_path
     batches = train.step_batches(settings, [large], None, 0, max_pixels=1199)
     with pytest.raises(InputError, match="no training image can be decoded"):
         next(batches)
+    for bad in BAD_LIMITS:  # at the call, not at the first batch
+        with pytest.raises(InputError, match="max_pixels"):
+            data.batches([small], 1, 16, 0, range(1), max_pixels=bad)
+        with pytest.raises(InputError, match="max_pixels"):
+            train.step_batches(settings, [small], None, 0, max_pixels=bad)
+
+
+def test_a_folder_with_every_image_over_the_limit_says_so(tmp_path):
+    """Found by a hostile probe: it said only 'no readable images'."""
+    save_noise(tmp_path / "data" / "a.png", 30, 40)
+    (tmp_path / "data" / "notes.txt").write_text("not an image")
+    with pytest.raises(InputError, match=r"no readable images for --data \(2 passed over; "
+                       r".*a.png: 40x30 px, over the limit of 1199 pixels"):  # fmt: skip
+        data.image_files(tmp_path / "data", "--data", 1199)
+    assert inputs.passed_note([(Path("a.png"), "why")]) == "1 file passed over (a.png: why)"
+    three = [(Path(f"{k}.png"), "why") for k in range(3)]
+    assert inputs.passed_note(three, ", not inputs") == (
+        "3 files passed over, not inputs (0.png: why and 2 more)"
+    )
 
 
 def test_a_training_style_over_the_limit_is_refused(tmp_path, weights_h5, capsys):
@@ -160,7 +239,7 @@ def test_a_training_run_notes_the_images_it_passed_over(tmp_path, weights_h5, ca
             "--max-pixels", "1199"]  # fmt: skip
     assert exit_code(argv) == 0
     err = capsys.readouterr().err
-    assert "1 files passed over" in err and "big.png: 40x30 px" in err, err
+    assert "1 file passed over" in err and "big.png: 40x30 px" in err, err
     assert "(--max-pixels raises it)" in err, err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 import zlib
@@ -120,13 +121,17 @@ def test_damaged_cache_entries_are_found_by_their_stream(tmp_path):
         "jit_f-ddd-cache": b"\x28\xb5\x2f\xfd" + b"\0" * 10,
         "jit_g-eee-cache": whole[:10],
         "jit_f-fff-atime": b"\0" * 8,
+        "jit_f-ggg-cache": b"",  # opened, then killed before the first byte
     }
     for name, payload in entries.items():
         (tmp_path / name).write_bytes(payload)
+    (tmp_path / "jit_f-hhh-cache").mkdir()
+    os.mkfifo(tmp_path / "jit_f-iii-cache")  # reading it would wait for a writer for ever
+    damaged = ["jit_f-bbb-cache", "jit_f-ccc-cache", "jit_f-ggg-cache"]
     removed = compile_cache.remove_damaged(tmp_path, "jit_f")
-    assert sorted(p.name for p in removed) == ["jit_f-bbb-cache", "jit_f-ccc-cache"]
+    assert sorted(p.name for p in removed) == damaged
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        n for n in entries if n not in ("jit_f-bbb-cache", "jit_f-ccc-cache")
+        [*(n for n in entries if n not in damaged), "jit_f-hhh-cache", "jit_f-iii-cache"]
     )
     assert compile_cache.remove_damaged(tmp_path, "jit_[g]") == []  # glob characters literal
     assert compile_cache.remove_damaged(tmp_path / "missing", "jit_g") == []

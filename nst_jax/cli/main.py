@@ -237,7 +237,11 @@ def _mending_cache(default: Callable) -> Callable:
             removed = compile_cache.remove_damaged(folder, read_error[1]) if folder else []
         if not told:
             told.append(True)
-            what = "removed a damaged entry" if removed else "could not read an entry"
+            what = (
+                "removed a damaged entry"
+                if removed
+                else "could not read an entry (deleting the folder clears the cache)"
+            )
             print(f"nst-jax: warning: compilation cache {folder}: {what}; its program is "
                   "compiled again", file=sys.stderr)  # fmt: skip
 

@@ -69,7 +69,12 @@ def image_files(
         else:
             files.append(path)
     if not files:
-        raise InputError(f"{shown(folder)}: no readable images for {option}")
+        reason = ""
+        images = passed[len(walked.passed) :] or passed  # an image's reason says the most
+        if images:
+            first, why = images[0]
+            reason = f" ({len(passed)} passed over; {shown(first)}: {why})"
+        raise InputError(f"{shown(folder)}: no readable images for {option}{reason}")
     return TrainingFiles(files, passed)
 
 
@@ -148,7 +153,13 @@ def batches(
     ahead by ``workers`` threads (at most two batches ahead); a file that cannot be decoded
     (or has grown over ``max_pixels``) is replaced by the next readable one and added to
     ``unreadable`` (:func:`load_or_next`)."""
+    image.check_max_pixels(max_pixels)  # now, not at the first batch
     unreadable = set() if unreadable is None else unreadable
+    return _crops(files, batch, size, seed, steps, stream, workers, unreadable, max_pixels)
+
+
+def _crops(files, batch, size, seed, steps, stream, workers, unreadable, max_pixels):
+    """:func:`batches`' generator."""
     tasks = (
         (step, slot, index)
         for step in steps

@@ -238,11 +238,9 @@ def step_batches(
     loading = {"workers": workers, "unreadable": unreadable, "max_pixels": max_pixels}
     ours = data.batches(contents, s.batch_size, s.size, s.seed, steps, **loading)
     if styles is None:
-        for batch in ours:
-            yield batch, None
-        return
+        return ((batch, None) for batch in ours)
     theirs = data.batches(styles, s.batch_size, s.size, s.seed, steps, data.STYLE_STREAM, **loading)
-    yield from zip(ours, theirs, strict=True)
+    return zip(ours, theirs, strict=True)
 
 
 def fit(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -62,8 +63,11 @@ def enable(folder: str | os.PathLike) -> Path:
 
 
 def _whole(payload: bytes) -> bool:
-    """Whether a zlib-compressed entry reaches its stream's end. Entries in another format
-    (zstd, where JAX finds it installed) are left to JAX."""
+    """Whether a zlib-compressed entry reaches its stream's end. An empty one is cut (JAX
+    opens the file before writing: a kill in between leaves it empty); entries in another
+    format (zstd, where JAX finds it installed) are left to JAX."""
+    if not payload:
+        return False
     if payload[:1] != b"\x78":  # zlib's header at the default window size
         return True
     stream = zlib.decompressobj()
@@ -88,6 +92,8 @@ def remove_damaged(folder: str | os.PathLike, module_name: str) -> list[Path]:
     removed = []
     for entry in sorted(Path(folder).glob(f"{glob.escape(module_name)}-*{ENTRY_SUFFIX}")):
         try:
+            if not stat.S_ISREG(entry.stat().st_mode):
+                continue  # a folder, or a pipe that reading would wait on for ever
             whole = _whole(entry.read_bytes())
         except OSError:
             continue  # gone, or unreadable: nothing this can mend

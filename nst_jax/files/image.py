@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files.atomic import atomic_write, nearest_existing_parent
@@ -101,9 +101,9 @@ def decode(
                         f"{path}: {img.width}x{img.height} px is over the limit of "
                         f"{max_pixels} pixels (max_pixels raises it)"
                     )
+                turn = _TURNS.get(orientation(img))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                array = _to_rgb_array(img, background)
+                array = _to_rgb_array(img if turn is None else img.transpose(turn), background)
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -123,17 +123,45 @@ def decode(
     return array
 
 
+# EXIF orientation -> the transpose that shows the stored pixels upright (as
+# ImageOps.exif_transpose does); 5-8 turn the image by 90 degrees.
+_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def orientation(img: Image.Image) -> int:
+    """An opened image's EXIF orientation (1: upright), from what was read before its pixels.
+
+    Pillow's ``PngImageFile.getexif`` decodes the whole image to look for an ``eXIf`` chunk
+    after the pixels: a 74-byte PNG whose header claims 2^31 x 2^31 pixels then exhausts
+    memory before any limit is compared. The base method reads only the chunks before the
+    pixels, where the PNG extensions place ``eXIf`` and browsers look for it.
+    """
+    try:
+        value = Image.Image.getexif(img).get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - untrusted metadata: an unreadable block is no turn
+        return 1
+    return value if isinstance(value, int) and value in _TURNS else 1
+
+
 def probe_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(height, width)`` of an image as displayed (EXIF rotation applied), from its header
-    alone; ``None`` when the header cannot be read."""
-    # EXIF orientations 5-8 turn the stored image by 90 degrees.
+    """``(height, width)`` of an image as displayed (EXIF rotation applied, as
+    :func:`decode` applies it), from its header alone, without decoding any pixel; ``None``
+    when the header cannot be read."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None  # opening a pipe would block
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                turned = orientation(img) in (5, 6, 7, 8)
                 return (img.width, img.height) if turned else (img.height, img.width)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None

@@ -13,7 +13,7 @@ import numpy as np
 from nst_jax.config import INITS, StyleConfig
 from nst_jax.core import targets
 from nst_jax.dataset.plan import style_dims
-from nst_jax.errors import ImageError, InputError
+from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files import image, weights
 
 
@@ -142,3 +142,10 @@ def input_roles(request, content: Path) -> list[tuple[str, Path]]:
     if request.config.init not in INITS:
         roles.append(("--init", Path(request.config.init)))
     return roles
+
+
+def passed_note(passed: Sequence[tuple[Path, str]], what: str = "") -> str:
+    """One line on the files a walk passed over: how many, the first and why."""
+    (first, why), more = passed[0], len(passed) - 1
+    count = f"{len(passed)} file{'s' if len(passed) > 1 else ''} passed over{what}"
+    return f"{count} ({shown(first)}: {why}{f' and {more} more' if more else ''})"

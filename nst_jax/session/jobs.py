@@ -114,9 +114,7 @@ def passed_over(plan: dataset.Plan) -> list[str]:
     """One line on the files the walk passed over (not images, not regular files)."""
     if not plan.passed:
         return []
-    first, why = plan.passed[0]
-    more = f" and {len(plan.passed) - 1} more" if len(plan.passed) > 1 else ""
-    return [f"{len(plan.passed)} files passed over, not inputs ({shown(first)}: {why}{more})"]
+    return [inputs.passed_note(plan.passed, ", not inputs")]
 
 
 def shard_of(request: StylizeRequest) -> tuple[int, int]:

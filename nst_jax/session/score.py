@@ -192,6 +192,8 @@ def score_folders(
     for name in names:
         style_terms.style_term(name)
     triples = paired_files(contents, styles, results)
+    for path in dict.fromkeys(path for triple in triples for path in triple):
+        _check_pixels(path, max_dim, max_pixels)  # every file before the first score
     scores = jax.jit(_scores, static_argnums=(4, 5))
     rows, features = [], {"results": [], "styles": {}}
     for done, paths in enumerate(triples, 1):
@@ -223,19 +225,24 @@ def default_terms() -> tuple[str, ...]:
     return tuple(n for n in style_terms.names() if style_terms.style_term(n).min_side == 1)
 
 
+def _check_pixels(path: Path, max_dim: int | None, max_pixels: int | None) -> None:
+    """Refuse, from its header, a file larger than ``max_pixels`` as it is or as scaled to
+    ``max_dim`` (its decoding checks the file again)."""
+    size = image.probe_size(path)
+    if max_pixels is None or size is None:
+        return
+    scaled = image.scaled_shape(*size, max_dim) if max_dim else size
+    for (height, width), at in ((size, ""), (scaled, f" at max_dim={max_dim}")):
+        if height * width > max_pixels:
+            raise InputError(
+                f"{shown(path)}: {width}x{height} px{at} is over the limit of {max_pixels} "
+                "pixels (max_pixels raises it)"
+            )
+
+
 def _loaded(
     paths: tuple[Path, Path, Path], max_dim: int | None, max_pixels: int | None
 ) -> list[np.ndarray]:
-    """The three images, each refused before decoding when it is larger than
-    ``max_pixels`` scaled (the file's own size is checked when it is decoded)."""
-    for path in paths:
-        size = image.probe_size(path)
-        scaled = image.scaled_shape(*size, max_dim) if size and max_dim else size
-        if max_pixels is not None and scaled and scaled[0] * scaled[1] > max_pixels:
-            raise InputError(
-                f"{shown(path)}: {scaled[1]}x{scaled[0]} px at --max-dim {max_dim} is over "
-                f"the limit of {max_pixels} pixels (max_pixels raises it)"
-            )
     content, style, result = (image.load(path, max_dim, max_pixels) for path in paths)
     if content.shape != result.shape:
         raise InputError(

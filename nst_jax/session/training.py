@@ -213,8 +213,7 @@ def prepare(request: TrainRequest, control: Control) -> Prepared:
         outputs.check_outputs([outputs.Output(Path(request.plot), "the plot")], [], force=True)
     for passed in (found.passed, theirs.passed if theirs else []):  # once nothing is refused
         if passed:
-            first, why = passed[0]
-            control.note(f"{len(passed)} files passed over ({shown(first)}: {why}, ...)")
+            control.note(inputs.passed_note(passed))
     return Prepared(request, made, contents, styles, weights_path)
 
 

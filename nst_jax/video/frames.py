@@ -166,8 +166,15 @@ def read(
     checked by :func:`check_frame_size`).
 
     Raises:
-      InputError: the video changed since it was probed (fewer frames than counted).
+      InputError: the video changed since it was probed (fewer frames than counted), a
+        frame file over ``max_pixels``, or ``max_pixels`` not a pixel limit (at once).
     """
+    image.check_max_pixels(max_pixels)  # now, not at the first frame
+    return _frames(clip, max_dim, start, max_pixels)
+
+
+def _frames(clip: Clip, max_dim: int | None, start: int, max_pixels: int | None):
+    """:func:`read`'s generator."""
     if clip.frames is not None:
         for frame in clip.frames[start:]:
             yield image.load(frame, max_dim, max_pixels)

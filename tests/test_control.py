@@ -333,10 +333,10 @@ def test_masks_and_per_style_settings_on_the_command_line(mask_files):
 @pytest.mark.slow
 def test_a_style_loss_sweep_writes_each_result(files):
     # Two losses (each compiles its own program): the naming is the same for any number.
-    argv = stylize_argv(files, "--style-loss", "gram,w2", out="out/losses")
+    argv = stylize_argv(files, "--style-loss", "gram,mean_std", out="out/losses")
     assert exit_code(argv) == 0
     written = sorted(p.name for p in (files / "out/losses").iterdir())
-    losses = ("gram", "w2")
+    losses = ("gram", "mean_std")
     assert written == [".nst-jax"] + [f"content_{loss}.png" for loss in losses]
 
 

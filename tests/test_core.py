@@ -66,9 +66,9 @@ def eager_losses(params, content, style, cfg, n_steps):
 
 @pytest.fixture(scope="module")
 def eager64(params64, noisy_content, style_image):
-    """3 eager float64 steps (about 2 s each): computed once for both loop kinds."""
+    """2 eager float64 steps (a few seconds each): computed once for both loop kinds."""
     with jax.enable_x64(True):
-        return eager_losses(params64, *as64(noisy_content, style_image), config(), 3)
+        return eager_losses(params64, *as64(noisy_content, style_image), config(), 2)
 
 
 @pytest.fixture(scope="module")

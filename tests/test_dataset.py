@@ -114,8 +114,7 @@ def test_sigkill_at_random_moments_then_rerun_writes_the_uninterrupted_bytes(fil
     tree = photo_tree(tmp_path / "tree", 16)
     out = tmp_path / "out"
     argv = job_argv(files, tree, out, "--batch-size", "2")  # results a few at a time
-    whole = subprocess.run([*COMMAND, *argv], capture_output=True)
-    assert whole.returncode == 3, whole.stderr
+    assert exit_code(argv) == 3  # in this process, with the command's settings: its bytes
     reference = results(out)
     shutil.rmtree(out)  # the same command into the same folder: the same bytes
     kill_once_written(argv, out, random.Random(7).randint(1, len(reference) - 1))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -52,19 +53,27 @@ _CACHE_SETTINGS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _compile_cache_settings_restored():
+@contextlib.contextmanager
+def compile_cache_settings_kept():
     """Undo what a command run in this process did to JAX's compilation cache settings.
 
     The command may set them for its own process (``--compile-cache``); run in-process by a
     test, that would leave later tests writing into a folder that pytest has since deleted.
     """
     before = [getattr(jax.config, name) for name in _CACHE_SETTINGS]
-    yield
-    if [getattr(jax.config, name) for name in _CACHE_SETTINGS] != before:
-        for name, value in zip(_CACHE_SETTINGS, before, strict=True):
-            jax.config.update(name, value)
-        compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        if [getattr(jax.config, name) for name in _CACHE_SETTINGS] != before:
+            for name, value in zip(_CACHE_SETTINGS, before, strict=True):
+                jax.config.update(name, value)
+            compilation_cache.reset_cache()
+
+
+@pytest.fixture(autouse=True)
+def _compile_cache_settings_restored():
+    with compile_cache_settings_kept():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,29 +7,57 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+from PIL import Image
 from test_jobs_hostile import run, small_tree
 
 from nst_jax.dataset import manifest, records
 from nst_jax.errors import shown
+from nst_jax.files import image
 
-from conftest import assert_refused, exit_code, snapshot
+from conftest import (
+    assert_refused,
+    compile_cache_settings_kept,
+    exit_code,
+    link_weights,
+    snapshot,
+)
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory, style_image, weights_h5) -> Path:
+    """A folder with a style, the weights, a tree of 4 images and the finished job of them
+    (batches of 2), run once per module and worker, with copies of the tree and the job
+    kept aside (``done`` puts them back for each test)."""
+    place = tmp_path_factory.mktemp("finished_job")
+    Image.fromarray(image.to_uint8(style_image)).save(place / "style.png")
+    link_weights(weights_h5, place / "w.h5")
+    tree, out = small_tree(place / "tree", 4), place / "out"
+    with compile_cache_settings_kept():  # the job's --compile-cache is this folder's
+        assert run(place, tree, out)[0] == 0
+    for name in ("tree", "out"):
+        shutil.copytree(place / name, place / f"{name}.kept")
+    return place
 
 
 @pytest.fixture
-def done(files, tmp_path, capsys):
-    """A finished job of 4 images in batches of 2, and its tree."""
-    tree, out = small_tree(tmp_path / "tree", 4), tmp_path / "out"
-    assert run(files, tree, out, capsys=capsys)[0] == 0
-    return tree, out
+def done(finished_job) -> tuple[Path, Path, Path]:
+    """The folder of ``finished_job`` (its style, weights and compilation cache, as the
+    ``files`` fixture's), the tree and the finished job, as they were when it finished
+    (copies keep the files' modification times, which the job's records hold)."""
+    for name in ("tree", "out"):
+        shutil.rmtree(finished_job / name)
+        shutil.copytree(finished_job / f"{name}.kept", finished_job / name)
+    return finished_job, finished_job / "tree", finished_job / "out"
 
 
 @pytest.mark.slow
-def test_pipes_in_the_job_folder_never_block(files, done, capsys):
+def test_pipes_in_the_job_folder_never_block(done, capsys):
     """A pipe named as another shard's records is skipped; one in place of a result is not
     a finished result; either way the rerun ends (here: redoes that result)."""
-    tree, out = done
+    files, tree, out = done
     os.mkfifo(manifest.folder(out) / "done-3-of-7.jsonl")
     code, said, err = run(files, tree, out, capsys=capsys)
     assert code == 2 and "not a regular file" in err, err  # the job's own files: refused
@@ -41,10 +69,10 @@ def test_pipes_in_the_job_folder_never_block(files, done, capsys):
 
 
 @pytest.mark.slow
-def test_the_newest_record_counts_across_shard_layouts(files, done, capsys):
+def test_the_newest_record_counts_across_shard_layouts(done, capsys):
     """A failed record in done-0-of-2 older than a done one in done-0-of-1 does not win
     (files were read in name order, and 0-of-2 sorts after 0-of-1)."""
-    tree, out = done
+    files, tree, out = done
     folder = manifest.folder(out)
     main = folder / "done-0-of-1.jsonl"
     lines = main.read_bytes().splitlines()
@@ -71,8 +99,8 @@ TAMPERED = {
 
 @pytest.mark.parametrize("case", sorted(TAMPERED))
 @pytest.mark.slow
-def test_a_tampered_manifest_is_one_line(files, done, case, capsys):
-    tree, out = done
+def test_a_tampered_manifest_is_one_line(done, case, capsys):
+    files, tree, out = done
     path = manifest.folder(out) / "plan.json"
     stored = json.loads(path.read_text())
     TAMPERED[case](stored["batches"])

@@ -140,8 +140,8 @@ def frames_of(clip: np.ndarray) -> flow.FlowFeeder:
 @pytest.mark.slow
 def test_temporal_loss_cuts_the_warping_error_and_the_step_compiles_once(params):
     # Bound 0.3x (the issue's, on 24 frames of 96 px; scripts/README.md). Here 4 frames of
-    # 48 px, 6 steps each, measured 0.042x on 6 frames. Both runs share one program: the
-    # temporal weight is an argument.
+    # 48 px, 6 steps each, measured 0.044x (0.042x on 6 frames). Both runs share one
+    # program: the temporal weight is an argument.
     clip = synthetic.translated_clip(4, 48, SHIFT)
     style = synthetic.texture(48, 48, seed=5)[..., ::-1].copy()
     config = nst_jax.StyleConfig(steps=6)

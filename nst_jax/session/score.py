@@ -228,9 +228,11 @@ def default_terms() -> tuple[str, ...]:
 def _check_pixels(path: Path, max_dim: int | None, max_pixels: int | None) -> None:
     """Refuse, from its header, a file larger than ``max_pixels`` as it is or as scaled to
     ``max_dim`` (its decoding checks the file again)."""
+    if max_pixels is None:
+        return  # no limit: no header to read
     size = image.probe_size(path)
-    if max_pixels is None or size is None:
-        return
+    if size is None:
+        return  # unreadable: its decoding says so, in the order the rows are scored
     scaled = image.scaled_shape(*size, max_dim) if max_dim else size
     for (height, width), at in ((size, ""), (scaled, f" at max_dim={max_dim}")):
         if height * width > max_pixels:

@@ -3,6 +3,7 @@
     python scripts/bench_winograd_f4.py floor --sizes 256 512   # FLOPs, peak, products' floor
     python scripts/bench_winograd_f4.py layers                  # one layer, F(2x2) vs F(4x4)
     python scripts/bench_winograd_f4.py step --sizes 256 512    # the whole step, both
+    python scripts/bench_winograd_f4.py dots --sizes 256 512    # products: XLA's or YNNPACK's
 
 nst_jax computes VGG's 3x3 convolutions on CPU by Winograd F(2x2, 3x3)
 (:mod:`nst_jax.core.winograd`): 2.25x fewer multiplications than the direct algorithm.
@@ -19,12 +20,15 @@ powers of two) and measures it against the library's F(2x2, 3x3):
 - ``step``: the whole step (tutorial's objective, random VGG19 weights) in child processes,
   F(4x4) in the layers with at most ``--f4-max-channels`` input channels, interleaved rounds:
   median ms, the first call's time (compilation) and the loss after the timed steps.
+- ``dots``: the F(2x2, 3x3) step in child processes with nst_jax's XLA flags (channel
+  products by XLA's own dot emitter) against the products handed to YNNPACK, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -204,12 +208,32 @@ def step_ab(sizes, f4_max: int, rounds: int, steps: int) -> None:
                   f"loss {runs[limit][0]['loss']:.6e}")  # fmt: skip
 
 
+YNN_DOTS = "--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution,reduce"
+
+
+def dots_ab(sizes, rounds: int, steps: int) -> None:
+    """nst_jax's XLA flags against the same with the channel products on YNNPACK."""
+    for size in sizes:
+        runs: dict[str, list] = {"xla": [], "ynnpack": []}
+        for _ in range(rounds):
+            for name, runs_of in runs.items():
+                env = dict(os.environ, XLA_FLAGS=YNN_DOTS if name == "ynnpack" else "")
+                argv = [sys.executable, __file__, "child", str(size), "0", str(steps)]
+                out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
+                runs_of.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for name, rows in runs.items():
+            ms = [round(r["ms"]) for r in rows]
+            first = statistics.median(r["first_s"] for r in rows)
+            print(f"{size} px, products by {name}: {statistics.median(ms):.0f} ms/step {ms}, "
+                  f"first call {first:.1f} s, loss {rows[0]['loss']:.6e}")  # fmt: skip
+
+
 def main() -> None:
     process.configure_for_program()
     if sys.argv[1:2] == ["child"]:
         return child(*map(int, sys.argv[2:5]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("floor", "layers", "step"))
+    parser.add_argument("what", choices=("floor", "layers", "step", "dots"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--f4-max-channels", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
@@ -219,6 +243,8 @@ def main() -> None:
         floor(args.sizes)
     elif args.what == "layers":
         layers()
+    elif args.what == "dots":
+        dots_ab(args.sizes, args.rounds, args.steps)
     else:
         step_ab(args.sizes, args.f4_max_channels, args.rounds, args.steps)
 

@@ -19,7 +19,8 @@ powers of two) and measures it against the library's F(2x2, 3x3):
   forward's largest difference from a float64 direct convolution, over its largest value.
 - ``step``: the whole step (tutorial's objective, random VGG19 weights) in child processes,
   F(4x4) in the layers with at most ``--f4-max-channels`` input channels, interleaved rounds:
-  median ms, the first call's time (compilation) and the loss after the timed steps.
+  median ms, the first call's time (compilation) and the loss after the timed steps;
+  ``--passes``: F(4x4) by :func:`conv_f4_passes`, its transforms in materialised passes.
 - ``dots``: the F(2x2, 3x3) step in child processes with nst_jax's XLA flags (channel
   products by XLA's own dot emitter) against the products handed to YNNPACK, interleaved.
 """
@@ -99,6 +100,58 @@ def conv_f4(x, u, rotated=False):
     return y.reshape(4 * th, 4 * tw, -1)[:h, :w]
 
 
+def conv_f4_passes(x, u, rotated=False):
+    """:func:`conv_f4` as two 1-D passes over whole rows, then columns, each materialised
+    (``optimization_barrier``): XLA otherwise fuses every tile plane's whole expression into
+    its own loop and reads the input about 45 times over."""
+    h, w, c = x.shape
+    th, tw = -(-h // 4), -(-w // 4)
+    pads = ((1, 4 * th - h + 1, 0), (1, 4 * tw - w + 1, 0), (0, 0, 0))
+    xp = jax.lax.optimization_barrier(jax.lax.pad(x, np.zeros((), x.dtype), pads))
+    width = 4 * tw + 2
+    rows = [jax.lax.slice(xp, (i, 0, 0), (i + 4 * th - 3, width, c), (4, 1, 1)) for i in range(6)]
+    rows = jax.lax.optimization_barrier(combine(rows, BT))  # 6 x (th, width, c)
+
+    def columns(r):
+        return [jax.lax.slice(r, (0, j, 0), (th, j + 4 * tw - 3, c), (1, 4, 1)) for j in range(6)]
+
+    v = [combine(columns(rows[k]), BT) for k in range(6)]
+    dims = (((2,), (1,)), ((), ())) if rotated else (((2,), (0,)), ((), ()))
+
+    def kernel(i, j):
+        return u[PERM[i]][PERM[j]] if rotated else u[i][j]
+
+    def product(i, j):
+        m = jax.lax.dot_general(v[i][j], kernel(i, j), dims)
+        return m * (SCALE[i] * SCALE[j]) if rotated and SCALE[i] * SCALE[j] != 1 else m
+
+    m = [[product(i, j) for j in range(6)] for i in range(6)]
+    by_row = jax.lax.optimization_barrier(
+        [combine([m[k][col] for k in range(6)], AT) for col in range(6)]
+    )  # [col][a]
+    out = [[None] * 4 for _ in range(4)]
+    for a in range(4):
+        for b, plane in enumerate(combine([by_row[col][a] for col in range(6)], AT)):
+            out[a][b] = plane  # output row 4t + a, column 4u + b
+    o = out[0][0].shape[-1]
+    column = lambda p: jax.lax.reshape(p, (th, 1, tw, 1, o))  # noqa: E731
+    y = jax.lax.concatenate(
+        [jax.lax.concatenate([column(out[a][b]) for b in range(4)], 3) for a in range(4)], 1
+    )
+    y = jax.lax.reshape(y, (4 * th, 4 * tw, o))
+    return y if (4 * th, 4 * tw) == (h, w) else jax.lax.slice(y, (0, 0, 0), (h, w, o))
+
+
+@jax.custom_vjp
+def conv3x3_f4p(x, u):
+    return conv_f4_passes(x, u)
+
+
+conv3x3_f4p.defvjp(
+    lambda x, u: (conv_f4_passes(x, u), u), lambda u, g: (conv_f4_passes(g, u, True), None)
+)
+
+
 @jax.custom_vjp
 def conv3x3_f4(x, u):
     return conv_f4(x, u)
@@ -107,7 +160,7 @@ def conv3x3_f4(x, u):
 conv3x3_f4.defvjp(lambda x, u: (conv_f4(x, u), u), lambda u, g: (conv_f4(g, u, True), None))
 
 
-def use_f4(max_channels: int) -> None:
+def use_f4(max_channels: int, passes: bool = False) -> None:
     """Route nst_jax's Winograd layers with at most ``max_channels`` inputs through F(4x4)."""
     transform, conv = winograd.transform_kernel, winograd.conv3x3
 
@@ -116,7 +169,8 @@ def use_f4(max_channels: int) -> None:
         return transform_kernel(k) if k.shape[2] <= max_channels else transform(kernel)
 
     winograd.transform_kernel = chosen_transform
-    winograd.conv3x3 = lambda x, u: conv3x3_f4(x, u) if len(u) == 6 else conv(x, u)
+    f4 = conv3x3_f4p if passes else conv3x3_f4
+    winograd.conv3x3 = lambda x, u: f4(x, u) if len(u) == 6 else conv(x, u)
 
 
 def problem(size: int, conv: str):
@@ -176,9 +230,9 @@ def layers() -> None:
               f"float32 max error, relative: F(2x2) {e2:.1e}, F(4x4) {e4:.1e}")  # fmt: skip
 
 
-def child(size: int, f4_max: int, steps: int) -> None:
+def child(size: int, f4_max: int, steps: int, passes: int = 0) -> None:
     if f4_max:
-        use_f4(f4_max)
+        use_f4(f4_max, bool(passes))
     began = time.perf_counter()
     step, (params, targets, x, state) = problem(size, "winograd")
     x, state, loss, _ = step(params, targets, x, state)
@@ -193,12 +247,13 @@ def child(size: int, f4_max: int, steps: int) -> None:
     print(json.dumps({"ms": statistics.median(times), "first_s": first, "loss": float(loss)}))
 
 
-def step_ab(sizes, f4_max: int, rounds: int, steps: int) -> None:
+def step_ab(sizes, f4_max: int, rounds: int, steps: int, passes: bool) -> None:
     for size in sizes:
         runs = {0: [], f4_max: []}
         for _ in range(rounds):
             for limit in runs:
                 argv = [sys.executable, __file__, "child", str(size), str(limit), str(steps)]
+                argv.append(str(int(passes)))
                 out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
                 runs[limit].append(json.loads(out.strip().splitlines()[-1]))
         for limit, name in ((0, "F(2x2)"), (f4_max, f"F(4x4) to {f4_max} ch")):
@@ -231,13 +286,14 @@ def dots_ab(sizes, rounds: int, steps: int) -> None:
 def main() -> None:
     process.configure_for_program()
     if sys.argv[1:2] == ["child"]:
-        return child(*map(int, sys.argv[2:5]))
+        return child(*map(int, sys.argv[2:6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("floor", "layers", "step", "dots"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--f4-max-channels", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--passes", action="store_true", help="step: F(4x4) by conv_f4_passes")
     args = parser.parse_args()
     if args.what == "floor":
         floor(args.sizes)
@@ -246,7 +302,7 @@ def main() -> None:
     elif args.what == "dots":
         dots_ab(args.sizes, args.rounds, args.steps)
     else:
-        step_ab(args.sizes, args.f4_max_channels, args.rounds, args.steps)
+        step_ab(args.sizes, args.f4_max_channels, args.rounds, args.steps, args.passes)
 
 
 if __name__ == "__main__":

@@ -241,6 +241,22 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def compiles_recorded():
+    """Yields a list that gets the name of each program XLA compiles inside the block."""
+    compiled = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def assert_refused(files: Path, argv, *fragments, capsys) -> str:
     """Run the command ``argv``: it must exit 2 with one stderr line holding each of
     ``fragments``, no traceback, and leave every file under ``files`` as it was."""

@@ -17,7 +17,9 @@ import nst_jax
 from nst_jax.cli import main as cli
 from nst_jax.config import StyleConfig
 from nst_jax.files import compile_cache
-from nst_jax.run import memory
+from nst_jax.run import memory, tile_memory
+
+from conftest import compiles_recorded
 
 FAST = StyleConfig(steps=2, steps_per_call=2)
 
@@ -48,6 +50,46 @@ def test_estimate_refuses_a_size_that_does_not_fit():
     with pytest.raises(MemoryError, match=rf"about max_dim=\d+ fits{hint}$"):
         memory.check_fits(FAST, 1, 64, 96, available=half)
     assert memory.check_fits(FAST, 1, 64, 96, available=needed * 2) >= needed
+
+
+def test_whole_image_arrays_over_the_memory_are_refused_without_compiling(monkeypatch):
+    """``check_whole_arrays_fit``: the process plus the whole-image arrays every step holds
+    over the memory is refused from arithmetic, naming a size at which this check passes
+    (and 2% more at which it does not); room for them passes; unknown memory passes."""
+    monkeypatch.setattr(memory, "process_rss_bytes", lambda: 2**30)
+    config = StyleConfig(tile="auto")
+    check = functools.partial(tile_memory.check_whole_arrays_fit, config, 1)
+    # 1500 x 1000 px: 10 float32 RGB images are 180 MB, so 100 MB of room is too little.
+    available = 2**30 + 100 * 2**20
+
+    with compiles_recorded() as compiled, pytest.raises(MemoryError) as caught:
+        check(1000, 1500, available, "big.png")
+    assert compiled == []
+    refused = [str(caught.value)]
+    assert refused[0].startswith("big.png: 1500x1000 px needs more than 0.2 GiB in any tiles")
+    side = int(refused[0].split("at most about max_dim=")[1].split()[0])
+    check(side * 2 // 3, side, available)  # the size named passes this check
+    with pytest.raises(MemoryError):
+        check(int(side * 1.02) * 2 // 3, int(side * 1.02), available)
+    check(1000, 1500, 2**31)
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)
+    check(1000, 1500, None)  # memory unknown: nothing to refuse by
+    with pytest.raises(MemoryError, match="no image size fits$"):
+        check(1000, 1500, 2**29)  # less than the process holds
+    with pytest.raises(ValueError, match="must be positive, got 1, 0, 1500"):
+        check(0, 1500, 2**29)
+
+
+@pytest.mark.slow
+def test_a_size_past_the_whole_arrays_check_is_refused_by_the_tiled_estimate(monkeypatch):
+    """Room for the whole-image arrays (4 * (10 * 1500 * 1000 * 3 + block2_conv2's 750 * 500
+    * 128) bytes, 354.8 MiB) but not for a window's pass besides (5 MiB left): the estimate
+    compiles the window's programs and refuses naming the smallest tile tried."""
+    monkeypatch.setattr(memory, "process_rss_bytes", lambda: 2**30)
+    config = StyleConfig(tile="auto", content_layers=("block2_conv2",),
+                         style_layers=("block1_conv1", "block2_conv1"))  # fmt: skip
+    with pytest.raises(MemoryError, match=r"needs about [\d.]+ GiB even in \d+ px tiles, "):
+        tile_memory.fitting_tile(config, 1, 1000, 1500, available=2**30 + 360 * 2**20)
 
 
 @pytest.mark.slow

@@ -83,6 +83,7 @@ def fitting_tile(
     ``MemoryError`` naming the largest size that fits tiled (:data:`TILE_CANDIDATES`, at
     least the layers' halo; a tile past the image's longer side is not tried)."""
     available = available if available is not None else memory.available_bytes()
+    check_whole_arrays_fit(config, n, height, width, available, what)
     untiled = config.replace(tile=None)
     if available is None or memory.estimate_bytes(untiled, n, height, width) <= available:
         return None
@@ -113,6 +114,34 @@ def fitting_tile(
     )
 
 
+def check_whole_arrays_fit(
+    config: StyleConfig,
+    n: int,
+    height: int,
+    width: int,
+    available: int | None = None,
+    what: str = "this run",
+) -> None:
+    """``MemoryError`` when the process and the whole-image arrays alone, which every tiled
+    or untiled step holds, exceed ``available``: such a size is refused from arithmetic,
+    without compiling the estimates' programs (which take seconds each at any size). The
+    size named is an upper bound: it leaves out the window's pass."""
+    if min(n, height, width) < 1:
+        raise ValueError(f"n, height and width must be positive, got {n}, {height}, {width}")
+    available = available if available is not None else memory.available_bytes()
+    whole = _whole_bytes(config, n, height, width)
+    if available is None or memory.process_rss_bytes() + whole <= available:
+        return
+    room = max(available - memory.process_rss_bytes(), 0) / (whole / (height * width))
+    side = int(math.sqrt(room * max(height, width) / min(height, width)))
+    smallest = geometry.smallest_tile(config.content_layers + config.style_layers, _network(config))
+    fits = "no image size fits" if side < smallest else f"at most about max_dim={side} fits tiled"
+    raise MemoryError(
+        f"{what}: {width}x{height} px needs more than {whole / GIB:.1f} GiB in any tiles (its "
+        f"whole-image arrays alone), {available / GIB:.1f} GiB available; {fits}"
+    )
+
+
 def _tile_candidates(config: StyleConfig, height: int, width: int) -> list[int]:
     """:data:`TILE_CANDIDATES` from the smallest tile up to below the longer side (the
     smallest tile alone when none is)."""
@@ -140,6 +169,7 @@ def check_tiled_fits(
     does not fit: ``auto`` chooses (:func:`fitting_tile`); a given tile is checked."""
     if config.tile == "auto":
         return fitting_tile(config, n, height, width, available, what)
+    check_whole_arrays_fit(config, n, height, width, available, what)
     tile = scale_tile(config, n, height, width)
     if tile is None:
         memory.check_fits(config.replace(tile=None), n, height, width, available, what)

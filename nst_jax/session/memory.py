@@ -105,6 +105,7 @@ def _fitting_tile(config: StyleConfig, shape, available, what: str) -> tuple[int
 
     if config.tile is None:
         return None, ""
+    tile_memory.check_whole_arrays_fit(config, *shape, available=available, what=what)
     if config.tile == "auto":
         # Tiles rather than the direct convolution's fallback: at print sizes the tiled
         # Winograd step takes less memory and time (scripts/README.md, "Print sizes").

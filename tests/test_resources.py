@@ -66,7 +66,9 @@ def test_whole_image_arrays_over_the_memory_are_refused_without_compiling(monkey
         check(1000, 1500, available, "big.png")
     assert compiled == []
     refused = [str(caught.value)]
-    assert refused[0].startswith("big.png: 1500x1000 px needs more than 0.2 GiB in any tiles")
+    assert refused[0].startswith("big.png: 1500x1000 px needs more than 1.2 GiB in any tiles "
+                                 "(what the process holds, 1.0 GiB, and the whole-image arrays, "
+                                 "0.2 GiB), 1.1 GiB available; at most about max_dim=")  # fmt: skip
     side = int(refused[0].split("at most about max_dim=")[1].split()[0])
     check(side * 2 // 3, side, available)  # the size named passes this check
     with pytest.raises(MemoryError):

@@ -157,12 +157,12 @@ def test_bad_numbers_are_refused(files, case, capsys):
 
 def test_a_huge_max_dim_is_refused_before_any_image_is_resized(files, capsys):
     """A 100000 px run is refused from the header alone (resizing the image first would need
-    120 GB), and from arithmetic: its whole-image arrays alone exceed the memory, so none of
-    the estimates' programs, seconds each at any size, is compiled
+    120 GB), and from arithmetic: what the process holds and its whole-image arrays exceed
+    the memory, so none of the estimates' programs, seconds each at any size, is compiled
     (``run.tile_memory.check_whole_arrays_fit``)."""
     argv = stylize_argv(files, "--max-dim", "100000")
     with compiles_recorded() as compiled:
-        err = assert_refused(files, argv, "content.png", "whole-image arrays alone",
+        err = assert_refused(files, argv, "content.png", "and the whole-image arrays",
                              "GiB available", capsys=capsys)  # fmt: skip
     assert compiled == []
     side = int(err.split("at most about --max-dim ")[1].split()[0])

@@ -12,6 +12,7 @@ from nst_jax.core import winograd
 from nst_jax.run import multiscale, plan
 
 import reference
+from conftest import compiles_recorded
 
 # Odd and even sides (an odd side pads the last tile), 1 x 1, and one output channel.
 SHAPES = [(7, 10, 3, 5), (8, 8, 4, 4), (1, 1, 2, 3), (5, 2, 6, 1)]
@@ -157,17 +158,8 @@ def test_host_and_traced_kernel_transforms_agree(params):
 def test_a_run_compiles_its_step_once(params, content_image, style_image):
     """Three steps, one compilation of the step (committed kernels once made the second step
     compile again, costing a warm start 0.5 s)."""
-    compiled = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(kwargs.get("fun_name"))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compiles_recorded() as compiled:
         cfg = nst_jax.StyleConfig(steps=3, steps_per_call=3, conv="winograd")
         # 26 x 42: a shape no other test compiles, so the step is compiled here.
         nst_jax.stylize(content_image[:26, :42], style_image, params=params, config=cfg)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiled.count("jit(batched_step)") == 1

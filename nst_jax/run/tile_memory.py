@@ -129,17 +129,23 @@ def check_whole_arrays_fit(
     if min(n, height, width) < 1:
         raise ValueError(f"n, height and width must be positive, got {n}, {height}, {width}")
     available = available if available is not None else memory.available_bytes()
-    whole = _whole_bytes(config, n, height, width)
-    if available is None or memory.process_rss_bytes() + whole <= available:
+    held, whole = memory.process_rss_bytes(), _whole_bytes(config, n, height, width)
+    if available is None or held + whole <= available:
         return
-    room = max(available - memory.process_rss_bytes(), 0) / (whole / (height * width))
-    side = int(math.sqrt(room * max(height, width) / min(height, width)))
+    side = int(math.sqrt(max(available - held, 0) / whole * height * max(height, width) * width
+                         / min(height, width)))  # fmt: skip
     smallest = geometry.smallest_tile(config.content_layers + config.style_layers, _network(config))
     fits = "no image size fits" if side < smallest else f"at most about max_dim={side} fits tiled"
     raise MemoryError(
-        f"{what}: {width}x{height} px needs more than {whole / GIB:.1f} GiB in any tiles (its "
-        f"whole-image arrays alone), {available / GIB:.1f} GiB available; {fits}"
+        f"{what}: {width}x{height} px needs more than {_gib(held + whole)} in any tiles (what "
+        f"the process holds, {_gib(held)}, and the whole-image arrays, {_gib(whole)}), "
+        f"{_gib(max(available, 0))} available; {fits}"
     )
+
+
+def _gib(size: float) -> str:
+    """Bytes in GiB: one decimal, or two significant digits below 0.1 GiB."""
+    return f"{size / GIB:.1f} GiB" if size >= GIB / 10 else f"{size / GIB:.2g} GiB"
 
 
 def _tile_candidates(config: StyleConfig, height: int, width: int) -> list[int]:

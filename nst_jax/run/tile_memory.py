@@ -132,8 +132,7 @@ def check_whole_arrays_fit(
     held, whole = memory.process_rss_bytes(), _whole_bytes(config, n, height, width)
     if available is None or held + whole <= available:
         return
-    side = int(math.sqrt(max(available - held, 0) / whole * height * max(height, width) * width
-                         / min(height, width)))  # fmt: skip
+    side = memory.largest_side(config, n, height, width, held + whole, available)
     smallest = geometry.smallest_tile(config.content_layers + config.style_layers, _network(config))
     fits = "no image size fits" if side < smallest else f"at most about max_dim={side} fits tiled"
     raise MemoryError(

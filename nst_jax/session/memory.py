@@ -101,19 +101,14 @@ def _decided_tile(config: StyleConfig, tiles: list, limit_gib) -> StyleConfig:
 def _fitting_tile(config: StyleConfig, shape, available, what: str) -> tuple[int | None, str]:
     """The tile the largest scale of a batch of ``shape`` needs (``None``: untiled), and a
     note saying so."""
-    from nst_jax.run import memory, tile_memory
+    from nst_jax.run import tile_memory
 
     if config.tile is None:
         return None, ""
-    tile_memory.check_whole_arrays_fit(config, *shape, available=available, what=what)
-    if config.tile == "auto":
-        # Tiles rather than the direct convolution's fallback: at print sizes the tiled
-        # Winograd step takes less memory and time (scripts/README.md, "Print sizes").
-        try:
-            memory.check_fits(config.replace(tile=None), *shape, available=available)
-            return None, ""
-        except MemoryError:
-            pass
+    # With "auto": untiled where that fits, else tiles rather than the direct convolution's
+    # fallback: at print sizes the tiled Winograd step takes less memory and time
+    # (scripts/README.md, "Print sizes"). check_tiled_fits decides both, and refuses sizes
+    # whose whole-image arrays alone do not fit before it compiles anything.
     tile = tile_memory.check_tiled_fits(config, *shape, available=available, what=what)
     note = f"{what}: {shape[2]}x{shape[1]} px runs in {tile} px tiles" if tile else ""
     return tile, note

@@ -247,15 +247,20 @@ def child(size: int, f4_max: int, steps: int, passes: int = 0) -> None:
     print(json.dumps({"ms": statistics.median(times), "first_s": first, "loss": float(loss)}))
 
 
+def child_run(size: int, f4_max: int, steps: int, passes: bool = False, env=None) -> dict:
+    """One :func:`child` process's result: median ms, first call's seconds, loss."""
+    argv = [sys.executable, __file__, "child", str(size), str(f4_max), str(steps)]
+    argv.append(str(int(passes)))
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def step_ab(sizes, f4_max: int, rounds: int, steps: int, passes: bool) -> None:
     for size in sizes:
         runs = {0: [], f4_max: []}
         for _ in range(rounds):
             for limit in runs:
-                argv = [sys.executable, __file__, "child", str(size), str(limit), str(steps)]
-                argv.append(str(int(passes)))
-                out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-                runs[limit].append(json.loads(out.strip().splitlines()[-1]))
+                runs[limit].append(child_run(size, limit, steps, passes))
         for limit, name in ((0, "F(2x2)"), (f4_max, f"F(4x4) to {f4_max} ch")):
             ms = statistics.median(r["ms"] for r in runs[limit])
             first = statistics.median(r["first_s"] for r in runs[limit])
@@ -273,9 +278,7 @@ def dots_ab(sizes, rounds: int, steps: int) -> None:
         for _ in range(rounds):
             for name, runs_of in runs.items():
                 env = dict(os.environ, XLA_FLAGS=YNN_DOTS if name == "ynnpack" else "")
-                argv = [sys.executable, __file__, "child", str(size), "0", str(steps)]
-                out = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
-                runs_of.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                runs_of.append(child_run(size, 0, steps, env=env))
         for name, rows in runs.items():
             ms = [round(r["ms"]) for r in rows]
             first = statistics.median(r["first_s"] for r in rows)

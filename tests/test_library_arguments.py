@@ -4,11 +4,13 @@ JAX or Flax, a bare ``ZeroDivisionError``, nor a meaningless number."""
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import nst_jax
 from nst_jax import dataset, metrics
+from nst_jax.core.targets import check_image, stack_trees
 from nst_jax.errors import InputError
 from nst_jax.feedforward import model as models
 from nst_jax.feedforward import train
@@ -131,3 +133,36 @@ def test_metrics_refuse_what_would_give_a_meaningless_number(params):
     with pytest.raises(ValueError, match="at least 11 px"):
         metrics.ssim(a[:4, :4], a[:4, :4])
     assert float(metrics.ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("host", [True, False], ids=["numpy", "jax"])
+def test_an_image_is_checked_alike_on_the_host_and_on_the_device(host):
+    # check_image reads a NumPy array's values by NumPy and a device array's in one
+    # compiled program: the same refusals either way, each naming the argument.
+    as_given = (lambda a: a) if host else jnp.asarray
+    good = eight_bit_image(8, 6, seed=0)
+    assert check_image(as_given(good), "content").shape == (8, 6, 3)
+    cases = [
+        (np.where(np.arange(144).reshape(8, 6, 3) == 7, np.nan, good), "content: has non-finite"),
+        (good * 255, "content: values must lie in .* \\(0-255 values\\? divide by 255\\)"),
+        (good - 0.5, "content: values must lie in \\[0, 1\\]"),
+    ]
+    for image, message in cases:
+        with pytest.raises(ValueError, match=message):
+            check_image(as_given(image.astype(np.float32)), "content")
+    style = np.full((8, 6, 3), 1.5, np.float32)  # a style may leave [0, 1] up to STYLE_RANGE
+    assert check_image(as_given(style), "style").shape == (8, 6, 3)
+    with pytest.raises(ValueError, match="style: values must lie"):
+        check_image(as_given(style + 1.0), "style")
+
+
+def test_stack_trees_stacks_rows_and_broadcasts_one_given_for_all():
+    rows = [{"a": np.full((2, 3), k, np.float32), "b": (np.arange(4.0) + k,)} for k in range(3)]
+    stacked = stack_trees(rows)
+    np.testing.assert_array_equal(stacked["a"], np.stack([r["a"] for r in rows]))
+    np.testing.assert_array_equal(stacked["b"][0], np.stack([r["b"][0] for r in rows]))
+    shared = stack_trees([rows[1]] * 4)  # one style for a batch of 4: broadcast, same values
+    np.testing.assert_array_equal(shared["a"], np.stack([rows[1]["a"]] * 4))
+    assert shared["b"][0].shape == (4, 4)
+    with pytest.raises(ValueError, match="stack_trees: no pytrees"):
+        stack_trees([])

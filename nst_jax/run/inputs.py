@@ -29,6 +29,7 @@ from nst_jax.core.targets import (
     masked_style_targets,
     objective_key,
     resize_masks,
+    stack_trees,
 )
 from nst_jax.files import image
 from nst_jax.run import color, multiscale, tiling
@@ -256,12 +257,12 @@ def batch_targets(
             tiling.tiled_features(params, c, config.content_layers, feature_spec(config), tile)
             for c in content
         ]
-        features = jax.tree.map(lambda *f: jnp.stack(f), *per_image)
+        features = stack_trees(per_image)
     else:  # one batched forward pass for the batch, not one call per image
         features = jax.vmap(lambda c: content_features(params, c, config))(content)
     targets = {
         "content": features,
-        "style": jax.tree.map(lambda *g: jnp.stack(g), *grams),
+        "style": stack_trees(grams),
         "weights": batch_weights(config, n, content.dtype, regions),
         "key": batch_keys(config, n),
         **(batch.extra or {}),
@@ -301,7 +302,7 @@ def _style_statistics(params, batch: Batch, config: StyleConfig, scale, tile, ca
                 once[key] = _one_style(params, scaled, mask, config, tile, cache)
             per_style.append(once[key])
         if batch.masks is not None:
-            grams.append(jax.tree.map(lambda *g: jnp.stack(g), *per_style))
+            grams.append(stack_trees(per_style))
         else:
             grams.append(blend_grams(per_style, config.style_blend))
     return grams

@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nst_jax.config import StyleConfig
-from nst_jax.run import memory
+from nst_jax.run import memory, tile_memory
 
 BATCH_AXIS = "batch"
 ROWS_AXIS = "rows"
@@ -102,9 +102,13 @@ def choose_mesh(
 
 
 def fits(config: StyleConfig, height: int, width: int, device: jax.Device) -> bool:
-    """Whether one image's untiled run fits ``device``'s memory (:func:`memory.check_fits`)."""
+    """Whether one image's untiled run fits ``device``'s memory (:func:`memory.check_fits`):
+    first by arithmetic (the whole-image arrays alone, which the untiled step holds too),
+    then by the compiled estimate."""
+    available = memory.available_bytes(device)
     try:
-        memory.check_fits(config, 1, height, width, memory.available_bytes(device))
+        tile_memory.check_whole_arrays_fit(config, 1, height, width, available)
+        memory.check_fits(config, 1, height, width, available)
     except MemoryError:
         return False
     except ValueError:  # an extractor of unknown param shapes: its memory cannot be told

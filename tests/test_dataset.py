@@ -24,7 +24,7 @@ from nst_jax import dataset
 from nst_jax.dataset import buckets, manifest, records
 from nst_jax.files import image
 
-from conftest import assert_refused, exit_code, snapshot
+from conftest import LIGHT, assert_refused, exit_code, snapshot
 
 COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 
@@ -53,7 +53,7 @@ def job_argv(files: Path, tree: Path, out: Path, *extra) -> list[str]:
     return ["stylize", str(tree), "--style", str(files / "style.png"), "-o", str(out),
             "--weights", str(files / "w.h5"), "--max-dim", "32", "--steps", "4",
             "--steps-per-call", "2", "--batch-size", "8", "--conv", "direct", "-q",
-            "--compile-cache", str(files / "cache"), *extra]  # fmt: skip
+            "--compile-cache", str(files / "cache"), *LIGHT, *extra]  # fmt: skip
 
 
 def stored_records(out: Path) -> dict[int, dict]:

@@ -28,7 +28,7 @@ from nst_jax import dataset
 from nst_jax.dataset import manifest, records
 from nst_jax.files import image
 
-from conftest import assert_refused, exit_code
+from conftest import LIGHT_LAYERS, assert_refused, exit_code
 
 
 def small_tree(root: Path, count: int = 5, seed: int = 0) -> Path:
@@ -175,7 +175,8 @@ def test_two_identical_jobs_started_together_one_is_refused(files, tmp_path):
     """A shard runs one run at a time (a lock the kernel drops with its process): the second
     of two identical commands is one line and exit 2; the first finishes the job."""
     tree, out = small_tree(tmp_path / "tree", 6), tmp_path / "out"
-    argv = [*COMMAND, *job_argv(files, tree, out, "--batch-size", "2", "--steps", "20")]
+    # 120 steps: the first runs for seconds after taking its lock (the light objective).
+    argv = [*COMMAND, *job_argv(files, tree, out, "--batch-size", "2", "--steps", "120")]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (manifest.folder(out) / "lock-0-of-1").exists():
         time.sleep(0.05)
@@ -302,7 +303,9 @@ def test_the_library_job_gives_the_commands_pixels(files, tmp_path, params, caps
     runs with them), the README's library job writes the command's bytes."""
     tree = small_tree(tmp_path / "tree", 3)
     assert run(files, tree, tmp_path / "command", capsys=capsys)[0] == 0
-    config = nst_jax.StyleConfig(steps=4, steps_per_call=2, conv="direct")
+    config = nst_jax.StyleConfig(
+        steps=4, steps_per_call=2, conv="direct", **LIGHT_LAYERS
+    )  # job_argv's settings
     settings = dataset.JobSettings(max_dim=32, batch_size=2)
     plan = dataset.plan_job(tree, files / "style.png", tmp_path / "library", config, settings)
     dataset.start(plan)

@@ -25,9 +25,11 @@ import nst_jax
 from nst_jax.files import atomic, image
 from nst_jax.session import checkpoint
 
+from conftest import LIGHT
+
 COMMAND = [sys.executable, "-m", "nst_jax.cli"]
 # 48 px, the direct convolution and one step a chunk: the shortest start-up of a real run.
-QUICK = ["--max-dim", "48", "--steps-per-call", "1", "--conv", "direct", "-q"]
+QUICK = ["--max-dim", "48", "--steps-per-call", "1", "--conv", "direct", "-q", *LIGHT]
 
 
 def command_argv(files: Path, out: str, *extra) -> list[str]:

@@ -15,12 +15,12 @@ from nst_jax.cli import main as cli
 from nst_jax.files import image
 from nst_jax.session import checkpoint
 
-from conftest import FAST
+from conftest import FAST, LIGHT
 
 
 def argv(files, out, weights_h5, *extra):
     return ["stylize", str(files / "content.png"), "--style", str(files / "style.png"),
-            "-o", str(out), "--weights", weights_h5, *FAST, *extra]  # fmt: skip
+            "-o", str(out), "--weights", weights_h5, *FAST, *LIGHT, *extra]  # fmt: skip
 
 
 def no_temporaries(folder):

@@ -330,9 +330,9 @@ def _masked(params, targets, content, styles, config, masks, style_masks) -> dic
 def stack_trees(trees: Sequence[Any]) -> Any:
     """Pytrees of one structure stacked leaf by leaf on a new leading axis (per-image
     targets into a batch's, each region's statistics into a masked run's), in one compiled
-    program; one pytree given for every row (a batch's one style) is broadcast. Stacked
-    eagerly, each leaf's shape would compile a program of its own, and XLA's compile time
-    of a stack grows with its rows (scripts/README.md)."""
+    program; one pytree given for every row (a batch's one style) is broadcast, which
+    compiles faster than a stack (scripts/README.md, "Test suite"). Stacked eagerly, each
+    leaf's shape would compile a program of its own."""
     trees = list(trees)
     if not trees:
         raise ValueError("stack_trees: no pytrees to stack")

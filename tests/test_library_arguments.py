@@ -166,3 +166,5 @@ def test_stack_trees_stacks_rows_and_broadcasts_one_given_for_all():
     assert shared["b"][0].shape == (4, 4)
     with pytest.raises(ValueError, match="stack_trees: no pytrees"):
         stack_trees([])
+    with pytest.raises(TypeError, match="stack_trees: trees must be a list or tuple, got dict"):
+        stack_trees(rows[0])

@@ -333,7 +333,8 @@ def stack_trees(trees: Sequence[Any]) -> Any:
     program; one pytree given for every row (a batch's one style) is broadcast, which
     compiles faster than a stack (scripts/README.md, "Test suite"). Stacked eagerly, each
     leaf's shape would compile a program of its own."""
-    trees = list(trees)
+    if not isinstance(trees, (list, tuple)):
+        raise TypeError(f"stack_trees: trees must be a list or tuple, got {type(trees).__name__}")
     if not trees:
         raise ValueError("stack_trees: no pytrees to stack")
     if all(tree is trees[0] for tree in trees):

@@ -51,7 +51,10 @@ def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
         )
     if isinstance(image, jax.core.Tracer) or image.size == 0:
         return image
-    low, high, finite = _value_range(given if isinstance(given, np.ndarray) else image)
+    if isinstance(given, np.ndarray):  # read by NumPy: no program to compile
+        low, high, finite = float(np.min(given)), float(np.max(given)), np.isfinite(given).all()
+    else:
+        low, high, finite = jax.device_get(_device_value_range(image))
     if not finite:
         raise ValueError(f"{what}: has non-finite values (NaN or infinity)")
     lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
@@ -61,17 +64,10 @@ def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
     return image
 
 
-def _value_range(image) -> tuple[float, float, bool]:
-    """Lowest and highest value and whether all are finite: a host array's by NumPy, a
-    device array's in one compiled program (three eager reductions compile one program
-    each, for every new shape: about 0.1 s at a run's start on CPU)."""
-    if isinstance(image, np.ndarray):
-        return float(np.min(image)), float(np.max(image)), bool(np.isfinite(image).all())
-    return tuple(jax.device_get(_device_value_range(image)))
-
-
 @jax.jit
 def _device_value_range(image: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Lowest and highest value and whether all are finite, in one compiled program (three
+    eager reductions would compile one program each for every new shape)."""
     return jnp.min(image), jnp.max(image), jnp.isfinite(image).all()
 
 

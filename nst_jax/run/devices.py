@@ -102,13 +102,12 @@ def choose_mesh(
 
 
 def fits(config: StyleConfig, height: int, width: int, device: jax.Device) -> bool:
-    """Whether one image's untiled run fits ``device``'s memory (:func:`memory.check_fits`):
-    first by arithmetic (the whole-image arrays alone, which the untiled step holds too),
-    then by the compiled estimate."""
-    available = memory.available_bytes(device)
+    """Whether one image's untiled run fits ``device``'s memory
+    (:func:`tile_memory.check_tiled_fits` untiled: by arithmetic first, the whole-image
+    arrays alone, then by the compiled estimate)."""
+    untiled = config.replace(tile=None)
     try:
-        tile_memory.check_whole_arrays_fit(config, 1, height, width, available)
-        memory.check_fits(config, 1, height, width, available)
+        tile_memory.check_tiled_fits(untiled, 1, height, width, memory.available_bytes(device))
     except MemoryError:
         return False
     except ValueError:  # an extractor of unknown param shapes: its memory cannot be told

@@ -4,6 +4,7 @@
     python scripts/bench_winograd_f4.py layers                  # one layer, F(2x2) vs F(4x4)
     python scripts/bench_winograd_f4.py step --sizes 256 512    # the whole step, both
     python scripts/bench_winograd_f4.py dots --sizes 256 512    # products: XLA's or YNNPACK's
+    python scripts/bench_winograd_f4.py rotated --sizes 256 512 # input gradient's kernel layout
 
 nst_jax computes VGG's 3x3 convolutions on CPU by Winograd F(2x2, 3x3)
 (:mod:`nst_jax.core.winograd`): 2.25x fewer multiplications than the direct algorithm.
@@ -23,6 +24,10 @@ powers of two) and measures it against the library's F(2x2, 3x3):
   ``--passes``: F(4x4) by :func:`conv_f4_passes`, its transforms in materialised passes.
 - ``dots``: the F(2x2, 3x3) step in child processes with nst_jax's XLA flags (channel
   products by XLA's own dot emitter) against the products handed to YNNPACK, interleaved.
+- ``rotated``: the F(2x2, 3x3) step in one process with the params ``prepare_params`` gives
+  (the input gradient's kernels laid out as its products read them, ``winograd_rotated``)
+  against the same params without those leaves (the products contract the forward kernel's
+  second axis), calls interleaved: median ms of ``--rounds`` x ``--steps`` calls each.
 """
 
 from __future__ import annotations
@@ -286,12 +291,44 @@ def dots_ab(sizes, rounds: int, steps: int) -> None:
                   f"first call {first:.1f} s, loss {rows[0]['loss']:.6e}")  # fmt: skip
 
 
+def without_rotated(params):
+    """``params`` as prepared before the input gradient had kernels of its own."""
+    return {
+        name: {leaf: value for leaf, value in leaves.items() if leaf != "winograd_rotated"}
+        for name, leaves in params.items()
+    }
+
+
+def rotated_ab(sizes, rounds: int, steps: int) -> None:
+    for size in sizes:
+        step, (params, targets, x, state) = problem(size, "winograd")
+        variants = {"rotated kernels": params, "forward kernels only": without_rotated(params)}
+        runs = {name: [x, state, []] for name in variants}
+        for p in variants.values():  # compile each, and one warm call
+            for _ in range(2):
+                jax.block_until_ready(step(p, targets, x, state))
+        for i in range(rounds * steps):
+            for name in list(variants)[:: 1 if i % 2 else -1]:
+                x_i, state_i, times = runs[name]
+                t = time.perf_counter()
+                x_i, state_i, _, _ = step(variants[name], targets, x_i, state_i)
+                jax.block_until_ready(x_i)
+                times.append(1000 * (time.perf_counter() - t))
+                runs[name][:2] = x_i, state_i
+        ms = {name: statistics.median(run[2]) for name, run in runs.items()}
+        print(
+            f"{size} px: "
+            + ", ".join(f"{name} {v:.0f} ms/step" for name, v in ms.items())
+            + f"; ratio {ms['rotated kernels'] / ms['forward kernels only']:.3f}"
+        )
+
+
 def main() -> None:
     process.configure_for_program()
     if sys.argv[1:2] == ["child"]:
         return child(*map(int, sys.argv[2:6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("floor", "layers", "step", "dots"))
+    parser.add_argument("what", choices=("floor", "layers", "step", "dots", "rotated"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--f4-max-channels", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
@@ -302,6 +339,8 @@ def main() -> None:
         floor(args.sizes)
     elif args.what == "layers":
         layers()
+    elif args.what == "rotated":
+        rotated_ab(args.sizes, args.rounds, args.steps)
     elif args.what == "dots":
         dots_ab(args.sizes, args.rounds, args.steps)
     else:

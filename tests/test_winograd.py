@@ -84,6 +84,26 @@ def test_conv3x3_gradients_match_lax(shape):
             assert relative_error(got, expected) <= 1e-12
 
 
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=str)
+def test_the_rotated_kernel_gives_the_same_gradient(shape):
+    """``rotate_kernel``'s layout changes how the input gradient's products read the kernel,
+    not what they compute: in float64 the gradient equals the one from ``u`` alone (measured
+    0 difference, bound 1e-13 relative), and no gradient flows to ``r``."""
+    x, kernel = inputs(shape, np.float64, seed=2)
+    with jax.enable_x64(True):
+        u = winograd.transform_kernel(jnp.asarray(kernel))
+        r = winograd.rotate_kernel(jax.tree.map(np.asarray, u))
+        assert isinstance(r[0][0], np.ndarray) and r[0][0].flags.c_contiguous
+
+        def loss(x, r):
+            return jnp.sum(jnp.sin(winograd.conv3x3(x, u, r)))
+
+        plain = jax.jit(jax.grad(lambda x: loss(x, None)))(jnp.asarray(x))
+        given, r_gradient = jax.jit(jax.grad(loss, (0, 1)))(jnp.asarray(x), r)
+        assert relative_error(given, plain) <= 1e-13
+        assert all(not np.any(leaf) for leaf in jax.tree.leaves(r_gradient))
+
+
 def test_conv3x3_batches_under_vmap():
     x, kernel = inputs((6, 5, 4, 3), np.float32)
     batch = jnp.stack([jnp.asarray(x), -2 * jnp.asarray(x)])
@@ -99,9 +119,11 @@ def test_prepare_params_transforms_every_layer_from_min_channels(numpy_params):
     for name, (kernel_shape, _) in vgg_layers.conv_shapes().items():
         leaves = prepared[name]
         if kernel_shape[2] >= convolution.WINOGRAD_MIN_CHANNELS:
-            assert set(leaves) == {"winograd", "bias"}, name
+            assert set(leaves) == {"winograd", "winograd_rotated", "bias"}, name
             shapes = jax.tree.map(jnp.shape, leaves["winograd"])
             assert shapes == ((kernel_shape[2:],) * 4,) * 4, name
+            rotated = jax.tree.map(jnp.shape, leaves["winograd_rotated"])
+            assert rotated == ((kernel_shape[:1:-1],) * 4,) * 4, name
         else:
             assert leaves is params[name], name
     assert "kernel" in prepared["block1_conv1"]  # 3 input channels: direct

@@ -73,8 +73,9 @@ def prepare_params(
     """Params made ready for the convolution method ``conv``, once per run.
 
     With ``"winograd"``, every layer with at least ``min_channels`` input channels has its
-    ``kernel`` replaced by its Winograd transform, ``{winograd: 4 x 4 (in, out) arrays, bias}``,
-    and the network computes it by :func:`nst_jax.core.winograd.conv3x3`. With ``"direct"``
+    ``kernel`` replaced by its Winograd transform, ``{winograd: 4 x 4 (in, out) arrays,
+    winograd_rotated: 4 x 4 (out, in) arrays, bias}`` (the second for the input gradient), and
+    the network computes it by :func:`nst_jax.core.winograd.conv3x3`. With ``"direct"``
     the params are returned as they are. Either way the features are the same up to float
     rounding.
 
@@ -106,23 +107,28 @@ def prepare_params(
     }
     transformed = _transform_kernels(chosen)
     return {
-        name: {"winograd": transformed[name], "bias": leaves["bias"]}
-        if name in transformed
-        else leaves
+        name: {**transformed[name], "bias": leaves["bias"]} if name in transformed else leaves
         for name, leaves in params.items()
     }
 
 
-def _transform_kernels(kernels: Mapping[str, jax.Array]) -> dict[str, winograd.WinogradKernel]:
+def _transform_kernels(kernels: Mapping[str, jax.Array]) -> dict[str, dict]:
+    """Each kernel's Winograd leaves: its transform ``winograd`` and the input gradient's
+    ``winograd_rotated`` (:func:`nst_jax.core.winograd.rotate_kernel`)."""
+
+    def leaves(kernel) -> dict:
+        u = winograd.transform_kernel(kernel)
+        return {"winograd": u, "winograd_rotated": winograd.rotate_kernel(u)}
+
     try:
         host = {name: np.asarray(kernel) for name, kernel in kernels.items()}
     except jax.errors.TracerArrayConversionError:  # under a transformation (eval_shape, say)
-        return {name: winograd.transform_kernel(kernel) for name, kernel in kernels.items()}
+        return {name: leaves(kernel) for name, kernel in kernels.items()}
     # Concrete kernels are transformed by NumPy and placed where they came from: a few
     # milliseconds of additions, where a jitted transform would cost a compilation (or a
     # cache load) at every start.
     return {
-        name: jax.device_put(winograd.transform_kernel(kernel), _placement(kernels[name]))
+        name: jax.device_put(leaves(kernel), _placement(kernels[name]))
         for name, kernel in host.items()
     }
 

@@ -17,8 +17,10 @@ from nst_jax.core import winograd
 class Conv3x3(nn.Module):
     """A SAME, stride-1 3x3 convolution with bias, of one ``(H, W, C)`` image.
 
-    Its params are ``{kernel, bias}`` (``nn.Conv``'s names), or ``{winograd, bias}`` after
-    :func:`nst_jax.core.conv.prepare_params`, which it then computes by Winograd's algorithm.
+    Its params are ``{kernel, bias}`` (``nn.Conv``'s names), or ``{winograd,
+    winograd_rotated, bias}`` after :func:`nst_jax.core.conv.prepare_params`, which it then
+    computes by Winograd's algorithm (``winograd_rotated`` may be left out: it only speeds up
+    the input gradient).
 
     With ``row_axis``, ``x`` is one device's rows of a map split over that ``shard_map`` axis:
     the rows next to its first and last come from the neighbouring devices
@@ -42,8 +44,10 @@ class Conv3x3(nn.Module):
         if by_winograd:
             # Like nn.Conv, compute in the promoted dtype of the input and the params.
             u = self.get_variable("params", "winograd")
+            r = self.get_variable("params", "winograd_rotated")  # None in older prepared params
             dtype = jnp.result_type(x, bias, u[0][0])
-            y = winograd.conv3x3(x.astype(dtype), jax.tree.map(lambda a: a.astype(dtype), u))
+            u, r = jax.tree.map(lambda a: a.astype(dtype), (u, r))
+            y = winograd.conv3x3(x.astype(dtype), u, r)
             bias = bias.astype(dtype)
         else:
             shape = (3, 3, x.shape[-1], self.features)

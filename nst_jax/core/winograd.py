@@ -67,6 +67,20 @@ def transform_kernel(kernel: jax.Array) -> WinogradKernel:
     return tuple(_kernel_rows(r[0], r[1], r[2]) for r in rows)
 
 
+def rotate_kernel(u: WinogradKernel) -> WinogradKernel:
+    """The Winograd kernel of the input gradient, ``R[i, j] = U[P i, P j].T``: 4 x 4 ``(O, C)``
+    arrays, for :func:`conv3x3`'s ``r`` (see there).
+
+    Made once per run with the kernel's transform (:func:`nst_jax.core.conv.prepare_params`);
+    NumPy arrays stay NumPy, so the transposes are real copies rather than views.
+    """
+
+    def rotated(a):
+        return np.ascontiguousarray(a.T) if isinstance(a, np.ndarray) else a.T
+
+    return tuple(tuple(rotated(u[_ROTATED[i]][_ROTATED[j]]) for j in range(4)) for i in range(4))
+
+
 def _tiles(x: jax.Array, border: int = 1) -> tuple[list[list[jax.Array]], int, int]:
     """The 16 transformed tile planes ``V[k][l]``, each ``(th, tw, C)``, of a 3x3
     convolution's input, and the tile counts ``th, tw`` (the output padded up to even).
@@ -128,7 +142,7 @@ def _conv(x: jax.Array, u: WinogradKernel, rotated: bool = False, border: int = 
 
 
 @jax.custom_vjp
-def conv3x3(x: jax.Array, u: WinogradKernel) -> jax.Array:
+def conv3x3(x: jax.Array, u: WinogradKernel, r: WinogradKernel | None = None) -> jax.Array:
     """SAME, stride-1 3x3 convolution of one image (no bias), by Winograd F(2x2, 3x3).
 
     Equal, up to rounding, to ``lax.conv_general_dilated`` with the kernel ``g`` whose
@@ -137,6 +151,11 @@ def conv3x3(x: jax.Array, u: WinogradKernel) -> jax.Array:
     Args:
       x: ``(H, W, C)`` input.
       u: the transformed kernel from :func:`transform_kernel`, 4 x 4 ``(C, O)`` arrays.
+      r: optionally ``rotate_kernel(u)``, made once per run: the input gradient's products
+        then take their kernels as laid out in memory. Without it they contract ``u``'s
+        second axis, which XLA:CPU multiplies more slowly where the maps are small and the
+        channels many (scripts/README.md, "The input gradient's kernels"). ``r`` is a
+        constant: no gradient flows to it.
 
     Returns:
       ``(H, W, O)``.
@@ -144,14 +163,14 @@ def conv3x3(x: jax.Array, u: WinogradKernel) -> jax.Array:
     return _conv(x, u)
 
 
-def _conv3x3_fwd(x, u):
+def _conv3x3_fwd(x, u, r):
     # With symbolic zeros each leaf comes as (value, perturbed): the kernel gradient, and the
     # input it needs kept, are only made when the kernel is differentiated. When only the
     # image is optimised they would be dropped by XLA anyway, but tracing them cost a quarter
     # of the step's trace time, which no compilation cache saves.
     wants_kernel = any(leaf.perturbed for leaf in jax.tree.leaves(u, is_leaf=_is_primal))
-    x, u = x.value, jax.tree.map(lambda leaf: leaf.value, u, is_leaf=_is_primal)
-    return _conv(x, u), (x if wants_kernel else None, u)
+    x, u, r = x.value, *jax.tree.map(lambda leaf: leaf.value, (u, r), is_leaf=_is_primal)
+    return _conv(x, u), (x if wants_kernel else None, u, r)
 
 
 def _is_primal(leaf) -> bool:
@@ -159,14 +178,14 @@ def _is_primal(leaf) -> bool:
 
 
 def _conv3x3_bwd(residuals, g):
-    x, u = residuals
+    x, u, r = residuals
     if isinstance(g, jax.custom_derivatives.SymbolicZero):  # the output was not used
-        return None, None
+        return None, None, None
     # The input gradient of a SAME 3x3 convolution is the SAME 3x3 convolution of the output
     # gradient with the kernel rotated 180 degrees and its channels swapped: Winograd again,
     # instead of the transposes of the forward's slices and pads that autodiff would write.
-    dx = _conv(g, u, rotated=True)
-    return dx, None if x is None else _kernel_gradient(x, g, border=1)
+    dx = _conv(g, u, rotated=True) if r is None else _conv(g, r)
+    return dx, None if x is None else _kernel_gradient(x, g, border=1), None
 
 
 def _kernel_gradient(x: jax.Array, g: jax.Array, border: int) -> WinogradKernel:

@@ -104,6 +104,17 @@ def test_the_rotated_kernel_gives_the_same_gradient(shape):
         assert all(not np.any(leaf) for leaf in jax.tree.leaves(r_gradient))
 
 
+def test_a_wrong_rotated_kernel_is_refused_in_one_line():
+    x, kernel = inputs((6, 6, 4, 5), np.float32)
+    u = winograd.transform_kernel(jnp.asarray(kernel))
+    for wrong in (u, winograd.rotate_kernel(u)[:3], ()):  # u itself: (4, 5), not (5, 4)
+        with pytest.raises(ValueError, match=r"^r: expected rotate_kernel\(u\)"):
+            jax.grad(lambda x, r=wrong: jnp.sum(winograd.conv3x3(x, u, r)))(jnp.asarray(x))
+    for wrong in (None, "abcd", u[:2], [[np.ones(2)] * 4] * 4):
+        with pytest.raises(ValueError, match="^u: expected transform_kernel's result"):
+            winograd.rotate_kernel(wrong)
+
+
 def test_conv3x3_batches_under_vmap():
     x, kernel = inputs((6, 5, 4, 3), np.float32)
     batch = jnp.stack([jnp.asarray(x), -2 * jnp.asarray(x)])

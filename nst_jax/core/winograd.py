@@ -73,7 +73,12 @@ def rotate_kernel(u: WinogradKernel) -> WinogradKernel:
 
     Made once per run with the kernel's transform (:func:`nst_jax.core.conv.prepare_params`);
     NumPy arrays stay NumPy, so the transposes are real copies rather than views.
+
+    Raises:
+      ValueError: ``u`` is not laid out as :func:`transform_kernel`'s result.
     """
+    if not _is_winograd_kernel(u):
+        raise ValueError("u: expected transform_kernel's result, 4 x 4 (in, out) matrices")
 
     def rotated(a):
         return np.ascontiguousarray(a.T) if isinstance(a, np.ndarray) else a.T
@@ -159,8 +164,35 @@ def conv3x3(x: jax.Array, u: WinogradKernel, r: WinogradKernel | None = None) ->
 
     Returns:
       ``(H, W, O)``.
+
+    Raises:
+      ValueError: ``r`` is not shaped as ``rotate_kernel(u)``.
     """
+    _check_rotated(u, r)
     return _conv(x, u)
+
+
+def _check_rotated(u: WinogradKernel, r: WinogradKernel | None) -> None:
+    if r is None:
+        return
+    expected = tuple(reversed(np.shape(u[0][0])))
+    if not _is_winograd_kernel(r) or any(np.shape(a) != expected for a in jax.tree.leaves(r)):
+        got = [np.shape(a) for a in jax.tree.leaves(r)][:1]
+        raise ValueError(
+            f"r: expected rotate_kernel(u), 4 x 4 arrays of shape {expected}; got "
+            + (f"{len(jax.tree.leaves(r))} arrays of shape {got[0]}" if got else repr(r))
+        )
+
+
+def _is_winograd_kernel(u) -> bool:
+    """Whether ``u`` is laid out as :func:`transform_kernel`'s result: 4 x 4 matrices."""
+    rows = u if isinstance(u, (tuple, list)) and len(u) == 4 else ()
+    return len(rows) == 4 and all(
+        isinstance(row, (tuple, list))
+        and len(row) == 4
+        and all(np.ndim(a) == 2 and not isinstance(a, (str, bytes)) for a in row)
+        for row in rows
+    )
 
 
 def _conv3x3_fwd(x, u, r):
@@ -170,6 +202,7 @@ def _conv3x3_fwd(x, u, r):
     # of the step's trace time, which no compilation cache saves.
     wants_kernel = any(leaf.perturbed for leaf in jax.tree.leaves(u, is_leaf=_is_primal))
     x, u, r = x.value, *jax.tree.map(lambda leaf: leaf.value, (u, r), is_leaf=_is_primal)
+    _check_rotated(u, r)
     return _conv(x, u), (x if wants_kernel else None, u, r)
 
 

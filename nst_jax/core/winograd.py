@@ -175,12 +175,11 @@ def conv3x3(x: jax.Array, u: WinogradKernel, r: WinogradKernel | None = None) ->
 def _check_rotated(u: WinogradKernel, r: WinogradKernel | None) -> None:
     if r is None:
         return
-    expected = tuple(reversed(np.shape(u[0][0])))
-    if not _is_winograd_kernel(r) or any(np.shape(a) != expected for a in jax.tree.leaves(r)):
-        got = [np.shape(a) for a in jax.tree.leaves(r)][:1]
+    expected, leaves = tuple(reversed(np.shape(u[0][0]))), jax.tree.leaves(r)
+    if not _is_winograd_kernel(r) or any(np.shape(a) != expected for a in leaves):
+        got = f"{len(leaves)} arrays of shape {np.shape(leaves[0])}" if leaves else repr(r)
         raise ValueError(
-            f"r: expected rotate_kernel(u), 4 x 4 arrays of shape {expected}; got "
-            + (f"{len(jax.tree.leaves(r))} arrays of shape {got[0]}" if got else repr(r))
+            f"r: expected rotate_kernel(u), 4 x 4 arrays of shape {expected}; got {got}"
         )
 
 

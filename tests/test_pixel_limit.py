@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 
+import nst_jax
 from nst_jax import session
 from nst_jax.cli.main import build_parser
 from nst_jax.errors import InputError
@@ -86,6 +87,30 @@ def test_sizes_are_read_from_headers_with_png_exif_before_the_pixels(tmp_path, m
     assert image.probe_size(save_noise(tmp_path / "plain.png", 30, 40)) == (30, 40)
 
 
+def test_one_rule_says_what_is_over_the_limit():
+    """Every reader's refusal comes from image.over_pixel_limit: W x H pixels pass at a limit
+    of W * H, fail at W * H - 1, and ``None`` is no limit."""
+    assert image.over_pixel_limit(40, 30, 1200) is None
+    assert image.over_pixel_limit(40, 30, None) is None
+    assert image.over_pixel_limit(40, 30, 1199) == (
+        "40x30 px is over the limit of 1199 pixels (max_pixels raises it)"
+    )
+    assert image.over_pixel_limit(400, 300, 1200, " at max_dim=400").startswith(
+        "400x300 px at max_dim=400 is over"
+    )
+
+
+def test_a_style_scaled_past_the_limit_is_refused_from_its_header(tmp_path):
+    style = save_noise(tmp_path / "s.png", 30, 40)
+    config = nst_jax.StyleConfig()
+    assert inputs.planned_styles([style], config, 400, 120_000)[0][1:] == (300, 400)
+    with pytest.raises(InputError, match=r"s.png: 400x300 px as loaded "
+                       r"is over the limit of 119999 pixels"):  # fmt: skip
+        inputs.planned_styles([style], config, 400, 119_999)
+    with pytest.raises(InputError, match=r"s.png: 40x30 px is over the limit of 1199 pixels"):
+        inputs.planned_styles([style], config, None, 1199)
+
+
 def test_limits_are_whole_numbers_or_none(tmp_path):
     for good in (None, 1, np.int64(7), 10**12):
         assert image.check_max_pixels(good) is good
@@ -106,6 +131,7 @@ def test_every_command_that_reads_images_takes_max_pixels(command):
     }[command]
     assert build_parser().parse_args([*args, "--max-pixels", "1234"]).max_pixels == 1234
     assert build_parser().parse_args(args).max_pixels == image.MAX_PIXELS
+    assert build_parser().parse_args([*args, "--max-pixels", "off"]).max_pixels is None
 
 
 def test_score_refuses_an_image_over_the_limit(tmp_path, weights_h5, params, capsys):
@@ -150,7 +176,7 @@ def test_video_frames_over_the_limit_are_refused_before_any_work(tmp_path, weigh
     style = save_noise(tmp_path / "style.png", 20, 20)
     argv = ["video", clip, "--style", style, "-o", tmp_path / "out", "--weights", weights_h5,
             "--max-dim", "32", "--steps", "1", "-q"]  # fmt: skip
-    assert_refused(tmp_path, [*argv, "--max-pixels", "1199"], "clip", "40x30 px frames",
+    assert_refused(tmp_path, [*argv, "--max-pixels", "1199"], "clip", "40x30 px per frame",
                    "(--max-pixels raises it)", capsys=capsys)  # fmt: skip
     probed = frames.probe(clip)
     frames.check_frame_size(probed, 1200)  # exactly the frames' pixels: accepted
@@ -173,7 +199,7 @@ def test_training_images_over_the_limit_are_passed_over_with_the_reason(tmp_path
     large = save_noise(tmp_path / "data" / "b.png", 30, 40)
     found = data.image_files(tmp_path / "data", "--data", max_pixels=1199)
     assert found.files == [small]
-    assert found.passed == [(large, "40x30 px, over the limit of 1199 pixels (max_pixels "
+    assert found.passed == [(large, "40x30 px is over the limit of 1199 pixels (max_pixels "
                                     "raises it)")]  # fmt: skip
     assert data.image_files(tmp_path / "data", "--data", 1200).files == [small, large]
     with pytest.raises(InputError, match="no readable images"):
@@ -201,7 +227,7 @@ def test_a_folder_with_every_image_over_the_limit_says_so(tmp_path):
     save_noise(tmp_path / "data" / "a.png", 30, 40)
     (tmp_path / "data" / "notes.txt").write_text("not an image")
     with pytest.raises(InputError, match=r"no readable images for --data \(2 passed over; "
-                       r".*a.png: 40x30 px, over the limit of 1199 pixels"):  # fmt: skip
+                       r".*a.png: 40x30 px is over the limit of 1199 pixels"):  # fmt: skip
         data.image_files(tmp_path / "data", "--data", 1199)
     assert inputs.passed_note([(Path("a.png"), "why")]) == "1 file passed over (a.png: why)"
     three = [(Path(f"{k}.png"), "why") for k in range(3)]

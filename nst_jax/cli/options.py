@@ -255,8 +255,9 @@ def add_common(p: argparse.ArgumentParser, output_help: str, required: bool = Fa
 
 def add_max_pixels(group: argparse._ActionsContainer) -> None:
     """``--max-pixels``, for every command that reads images."""
-    group.add_argument("--max-pixels", type=values.positive_int, default=image.MAX_PIXELS,
-                       help="refuse larger inputs (decompression bombs)")  # fmt: skip
+    group.add_argument("--max-pixels", type=values.pixel_limit, default=image.MAX_PIXELS,
+                       help="refuse larger inputs (decompression bombs); off: no limit "
+                       f"(default {image.MAX_PIXELS}, Pillow's)")  # fmt: skip
 
 
 def given(args: argparse.Namespace, cls: type, only: Sequence[str] = ()) -> dict:

@@ -134,3 +134,13 @@ def tile(text: str) -> int | str:
     every option value)."""
     text = text.strip()
     return text if text in ("auto", "off") else positive_int(text)
+
+
+def pixel_limit(text: str) -> int | None:
+    """``--max-pixels``: a positive integer, or ``off`` (no limit: ``None``)."""
+    if text == "off":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("integer,", "integer or off,")) from None

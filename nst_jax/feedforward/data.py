@@ -63,9 +63,8 @@ def image_files(
         size = image.probe_size(path)
         if size is None:
             passed.append((path, "an unreadable image"))
-        elif max_pixels is not None and size[0] * size[1] > max_pixels:
-            why = f"{size[1]}x{size[0]} px, over the limit of {max_pixels} pixels"
-            passed.append((path, why + " (max_pixels raises it)"))
+        elif why := image.over_pixel_limit(size[1], size[0], max_pixels):
+            passed.append((path, why))
         else:
             files.append(path)
     if not files:

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files.atomic import atomic_write, nearest_existing_parent
@@ -62,6 +62,15 @@ def check_max_pixels(max_pixels: object) -> int | None:
     raise InputError(f"max_pixels must be a positive whole number or None, got {max_pixels!r}")
 
 
+def over_pixel_limit(width: int, height: int, max_pixels: int | None, at: str = "") -> str | None:
+    """Why a ``width`` x ``height`` image (``at``: how it was scaled) is refused under
+    ``max_pixels`` (``None``: no limit), or ``None`` within it: every reader's one rule."""
+    if max_pixels is None or width * height <= max_pixels:
+        return None
+    limit = f"the limit of {max_pixels} pixels (max_pixels raises it)"
+    return f"{width}x{height} px{at} is over {limit}"
+
+
 def decode(
     path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS, background: float = 1.0
 ) -> np.ndarray:
@@ -96,11 +105,8 @@ def decode(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 # Refuse decompression bombs from the header, before decoding any pixels.
-                if max_pixels is not None and img.width * img.height > max_pixels:
-                    raise ImageError(
-                        f"{path}: {img.width}x{img.height} px is over the limit of "
-                        f"{max_pixels} pixels (max_pixels raises it)"
-                    )
+                if why := over_pixel_limit(img.width, img.height, max_pixels):
+                    raise ImageError(f"{path}: {why}")
                 turn = _TURNS.get(orientation(img))
                 img.load()
                 array = _to_rgb_array(img if turn is None else img.transpose(turn), background)
@@ -327,39 +333,6 @@ def save(
         options["pnginfo"] = info
     atomic_write(path, lambda tmp: pil.save(tmp, format=fmt, **options), replace)
     return path
-
-
-def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-    """``image`` scaled down (Lanczos) to fit a ``size`` x ``size`` box, aspect kept."""
-    pil = Image.fromarray(to_uint8(image))
-    pil.thumbnail((size, size), Image.LANCZOS)
-    return np.asarray(pil, np.float32) / 255.0
-
-
-def contact_sheet(
-    images: list[np.ndarray], labels: list[str], columns: int, tile: int = 192
-) -> np.ndarray:
-    """A labelled grid of images, each scaled to fit a ``tile`` x ``tile`` box.
-
-    Args:
-      images: ``(H_i, W_i, 3)`` float RGB in [0, 1], any sizes.
-      labels: one line of text under each image.
-      columns: images per row.
-      tile: box size in px.
-
-    Returns:
-      ``(rows * (tile + label), columns * tile, 3)`` float32 RGB in [0, 1], white background.
-    """
-    label_height = 16
-    rows = -(-len(images) // columns)
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + label_height)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (array, label) in enumerate(zip(images, labels, strict=True)):
-        thumb = Image.fromarray(to_uint8(thumbnail(array, tile)))
-        x, y = (i % columns) * tile, (i // columns) * (tile + label_height)
-        sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
-        draw.text((x + 4, y + tile + 2), label, fill="black")
-    return np.asarray(sheet, np.float32) / 255.0
 
 
 def provenance_text(path: str | os.PathLike) -> str | None:

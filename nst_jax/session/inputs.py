@@ -53,11 +53,9 @@ def planned_styles(
                 f"{path}: style is {width}x{height} px after scaling; the layers used need "
                 f"both sides >= {need} px"
             )
-        if max_pixels is not None and height * width > max_pixels:
-            raise InputError(
-                f"{path}: loaded with its longest side {dim} px it would be {width}x{height} "
-                f"px, over max_pixels={max_pixels}"
-            )
+        at = "" if dim is None else " as loaded"
+        if why := image.over_pixel_limit(width, height, max_pixels, at):
+            raise InputError(f"{path}: {why}")
         shapes.append((Path(path), height, width))
     return shapes
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nst_jax.errors import OutputError, shown
-from nst_jax.files import atomic, image
+from nst_jax.files import atomic, image, sheets
 from nst_jax.files.atomic import nearest_existing_parent
 
 NAME_BYTES = 255  # the longest file name Linux and macOS take
@@ -169,9 +169,9 @@ def _check_result_place(path: Path, folders: dict[Path, bool]) -> None:
 def write_sheet(path: str | os.PathLike, results: Sequence[str | os.PathLike], per_row: int):
     """A labelled grid of the results (read back from disk: a continued job's too), each
     labelled with its file's stem; ``per_row`` results a row."""
-    thumbs = [image.thumbnail(image.decode(r), 192) for r in results]
+    thumbs = [sheets.thumbnail(image.decode(r), 192) for r in results]
     labels = [Path(r).stem for r in results]
-    sheet = image.contact_sheet(thumbs, labels, max(1, min(len(thumbs), per_row)))
+    sheet = sheets.contact_sheet(thumbs, labels, max(1, min(len(thumbs), per_row)))
     image.save(path, sheet, replace=True)
 
 

@@ -235,11 +235,8 @@ def _check_pixels(path: Path, max_dim: int | None, max_pixels: int | None) -> No
         return  # unreadable: its decoding says so, in the order the rows are scored
     scaled = image.scaled_shape(*size, max_dim) if max_dim else size
     for (height, width), at in ((size, ""), (scaled, f" at max_dim={max_dim}")):
-        if height * width > max_pixels:
-            raise InputError(
-                f"{shown(path)}: {width}x{height} px{at} is over the limit of {max_pixels} "
-                "pixels (max_pixels raises it)"
-            )
+        if why := image.over_pixel_limit(width, height, max_pixels, at):
+            raise InputError(f"{shown(path)}: {why}")
 
 
 def _loaded(

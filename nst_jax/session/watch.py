@@ -22,7 +22,7 @@ import numpy as np
 
 from nst_jax.errors import InputError, OutputError
 from nst_jax.events import Event, StopRun
-from nst_jax.files import image
+from nst_jax.files import image, sheets
 from nst_jax.files.atomic import atomic_write
 from nst_jax.session.progress import Progress
 
@@ -118,7 +118,7 @@ class Watcher:
         frame = np.asarray(event.image)
         image.save(preview_path(self.output, event.step), frame)
         if self.animate is not None:
-            self.frames.append(image.thumbnail(frame, 512))
+            self.frames.append(sheets.thumbnail(frame, 512))
 
     def _log(self, event: Event) -> None:
         first = lambda v: float(np.ravel(v)[0])  # noqa: E731 (the batch's first image)

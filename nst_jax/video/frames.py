@@ -150,11 +150,8 @@ def check_frame_size(clip: Clip, max_pixels: int | None) -> None:
     """
     image.check_max_pixels(max_pixels)
     height, width = clip.size
-    if max_pixels is not None and height * width > max_pixels:
-        raise InputError(
-            f"{shown(clip.path)}: {width}x{height} px frames are over the limit of "
-            f"{max_pixels} pixels (max_pixels raises it)"
-        )
+    if why := image.over_pixel_limit(width, height, max_pixels, " per frame"):
+        raise InputError(f"{shown(clip.path)}: {why}")
 
 
 def read(

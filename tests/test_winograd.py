@@ -139,6 +139,12 @@ def test_prepare_params_transforms_every_layer_from_min_channels(numpy_params):
             assert leaves is params[name], name
     assert "kernel" in prepared["block1_conv1"]  # 3 input channels: direct
     assert convolution.prepare_params(params, "direct") is params
+    # A forward pass only (a feed-forward model's encoder): no input gradient's kernels.
+    forward = convolution.prepare_params(params, "winograd", input_gradient=False)
+    assert set(forward["block5_conv4"]) == {"winograd", "bias"}
+    np.testing.assert_array_equal(
+        forward["block5_conv4"]["winograd"][1][2], prepared["block5_conv4"]["winograd"][1][2]
+    )
     on_cpu = jax.default_backend() == "cpu"
     assert convolution.resolve_conv("auto") == ("winograd" if on_cpu else "direct")
     long_run = convolution.WINOGRAD_MIN_PIXEL_STEPS

@@ -69,6 +69,7 @@ def prepare_params(
     pixel_steps: int | None = None,
     layers: Sequence[str] | None = None,
     extractor: str = "vgg19",
+    input_gradient: bool = True,
 ) -> Params:
     """Params made ready for the convolution method ``conv``, once per run.
 
@@ -89,6 +90,9 @@ def prepare_params(
         layer: a custom loss may read any.
       extractor: the network the params are of (``"vgg19"``, ``"vgg16"``); another
         extractor's params are returned as they are (its own modules read them).
+      input_gradient: whether gradients will be taken through the network; ``False`` (a
+        forward pass only, as a feed-forward model's encoder) leaves ``winograd_rotated``
+        out, which only the input gradient reads.
     """
     if resolve_conv(conv, pixel_steps) == "direct" or not extractors.has_known_fields(extractor):
         return params
@@ -105,19 +109,21 @@ def prepare_params(
         for name, leaves in params.items()
         if "kernel" in leaves and leaves["kernel"].shape[2] >= min_channels
     }
-    transformed = _transform_kernels(chosen)
+    transformed = _transform_kernels(chosen, input_gradient)
     return {
         name: {**transformed[name], "bias": leaves["bias"]} if name in transformed else leaves
         for name, leaves in params.items()
     }
 
 
-def _transform_kernels(kernels: Mapping[str, jax.Array]) -> dict[str, dict]:
-    """Each kernel's Winograd leaves: its transform ``winograd`` and the input gradient's
-    ``winograd_rotated`` (:func:`nst_jax.core.winograd.rotate_kernel`)."""
+def _transform_kernels(kernels: Mapping[str, jax.Array], rotated: bool) -> dict[str, dict]:
+    """Each kernel's Winograd leaves: its transform ``winograd`` and, with ``rotated``, the
+    input gradient's ``winograd_rotated`` (:func:`nst_jax.core.winograd.rotate_kernel`)."""
 
     def leaves(kernel) -> dict:
         u = winograd.transform_kernel(kernel)
+        if not rotated:
+            return {"winograd": u}
         return {"winograd": u, "winograd_rotated": winograd.rotate_kernel(u)}
 
     try:

@@ -345,5 +345,7 @@ def apply_model(
     if count == 0:
         raise ValueError("styles: an adain model needs at least one style")
     weights = jnp.asarray(pretrained.mix_weights(weights, count))
-    vgg_params = prepare_params(vgg_params, conv, layers=(adain.ENCODER_LAYER,))
+    vgg_params = prepare_params(
+        vgg_params, conv, layers=(adain.ENCODER_LAYER,), input_gradient=False
+    )
     return _adain(conv, model.params, vgg_params, contents, encoded, weights, alpha)

@@ -162,7 +162,11 @@ def applier(
     conv = config.conv
     if pixel_steps is not None:  # a job: its method chosen, and the encoder prepared, once
         conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
-        vgg = None if vgg is None else prepare_params(vgg, conv, layers=(ENCODER_LAYER,))
+        vgg = (
+            None
+            if vgg is None
+            else prepare_params(vgg, conv, layers=(ENCODER_LAYER,), input_gradient=False)
+        )
 
     if method in ("magenta26", "arbitrary"):
         return _conditioned(model, encoded, indices, config, alpha, conv, pixel_steps)

@@ -98,6 +98,9 @@ def test_one_rule_says_what_is_over_the_limit():
     assert image.over_pixel_limit(400, 300, 1200, " at max_dim=400").startswith(
         "400x300 px at max_dim=400 is over"
     )
+    for bad in BAD_LIMITS:
+        with pytest.raises(InputError, match="max_pixels"):
+            image.over_pixel_limit(40, 30, bad)
 
 
 def test_a_style_scaled_past_the_limit_is_refused_from_its_header(tmp_path):

@@ -145,6 +145,8 @@ def test_prepare_params_transforms_every_layer_from_min_channels(numpy_params):
     np.testing.assert_array_equal(
         forward["block5_conv4"]["winograd"][1][2], prepared["block5_conv4"]["winograd"][1][2]
     )
+    with pytest.raises(ValueError, match="input_gradient: expected True or False, got 'no'"):
+        convolution.prepare_params(params, "winograd", input_gradient="no")
     on_cpu = jax.default_backend() == "cpu"
     assert convolution.resolve_conv("auto") == ("winograd" if on_cpu else "direct")
     long_run = convolution.WINOGRAD_MIN_PIXEL_STEPS

@@ -94,6 +94,8 @@ def prepare_params(
         forward pass only, as a feed-forward model's encoder) leaves ``winograd_rotated``
         out, which only the input gradient reads.
     """
+    if not isinstance(input_gradient, bool):
+        raise ValueError(f"input_gradient: expected True or False, got {input_gradient!r}")
     if resolve_conv(conv, pixel_steps) == "direct" or not extractors.has_known_fields(extractor):
         return params
     if layers is not None:

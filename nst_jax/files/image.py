@@ -65,7 +65,7 @@ def check_max_pixels(max_pixels: object) -> int | None:
 def over_pixel_limit(width: int, height: int, max_pixels: int | None, at: str = "") -> str | None:
     """Why a ``width`` x ``height`` image (``at``: how it was scaled) is refused under
     ``max_pixels`` (``None``: no limit), or ``None`` within it: every reader's one rule."""
-    if max_pixels is None or width * height <= max_pixels:
+    if check_max_pixels(max_pixels) is None or width * height <= max_pixels:
         return None
     limit = f"the limit of {max_pixels} pixels (max_pixels raises it)"
     return f"{width}x{height} px{at} is over {limit}"

@@ -22,6 +22,7 @@ from PIL import Image
 import nst_jax
 from nst_jax import dataset
 from nst_jax.dataset import buckets, manifest, records
+from nst_jax.errors import InputError
 from nst_jax.files import image
 
 from conftest import LIGHT, assert_refused, exit_code, snapshot
@@ -267,6 +268,33 @@ def test_the_python_api_streams_outcomes(files, tmp_path, params):
     assert stored["settings_hash"] == plan.settings_hash
     assert snapshot(tmp_path / "out")  # written
     shutil.rmtree(tmp_path / "out")
+
+
+def test_a_job_applies_its_own_pixel_limit_to_every_content(files, tmp_path, params):
+    """Resources.max_pixels (the command's --max-pixels) reaches the job's loading: a content
+    over it fails its item with the reason, the others run (the API test's settings, so its
+    programs)."""
+    tree = photo_tree(tmp_path / "tree", 4)
+    sizes = {p: image.probe_size(p) for p in sorted(tree.rglob("img*.png"))}
+    style_pixels = np.prod(image.probe_size(files / "style.png"))
+    # Just under the smallest content larger than the style: the style passes, and of this
+    # tree's contents (3355, 5538, 6225 and 6384 pixels) the two largest do not.
+    limit = int(min(h * w for h, w in sizes.values() if h * w > style_pixels)) - 1
+    config = nst_jax.StyleConfig(steps=2, steps_per_call=2, conv="direct",
+                                 content_layers=("block3_conv2",),
+                                 style_layers=("block1_conv1", "block3_conv1"))  # fmt: skip
+    plan = dataset.plan_job([str(tree)], [str(files / "style.png")], str(tmp_path / "out"),
+                            config, dataset.JobSettings(max_dim=48, batch_size=2))  # fmt: skip
+    dataset.start(plan)
+    with pytest.raises(InputError, match="max_pixels"):
+        next(dataset.run_job(plan, dataset.Resources(params, config, max_pixels=0)))
+    outcomes = list(dataset.run_job(plan, dataset.Resources(params, config, max_pixels=limit)))
+    over = {str(p) for p, (h, w) in sizes.items() if h * w > limit}
+    reasons = {o.item.input: o.reason for o in outcomes if o.item.input in over}
+    assert len(reasons) == 2 and all(
+        f"px is over the limit of {limit} pixels" in why for why in reasons.values()
+    ), reasons
+    assert sorted(o.status for o in outcomes) == ["done"] * 2 + ["failed"] * 4
 
 
 @pytest.mark.slow

@@ -69,6 +69,9 @@ class Resources:
         stylises ``(N, H, W, 3)`` contents, each with its item's style indices, in one pass.
       apply_factory: makes ``apply`` in another process (a Ray actor): a picklable callable
         of no arguments, shipped instead of ``apply``.
+      max_pixels: an input larger than this, in its file, is refused (``None``: no limit):
+        a content fails its item; a style stops the job with an ``ImageError`` (the
+        command refuses it before any work).
     """
 
     params: Any
@@ -85,6 +88,7 @@ class Resources:
     continuing: bool = False
     apply: Callable | None = None
     apply_factory: Callable | None = None
+    max_pixels: int | None = image.MAX_PIXELS
 
 
 def run_job(
@@ -103,7 +107,8 @@ def run_job(
 
     Raises:
       TypeError, ValueError: an argument of the wrong type or range, named.
-      InputError: the job not started in its folder, or the shard already running.
+      InputError: the job not started in its folder, the shard already running, or
+        ``resources.max_pixels`` not a pixel limit.
     """
     check_run(plan, resources, shard)
     with shard_lock(plan.out, shard):
@@ -121,7 +126,7 @@ def run_job(
 
 def _run_batches(plan, resources: Resources, shard, todo: list, finished: dict):
     runner = BatchRunner(plan, resources, finished)
-    load = lambda batch: load_batch(plan, batch)  # noqa: E731
+    load = lambda batch: load_batch(plan, batch, resources.max_pixels)  # noqa: E731
     for batch, loaded in prefetch(todo, load, resources.workers):
         if resources.on_batch is not None:
             resources.on_batch(batch, None, 0)  # a batch starts (maybe compiling)
@@ -145,6 +150,7 @@ def check_run(plan: Plan, resources: Resources, shard) -> None:
         raise TypeError(f"shard must be (index, count), two integers, got {shard!r}")
     if not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    image.check_max_pixels(resources.max_pixels)
     stored = manifest.read_plan(plan.out)
     if stored is None:
         raise InputError(f"{manifest.describe(plan.out)}: no manifest: start the job first "
@@ -187,17 +193,22 @@ def record(plan: Plan, outcome: Outcome) -> dict:
     return records.record(plan, outcome.item, outcome.status, outcome.reason)
 
 
-def load_batch(plan: Plan, batch: Batch) -> list[tuple[Item, np.ndarray | None, str | None]]:
-    """Each item of ``batch`` decoded and fitted to the batch's shape, or its reason."""
+def load_batch(
+    plan: Plan, batch: Batch, max_pixels: int | None = image.MAX_PIXELS
+) -> list[tuple[Item, np.ndarray | None, str | None]]:
+    """Each item of ``batch`` decoded (refused over ``max_pixels``) and fitted to the
+    batch's shape, or its reason."""
     job = plan.settings["job"]
     loaded = []
     for index in batch.items:
         item = plan.items[index]
         try:
             if job["buckets"] == "fixed":
-                pixels = buckets.fit(image.decode(item.input), batch.shape, job["fit"])
+                pixels = image.decode(item.input, max_pixels)
+                pixels = buckets.fit(pixels, batch.shape, job["fit"])
             else:
-                pixels = buckets.fit(image.load(item.input, job["max_dim"]), batch.shape, "grid")
+                pixels = image.load(item.input, job["max_dim"], max_pixels)
+                pixels = buckets.fit(pixels, batch.shape, "grid")
             loaded.append((item, pixels, None))
         except ImageError as e:
             loaded.append((item, None, str(e).removeprefix(f"{item.input}: ")))
@@ -210,12 +221,13 @@ class _Styles:
     def __init__(self, plan: Plan, resources: Resources):
         self.plan, self.kept = plan, resources.styles_kept
         self.config, self.max_dim = resources.config, plan.settings["job"]["max_dim"]
+        self.max_pixels = resources.max_pixels
         self.loaded: collections.OrderedDict = collections.OrderedDict()
 
     def __getitem__(self, index: int) -> np.ndarray:
         if index not in self.loaded:
             dims = style_dims(self.config, len(self.plan.styles), self.max_dim)
-            self.loaded[index] = image.load(self.plan.styles[index], dims[index])
+            self.loaded[index] = image.load(self.plan.styles[index], dims[index], self.max_pixels)
             if len(self.loaded) > self.kept:
                 self.loaded.popitem(last=False)
         self.loaded.move_to_end(index)

@@ -65,10 +65,11 @@ class _Worker:
         else:
             resources.params = weights.load_weights(weights_path, resources.config.extractor)
         self.runner = BatchRunner(self.plan, resources, finished)
+        self.max_pixels = resources.max_pixels
 
     def run(self, index: int) -> list[Outcome]:
         batch = self.plan.batches[index]
-        return self.runner(batch, load_batch(self.plan, batch))
+        return self.runner(batch, load_batch(self.plan, batch, self.max_pixels))
 
 
 def connect(address: str | None = None) -> None:

@@ -92,6 +92,7 @@ def run_job_request(
             request.masks, request.mask_labels, len(request.styles), request.max_pixels
         ),
         style_masks=inputs.load_style_masks(request.style_masks, request.max_pixels),
+        max_pixels=request.max_pixels,
     )
     control.phase("running")
     outcome = execute(request, plan, resources, control, report, weights_path)

@@ -306,7 +306,7 @@ def _run_job(given, plan, meta, apply, factory, control, report, path) -> jobs.J
     continuing = jobs.start_job(given, plan)
     resources = dataset.Resources(
         None, given.config, metadata=meta, replace=given.force, workers=given.workers,
-        continuing=continuing, apply=apply, apply_factory=factory,
+        continuing=continuing, apply=apply, apply_factory=factory, max_pixels=given.max_pixels,
     )  # fmt: skip
     return jobs.execute(given, plan, resources, control, report, path)
 

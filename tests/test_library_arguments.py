@@ -117,6 +117,9 @@ def test_train_settings_are_checked_when_made_and_fit_resolves_them():
         train.TrainSettings("johnson", learning_rate=float("nan"))
     with pytest.raises(ValueError, match="method"):
         train.TrainSettings("neither")
+    for seed in (-1, 2**63, 1.0, True):  # NumPy's generators take no negative seed
+        with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*63\)"):
+            train.TrainSettings("johnson", seed=seed)
     settings = train.TrainSettings("johnson", steps=1, batch_size=1, size=16, width=4)
     assert train.check_fit(settings, nst_jax.ObjectiveConfig()).learning_rate == 1e-3
 

@@ -269,6 +269,7 @@ def data_files(folder: Path) -> list:
         ("empty_data", "no readable images"),
         ("all_corrupt", "no readable images"),
         ("batch_size_0", "expected a positive integer"),
+        ("negative_seed", "seed must be an integer in [0, 2**63), got -1"),
         ("existing_model_folder", "holds a training run"),
     ],
 )
@@ -284,6 +285,8 @@ def test_training_inputs_refused_in_one_line(place, johnson_model, tmp_path, cas
         argv[argv.index(place / "data")] = tmp_path / "corrupt"
     elif case == "batch_size_0":
         argv[argv.index("--batch-size") + 1] = 0
+    elif case == "negative_seed":
+        argv += ["--seed", -1]
     before = snapshot(place)
     assert exit_code(argv) == 2
     err = capsys.readouterr().err

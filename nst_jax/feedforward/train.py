@@ -95,8 +95,10 @@ class TrainSettings:
             check_count(name, value, optional=name in PAPER_FIELDS)
             if value is not None and value > most:
                 raise ValueError(f"{name} must be at most {most}, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        # NumPy draws the data's order and crops from it (default_rng takes no negatives).
+        whole = isinstance(self.seed, int) and not isinstance(self.seed, bool)
+        if not whole or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
         if self.learning_rate is not None:
             check_finite("learning_rate", self.learning_rate, strict=True)
         if self.decay is not None:

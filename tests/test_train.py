@@ -214,6 +214,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         "damaged params": ["stylize", content, "--model", damaged, "-o", place / "x.png"],
         "damaged record": ["stylize", content, "--model", broken, "-o", place / "x.png"],
         "not a model": ["stylize", content, "--model", place / "data", "-o", place / "x.png"],
+        # The output rule of a run without --model: one file, an unknown extension refused
+        # (it made a job folder named x.tif).
+        "an unknown extension": ["stylize", content, "--model", johnson_model,
+                                 "-o", place / "x.tif"],
     }  # fmt: skip
     expected = {
         "inside the data": "lies inside --data",
@@ -227,6 +231,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(place, johnson_model, 
         "damaged params": "damaged",
         "damaged record": "damaged model record",
         "not a model": "not a model folder",
+        "an unknown extension": "unknown output extension '.tif'",
     }
     capsys.readouterr()
     for name, argv in cases.items():

@@ -264,6 +264,15 @@ def load_labels(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) ->
     return np.stack([(codes == code).astype(np.float32) for code in labels])
 
 
+def names_a_file(output: str | os.PathLike) -> bool:
+    """Whether a run's output path names one image rather than a folder of results: an
+    image suffix, or another suffix on a path that is not a folder (whose extension
+    :func:`check_output_path` then refuses): every driver's one rule."""
+    path = Path(output)
+    suffix = path.suffix.lower()
+    return suffix in SAVE_FORMATS or (suffix != "" and not path.is_dir())
+
+
 def check_output_path(path: str | os.PathLike) -> Path:
     """Check that ``path`` can be written as an image (known extension, parent a directory).
 

@@ -242,10 +242,9 @@ def is_single(request: ModelRequest) -> bool:
     given = request.stylize
     count = len(request.style_index) or len(given.styles)
     sets = 1 if given.config.style_blend or count <= 1 else count
-    suffix = Path(given.output).suffix.lower()
     one = len(given.contents) == 1 and not given.files_from
     one = one and not Path(given.contents[0]).is_dir()
-    return one and sets == 1 and suffix in image.SAVE_FORMATS
+    return one and sets == 1 and image.names_a_file(given.output)
 
 
 def run_model(
@@ -295,6 +294,7 @@ def run_model(
 def _check_single(request: ModelRequest) -> None:
     """One result's output, checked against its inputs before any work."""
     given = request.stylize
+    image.check_output_path(given.output)  # one line: an unknown extension
     reads = [(Path(given.contents[0]), "CONTENT"), *((Path(s), "--style") for s in given.styles)]
     planned = [outputs.Output(Path(given.output), "the result")]
     outputs.check_outputs(planned, [*reads, (Path(request.model), "--model")], force=given.force)

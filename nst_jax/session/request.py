@@ -153,10 +153,10 @@ def checked(request: StylizeRequest) -> StylizeRequest:
 
 
 def is_single(request: StylizeRequest) -> bool:
-    """Whether ``request`` makes a single result (module docstring). An output with an image
-    extension, or another extension and not a folder, names one file: an unknown extension
-    is refused here, a folder named like an image by the output checks, and a job of several
-    results into a file by the job's own check."""
+    """Whether ``request`` makes a single result (module docstring). An output that names
+    one file (:func:`nst_jax.files.image.names_a_file`) with an unknown extension is refused
+    here, a folder named like an image by the output checks, and a job of several results
+    into an image file by the job's own check."""
     config = request.config
     blended = config.style_blend is not None or request.masked
     styles = 1 if blended else len(request.styles)
@@ -168,11 +168,9 @@ def is_single(request: StylizeRequest) -> bool:
         and config.sweep_size is None
         and not (request.style_losses and len(request.style_losses) > 1)
     )
-    output = Path(request.output)
-    suffix = output.suffix.lower()
-    names_a_file = suffix in image.SAVE_FORMATS or (suffix != "" and not output.is_dir())
-    if single and names_a_file and suffix not in image.SAVE_FORMATS:
-        image.check_output_path(output)  # one line: the unknown extension
+    names_a_file = image.names_a_file(request.output)
+    if single and names_a_file:
+        image.check_output_path(request.output)  # one line: an unknown extension
     return single and names_a_file
 
 

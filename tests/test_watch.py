@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nst_jax import session
 from nst_jax.cli import main as cli
+from nst_jax.events import Event
 from nst_jax.files import image
 from nst_jax.session import checkpoint
 
@@ -174,3 +176,22 @@ def test_output_may_not_replace_an_input(files, weights_h5, capsys):
     # --force replaces outputs, never an input.
     assert cli.main(argv(files, files / "content.png", weights_h5, "--force")) == 2
     assert (files / "content.png").read_bytes() == before
+
+
+def test_a_preview_off_the_plan_never_replaces_a_file(tmp_path):
+    """Previews are checked at the steps planned before the run; a scale ended early by tol
+    moves the later chunks' steps, and a preview at a step not planned is written only where
+    no file is (a user's OUT_0008.png stays as it was)."""
+    out = tmp_path / "out.png"
+    assert session.Watcher(output=out, save_every=4).previews is None  # any is replaced
+    watcher = session.Watcher(
+        output=out, save_every=4, previews=frozenset({tmp_path / "out_0004.png"})
+    )
+    theirs = tmp_path / "out_0008.png"
+    theirs.write_bytes(b"a user's file")
+    grey = np.full((8, 8, 3), 0.5, np.float32)
+    for step in (4, 8, 12):
+        watcher(Event("stylize", "chunk", step, 12, np.float32(1), {}, None, grey))
+    assert theirs.read_bytes() == b"a user's file"
+    for written in ("out_0004.png", "out_0012.png"):  # planned, and new
+        assert image.decode(tmp_path / written).shape == (8, 8, 3)

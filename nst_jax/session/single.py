@@ -125,15 +125,20 @@ def _check_outputs(request: StylizeRequest, content: Path, result: Path, weights
     return None if shape is None or min(shape) < 1 else shape
 
 
+def _previews(request: StylizeRequest, steps: list[int]) -> list[Path]:
+    """The previews ``save_every`` writes when every scale runs its ``steps``."""
+    if not request.save_every:
+        return []
+    ends = preview_steps(steps, request.config.steps_per_call, request.save_every)
+    return [preview_path(Path(request.output), step) for step in ends]
+
+
 def _own_outputs(request: StylizeRequest, result: Path, steps: list[int]) -> list:
     """The files a single-result run writes besides its result: checkpoint, previews, log,
     plot, animation (all the run's own: ``resume`` may replace them)."""
     Out = outputs.Output  # noqa: N806
     planned = [Out(checkpoint.directory(result) / checkpoint.FILE, "the checkpoint", True)]
-    if request.save_every:
-        every, per_call = request.save_every, request.config.steps_per_call
-        for step in preview_steps(steps, per_call, every):
-            planned.append(Out(preview_path(result, step), "--save-every", True))
+    planned += [Out(path, "--save-every", True) for path in _previews(request, steps)]
     for option in ("log", "plot", "animate"):
         if getattr(request, option):
             planned.append(Out(Path(getattr(request, option)), f"--{option}", True))
@@ -156,8 +161,9 @@ def _load(request: StylizeRequest, config: StyleConfig, content: Path) -> dict:
 def _run(request, config, images: dict, params, meta: dict, control: Control, notes):
     """Run with the watcher on every chunk, write the result."""
     result_path = Path(request.output)
-    watcher, saved = _watcher(request, meta, control)
     content = images["content"]
+    steps = multiscale.scale_steps(*content.shape[:2], request.config)
+    watcher, saved = _watcher(request, meta, control, frozenset(_previews(request, steps)))
     total = multiscale.total_steps(*content.shape[:2], config)
     if saved is not None and saved.step > total:
         raise InputError(
@@ -197,7 +203,7 @@ def _run(request, config, images: dict, params, meta: dict, control: Control, no
     return SingleOutcome(result_path, summary, stopped, folder, notes)
 
 
-def _watcher(request: StylizeRequest, meta: dict, control: Control):
+def _watcher(request: StylizeRequest, meta: dict, control: Control, previews: frozenset):
     """The watcher of a single result (a stop always saves the image and a checkpoint, which
     records every input's SHA-256 so ``resume`` notices a replaced file), and the state to
     resume from, checked against this run before any work."""
@@ -209,6 +215,7 @@ def _watcher(request: StylizeRequest, meta: dict, control: Control):
         resume_step=None if saved is None else saved.step,
         output=Path(request.output),
         save_every=request.save_every,
+        previews=previews,
         animate=_path(request.animate),
         checkpoint=saver,
         checkpoint_every=request.checkpoint_every,

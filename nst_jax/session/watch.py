@@ -11,6 +11,7 @@ jitted step, for ``stylize``, the frame loop and training alike::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -57,6 +58,9 @@ class Watcher:
         (``None``: a fresh log, started at the first line).
       output: the result's path; previews go beside it as ``OUT_0100.png``.
       save_every: steps between previews (``event.image``).
+      previews: the preview paths checked before the run (``None``: any may be replaced).
+        A preview elsewhere (a scale ended early by ``tol`` moves the later chunks' steps)
+        is written only where no file is, never replacing one.
       animate: ``.gif`` or ``.mp4`` of the previews.
       checkpoint: saves ``event.state`` every ``checkpoint_every`` steps, when asked to
         stop, and at :meth:`finish`.
@@ -72,6 +76,7 @@ class Watcher:
     resume_step: int | None = None
     output: Path | None = None
     save_every: int | None = None
+    previews: frozenset[Path] | None = None
     animate: Path | None = None
     checkpoint: Checkpointer | None = None
     checkpoint_every: int | None = None
@@ -116,7 +121,12 @@ class Watcher:
 
     def _preview(self, event: Event) -> None:
         frame = np.asarray(event.image)
-        image.save(preview_path(self.output, event.step), frame)
+        path = preview_path(self.output, event.step)
+        if self.previews is None or path in self.previews:
+            image.save(path, frame)
+        elif not path.exists():
+            with contextlib.suppress(OutputError):  # one made meanwhile: it stays
+                image.save(path, frame, replace=False)
         if self.animate is not None:
             self.frames.append(sheets.thumbnail(frame, 512))
 

@@ -460,3 +460,31 @@ def test_a_files_from_list_that_names_nothing_is_named(files, capsys, contents):
     argv = stylize_argv(files, "--files-from", str(files / "list.txt"), out="out/job")
     del argv[1]  # no content but the list's
     assert_refused(files, argv, "list.txt", capsys=capsys)
+
+
+def test_records_read_back_are_regular_files_of_a_bounded_size(tmp_path):
+    """Every JSON record nst_jax reads back (json_record.read): a pipe in its place is
+    refused at once (reading it would wait for a writer for ever), as are an oversized file,
+    deep nesting and bytes that are not UTF-8; a video folder's record among them."""
+    from nst_jax.errors import InputError
+    from nst_jax.files import json_record
+    from nst_jax.session import video
+    from nst_jax.video.job import record_path
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": [1, 2]}')
+    assert json_record.read(good) == {"a": [1, 2]}
+    with pytest.raises(ValueError, match="over 8 bytes"):
+        json_record.read(good, max_bytes=8)
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "latin.json").write_bytes(b'"\xe9"')
+    for bad in ("deep.json", "latin.json"):
+        with pytest.raises(ValueError):
+            json_record.read(tmp_path / bad)
+    frames = tmp_path / "frames"
+    record_path(frames).parent.mkdir(parents=True)
+    os.mkfifo(record_path(frames))
+    with pytest.raises(ValueError, match="not a regular file"):
+        json_record.read(record_path(frames))
+    with pytest.raises(InputError, match="missing or damaged; cannot continue"):
+        video.check_folder(frames, {}, resume=True, force=False)

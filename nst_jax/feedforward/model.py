@@ -35,6 +35,7 @@ from nst_jax.feedforward import adain, pretrained
 from nst_jax.feedforward.magenta import METHODS as IMPORTED
 from nst_jax.feedforward.magenta import MagentaSettings
 from nst_jax.feedforward.train import TrainSettings, example_input, network
+from nst_jax.files import json_record
 from nst_jax.files.atomic import atomic_write
 
 RECORD_FILE, PARAMS_FILE = "model.json", "params.msgpack"
@@ -139,8 +140,8 @@ def read_record(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise InputError(f"{shown(folder)}: not a model folder (no {RECORD_FILE})")
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        record = json_record.read(path)
+    except (OSError, ValueError) as e:
         raise InputError(f"{shown(path)}: damaged model record ({e})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(f"{shown(path)}: not an nst_jax model record")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nst_jax.errors import OutputError, shown
-from nst_jax.files import atomic, image, sheets
+from nst_jax.files import atomic, image, json_record, sheets
 from nst_jax.files.atomic import nearest_existing_parent
 
 NAME_BYTES = 255  # the longest file name Linux and macOS take
@@ -194,7 +194,7 @@ def _recorded_sheets(record: Path) -> list[str]:
     """The sheets a job wrote (``record``: untrusted JSON; anything else than a list of
     paths counts as none)."""
     try:
-        sheets = json.loads(record.read_text(encoding="utf-8")).get("sheets")
+        sheets = json_record.read(record).get("sheets")
     except (OSError, ValueError, AttributeError):
         return []
     return [s for s in sheets if isinstance(s, str)] if isinstance(sheets, list) else []

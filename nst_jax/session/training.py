@@ -21,7 +21,7 @@ from typing import NamedTuple
 from nst_jax.core.objective import ObjectiveConfig
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward.train import TrainSettings
-from nst_jax.files import image, weights
+from nst_jax.files import image, json_record, weights
 from nst_jax.files.atomic import atomic_write
 from nst_jax.files.digest import sha256
 from nst_jax.session import inputs, outputs, train_checkpoints
@@ -145,8 +145,8 @@ def check_folder(folder: Path, record: dict, request: TrainRequest) -> None:
 
 def _stored(run_file: Path) -> dict:
     try:
-        stored = json.loads(run_file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        stored = json_record.read(run_file)
+    except (OSError, ValueError) as e:
         raise InputError(f"{shown(run_file)}: damaged training record ({e})") from None
     if not isinstance(stored, dict):
         raise InputError(f"{shown(run_file)}: not a training record of this version")

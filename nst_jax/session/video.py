@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from nst_jax.config import StyleConfig, check_honoured
 from nst_jax.errors import InputError, shown
-from nst_jax.files import image, weights
+from nst_jax.files import image, json_record, weights
 from nst_jax.files.digest import sha256
 from nst_jax.session import inputs, outputs
 from nst_jax.session.control import Control
@@ -158,8 +158,8 @@ def check_folder(folder: Path, record: dict, resume: bool, force: bool) -> int:
             "--force starts over"
         )
     try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
+        stored = json_record.read(path)
+    except (OSError, ValueError):
         raise InputError(f"{shown(path)}: missing or damaged; cannot continue this run") from None
     record = json.loads(json.dumps(record))  # as stored: tuples become lists
     if stored != record:

@@ -181,7 +181,10 @@ def test_video_frames_over_the_limit_are_refused_before_any_work(tmp_path, weigh
             "--max-dim", "32", "--steps", "1", "-q"]  # fmt: skip
     assert_refused(tmp_path, [*argv, "--max-pixels", "1199"], "clip", "40x30 px per frame",
                    "(--max-pixels raises it)", capsys=capsys)  # fmt: skip
+    # A copy from macOS leaves ._NAME files of metadata beside each frame: hidden, not frames.
+    (clip / "._frame0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     probed = frames.probe(clip)
+    assert probed.count == 3
     frames.check_frame_size(probed, 1200)  # exactly the frames' pixels: accepted
     frames.check_frame_size(probed, None)
     assert next(frames.read(probed, 32, 0, 1200)).shape == (24, 32, 3)

@@ -28,6 +28,12 @@ from nst_jax.errors import InputError, shown
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
+def hidden(name: str) -> bool:
+    """Whether a file or folder is hidden (a leading dot: ``.DS_Store``, the ``._x.png``
+    that macOS copies leave beside ``x.png``), and so never an input of a walk."""
+    return name.startswith(".")
+
+
 class Walk(NamedTuple):
     """A walk's result: ``found`` as ``[(path, relative name)]`` in a fixed order, and the
     ``passed`` over as ``[(path, why)]``."""
@@ -153,10 +159,10 @@ def _files(folder: Path, skip) -> Walk:
     found, passed = [], []
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _identity(here / d) != skip)
+        dirs[:] = sorted(d for d in dirs if not hidden(d) and _identity(here / d) != skip)
         for name in sorted(files):
             path = here / name
-            if name.startswith("."):
+            if hidden(name):
                 continue
             why = _not_an_input(path)
             if why is None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nst_jax.errors import ImageError, InputError, shown
-from nst_jax.files import image
+from nst_jax.files import image, walk
 from nst_jax.files.atomic import atomic_write
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -65,7 +65,8 @@ def ffmpeg() -> str:
 
 
 def probe(path: str | os.PathLike) -> Clip:
-    """The clip at ``path``, checked: a folder of same-size frames, or a video with frames.
+    """The clip at ``path``, checked: a folder of same-size frames (its image files in
+    natural order, hidden ones left out as a walk leaves them), or a video with frames.
 
     Raises:
       InputError: one line naming ``path``: missing, not a video, no frames, mixed sizes.
@@ -85,7 +86,11 @@ def _numbered(name: str) -> tuple:
 
 def _probe_folder(path: Path) -> Clip:
     files = sorted(
-        (p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+        (
+            p
+            for p in path.iterdir()
+            if p.suffix.lower() in FRAME_SUFFIXES and not walk.hidden(p.name) and p.is_file()
+        ),
         key=lambda p: _numbered(p.name),
     )
     if not files:

@@ -19,10 +19,10 @@ from PIL import Image, ImageFile, PngImagePlugin
 import nst_jax
 from nst_jax import session
 from nst_jax.cli.main import build_parser
-from nst_jax.errors import InputError
+from nst_jax.errors import ImageError, InputError
 from nst_jax.feedforward import data, train
 from nst_jax.files import image
-from nst_jax.session import inputs, score
+from nst_jax.session import inputs, outputs, score
 from nst_jax.video import frames
 
 from conftest import assert_refused, exit_code
@@ -112,6 +112,16 @@ def test_a_style_scaled_past_the_limit_is_refused_from_its_header(tmp_path):
         inputs.planned_styles([style], config, 400, 119_999)
     with pytest.raises(InputError, match=r"s.png: 40x30 px is over the limit of 1199 pixels"):
         inputs.planned_styles([style], config, None, 1199)
+
+
+def test_a_sheet_reads_the_results_under_the_run_s_limit(tmp_path):
+    """--sheet reads the results back under the run's --max-pixels, as every other file."""
+    result = save_noise(tmp_path / "r.png", 30, 40)
+    with pytest.raises(ImageError, match="40x30 px is over the limit of 1199 pixels"):
+        outputs.write_sheet(tmp_path / "sheet.png", [result], 1, max_pixels=1199)
+    assert not (tmp_path / "sheet.png").exists()
+    outputs.write_sheet(tmp_path / "sheet.png", [result], 1, max_pixels=None)
+    assert image.probe_size(tmp_path / "sheet.png") == (192 + 16, 192)
 
 
 def test_limits_are_whole_numbers_or_none(tmp_path):

@@ -221,7 +221,8 @@ def execute(request, plan, resources: dataset.Resources, control: Control, repor
     finally:
         progress.close()
     if request.sheet:
-        _write_sheet(request.sheet, plan, dataset.manifest.folder(request.output) / SHEET_RECORD)
+        record = dataset.manifest.folder(request.output) / SHEET_RECORD
+        _write_sheet(request.sheet, plan, record, request.max_pixels)
     return JobOutcome(progress.line(), dataset.summary(plan), dataset.summary(plan, shard))
 
 
@@ -238,9 +239,9 @@ def _engine(request, plan, resources, shard, weights_path):
     return dataset.run_job(plan, resources, shard, retry_failed=request.retry_failed)
 
 
-def _write_sheet(path: str, plan: dataset.Plan, record: Path) -> None:
+def _write_sheet(path: str, plan: dataset.Plan, record: Path, max_pixels: int | None) -> None:
     """Every result written, a row for each input's results."""
     done = [it.output for it in plan.items if Path(it.output).exists()]
     if done:
         per_input = len(plan.items) // max(1, len({it.input for it in plan.items}))
-        outputs.write_job_sheet(path, done, per_input, record)
+        outputs.write_job_sheet(path, done, per_input, record, max_pixels)

@@ -166,10 +166,16 @@ def _check_result_place(path: Path, folders: dict[Path, bool]) -> None:
             raise OutputError(f"{shown(path)}: {shown(parent)} is a file, where a folder goes")
 
 
-def write_sheet(path: str | os.PathLike, results: Sequence[str | os.PathLike], per_row: int):
-    """A labelled grid of the results (read back from disk: a continued job's too), each
-    labelled with its file's stem; ``per_row`` results a row."""
-    thumbs = [sheets.thumbnail(image.decode(r), 192) for r in results]
+def write_sheet(
+    path: str | os.PathLike,
+    results: Sequence[str | os.PathLike],
+    per_row: int,
+    max_pixels: int | None = image.MAX_PIXELS,
+):
+    """A labelled grid of the results (read back from disk, under the run's ``max_pixels``
+    as every file it reads: a continued job's too), each labelled with its file's stem;
+    ``per_row`` results a row."""
+    thumbs = [sheets.thumbnail(image.decode(r, max_pixels), 192) for r in results]
     labels = [Path(r).stem for r in results]
     sheet = sheets.contact_sheet(thumbs, labels, max(1, min(len(thumbs), per_row)))
     image.save(path, sheet, replace=True)
@@ -200,7 +206,9 @@ def _recorded_sheets(record: Path) -> list[str]:
     return [s for s in sheets if isinstance(s, str)] if isinstance(sheets, list) else []
 
 
-def write_job_sheet(sheet: str, results: Sequence[str], per_row: int, record: Path) -> None:
+def write_job_sheet(
+    sheet: str, results: Sequence[str], per_row: int, record: Path, max_pixels: int | None
+) -> None:
     """:func:`write_sheet` for a job, recorded in ``record`` first (so that a job killed
     while writing it finds it its own when rerun)."""
     sheets = _recorded_sheets(record)
@@ -208,4 +216,4 @@ def write_job_sheet(sheet: str, results: Sequence[str], per_row: int, record: Pa
     if key not in sheets:
         text = json.dumps({"sheets": [*sheets, key]})
         atomic.atomic_write(record, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    write_sheet(sheet, results, per_row)
+    write_sheet(sheet, results, per_row, max_pixels)

@@ -197,7 +197,7 @@ def _run(request, config, images: dict, params, meta: dict, control: Control, no
     if stopped is None:
         watcher.finish()
         if request.sheet:
-            outputs.write_sheet(request.sheet, [result_path], 1)
+            outputs.write_sheet(request.sheet, [result_path], 1, request.max_pixels)
     summary = watcher.summary(1, total)
     folder = watcher.checkpoint.folder if watcher.last_checkpoint else None
     return SingleOutcome(result_path, summary, stopped, folder, notes)

@@ -25,7 +25,7 @@ from nst_jax.files import image
 from nst_jax.session import inputs, outputs, score
 from nst_jax.video import frames
 
-from conftest import assert_refused, exit_code
+from conftest import LIGHT, assert_refused, exit_code
 
 BAD_LIMITS = [0, -1, 1.5, True, "100", float("nan")]
 
@@ -112,6 +112,23 @@ def test_a_style_scaled_past_the_limit_is_refused_from_its_header(tmp_path):
         inputs.planned_styles([style], config, 400, 119_999)
     with pytest.raises(InputError, match=r"s.png: 40x30 px is over the limit of 1199 pixels"):
         inputs.planned_styles([style], config, None, 1199)
+
+
+@pytest.mark.slow
+def test_a_folder_job_fails_the_contents_over_the_limit(tmp_path, weights_h5, capsys):
+    """A job's contents are loaded under --max-pixels (each one over it fails its item, in
+    the command's words), and --max-pixels off lifts it."""
+    save_noise(tmp_path / "tree" / "a.png", 20, 20)
+    save_noise(tmp_path / "tree" / "b.png", 30, 40)
+    style = save_noise(tmp_path / "style.png", 20, 20)
+    argv = ["stylize", tmp_path / "tree", "--style", style, "--weights", weights_h5,
+            "--max-dim", "32", "--steps", "1", "-q", "--compile-cache", "off", *LIGHT]  # fmt: skip
+    assert exit_code([*argv, "-o", tmp_path / "out", "--max-pixels", "1199"]) == 3
+    err = capsys.readouterr().err
+    assert "b.png: 40x30 px is over the limit of 1199 pixels (--max-pixels raises it)" in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.png"]
+    assert exit_code([*argv, "-o", tmp_path / "all", "--max-pixels", "off"]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").glob("*.png")) == ["a.png", "b.png"]
 
 
 def test_a_sheet_reads_the_results_under_the_run_s_limit(tmp_path):

@@ -221,7 +221,8 @@ def _job_ended(outcome, output: str, control) -> int:
 
 def _report_failure(outcome) -> None:
     if outcome.status == "failed":
-        print(f"nst-jax: {shown(outcome.item.input)}: {outcome.reason}", file=sys.stderr)
+        # The record keeps the library's words; the line gives the command's options.
+        print(f"nst-jax: {shown(outcome.item.input)}: {reword(outcome.reason)}", file=sys.stderr)
 
 
 def _cmd_model(args: argparse.Namespace, argv: list[str], control) -> int:

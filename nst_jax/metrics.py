@@ -28,7 +28,7 @@ import numpy as np
 from nst_jax.core import extractors, inception, style_terms, temporal
 from nst_jax.core import lpips as lpips_net
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, ObjectiveConfig, Params
-from nst_jax.core.targets import check_image, min_side
+from nst_jax.core.targets import check_image, min_side, too_small
 from nst_jax.errors import InputError
 
 
@@ -95,9 +95,8 @@ def _features(
         ObjectiveConfig(extractor=extractor, content_layers=layers, style_layers=layers)
     )
     for name, x in images.items():
-        if min(x.shape[:2]) < need:
-            size = f"{name} is {x.shape[1]}x{x.shape[0]} px"
-            raise ImageTooSmallError(f"{size}; the layers read need both sides >= {need} px", need)
+        if why := too_small(x.shape[1], x.shape[0], need):
+            raise ImageTooSmallError(f"{name} is {why}", need)
     # One compiled forward pass per image size, not an operation at a time: a folder's
     # scores reuse it for every image of that size.
     return [_extract(params, x, layers, spec) for x in images.values()]

@@ -85,15 +85,20 @@ def min_side(config: ObjectiveConfig, style: bool = False) -> int:
     return max(geometry.smallest_side(layers, network), patch * smallest)
 
 
+def too_small(width: int, height: int, need: int, at: str = "") -> str | None:
+    """Why a ``width`` x ``height`` image (``at``: how it was scaled) is too small for
+    layers that need both sides of ``need`` px (:func:`min_side`), or ``None``: the one rule
+    of the run's, the job planner's and the scores' checks."""
+    if min(width, height) >= need:
+        return None
+    return f"{width}x{height} px{at}; the layers used need both sides >= {need} px"
+
+
 def check_size(config: ObjectiveConfig, shape: Sequence[int], what: str = "image", style=False):
     """Raise ``ValueError`` when an image of ``shape`` ``(..., H, W, 3)`` is too small for
     ``config`` (:func:`min_side`)."""
-    need = min_side(config, style)
-    height, width = shape[-3], shape[-2]
-    if min(height, width) < need:
-        raise ValueError(
-            f"{what} is {width}x{height} px; the layers used need both sides >= {need} px"
-        )
+    if why := too_small(shape[-2], shape[-3], min_side(config, style)):
+        raise ValueError(f"{what} is {why}")
 
 
 @functools.partial(jax.jit, static_argnames=("layers", "spec", "statistic"))

@@ -349,11 +349,8 @@ def _shape(path: str, job: JobSettings, smallest: int) -> tuple:
     if size is None:
         return None, _unreadable(path)
     shape = image.scaled_shape(*size, job.max_dim)
-    if min(shape) < smallest:
-        return None, (
-            f"{size[1]}x{size[0]} px is {shape[1]}x{shape[0]} at max_dim={job.max_dim}; the "
-            f"layers used need both sides >= {smallest} px"
-        )
+    if why := targets.too_small(shape[1], shape[0], smallest, f" at max_dim={job.max_dim}"):
+        return None, f"{size[1]}x{size[0]} px is {why}"
     return shape, None
 
 

@@ -47,13 +47,9 @@ def planned_styles(
         if size is None:
             continue  # unreadable: loading says why, in one line
         height, width = size if dim is None else image.scaled_shape(*size, dim)
-        need = targets.min_side(config, style=True)
-        if min(height, width) < need:
-            raise InputError(
-                f"{path}: style is {width}x{height} px after scaling; the layers used need "
-                f"both sides >= {need} px"
-            )
         at = "" if dim is None else " as loaded"
+        if why := targets.too_small(width, height, targets.min_side(config, style=True), at):
+            raise InputError(f"{path}: style is {why}")
         if why := image.over_pixel_limit(width, height, max_pixels, at):
             raise InputError(f"{path}: {why}")
         shapes.append((Path(path), height, width))

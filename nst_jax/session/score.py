@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from nst_jax import metrics
-from nst_jax.core import extractors, style_terms
+from nst_jax.core import extractors, style_terms, targets
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, score_weights, weights
@@ -254,10 +254,9 @@ def _loaded(
 def _too_small(paths, images, max_dim: int | None, need: int) -> InputError:
     """The metrics name their argument; the user wants the file (the result first)."""
     for path, x in sorted(zip(paths, images, strict=True), key=lambda pair: pair[0] != paths[2]):
-        if min(x.shape[:2]) < need:
-            at = f" at --max-dim {max_dim}" if max_dim else ""
-            return InputError(f"{shown(path)}: {_size(x)}{at}; the scores' layers need both "
-                              f"sides >= {need} px")  # fmt: skip
+        at = f" at max_dim={max_dim}" if max_dim else ""
+        if why := targets.too_small(x.shape[1], x.shape[0], need, at):
+            return InputError(f"{shown(path)}: {why}")
     return InputError(f"{shown(paths[2])}: too small for the scores' layers ({need} px)")
 
 

@@ -112,6 +112,20 @@ def test_adain_apply_checks_its_encoder_styles_weights_and_alpha(params, tmp_pat
             models.apply_model(adain, content, **arguments)
 
 
+def test_a_model_request_s_alpha_is_checked_as_apply_model_checks_it():
+    """One rule (feedforward.model.check_alpha): the request is refused before the model is
+    loaded, as apply_model would refuse it after (True is no number here)."""
+    from nst_jax.session import models as model_requests
+
+    record = {"method": "adain"}
+    for bad in (True, 2, -0.5, "1", float("nan")):
+        with pytest.raises(InputError, match="alpha must be a number from 0 to 1"):
+            model_requests.check_model_inputs("m", record, ["s.png"], bad, (), None, False)
+        with pytest.raises(ValueError, match="alpha must be a number from 0 to 1"):
+            models.check_alpha(bad)
+    model_requests.check_model_inputs("m", record, ["s.png"], 0.5, (), None, False)
+
+
 def test_train_settings_are_checked_when_made_and_fit_resolves_them():
     with pytest.raises(ValueError, match="learning_rate"):
         train.TrainSettings("johnson", learning_rate=float("nan"))

@@ -271,6 +271,18 @@ def encode_styles(vgg_params: Any, styles: Sequence[jax.Array]) -> list[jax.Arra
     ]
 
 
+def check_alpha(alpha: object) -> float:
+    """``alpha`` as a float when it is a number from 0 to 1 (not a bool).
+
+    Raises:
+      ValueError: anything else, naming ``alpha``.
+    """
+    real = isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_))
+    if not (real and 0.0 <= alpha <= 1.0):
+        raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
+    return float(alpha)
+
+
 def apply_model(
     model: Model,
     contents: jax.Array,
@@ -322,10 +334,7 @@ def apply_model(
     if pixel_steps is None:
         pixel_steps = int(np.prod(contents.shape[:3]))
     conv = resolve_conv(conv, pixel_steps, NETWORK_WINOGRAD_MIN_PIXELS)
-    real = isinstance(alpha, numbers.Real) and not isinstance(alpha, (bool, np.bool_))
-    if not (real and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"alpha must be a number from 0 to 1, got {alpha!r}")
-    alpha = float(alpha)
+    alpha = check_alpha(alpha)
     if 0 in contents.shape[:3]:
         raise ValueError(f"contents: no pixels to stylise, shape {tuple(contents.shape)}")
     if isinstance(model.settings, MagentaSettings):

@@ -75,8 +75,13 @@ def check_model_inputs(
     count = len(styles) or len(style_index)
     if blended and method != "johnson" and count and len(blend) != count:
         raise InputError(f"--style-blend has {len(blend)} weights for {count} styles")
-    if alpha is not None and not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be from 0 to 1, got {alpha}")
+    if alpha is not None:
+        from nst_jax.feedforward.model import check_alpha
+
+        try:
+            check_alpha(alpha)
+        except ValueError as e:
+            raise InputError(str(e)) from None
     if style_index and method != "magenta26":
         raise InputError(f"{shown_model}: --style-index picks a magenta26 model's styles; "
                          f"this is a {method} model")  # fmt: skip

@@ -9,6 +9,7 @@ import sys
 from nst_jax.cli import values
 from nst_jax.cli.options import add_common, add_max_pixels
 from nst_jax.errors import InputError
+from nst_jax.files import image, weights
 
 
 def add_parser(sub) -> None:
@@ -23,10 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("styles", metavar="STYLES", help="folder of styles: one, or one per result")
     p.add_argument("results", metavar="RESULTS", help="folder of results")
     add_common(p, "the CSV to write (default scores.csv)")
-    p.add_argument("--extractor", choices=("vgg19", "vgg16"), default="vgg19",
+    p.add_argument("--extractor", choices=tuple(weights.NETWORKS), default="vgg19",
                    help="the network whose features are compared (default vgg19)")  # fmt: skip
-    p.add_argument("--max-dim", type=values.positive_int, default=512,
-                   help="every image's longer side is scaled to this (default 512)")  # fmt: skip
+    p.add_argument("--max-dim", type=values.positive_int, default=image.DEFAULT_MAX_DIM,
+                   help="every image's longer side is scaled to this "
+                   f"(default {image.DEFAULT_MAX_DIM})")  # fmt: skip
     add_max_pixels(p)
     p.add_argument("--terms", type=values.style_loss_names, metavar="TERM[,TERM,...]",
                    help="the style terms scored (default: every registered one but mrf, whose "

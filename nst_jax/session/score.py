@@ -64,7 +64,7 @@ class ScoreRequest:
     output: str = "scores.csv"
     extractor: str = "vgg19"
     weights: str | None = None
-    max_dim: int | None = 512
+    max_dim: int | None = image.DEFAULT_MAX_DIM
     max_pixels: int | None = image.MAX_PIXELS
     terms: tuple[str, ...] | None = None
     force: bool = False
@@ -157,7 +157,7 @@ def score_folders(
     styles: str | Path,
     results: str | Path,
     extractor: str = "vgg19",
-    max_dim: int | None = 512,
+    max_dim: int | None = image.DEFAULT_MAX_DIM,
     terms: Sequence[str] | None = None,
     report: Callable[[int, int], None] = lambda done, total: None,
     networks: Networks | None = None,

@@ -41,14 +41,14 @@ def planned_styles(
       InputError: a style too small for the layers, or scaled past ``max_pixels``
         (``--style-scale 1e6``).
     """
-    shapes = []
+    shapes, need = [], targets.min_side(config, style=True)
     for path, dim in zip(styles, style_dims(config, len(styles), max_dim), strict=True):
         size = image.probe_size(path)
         if size is None:
             continue  # unreadable: loading says why, in one line
         height, width = size if dim is None else image.scaled_shape(*size, dim)
         at = "" if dim is None else " as loaded"
-        if why := targets.too_small(width, height, targets.min_side(config, style=True), at):
+        if why := targets.too_small(width, height, need, at):
             raise InputError(f"{path}: style is {why}")
         if why := image.over_pixel_limit(width, height, max_pixels, at):
             raise InputError(f"{path}: {why}")

@@ -11,7 +11,6 @@ jitted step, for ``stylize``, the frame loop and training alike::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -122,11 +121,12 @@ class Watcher:
     def _preview(self, event: Event) -> None:
         frame = np.asarray(event.image)
         path = preview_path(self.output, event.step)
-        if self.previews is None or path in self.previews:
-            image.save(path, frame)
-        elif not path.exists():
-            with contextlib.suppress(OutputError):  # one made meanwhile: it stays
-                image.save(path, frame, replace=False)
+        planned = self.previews is None or path in self.previews
+        try:
+            image.save(path, frame, replace=planned)
+        except OutputError:
+            if planned:
+                raise  # off the plan, a file already there stays as it is
         if self.animate is not None:
             self.frames.append(sheets.thumbnail(frame, 512))
 

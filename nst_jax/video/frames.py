@@ -153,7 +153,6 @@ def check_frame_size(clip: Clip, max_pixels: int | None) -> None:
     Raises:
       InputError: frames over the limit, or ``max_pixels`` not a pixel limit.
     """
-    image.check_max_pixels(max_pixels)
     height, width = clip.size
     if why := image.over_pixel_limit(width, height, max_pixels, " per frame"):
         raise InputError(f"{shown(clip.path)}: {why}")

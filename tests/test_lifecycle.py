@@ -262,3 +262,25 @@ def test_every_command_takes_the_same_short_options(command):
              "train": ["--method", "johnson", "--data", "d", "--style", "s.png"]}  # fmt: skip
     args = cli.build_parser().parse_args([command, *extra[command], "-o", "out", "-q", "-v"])
     assert (args.output, args.quiet, args.verbose) == ("out", True, True)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stylize", "c.png", "-s", "s.png"],
+        ["video", "in.mp4", "-s", "s.png"],
+        ["video", "in.mp4", "--model", "m"],
+        ["train", "--method", "johnson", "--data", "d", "--style", "s.png"],
+    ],
+)
+def test_every_driver_refuses_resume_with_force_in_one_line(command, tmp_path, capsys, monkeypatch):
+    """One rule (session.outputs.check_resume_or_force): before, a single run resumed, a
+    video started over and a training refused. Refused before any file is read: none of
+    these inputs exists."""
+    from conftest import exit_code
+
+    monkeypatch.chdir(tmp_path)
+    assert exit_code([*command, "-o", "out", "--resume", "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nst-jax: error: --resume continues a run, --force starts it over: give one"]
+    assert list(tmp_path.iterdir()) == []

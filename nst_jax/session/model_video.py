@@ -23,6 +23,7 @@ from nst_jax.errors import InputError, shown
 from nst_jax.files import image
 from nst_jax.files.atomic import atomic_write, remove_stale_parts
 from nst_jax.files.digest import sha256
+from nst_jax.session import outputs
 from nst_jax.session.control import Control
 from nst_jax.session.models import applier, check_model_inputs, model_vgg
 from nst_jax.session.video import VideoOutcome, VideoRequest, check_folder, places, start_over
@@ -60,6 +61,7 @@ def run_model_video(request: VideoRequest, control: Control | None = None) -> Vi
 
     control = control or Control()
     control.phase("checking settings")
+    outputs.check_resume_or_force(request.resume, request.force)
     record = models.read_record(request.model)
     blend = request.config.style_blend
     check_model_inputs(request.model, record, request.styles, request.alpha,

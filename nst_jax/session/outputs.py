@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from nst_jax.errors import OutputError, shown
+from nst_jax.errors import InputError, OutputError, shown
 from nst_jax.files import atomic, image, json_record, sheets
 from nst_jax.files.atomic import nearest_existing_parent
 
@@ -107,6 +107,13 @@ def _check_place(path: Path, out: Output, may_replace: bool) -> None:
         raise OutputError(f"{path}: exists; --force replaces it ({out.what})")
     _probe(path, parent, out.what)
     atomic.remove_stale_parts([path])
+
+
+def check_resume_or_force(resume: bool, force: bool) -> None:
+    """``resume`` continues a run and ``force`` starts it over: every driver (one result, a
+    video, a training) takes one of them, never both, rather than each choosing a winner."""
+    if resume and force:
+        raise InputError("--resume continues a run, --force starts it over: give one")
 
 
 def check_folder(path: Path, what: str) -> None:

@@ -19,6 +19,7 @@ from nst_jax.dataset import JobSettings
 from nst_jax.dataset.styles import job_styles
 from nst_jax.errors import InputError
 from nst_jax.files import image
+from nst_jax.session import outputs
 from nst_jax.session.memory import tiling_default
 from nst_jax.session.plugins import Plugin, plugin_records
 
@@ -127,6 +128,7 @@ def checked(request: StylizeRequest) -> StylizeRequest:
     if request.engine not in ENGINES:
         raise InputError(f"engine must be one of {', '.join(ENGINES)}")
     image.check_max_pixels(request.max_pixels)
+    outputs.check_resume_or_force(request.resume, request.force)
     styles = job_styles(request.styles, request.styles_from).paths
     request = dataclasses.replace(request, styles=styles, styles_from=None)
     config = request.config

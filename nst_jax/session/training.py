@@ -90,8 +90,7 @@ def check_request(request: TrainRequest) -> TrainRequest:
         raise InputError("johnson trains one style: give --style")
     if method == "adain" and request.styles is None:
         raise InputError("adain trains on a folder of styles: give --styles DIR")
-    if request.resume and request.force:
-        raise InputError("--resume continues a run, --force starts it over: give one")
+    outputs.check_resume_or_force(request.resume, request.force)
     image.check_max_pixels(request.max_pixels)
     if (method == "johnson") != (request.objective is not None):
         raise InputError("an objective is johnson's; adain trains on its paper's loss")

@@ -191,6 +191,7 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
         raise ValueError("request.model: a model's video runs by run_model_video")
     control = control or Control()
     control.phase("checking settings")
+    outputs.check_resume_or_force(request.resume, request.force)
     flow.require()
     check_config(request)
     clip = frames.probe(request.input)

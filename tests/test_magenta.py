@@ -430,6 +430,12 @@ def test_tampered_model_folders_and_own_files_are_refused(imported, networks, tm
     shutil.copy(networks["m26_file"], own / "params.msgpack")
     assert_refused(tmp_path, ["models", "import", own / "params.msgpack", "-o", own, "--force"],
                    "inputs are never replaced", capsys=capsys)  # fmt: skip
+    # A place that cannot be written (/proc takes no files, even root's) is refused before
+    # any work, as every run's outputs are (files.atomic.check_writable).
+    assert_refused(tmp_path, ["models", "export", model, "-o", "/proc/nst.onnx"],
+                   "/proc/nst.onnx: cannot write in /proc", capsys=capsys)  # fmt: skip
+    assert_refused(tmp_path, ["models", "import", networks["m26_file"], "-o", "/proc/nst"],
+                   "/proc/nst/model.json: cannot write in /proc", capsys=capsys)  # fmt: skip
     # A single result picks its style: --styles-per-image is for jobs.
     single = ["stylize", content, "--model", model, "--styles-per-image", 1, "-o", tmp_path / "o"]
     assert_refused(tmp_path, [*single[:-1], tmp_path / "o.png"], "--style-index", capsys=capsys)

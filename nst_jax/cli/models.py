@@ -60,18 +60,11 @@ def cmd_fetch(args: argparse.Namespace, *_) -> int:
 
 
 def cmd_export(args: argparse.Namespace, *_) -> int:
-    from nst_jax.feedforward.model import read_record
-    from nst_jax.feedforward.onnx_export import export_model
-    from nst_jax.files.weights import load_vgg19
-    from nst_jax.session.models import model_vgg
+    from nst_jax.session.models import export_onnx
 
-    record = read_record(args.model)
-    path = model_vgg(args.model, args.weights, record)
-    vgg = None if path is None else load_vgg19(path)
-    reads = () if path is None else (path,)
-    written = export_model(args.model, args.output, vgg, args.batch, args.force, reads)
+    written, method = export_onnx(args.model, args.output, args.weights, args.batch, args.force)
     batch = args.batch or "dynamic"
-    print(f"exported {record['method']} -> {written} (batch {batch}, float32 NCHW in [0, 1])")
+    print(f"exported {method} -> {written} (batch {batch}, float32 NCHW in [0, 1])")
     return 0
 
 

@@ -36,7 +36,7 @@ from nst_jax.feedforward.magenta import METHODS as IMPORTED
 from nst_jax.feedforward.magenta import MagentaSettings
 from nst_jax.feedforward.train import TrainSettings, example_input, network
 from nst_jax.files import json_record
-from nst_jax.files.atomic import atomic_write
+from nst_jax.files.atomic import atomic_write, check_writable
 
 RECORD_FILE, PARAMS_FILE = "model.json", "params.msgpack"
 FORMAT = "nst_jax-model"
@@ -97,6 +97,7 @@ def check_destination(folder: str | os.PathLike, force: bool, reads=()) -> Path:
     if not force and any(path.exists() for path in files):
         raise InputError(f"{shown(folder)}: already holds a model (--force replaces it)")
     check_not_inputs(files, reads)
+    check_writable(files[0], "the model")
     return folder
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward import onnx_layers as layers
-from nst_jax.files.atomic import atomic_write
+from nst_jax.files.atomic import atomic_write, check_writable
 from nst_jax.files.onnx_tensors import require_onnx
 
 BGR_MEAN = (103.939, 116.779, 123.68)  # Keras' caffe preprocessing (nst_jax.core.vgg)
@@ -177,7 +177,7 @@ def export_model(
     if batch is not None and not (integer and 0 < batch < 2**31):
         raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
     require_onnx()
-    output = _checked_output(output, folder, force, reads)
+    output = check_output(output, folder, force, reads)
     model = load_model(folder)
     method = model.settings.method
     if method == "adain" and vgg_params is None:
@@ -188,8 +188,15 @@ def export_model(
     return output
 
 
-def _checked_output(output, folder, force: bool, reads) -> Path:
-    """``output``, refused if a folder, an existing file without ``force``, or an input."""
+def check_output(
+    output: str | os.PathLike, folder: str | os.PathLike, force: bool, reads: tuple = ()
+) -> Path:
+    """``output`` as the export of the model in ``folder``, checked before any work.
+
+    Raises:
+      InputError: a folder, an existing file without ``force``, an input (the model's files,
+        ``reads``), or a place that cannot be written (one line).
+    """
     from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE, check_not_inputs
 
     if not isinstance(output, (str, os.PathLike)) or not str(output):
@@ -200,6 +207,7 @@ def _checked_output(output, folder, force: bool, reads) -> Path:
     check_not_inputs([output], [Path(folder) / RECORD_FILE, Path(folder) / PARAMS_FILE, *reads])
     if output.exists() and not force:
         raise InputError(f"{shown(output)}: exists (--force replaces it)")
+    check_writable(output, "the .onnx file")
     return output
 
 

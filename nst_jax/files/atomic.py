@@ -103,6 +103,35 @@ def nearest_existing_parent(path: str | os.PathLike) -> Path:
     return next(parent for parent in Path(path).parents if parent.exists())
 
 
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Refuse ``path``, a file to be written, when its nearest existing folder is not a
+    folder or cannot be written in (:func:`probe_folder`).
+
+    Raises:
+      OutputError: one line naming ``path``, the folder and ``what`` writes there.
+    """
+    parent = nearest_existing_parent(path)
+    if not parent.is_dir():
+        raise OutputError(f"{path}: {parent} is a file, where {what} needs a folder")
+    probe_folder(parent, path, what)
+
+
+def probe_folder(folder: Path, path: str | os.PathLike, what: str) -> None:
+    """Refuse ``path`` when ``folder``, where its writes land, cannot be written in. A
+    temporary file is created there: the one test of writability that also holds for root,
+    read-only file systems and full disks' quotas. Unnamed where the system allows
+    (``O_TMPFILE``), so a process killed meanwhile leaves nothing behind.
+
+    Raises:
+      OutputError: one line naming ``path``, ``folder`` and ``what``.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".nst-jax-probe."):
+            pass
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write in {folder} ({e.strerror}; {what})") from None
+
+
 def _publish_new(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the name ``path`` only if no file has it: a hard link (atomic, and it fails
     when ``path`` exists), then the temporary name removed."""

@@ -145,6 +145,33 @@ def model_vgg(model: str, given: str | None, record: dict) -> Path | None:
     return path
 
 
+def export_onnx(
+    model: str,
+    output: str,
+    weights_path: str | None = None,
+    batch: int | None = None,
+    force: bool = False,
+) -> tuple[Path, str]:
+    """Write the model in ``model`` as one ONNX file (:mod:`nst_jax.feedforward.onnx_export`),
+    ``output`` checked before AdaIN's VGG19 weights (its encoder, in the file) are loaded.
+
+    Returns:
+      The file written and the model's method.
+
+    Raises:
+      InputError: refused before any work (one line).
+    """
+    from nst_jax.feedforward.model import read_record
+    from nst_jax.feedforward.onnx_export import check_output, export_model
+
+    record = read_record(model)
+    path = model_vgg(model, weights_path, record)
+    reads = () if path is None else (path,)
+    check_output(output, model, force, reads)
+    vgg = None if path is None else weights.load_vgg19(path)
+    return export_model(model, output, vgg, batch, force, reads), record["method"]
+
+
 def applier(
     model, vgg, styles: list, config: StyleConfig, alpha: float, pixel_steps: int | None = None,
     indices: tuple[int, ...] = (),

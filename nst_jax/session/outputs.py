@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -105,7 +104,7 @@ def _check_place(path: Path, out: Output, may_replace: bool) -> None:
         raise OutputError(f"{path}: is a folder, where {out.what} writes a file")
     if path.exists() and not may_replace:
         raise OutputError(f"{path}: exists; --force replaces it ({out.what})")
-    _probe(path, parent, out.what)
+    atomic.probe_folder(parent, path, out.what)
     atomic.remove_stale_parts([path])
 
 
@@ -124,18 +123,7 @@ def check_folder(path: Path, what: str) -> None:
         raise OutputError(f"{path}: is a file, where {what} needs a folder")
     if not parent.is_dir():
         raise OutputError(f"{path}: {parent} is a file, where {what} needs a folder")
-    _probe(path, parent, what)
-
-
-def _probe(path: Path, parent: Path, what: str) -> None:
-    """Create a temporary file in ``parent``: the one test of writability that also holds
-    for root, read-only file systems and full disks' quotas. Unnamed where the system allows
-    (``O_TMPFILE``), so a process killed meanwhile leaves nothing behind."""
-    try:
-        with tempfile.TemporaryFile(dir=parent, prefix=".nst-jax-probe."):
-            pass
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write in {parent} ({e.strerror}; {what})") from None
+    atomic.probe_folder(parent, path, what)
 
 
 def check_job_outputs(paths: Sequence[str], inputs: Iterable[tuple[Path, str]]) -> None:

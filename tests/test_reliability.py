@@ -192,6 +192,19 @@ def test_a_replayed_record_naming_a_5_mb_content_is_one_short_line(files, capsys
     assert len(err) < 1000
 
 
+@pytest.mark.parametrize("max_dim", [2**40, 0, True, "64", 1.5])
+def test_a_replayed_record_with_a_bad_max_dim_is_one_line(files, capsys, max_dim):
+    # core.fields.check_count, the library's one rule for counts: the record is named as
+    # damaged (before, 2**40 passed its check and was refused later as an option's value).
+    path = files / "record.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(image.PROVENANCE_KEY, json.dumps({"config": {}, "max_dim": max_dim}))
+    Image.new("RGB", (96, 64)).save(path, pnginfo=info)
+    assert_refused(files, ["stylize", "--from", str(path), "-o", str(files / "out/n.png")],
+                   f"damaged provenance: --max-dim {max_dim!r}", capsys=capsys)  # fmt: skip
+    path.unlink()
+
+
 def test_missing_named_inputs_are_one_line_however_many(files, capsys):
     names = [str(files / f"missing{k}.png") for k in range(10_000)]
     argv = ["stylize", *names, "--style", str(files / "style.png"), "-o", str(files / "out")]

@@ -401,6 +401,10 @@ def test_score_functions_check_their_arguments(params):
         from nst_jax.session import score
 
         score.score_folders(params, "a", "b", "c", max_dim=0)
+    with pytest.raises(ValueError, match="max_dim must be at most 2147483647"):  # check_count's
+        score.score_folders(params, "a", "b", "c", max_dim=2**40)
+    with pytest.raises(ValueError, match="rows must be a positive integer"):
+        metrics.cfsd(params, x, x, rows=True)
 
 
 def _pickle_in_zip(path, payload: bytes) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from nst_jax.core.fields import check_count
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward import onnx_layers as layers
 from nst_jax.files.atomic import atomic_write, check_writable
@@ -173,9 +174,7 @@ def export_model(
     """
     from nst_jax.feedforward.model import load_model
 
-    integer = isinstance(batch, (int, np.integer)) and not isinstance(batch, (bool, np.bool_))
-    if batch is not None and not (integer and 0 < batch < 2**31):
-        raise ValueError(f"batch must be a positive integer or None, got {batch!r}")
+    check_count("batch", batch, optional=True)
     require_onnx()
     output = check_output(output, folder, force, reads)
     model = load_model(folder)
@@ -183,7 +182,7 @@ def export_model(
     if method == "adain" and vgg_params is None:
         raise InputError(f"{shown(folder)}: an adain model's file holds its VGG19 encoder: "
                          "give the weights it was trained with")  # fmt: skip
-    proto = _graph(model, method, vgg_params, int(batch) if batch else "N")
+    proto = _graph(model, method, vgg_params, batch or "N")
     atomic_write(output, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
     return output
 

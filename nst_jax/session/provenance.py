@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from nst_jax.config import StyleConfig
+from nst_jax.core.fields import check_count
 from nst_jax.errors import InputError
 from nst_jax.files import image
 from nst_jax.session import plugins
@@ -106,8 +107,10 @@ def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
     plugins.check_records(record.get("plugins"), plugins.loaded(), str(path))
     config = _stored_config(record.get("config"), path)
     max_dim = record.get("max_dim")
-    if max_dim is not None and (type(max_dim) is not int or max_dim < 1):
-        raise InputError(f"{path}: damaged provenance: max_dim {max_dim!r}")
+    try:
+        check_count("max_dim", max_dim, optional=True)
+    except ValueError:
+        raise InputError(f"{path}: damaged provenance: max_dim {max_dim!r}") from None
     checked = {"max_dim": max_dim}
     if "content" in record:
         checked["content"] = _strings(record["content"], "content", path)

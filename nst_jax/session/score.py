@@ -30,6 +30,7 @@ import numpy as np
 
 from nst_jax import metrics
 from nst_jax.core import extractors, style_terms, targets
+from nst_jax.core.fields import check_count
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, score_weights, weights
@@ -183,8 +184,7 @@ def score_folders(
       InputError: unpairable folders, an unreadable image, sizes that differ (one line).
       ValueError: an unknown extractor or term, or params that are not the extractor's.
     """
-    if max_dim is not None and (type(max_dim) is not int or max_dim < 1):
-        raise ValueError(f"max_dim must be a positive int or None, got {max_dim!r}")
+    check_count("max_dim", max_dim, optional=True)
     image.check_max_pixels(max_pixels)
     extractors.check_params(extractor, params)
     networks = networks or Networks()

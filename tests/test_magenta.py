@@ -211,6 +211,9 @@ def test_apply_model_refuses_wrong_arguments_for_imported_models(imported):
         models.apply_model(m26, contents)
     with pytest.raises(TypeError, match="integers"):
         models.apply_model(m26, contents, style_index=[1.5])
+    # pretrained.check_style_indices, the command's rule too: a repeat was summed before.
+    with pytest.raises(ValueError, match=r"a style given twice in \[3, 3\]"):
+        models.apply_model(m26, contents, style_index=[3, np.int64(3)], weights=[1, 1])
     with pytest.raises(ValueError, match="not indices"):
         models.apply_model(arbitrary, contents, style_index=1)
     with pytest.raises(ValueError, match="at least one style"):
@@ -296,6 +299,8 @@ def test_stylize_refuses_a_style_index_the_model_does_not_have(imported, tmp_pat
     argv = ["stylize", content, "--model", imported / "m26", "-o", tmp_path / "o.png"]
     assert_refused(tmp_path, [*argv, "--style-index", 26], "--style-index 26", "0 to 25",
                    capsys=capsys)  # fmt: skip
+    assert_refused(tmp_path, [*argv, "--style-index", 2, "--style-index", 2],
+                   "--style-index: a style given twice in [2, 2]", capsys=capsys)  # fmt: skip
     assert_refused(tmp_path, argv, "--style-index", capsys=capsys)
     assert_refused(tmp_path, [*argv, "--style-index", 1, "--style", content], "--style",
                    capsys=capsys)  # fmt: skip

@@ -19,7 +19,7 @@ from nst_jax.presets import PRESETS
 EXIT_INPUT = 2
 # Settings the library names in its messages that are options here without a field of
 # StyleConfig (loader and job arguments).
-_OTHER_SETTINGS = ("max_dim", "max_pixels", "style_masks", "mask_labels")
+_OTHER_SETTINGS = ("max_dim", "max_pixels", "style_masks", "mask_labels", "style_index")
 # Library words for what the command takes as options.
 _PHRASES = {
     "style images": "--style images",

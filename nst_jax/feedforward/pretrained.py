@@ -55,28 +55,43 @@ def expected_params(settings: MagentaSettings) -> dict:
     return tree
 
 
-def style_weights(settings: MagentaSettings, indices: Sequence[int], weights=None) -> np.ndarray:
-    """The ``magenta26`` condition: ``weights`` (``None``: equal) on the styles ``indices``.
+def check_style_indices(indices: int | Sequence[int], count: int) -> list[int]:
+    """``indices`` as a list of distinct styles of a network of ``count`` styles: the one
+    rule for a ``magenta26`` model's ``style_index``, in Python and on the command line.
 
     Raises:
-      ValueError: an index outside the network's styles, or bad weights (named).
+      TypeError: not an integer or a list of them.
+      ValueError: none, one outside 0 to ``count - 1``, or one given twice (named).
     """
-    count = settings.condition
     if isinstance(indices, (str, bytes, dict)) or not (
         isinstance(indices, (int, np.integer)) or np.ndim(indices) == 1
     ):
         raise TypeError(f"style_index must be an integer or a list of them, got {indices!r}")
-    indices = [int(indices)] if np.ndim(indices) == 0 else list(indices)
+    indices = [indices] if np.ndim(indices) == 0 else list(indices)
     if not indices:
         raise ValueError("style_index: a magenta26 model needs at least one style index")
     for index in indices:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"style_index must hold integers, got {index!r}")
         if not 0 <= index < count:
             raise ValueError(f"style_index {index}: this network has styles 0 to {count - 1}")
+    indices = [int(index) for index in indices]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"style_index: a style given twice in {indices}")
+    return indices
+
+
+def style_weights(settings: MagentaSettings, indices: Sequence[int], weights=None) -> np.ndarray:
+    """The ``magenta26`` condition: ``weights`` (``None``: equal) on the styles ``indices``.
+
+    Raises:
+      TypeError, ValueError: bad indices (:func:`check_style_indices`) or weights (named).
+    """
+    count = settings.condition
+    indices = check_style_indices(indices, count)
     mix = mix_weights(weights, len(indices))
     condition = np.zeros(count, np.float64)
-    np.add.at(condition, indices, mix)
+    condition[indices] = mix
     return condition
 
 
@@ -153,7 +168,7 @@ def conditions(model, contents, style_index, styles, weights, alpha, vectors) ->
         if styles or vectors is not None or alpha != 1.0:
             raise ValueError("a magenta26 model takes style_index, not styles or alpha")
         picked = style_weights(settings, style_index if style_index is not None else [], weights)
-        picks = [list(np.flatnonzero(picked))] * count  # checked indices, repeats summed
+        picks = [list(np.flatnonzero(picked))] * count  # the checked indices, in order
         weights = picked[picks[0]] if count else None
         return set_conditions(model, contents, picks, (), weights, alpha)
     if style_index is not None:

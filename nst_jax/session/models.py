@@ -96,17 +96,19 @@ def check_model_inputs(
 
 def _check_indices(model: str, record: dict, styles, alpha, style_index, needs_index) -> None:
     """A magenta26 model: its own styles by index, no style images, no alpha."""
+    from nst_jax.feedforward.pretrained import check_style_indices
+
     count = record["architecture"]["condition"]
     if styles or alpha is not None:
         raise InputError(f"{model}: a magenta26 model has {count} styles built in: pick them "
                          "with --style-index (--style and --alpha are for others)")  # fmt: skip
-    for index in style_index:
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
-            raise InputError(f"--style-index {index}: {model} has styles 0 to {count - 1}")
-    if len(set(style_index)) != len(style_index):
-        raise InputError(f"--style-index given twice: {list(style_index)}")
     if not style_index and needs_index:
         raise InputError(f"{model}: pick a style with --style-index (0 to {count - 1})")
+    if style_index:
+        try:
+            check_style_indices(style_index, count)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"{shown(model)}: {e}") from None
 
 
 def model_styles(request: ModelRequest, record: dict, params: Path) -> Styles:

@@ -61,11 +61,10 @@ def winograd_gradient_difference(params, content, style, mesh) -> float:
 
 def dealt_tiles(params, mesh_devices) -> dict:
     """A tiled loss and gradient with the windows dealt over ``mesh_devices`` against one
-    device's (float64; block 3's layers and 32 px tiles on 60 x 60 px: a 2 x 2 grid, a window
+    device's (float64; block 2's layers and 32 px tiles on 60 x 60 px: a 2 x 2 grid, a window
     for each device), and how many devices each pass's windows ran on."""
     config = nst_jax.StyleConfig(
-        content_layers=("block3_conv2",),
-        style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
+        content_layers=("block2_conv2",), style_layers=("block1_conv1", "block2_conv1")
     )
     content = jnp.asarray(eight_bit_image(60, 60, seed=2), jnp.float64)
     targets = nst_jax.make_targets(params, content, texture_image(40, 60), config)
@@ -122,8 +121,7 @@ def padded_tiled_batch(params) -> dict:
     """Three images tiled (32 px tiles of 32 x 60 px: 2 windows each) on a batch mesh of 4
     devices, which pads the batch to 4: how many windows pass 2 computed."""
     config = nst_jax.StyleConfig(
-        content_layers=("block3_conv2",),
-        style_layers=("block1_conv1", "block2_conv1", "block3_conv1"),
+        content_layers=("block2_conv2",), style_layers=("block1_conv1", "block2_conv1"),
         steps=1, tile=32,
     )  # fmt: skip
     contents = np.stack([eight_bit_image(32, 60, seed=s) for s in (4, 5, 6)])

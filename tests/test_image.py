@@ -170,3 +170,30 @@ def test_save_refusals(tmp_path):
     with pytest.raises(ImageError, match="non-finite"):
         image.save(tmp_path / "nan.png", np.full((4, 4, 3), np.nan))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_check_writable_refuses_what_an_atomic_write_cannot_do_or_must_not_replace(tmp_path):
+    # files.atomic.check_writable, each case one line (found by a hostile probe: "/" and ""
+    # raised a bare StopIteration, a NUL byte passed, a pipe was replaced).
+    import os
+
+    from nst_jax.files import atomic
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file").write_text("x")
+    for path, words in (
+        ("/", "is a folder"),
+        ("", "is a folder"),
+        (tmp_path / "pipe", "not a regular file"),
+        (tmp_path / "file" / "out.png", "is a file, where"),
+        (str(tmp_path / "a\0b.png"), "cannot be written (embedded null byte)"),
+        (tmp_path / ("n" * 300 + ".png"), "cannot be written (File name too long)"),
+        ("/proc/out.png", "cannot write in /proc"),
+    ):
+        with pytest.raises(OutputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            atomic.check_writable(path, "the test")
+    atomic.check_writable(tmp_path / "file", "the test")  # a file: the caller's rule
+    atomic.check_writable(tmp_path / "new" / "deeper.png", "the test")
+    with pytest.raises(TypeError, match="folder must be"):
+        atomic.probe_folder(None, "x", "the test")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "pipe"]

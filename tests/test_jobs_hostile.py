@@ -285,6 +285,18 @@ def test_a_refused_job_writes_nothing(files, tmp_path, case, fragment, capsys):
     assert_refused(tmp_path, [*argv, *extra], fragment, capsys=capsys)
 
 
+def test_a_forced_job_never_replaces_a_pipe_where_a_result_goes(files, tmp_path, capsys):
+    # --force replaces files only (session.outputs; for root a device would become a file).
+    tree = small_tree(tmp_path / "tree", 2)
+    out = tmp_path / "out"
+    assert run(files, tree, out, capsys=capsys)[0] == 0
+    result = sorted(out.glob("*.png"))[0]
+    result.unlink()
+    os.mkfifo(result)
+    argv = [*job_argv(files, tree, out), "--force"]
+    assert_refused(tmp_path, argv, result.name, "not a regular file", capsys=capsys)
+
+
 def test_a_shard_exits_for_its_own_items_only(files, tmp_path, capsys):
     tree = small_tree(tmp_path / "tree", 4)
     data = (tree / "img3.png").read_bytes()

@@ -284,3 +284,11 @@ def test_every_driver_refuses_resume_with_force_in_one_line(command, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["nst-jax: error: --resume continues a run, --force starts it over: give one"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_and_force_are_flags():
+    from nst_jax.session import outputs
+
+    for resume, force in (("yes", False), (False, None), (1, False)):
+        with pytest.raises(TypeError, match="must be True or False"):
+            outputs.check_resume_or_force(resume, force)

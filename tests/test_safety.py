@@ -75,6 +75,8 @@ PATH_CASES = {
         ["/proc", "cannot write"],
     ),
     "existing_output": ([], "out/old.png", ["old.png", "exists", "--force"]),
+    # --force replaces files only: for root, a device node would become a regular file.
+    "output_is_a_pipe_forced": (["--force"], "out/pipe.png", ["pipe.png", "not a regular file"]),
     "existing_log": (["--log", "{f}/out/old.jsonl"], "out/r.png", ["old.jsonl", "exists"]),
     "existing_checkpoint": ([], "out/k.png", ["checkpoint.msgpack", "exists"]),
     "animate_without_frames": (["--animate", "{f}/out/a.gif"], "out/r.png", ["--save-every"]),
@@ -100,6 +102,8 @@ def prepare_case(files: Path, case: str) -> None:
         shutil.copy(files / "style.png", files / "out" / "old.png")
     if case == "existing_log":
         (files / "out" / "old.jsonl").write_text("{}\n")
+    if case == "output_is_a_pipe_forced":
+        os.mkfifo(files / "out" / "pipe.png")
     if case == "existing_checkpoint":
         (files / "out" / "k.png.ckpt").mkdir()
         (files / "out" / "k.png.ckpt" / checkpoint.FILE).write_bytes(b"x")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from nst_jax.errors import OutputError
+from nst_jax.errors import OutputError, shown
 
 
 def atomic_write(
@@ -97,39 +98,69 @@ def _umask() -> int:
 
 
 def nearest_existing_parent(path: str | os.PathLike) -> Path:
-    """The closest ancestor of ``path`` that exists (where ``mkdir(parents=True)`` would start);
-    callers check that it is a directory before promising a write."""
-    # A path's parents end with "." or "/", which exist, so the search always succeeds.
-    return next(parent for parent in Path(path).parents if parent.exists())
+    """The closest ancestor of ``path`` that exists (where ``mkdir(parents=True)`` would start),
+    or ``path`` itself when it has none (``/``, ``.``); callers check that it is a directory
+    before promising a write."""
+    path = Path(path)
+    return next((parent for parent in path.parents if parent.exists()), path)
 
 
 def check_writable(path: str | os.PathLike, what: str) -> None:
-    """Refuse ``path``, a file to be written, when its nearest existing folder is not a
-    folder or cannot be written in (:func:`probe_folder`).
+    """Refuse ``path``, a file :func:`atomic_write` is to write, where that cannot be done
+    or would replace what is not a file: a folder there, a device or a pipe (``/dev/null``
+    replaced by a regular file, for root), a file where a folder goes, a name the system
+    refuses, or a folder that cannot be written in (:func:`probe_folder`). Whether an
+    existing file may be replaced is the caller's rule.
 
     Raises:
-      OutputError: one line naming ``path``, the folder and ``what`` writes there.
+      OutputError: one line naming ``path`` and what is wrong.
     """
-    parent = nearest_existing_parent(path)
-    if not parent.is_dir():
-        raise OutputError(f"{path}: {parent} is a file, where {what} needs a folder")
+    path = Path(path)
+    try:
+        parent, mode = nearest_existing_parent(path), _mode(path)
+        parent_is_folder = parent.is_dir()
+    except (OSError, ValueError) as e:  # a name too long, a link loop, a NUL byte
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputError(f"{shown(path)}: cannot be written ({reason})") from None
+    if not parent_is_folder:
+        raise OutputError(f"{shown(path)}: {shown(parent)} is a file, where {what} needs a folder")
+    if mode is not None and stat.S_ISDIR(mode):
+        raise OutputError(f"{shown(path)}: is a folder, where {what} writes a file")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise OutputError(
+            f"{shown(path)}: not a regular file (a device, a pipe or a socket); "
+            f"{what} replaces files only"
+        )
     probe_folder(parent, path, what)
 
 
-def probe_folder(folder: Path, path: str | os.PathLike, what: str) -> None:
+def _mode(path: Path) -> int | None:
+    """``path``'s mode, through links; ``None`` where nothing is (a link to nothing too)."""
+    try:
+        return path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def probe_folder(folder: str | os.PathLike, path: str | os.PathLike, what: str) -> None:
     """Refuse ``path`` when ``folder``, where its writes land, cannot be written in. A
     temporary file is created there: the one test of writability that also holds for root,
     read-only file systems and full disks' quotas. Unnamed where the system allows
     (``O_TMPFILE``), so a process killed meanwhile leaves nothing behind.
 
     Raises:
+      TypeError: ``folder`` is not a path.
       OutputError: one line naming ``path``, ``folder`` and ``what``.
     """
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+        raise TypeError(f"folder must be a folder's path, got {folder!r}")
     try:
         with tempfile.TemporaryFile(dir=folder, prefix=".nst-jax-probe."):
             pass
     except OSError as e:
-        raise OutputError(f"{path}: cannot write in {folder} ({e.strerror}; {what})") from None
+        raise OutputError(
+            f"{shown(path)}: cannot write in {shown(folder)} ({e.strerror}; {what})"
+        ) from None
 
 
 def _publish_new(tmp: Path, path: Path) -> None:

@@ -97,20 +97,23 @@ def _check_one(path: Path, out: Output, planned: dict, by_identity: dict, may_re
 
 
 def _check_place(path: Path, out: Output, may_replace: bool) -> None:
-    parent = nearest_existing_parent(path)
-    if not parent.is_dir():
-        raise OutputError(f"{path}: {parent} is a file, where {out.what} needs a folder")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder, where {out.what} writes a file")
+    atomic.check_writable(path, out.what)
     if path.exists() and not may_replace:
         raise OutputError(f"{path}: exists; --force replaces it ({out.what})")
-    atomic.probe_folder(parent, path, out.what)
     atomic.remove_stale_parts([path])
 
 
 def check_resume_or_force(resume: bool, force: bool) -> None:
     """``resume`` continues a run and ``force`` starts it over: every driver (one result, a
-    video, a training) takes one of them, never both, rather than each choosing a winner."""
+    video, a training) takes one of them, never both, rather than each choosing a winner.
+
+    Raises:
+      TypeError: either is not a bool.
+      InputError: both.
+    """
+    for name, value in (("resume", resume), ("force", force)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
     if resume and force:
         raise InputError("--resume continues a run, --force starts it over: give one")
 
@@ -153,6 +156,9 @@ def _check_result_place(path: Path, folders: dict[Path, bool]) -> None:
         raise OutputError(f"{shown(path)}: the name is too long to be written (its temporary file)")
     if path.is_dir() and not path.is_symlink():
         raise OutputError(f"{shown(path)}: is a folder, where a result goes")
+    if os.path.exists(path) and not (path.is_file() or path.is_dir()):
+        raise OutputError(f"{shown(path)}: not a regular file (a device, a pipe or a socket); "
+                          "a result replaces files only")  # fmt: skip
     for parent in path.parents:
         if parent in folders:
             break

@@ -27,7 +27,7 @@ import numpy as np
 
 from nst_jax.core import extractors, inception, style_terms, temporal
 from nst_jax.core import lpips as lpips_net
-from nst_jax.core.fields import check_count
+from nst_jax.core.fields import as_count
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS, ObjectiveConfig, Params
 from nst_jax.core.targets import check_image, min_side, too_small
 from nst_jax.errors import InputError
@@ -199,7 +199,7 @@ def cfsd(
       TypeError, ValueError: a bad argument, named (:class:`ImageTooSmallError`: no position
         left at ``layer``, as for images under 4 px at relu3_1).
     """
-    check_count("rows", rows)
+    rows = as_count("rows", rows)
     images = dict(zip(("content", "result"), checked_pair(content, result), strict=True))
     fc, fr = (f[layer] for f in _features(params, images, (layer,), extractor))
     fc, fr = (f.reshape(-1, f.shape[-1]) / f.shape[-1] for f in (fc, fr))

@@ -185,3 +185,17 @@ def test_stack_trees_stacks_rows_and_broadcasts_one_given_for_all():
         stack_trees([])
     with pytest.raises(TypeError, match="stack_trees: trees must be a list or tuple, got dict"):
         stack_trees(rows[0])
+
+
+def test_a_count_argument_takes_numpy_integers_and_a_config_setting_does_not():
+    # core.fields: as_count for function arguments (cfsd's rows, score_folders' max_dim, the
+    # ONNX export's batch); check_count for settings, which a JSON record stores as ints.
+    from nst_jax.core.fields import as_count
+
+    assert as_count("rows", np.int64(5)) == 5 and type(as_count("rows", np.int64(5))) is int
+    assert as_count("batch", None, optional=True) is None
+    for bad in (0, -1, True, np.bool_(True), 2.0, 2**31, "3"):
+        with pytest.raises(ValueError, match="rows must be"):
+            as_count("rows", bad)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        nst_jax.StyleConfig(steps=np.int64(5))

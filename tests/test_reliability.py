@@ -205,6 +205,17 @@ def test_a_replayed_record_with_a_bad_max_dim_is_one_line(files, capsys, max_dim
     path.unlink()
 
 
+def test_a_replayed_record_s_200_kb_max_dim_is_one_short_line(files, capsys):
+    # The record's value is shown cut (errors.shown), as its file names are.
+    path = files / "record.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text(image.PROVENANCE_KEY, json.dumps({"config": {}, "max_dim": "4" * 200_000}))
+    Image.new("RGB", (96, 64)).save(path, pnginfo=info)
+    err = assert_refused(files, ["stylize", "--from", str(path), "-o", str(files / "out/n.png")],
+                         "damaged provenance: --max-dim '444", capsys=capsys)  # fmt: skip
+    assert len(err) < 500
+
+
 def test_missing_named_inputs_are_one_line_however_many(files, capsys):
     names = [str(files / f"missing{k}.png") for k in range(10_000)]
     argv = ["stylize", *names, "--style", str(files / "style.png"), "-o", str(files / "out")]

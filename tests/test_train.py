@@ -8,8 +8,10 @@ weights: these tests check the machinery, not the quality.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,8 +24,9 @@ from PIL import Image
 from nst_jax.feedforward import data
 from nst_jax.feedforward import model as models
 from nst_jax.files import image, weights
+from nst_jax.session.models import export_onnx
 
-from conftest import eight_bit_image, exit_code, link_weights, snapshot
+from conftest import assert_refused, eight_bit_image, exit_code, link_weights, snapshot
 
 STEPS = 120
 
@@ -106,6 +109,30 @@ def test_a_damaged_training_checkpoint_is_one_line_in_a_process_of_its_own(place
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"damaged checkpoint at step {last.name}" in done.stderr and "<bound" not in done.stderr
+
+
+def test_an_export_never_replaces_an_input_a_run_s_file_or_a_pipe(place, johnson_model, tmp_path,
+                                                                   capsys):  # fmt: skip
+    """Found by a hostile probe: with --force, ``models export`` wrote over the file given
+    as --weights (which a johnson model does not read), the training's own record, and a
+    pipe or a device (for root, /dev/null became a regular file)."""
+    keep = tmp_path / "keep.h5"
+    keep.write_bytes(b"not replaced")
+    export = ["models", "export", johnson_model]
+    assert_refused(tmp_path, [*export, "-o", keep, "--force", "--weights", keep],
+                   "inputs are never replaced", capsys=capsys)  # fmt: skip
+    assert_refused(johnson_model, [*export, "-o", johnson_model / "train.json", "--force"],
+                   "inputs are never replaced", capsys=capsys)  # fmt: skip
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert_refused(tmp_path, [*export, "-o", fifo, "--force"], "pipe: not a regular file",
+                   capsys=capsys)  # fmt: skip
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    with pytest.raises(TypeError, match="force must be True or False"):
+        export_onnx(str(johnson_model), str(tmp_path / "x.onnx"), force="no")
+    with pytest.raises(TypeError, match="model must be a model folder's path"):
+        export_onnx(None, str(tmp_path / "x.onnx"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.h5", "pipe"]
 
 
 def test_orbax_s_tolerated_errors_are_not_printed(place, johnson_model, caplog, capsys):

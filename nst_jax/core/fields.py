@@ -15,6 +15,8 @@ import dataclasses
 import math
 from typing import Any, TypeVar
 
+import numpy as np
+
 C = TypeVar("C")
 
 
@@ -110,6 +112,20 @@ def check_count(name: str, value: Any, optional: bool = False) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if value > MAX_COUNT:  # larger counts overflow the C integers of XLA and NumPy
         raise ValueError(f"{name} must be at most {MAX_COUNT}, got {value}")
+
+
+def as_count(name: str, value: Any, optional: bool = False) -> int | None:
+    """A function argument that counts (not a setting stored in a config, which
+    :func:`check_count` keeps a plain ``int`` for its JSON record): ``value`` as an ``int``,
+    a NumPy integer taken too.
+
+    Raises:
+      ValueError: as :func:`check_count`.
+    """
+    if isinstance(value, np.integer):
+        value = int(value)
+    check_count(name, value, optional)
+    return value
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

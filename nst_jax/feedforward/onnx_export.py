@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nst_jax.core.fields import check_count
+from nst_jax.core.fields import as_count
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward import onnx_layers as layers
 from nst_jax.files.atomic import atomic_write, check_writable
@@ -174,7 +174,7 @@ def export_model(
     """
     from nst_jax.feedforward.model import load_model
 
-    check_count("batch", batch, optional=True)
+    batch = as_count("batch", batch, optional=True)
     require_onnx()
     output = check_output(output, folder, force, reads)
     model = load_model(folder)
@@ -193,20 +193,27 @@ def check_output(
     """``output`` as the export of the model in ``folder``, checked before any work.
 
     Raises:
-      InputError: a folder, an existing file without ``force``, an input (the model's files,
-        ``reads``), or a place that cannot be written (one line).
+      TypeError: ``folder``, ``force`` or ``reads`` of the wrong type.
+      InputError: a folder, a device or a pipe, an existing file without ``force``, an input
+        (the model's files, ``reads``), or a place that cannot be written (one line).
     """
     from nst_jax.feedforward.model import PARAMS_FILE, RECORD_FILE, check_not_inputs
 
     if not isinstance(output, (str, os.PathLike)) or not str(output):
         raise InputError(f"-o: the .onnx file's path is needed, got {output!r}")
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+        raise TypeError(f"folder must be a model folder's path, got {folder!r}")
+    if not isinstance(force, bool):
+        raise TypeError(f"force must be True or False, got {force!r}")
+    if isinstance(reads, (str, os.PathLike)) or not all(
+        isinstance(read, (str, os.PathLike)) for read in reads
+    ):
+        raise TypeError(f"reads must be a sequence of paths, got {reads!r}")
     output = Path(output)
-    if output.is_dir():
-        raise InputError(f"{shown(output)}: is a folder; give the .onnx file's path")
+    check_writable(output, "the .onnx file")
     check_not_inputs([output], [Path(folder) / RECORD_FILE, Path(folder) / PARAMS_FILE, *reads])
     if output.exists() and not force:
         raise InputError(f"{shown(output)}: exists (--force replaces it)")
-    check_writable(output, "the .onnx file")
     return output
 
 

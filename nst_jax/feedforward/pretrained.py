@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax.core.fields import check_count
 from nst_jax.core.targets import check_image
 from nst_jax.feedforward.magenta import METHODS, MagentaSettings, StyleTransformer
 from nst_jax.feedforward.mobilenet import STYLE_SIZE, StylePredictor
@@ -63,7 +64,8 @@ def check_style_indices(indices: int | Sequence[int], count: int) -> list[int]:
       TypeError: not an integer or a list of them.
       ValueError: none, one outside 0 to ``count - 1``, or one given twice (named).
     """
-    if isinstance(indices, (str, bytes, dict)) or not (
+    check_count("count", count)
+    if isinstance(indices, (str, bytes, bytearray, memoryview, dict)) or not (
         isinstance(indices, (int, np.integer)) or np.ndim(indices) == 1
     ):
         raise TypeError(f"style_index must be an integer or a list of them, got {indices!r}")
@@ -75,9 +77,11 @@ def check_style_indices(indices: int | Sequence[int], count: int) -> list[int]:
             raise TypeError(f"style_index must hold integers, got {index!r}")
         if not 0 <= index < count:
             raise ValueError(f"style_index {index}: this network has styles 0 to {count - 1}")
-    indices = [int(index) for index in indices]
-    if len(set(indices)) != len(indices):
-        raise ValueError(f"style_index: a style given twice in {indices}")
+    indices, seen = [int(index) for index in indices], set()
+    for index in indices:
+        if index in seen:
+            raise ValueError(f"style_index {index}: given twice")
+        seen.add(index)
     return indices
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -165,10 +166,16 @@ def export_onnx(
     """
     from nst_jax.feedforward.model import read_record
     from nst_jax.feedforward.onnx_export import check_output, export_model
+    from nst_jax.session.training import LOG_FILE, RUN_FILE
 
+    if not isinstance(model, (str, os.PathLike)) or not str(model):
+        raise TypeError(f"model must be a model folder's path, got {model!r}")
     record = read_record(model)
     path = model_vgg(model, weights_path, record)
-    reads = () if path is None else (path,)
+    # Never an input: the weights named (used or not) and a trained model's own record and log.
+    given = () if weights_path is None else (weights_path,)
+    own = tuple(Path(model) / name for name in (RUN_FILE, LOG_FILE))
+    reads = (*([] if path is None else [path]), *given, *own)
     check_output(output, model, force, reads)
     vgg = None if path is None else weights.load_vgg19(path)
     return export_model(model, output, vgg, batch, force, reads), record["method"]

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from nst_jax.config import StyleConfig
 from nst_jax.core.fields import check_count
-from nst_jax.errors import InputError
+from nst_jax.errors import InputError, shown
 from nst_jax.files import image
 from nst_jax.session import plugins
 
@@ -110,7 +110,7 @@ def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
     try:
         check_count("max_dim", max_dim, optional=True)
     except ValueError:
-        raise InputError(f"{path}: damaged provenance: max_dim {max_dim!r}") from None
+        raise InputError(f"{path}: damaged provenance: max_dim {shown(repr(max_dim))}") from None
     checked = {"max_dim": max_dim}
     if "content" in record:
         checked["content"] = _strings(record["content"], "content", path)

@@ -30,7 +30,7 @@ import numpy as np
 
 from nst_jax import metrics
 from nst_jax.core import extractors, style_terms, targets
-from nst_jax.core.fields import check_count
+from nst_jax.core.fields import as_count
 from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, score_weights, weights
@@ -184,7 +184,7 @@ def score_folders(
       InputError: unpairable folders, an unreadable image, sizes that differ (one line).
       ValueError: an unknown extractor or term, or params that are not the extractor's.
     """
-    check_count("max_dim", max_dim, optional=True)
+    max_dim = as_count("max_dim", max_dim, optional=True)
     image.check_max_pixels(max_pixels)
     extractors.check_params(extractor, params)
     networks = networks or Networks()

@@ -196,4 +196,10 @@ def test_check_writable_refuses_what_an_atomic_write_cannot_do_or_must_not_repla
     atomic.check_writable(tmp_path / "new" / "deeper.png", "the test")
     with pytest.raises(TypeError, match="folder must be"):
         atomic.probe_folder(None, "x", "the test")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "pipe"]
+    # The write itself refuses too, for a library caller who checked nothing.
+    with pytest.raises(OutputError, match="pipe: not a regular file"):
+        atomic.atomic_write(tmp_path / "pipe", lambda tmp: tmp.write_bytes(b"x"))
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(OutputError, match="pipe.png: not a regular file"):
+        image.save(tmp_path / "pipe.png", np.zeros((4, 4, 3)), replace=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "pipe", "pipe.png"]

@@ -34,6 +34,7 @@ def atomic_write(
       ``path`` as a ``Path``.
     """
     path = Path(path)
+    check_replaceable(path)
     created = _missing_folders(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +62,26 @@ def atomic_write(
         _remove_empty(created)
         raise
     return path
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse a device, a pipe or a socket at ``path`` (or behind its link): nothing ever
+    replaces one by a file (for root, ``/dev/null`` would become one). A name the system
+    refuses is left to the write, which names it.
+
+    Raises:
+      OutputError: one line naming ``path``.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OutputError(
+            f"{shown(path)}: not a regular file (a device, a pipe or a socket); "
+            "only files are replaced"
+        )
 
 
 def _missing_folders(path: Path) -> list[Path]:
@@ -126,11 +147,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
         raise OutputError(f"{shown(path)}: {shown(parent)} is a file, where {what} needs a folder")
     if mode is not None and stat.S_ISDIR(mode):
         raise OutputError(f"{shown(path)}: is a folder, where {what} writes a file")
-    if mode is not None and not stat.S_ISREG(mode):
-        raise OutputError(
-            f"{shown(path)}: not a regular file (a device, a pipe or a socket); "
-            f"{what} replaces files only"
-        )
+    check_replaceable(path)
     probe_folder(parent, path, what)
 
 

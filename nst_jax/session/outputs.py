@@ -156,9 +156,7 @@ def _check_result_place(path: Path, folders: dict[Path, bool]) -> None:
         raise OutputError(f"{shown(path)}: the name is too long to be written (its temporary file)")
     if path.is_dir() and not path.is_symlink():
         raise OutputError(f"{shown(path)}: is a folder, where a result goes")
-    if os.path.exists(path) and not (path.is_file() or path.is_dir()):
-        raise OutputError(f"{shown(path)}: not a regular file (a device, a pipe or a socket); "
-                          "a result replaces files only")  # fmt: skip
+    atomic.check_replaceable(path)
     for parent in path.parents:
         if parent in folders:
             break

@@ -182,7 +182,8 @@ def cmd_stylize(args: argparse.Namespace, argv: list[str], control) -> int:
     session.process.check_backend()
     request, ignored = request_from_args(args, argv)
     if ignored:
-        print(f"nst-jax: {args.from_png}: not replayed: {', '.join(ignored)}", file=sys.stderr)
+        print(f"nst-jax: {shown(args.from_png)}: not replayed: {shown(', '.join(ignored))}",
+              file=sys.stderr)  # fmt: skip
     if session.is_single(request):
         return _single(request, control)
     return _job(request, control)

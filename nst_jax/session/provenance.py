@@ -132,12 +132,10 @@ def read_record(path: str | Path) -> tuple[StyleConfig, dict[str, Any]]:
 def _not_replayed(command: list) -> list[str]:
     """What a stored command held besides replayable settings (for the user to see)."""
     words = [str(word) for word in command]
-    ignored = [f"subcommand {words[0]!r}"] if words and words[0] != "stylize" else []
-    for word in words:
-        option = word.split("=")[0]
-        if word.startswith("-") and option not in REPLAYED_OPTIONS and option not in ignored:
-            ignored.append(option)
-    return ignored
+    ignored = [f"subcommand {shown(repr(words[0]))}"] if words and words[0] != "stylize" else []
+    # A dict keeps the order: a record is untrusted, and its command may hold 10**6 words.
+    options = dict.fromkeys(word.split("=")[0] for word in words if word.startswith("-"))
+    return ignored + [option for option in options if option not in REPLAYED_OPTIONS]
 
 
 class Replay(NamedTuple):

@@ -162,6 +162,7 @@ def export_onnx(
       The file written and the model's method.
 
     Raises:
+      TypeError: an argument of the wrong type, named.
       InputError: refused before any work (one line).
     """
     from nst_jax.feedforward.model import read_record

@@ -9,6 +9,7 @@ lifecycle, not the pictures.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -220,8 +221,22 @@ def test_a_damaged_or_foreign_checkpoint_is_one_line(params, tmp_path):
                     config=config, on_event=watcher)  # fmt: skip
     path = tmp_path / "c" / checkpoint.FILE
     assert checkpoint.load(tmp_path / "c")[0].step == 1  # whole, it loads
-    payload = bytearray(path.read_bytes())
-    path.write_bytes(bytes(payload[: len(payload) // 2]))
+    whole = path.read_bytes()
+    # Found by a hostile probe: a record's digests that are not a table, or nested 10**5
+    # deep, and non-finite optimizer moments came back as tracebacks or garbage images.
+    from flax import serialization
+
+    good = serialization.msgpack_restore(whole)
+    for change, words in (
+        ({"meta": json.dumps({"config": {}, "sha256": "x"})}, "sha256 is not a table"),
+        ({"meta": json.dumps({"config": {}, "sha256": [1, 2]})}, "sha256 is not a table"),
+        ({"meta": '{"config": {}, "x": ' + "[" * 100_000 + "]" * 100_000 + "}"}, "too deeply"),
+        ({"opt_leaves": {**good["opt_leaves"], "1": np.array(np.nan, np.float32)}}, "finite"),
+    ):
+        path.write_bytes(serialization.msgpack_serialize({**good, **change}))
+        with pytest.raises(InputError, match=f"damaged checkpoint .*{words}"):
+            checkpoint.load(tmp_path / "c")
+    path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(InputError, match="unreadable checkpoint|damaged checkpoint"):
         checkpoint.load(tmp_path / "c")
     with pytest.raises(InputError, match="no checkpoint to resume from"):

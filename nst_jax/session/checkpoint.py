@@ -142,6 +142,8 @@ def _checked_state(payload: dict) -> RunState:
     opt_leaves = [leaves[str(i)] for i in range(len(leaves))]
     if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiub" for a in opt_leaves):
         raise ValueError("opt_leaves holds something other than numeric arrays")
+    if not all(np.all(np.isfinite(a)) for a in opt_leaves if a.dtype.kind == "f"):
+        raise ValueError("opt_leaves holds values that are not finite")
     if scale_step > step:
         raise ValueError(f"scale_step {scale_step} is past step {step}")
     return RunState(step, images, opt_leaves, losses, None, scale, evaluations, scale_step)
@@ -150,9 +152,15 @@ def _checked_state(payload: dict) -> RunState:
 def _checked_meta(text: Any) -> dict[str, Any]:
     if not isinstance(text, str):
         raise ValueError("meta is not text")
-    meta = json.loads(text)
+    try:
+        meta = json.loads(text)
+    except RecursionError:
+        raise ValueError("meta is nested too deeply") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise ValueError("meta has no settings")
+    hashes = meta.get("sha256", {})
+    if not isinstance(hashes, dict) or not all(isinstance(h, str) for h in hashes.values()):
+        raise ValueError("meta's sha256 is not a table of digests")
     return meta
 
 

@@ -78,6 +78,9 @@ PATH_CASES = {
     # --force replaces files only: for root, a device node would become a regular file.
     "output_is_a_pipe_forced": (["--force"], "out/pipe.png", ["pipe.png", "not a regular file"]),
     "existing_log": (["--log", "{f}/out/old.jsonl"], "out/r.png", ["old.jsonl", "exists"]),
+    # A link to nothing: refused before the work, not after it (found by a hostile probe).
+    "output_is_a_dangling_link": ([], "out/gone.png", ["gone.png", "exists", "--force"]),
+    "log_is_a_dangling_link": (["--log", "{f}/out/gone.jsonl"], "out/r.png", ["gone.jsonl"]),
     "existing_checkpoint": ([], "out/k.png", ["checkpoint.msgpack", "exists"]),
     "animate_without_frames": (["--animate", "{f}/out/a.gif"], "out/r.png", ["--save-every"]),
     "animate_is_style": (
@@ -102,6 +105,9 @@ def prepare_case(files: Path, case: str) -> None:
         shutil.copy(files / "style.png", files / "out" / "old.png")
     if case == "existing_log":
         (files / "out" / "old.jsonl").write_text("{}\n")
+    if case in ("output_is_a_dangling_link", "log_is_a_dangling_link"):
+        suffix = ".png" if case.startswith("output") else ".jsonl"
+        (files / "out" / f"gone{suffix}").symlink_to(files / "nowhere" / "x")
     if case == "output_is_a_pipe_forced":
         os.mkfifo(files / "out" / "pipe.png")
     if case == "existing_checkpoint":

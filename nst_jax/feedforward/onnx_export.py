@@ -212,7 +212,7 @@ def check_output(
     output = Path(output)
     check_writable(output, "the .onnx file")
     check_not_inputs([output], [Path(folder) / RECORD_FILE, Path(folder) / PARAMS_FILE, *reads])
-    if output.exists() and not force:
+    if os.path.lexists(output) and not force:  # a link to nothing is there too
         raise InputError(f"{shown(output)}: exists (--force replaces it)")
     return output
 

@@ -98,7 +98,7 @@ def _check_one(path: Path, out: Output, planned: dict, by_identity: dict, may_re
 
 def _check_place(path: Path, out: Output, may_replace: bool) -> None:
     atomic.check_writable(path, out.what)
-    if path.exists() and not may_replace:
+    if os.path.lexists(path) and not may_replace:  # a link to nothing is there too
         raise OutputError(f"{path}: exists; --force replaces it ({out.what})")
     atomic.remove_stale_parts([path])
 

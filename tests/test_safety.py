@@ -498,3 +498,11 @@ def test_records_read_back_are_regular_files_of_a_bounded_size(tmp_path):
         json_record.read(record_path(frames))
     with pytest.raises(InputError, match="missing or damaged; cannot continue"):
         video.check_folder(frames, {}, resume=True, force=False)
+    # A record folder that is a link would have the run write outside OUT, as a job's
+    # (found by a hostile probe), --force or not.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    record_path(linked).parent.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for resume, force in ((True, False), (False, True)):
+        with pytest.raises(InputError, match="is a symbolic link; a video writes only into OUT"):
+            video.check_folder(linked, {}, resume=resume, force=force)

@@ -149,6 +149,8 @@ def check_folder(folder: Path, record: dict, resume: bool, force: bool) -> int:
         damaged record.
     """
     path = record_path(folder)
+    if path.parent.is_symlink():  # its record would be written elsewhere (as a job's)
+        raise InputError(f"{shown(path.parent)}: is a symbolic link; a video writes only into OUT")
     has_frames = folder.is_dir() and any(folder.glob("[0-9]" * 6 + ".png"))
     if force or not (has_frames or path.exists()):
         return 0

@@ -254,6 +254,32 @@ def test_a_non_utf8_file_name_under_a_strict_encoding(files):
     assert (files / "out" / "r.png").exists()
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_info_reads_the_record_of_a_huge_png_without_decoding_a_pixel(files, capsys):
+    # Found by a hostile probe: info decoded the whole image (Pillow's Image.text) to look
+    # for text, 580 MB for a 20000 x 20000 px file, a MemoryError for a header claiming
+    # 2**31 px a side. Here 12000 x 12000 px (over --max-pixels' default) whose pixel data
+    # is garbage: decoding any of it would fail.
+    import struct
+
+    header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 2, 0, 0, 0))
+    record = json.dumps({"config": {"steps": 7}}).encode()
+    text = png_chunk(b"tEXt", image.PROVENANCE_KEY.encode() + b"\0" + record)
+    pixels = png_chunk(b"IDAT", b"not zlib") + png_chunk(b"IEND", b"")
+    path = files / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + text + pixels)
+    assert exit_code(["info", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"config": {"steps": 7}}
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + header + pixels)  # no record
+    assert_refused(files, ["info", str(path)], "no nst_jax provenance", capsys=capsys)
+
+
 def test_info_of_a_damaged_record_piped_into_head(files):
     path = files / "damaged.png"
     info = PngImagePlugin.PngInfo()

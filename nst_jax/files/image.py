@@ -345,12 +345,18 @@ def save(
 
 
 def provenance_text(path: str | os.PathLike) -> str | None:
-    """The raw provenance text stored in a PNG, or ``None`` (also for unreadable files)."""
+    """The raw provenance text stored in a PNG, or ``None`` (also for unreadable files).
+
+    Read from the chunks before the pixels (where :func:`save` puts it), without decoding
+    any pixel: ``Image.text`` would decode the whole image to look for text after it, which
+    a 20000 x 20000 px file (or a header claiming 2**31 px a side) turns into a bomb."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return None
-        with Image.open(path) as img:
-            text = getattr(img, "text", {}).get(PROVENANCE_KEY)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                text = img.info.get(PROVENANCE_KEY)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
     return text if isinstance(text, str) else None
@@ -365,9 +371,10 @@ def read_provenance(path: str | os.PathLike) -> dict:
         JSON object.
     """
     path = Path(path)
-    decode(path)  # the same one-line errors as any input
     text = provenance_text(path)
     if text is None:
+        if probe_size(path) is None:
+            decode(path)  # an unreadable file: the same one-line error as any input's
         raise ImageError(f"{path}: no nst_jax provenance (only PNGs written by nst-jax have it)")
     try:
         record = json.loads(text, parse_constant=_refuse_constant)

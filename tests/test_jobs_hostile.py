@@ -234,6 +234,28 @@ def test_records_of_another_plan_or_shard_are_not_trusted(files, tmp_path, capsy
     assert results(out) == whole
 
 
+def test_a_manifest_batch_s_shape_or_program_must_follow_from_its_items(files, tmp_path,
+                                                                        capsys):  # fmt: skip
+    """Found by a hostile probe: a batch's shape set to 8 x 8 ran the rerun's items at that
+    size (exit 0, every pixel of the results off by up to 186)."""
+    tree, out = small_tree(tmp_path / "tree", 2), tmp_path / "out"
+    assert run(files, tree, out, capsys=capsys)[0] == 0
+    for result in out.glob("img*.png"):
+        result.unlink()
+    path = manifest.folder(out) / "plan.json"
+    whole = json.loads(path.read_text())
+    for damage in ([8, 8], "program"):
+        record = json.loads(json.dumps(whole))
+        if damage == "program":
+            record["batches"][0][2] = [["style_loss", "mean_std"]]
+        else:
+            record["batches"][0][0] = damage
+        path.write_text(json.dumps(record))
+        argv = job_argv(files, tree, out, "--batch-size", "2")
+        assert_refused(tmp_path, argv, "damaged job manifest (batch 0's shape or program)",
+                       capsys=capsys)  # fmt: skip
+
+
 @pytest.mark.slow
 def test_style_folders_lists_and_repeated_stems(files, tmp_path, capsys):
     """``--style FOLDER`` and ``--styles-from LIST``; two styles with one file name get

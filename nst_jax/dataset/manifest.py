@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from nst_jax.config import StyleConfig
-from nst_jax.dataset.plan import Batch, Item, JobSettings, Plan, batches_of, with_batches
+from nst_jax.dataset.plan import (
+    Batch,
+    Item,
+    JobSettings,
+    Plan,
+    batch_key,
+    batches_of,
+    with_batches,
+)
 from nst_jax.dataset.styles import distinct_names
 from nst_jax.errors import InputError, shown
 from nst_jax.files.atomic import atomic_write
@@ -214,6 +222,16 @@ def continued(plan: Plan, stored: Plan) -> Plan:
       InputError: an input whose size changed since the job was planned (its result would
         be another size): the job must start over.
     """
+    config = StyleConfig(**_config_fields(stored.settings["config"]))
+    job = JobSettings(**_job_fields(stored.settings["job"]))
+    for batch in stored.batches:  # what each runs at follows from its items' headers
+        try:
+            keys = {batch_key(stored.items[i], config, job) for i in batch.items}
+        except (TypeError, ValueError):  # an item's shape that is not one
+            keys = set()
+        if keys != {(batch.shape, batch.program)}:
+            raise InputError(f"{folder(stored.out)}: damaged job manifest (batch "
+                             f"{batch.index}'s shape or program)")  # fmt: skip
     recovered = []
     for was, now in zip(stored.items, plan.items, strict=True):
         if was.reason is not None and now.reason is None:
@@ -226,8 +244,6 @@ def continued(plan: Plan, stored: Plan) -> Plan:
     items = list(stored.items)
     for item in recovered:
         items[item.index] = item
-    config = StyleConfig(**_config_fields(stored.settings["config"]))
-    job = JobSettings(**_job_fields(stored.settings["job"]))
     extra = batches_of(recovered, config, job, len(stored.batches))
     return dataclasses.replace(stored, items=with_batches(items, extra),
                                batches=stored.batches + extra)  # fmt: skip

@@ -309,16 +309,9 @@ def batches_of(items: list[Item], config: StyleConfig, job: JobSettings, first: 
     one bucket and program, sorted by style, ``batch_size`` at a time. Every batch of a
     bucket runs its one program, padded to the batch size: an image's result does not
     depend on which others share its batch (the package's docstring)."""
-    smallest = targets.min_side(config)
     groups: dict[tuple, list[Item]] = {}
     for item in items:
-        bucket = (
-            job.size
-            if job.buckets == "fixed"
-            else buckets.grid_shape(*item.shape, job.max_dim, smallest)
-        )
-        program = tuple((f, v) for f, v in item.setting if f in STATIC_SWEPT)
-        groups.setdefault((bucket, program), []).append(item)
+        groups.setdefault(batch_key(item, config, job), []).append(item)
     chunks = []
     for (bucket, program), members in sorted(groups.items(), key=lambda g: g[1][0].index):
         members.sort(key=lambda it: (it.styles, it.index))
@@ -329,6 +322,17 @@ def batches_of(items: list[Item], config: StyleConfig, job: JobSettings, first: 
         Batch(first + k, bucket, tuple(chunk), program, job.batch_size)
         for k, (bucket, program, chunk) in enumerate(chunks)
     ]
+
+
+def batch_key(item: Item, config: StyleConfig, job: JobSettings) -> tuple[tuple, tuple]:
+    """The bucket (the shape it runs at) and program (static swept settings) of the batches
+    ``item`` can run in."""
+    bucket = (
+        job.size
+        if job.buckets == "fixed"
+        else buckets.grid_shape(*item.shape, job.max_dim, targets.min_side(config))
+    )
+    return tuple(bucket), tuple((f, v) for f, v in item.setting if f in STATIC_SWEPT)
 
 
 def with_batches(items: list[Item], batches: list[Batch]) -> list[Item]:

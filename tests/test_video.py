@@ -283,6 +283,40 @@ def test_a_folder_of_another_run_is_not_continued(files, capsys, tmp_path):
     assert job.finished(out, 12) == 12 and os.path.isfile(job.record_path(out))
 
 
+@pytest.mark.slow
+def test_a_continued_run_checks_the_clip_and_its_finished_frames_first(files, capsys, tmp_path):
+    """Found by a hostile probe: an input frame replaced under its name was not noticed
+    (the run continued from the old frames), and a finished frame swapped for a 10 x 10
+    one, or for another run's, was found only after new frames were written, or as a
+    traceback. Each is one line now, before any work."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for name in sorted(p.name for p in (files / "clip").iterdir())[:4]:
+        shutil.copy(files / "clip" / name, clip / name)
+    out, other = tmp_path / "out", tmp_path / "other"
+    assert exit_code(video_argv(files, clip, out, "--steps", "1")) == 0
+    assert exit_code(video_argv(files, clip, other, "--steps", "1", "--tv-weight", "1")) == 0
+    for name in (frames.frame_name(2), frames.frame_name(3)):  # as a kill leaves it
+        (out / name).unlink()
+    resume = video_argv(files, clip, out, "--steps", "1", "--resume")
+    first = sorted(clip.iterdir())[1]
+    kept = first.read_bytes()
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(first)  # same size, other pixels
+    assert_refused(tmp_path, resume, "other settings (clip)", capsys=capsys)
+    first.write_bytes(kept)
+    second = out / frames.frame_name(1)
+    kept = second.read_bytes()
+    for swapped in ("small", "other run"):
+        if swapped == "small":
+            Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(second)
+        else:
+            shutil.copy(other / frames.frame_name(1), second)
+        assert_refused(tmp_path, resume, "000002.png: not frame 2 of this run", capsys=capsys)
+    second.write_bytes(kept)
+    assert exit_code(resume) == 0
+    assert len(list(out.glob("*.png"))) == 4
+
+
 def test_clip_warping_error_is_the_mean_of_the_pairs():
     # Bound: float32 rounding of a mean of 3 values (1e-6 relative).
     clip = synthetic.translated_clip(4, 32, SHIFT) / np.float32(255)

@@ -28,7 +28,13 @@ from nst_jax.session.control import Control
 from nst_jax.session.models import applier, check_model_inputs, model_vgg
 from nst_jax.session.video import VideoOutcome, VideoRequest, check_folder, places, start_over
 from nst_jax.video import frames
-from nst_jax.video.job import RECORD_VERSION, VideoSummary, record_path
+from nst_jax.video.job import (
+    RECORD_VERSION,
+    VideoSummary,
+    check_finished,
+    record_path,
+    run_digest,
+)
 
 
 def model_record(request: VideoRequest, clip: frames.Clip, record: dict, conv: str) -> dict:
@@ -38,7 +44,7 @@ def model_record(request: VideoRequest, clip: frames.Clip, record: dict, conv: s
     return {
         "version": RECORD_VERSION,
         "backend": jax.default_backend(),
-        "clip": {"path": str(clip.path.resolve()), "frames": clip.count, "size": clip.size},
+        "clip": frames.clip_record(clip),
         "model": {"method": record["method"], "params_sha256": record["params_sha256"]},
         "style_index": list(request.style_index),
         "alpha": request.alpha,
@@ -77,6 +83,7 @@ def run_model_video(request: VideoRequest, control: Control | None = None) -> Vi
                         NETWORK_WINOGRAD_MIN_PIXELS)  # fmt: skip
     made = model_record(request, clip, record, conv)
     start = check_folder(folder, made, request.resume, request.force)
+    check_finished(folder, start, (height, width), made, optimised=False)
     if video is not None and video.exists() and not request.force:
         raise InputError(f"{shown(video)}: exists; --force replaces it")
     apply = _applier(request, record, vgg_path, conv)
@@ -122,7 +129,7 @@ def _frames(request, clip, folder: Path, made: dict, start: int, apply, control)
             return None
         began = time.perf_counter()
         result = apply(np.asarray(frame, np.float32))
-        meta = {"frame": index, "model": made["model"]}
+        meta = {"frame": index, "run": run_digest(made), "model": made["model"]}
         image.save(folder / frames.frame_name(index), result, metadata=meta)
         spent.append(time.perf_counter() - began)
     return {"apply and write": float(np.mean(spent))} if spent else {}

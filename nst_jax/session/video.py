@@ -127,7 +127,7 @@ def record(request: VideoRequest, clip: frames.Clip, weights_path) -> dict[str, 
     made = {
         "version": RECORD_VERSION,
         "backend": jax.default_backend(),  # another backend rounds differently
-        "clip": {"path": str(clip.path.resolve()), "frames": clip.count, "size": clip.size},
+        "clip": frames.clip_record(clip),
         "config": dataclasses.asdict(request.config),
         "video": dataclasses.asdict(request.settings),
         "max_dim": request.max_dim,
@@ -208,6 +208,7 @@ def run_video(request: VideoRequest, control: Control | None = None) -> VideoOut
     styles = _styles(request)
     made = record(request, clip, weights_path)
     start = check_folder(folder, made, request.resume, request.force)
+    job.check_finished(folder, start, shape[:2], made)
     if video is not None and video.exists() and not request.force:
         raise InputError(f"{shown(video)}: exists; --force replaces it")
     control.phase("loading weights")

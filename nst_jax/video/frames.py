@@ -7,6 +7,7 @@ OpenCV's reader would need its own codecs and cannot copy an audio track.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ import numpy as np
 from nst_jax.errors import ImageError, InputError, shown
 from nst_jax.files import image, walk
 from nst_jax.files.atomic import atomic_write
+from nst_jax.files.digest import sha256
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Videos written: H.264 (the most widely played), audio re-encoded as AAC.
@@ -46,6 +48,18 @@ class Clip(NamedTuple):
     size: tuple[int, int]
     fps: float | None
     audio: bool
+
+
+def clip_record(clip: Clip) -> dict:
+    """What a run's frames depend on in ``clip``: its place, length and size, and its
+    contents' SHA-256 (a video file's, or the frame files' in order), so that a continued
+    run notices a frame replaced under the same name, as a single run's checkpoint does."""
+    if clip.frames is None:
+        digest = sha256(clip.path)
+    else:
+        digest = hashlib.sha256("".join(sha256(f) for f in clip.frames).encode()).hexdigest()
+    return {"path": str(clip.path.resolve()), "frames": clip.count, "size": clip.size,
+            "sha256": digest}  # fmt: skip
 
 
 def frame_name(index: int) -> str:

@@ -9,6 +9,7 @@ PNG carries its loss terms and warping error, so a continued run reports the who
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -74,6 +75,38 @@ def stored_result(path: Path) -> tuple[dict[str, float], float | None]:
     return {str(k): float(v) for k, v in terms.items()}, error
 
 
+def run_digest(record: Mapping[str, Any]) -> str:
+    """The SHA-256 of a run's record (``video.json``), which each of its frames carries."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def check_finished(
+    folder: Path, start: int, size: tuple[int, int], record: Mapping[str, Any],
+    optimised: bool = True,
+) -> None:  # fmt: skip
+    """Refuse, before any work, a continued run whose finished frames are not its own: each
+    of the first ``start`` must be a PNG of the run's frame ``size`` whose record names its
+    index and the run (:func:`run_digest`; for an optimised clip, its loss terms too). They
+    are untrusted, and the next frames start from them.
+
+    Raises:
+      InputError: one line naming the first frame that is not.
+    """
+    run = run_digest(record)
+    for index in range(start):
+        path = folder / clips.frame_name(index)
+        try:
+            stored = image.read_provenance(path)
+        except InputError:
+            stored = {}
+        own = stored.get("frame") == index and stored.get("run") == run
+        if image.probe_size(path) != tuple(size) or not own:
+            raise InputError(f"{shown(path)}: not frame {index + 1} of this run "
+                             f"({size[1]}x{size[0]} px); --force starts over")  # fmt: skip
+        if optimised:
+            stored_result(path)
+
+
 def run_job(
     params: Mapping[str, Any],
     clip: clips.Clip,
@@ -104,7 +137,7 @@ def run_job(
     first = max(0, start - reach)
     previous = {i: clips.read_frame(folder / clips.frame_name(i)) for i in range(first, start)}
     source = clips.read(clip, max_dim, first, max_pixels)
-    made, results = [], {}
+    made, results, run = [], {}, run_digest(record)
     with FlowFeeder(source, first, start, settings.offsets, settings.flow) as feeder:
         # The whole clip's length, not what is left: a continued run chooses the same
         # convolutions (conv="auto") as the uninterrupted one.
@@ -115,6 +148,7 @@ def run_job(
             began = time.perf_counter()
             meta = {
                 "frame": result.index,
+                "run": run,
                 "terms": result.terms,
                 "warping_error": result.warping_error,
             }

@@ -160,6 +160,13 @@ def test_a_stylize_run_is_checkpointed_stopped_and_resumed_from_python(params, t
     )
     with pytest.raises(InputError, match="checkpoint has tv_weight=30.0, this run tv_weight=1.0"):
         other.load_compatible()
+    # The optimizer's hyperparameters are settings too (found by a hostile probe: a learning
+    # rate of 1e6 planted in the checkpoint ran on under the record's 0.02).
+    planted = [np.full_like(a, 1e6) if a.shape == (1,) and a.dtype.kind == "f" else a
+               for a in state.opt_states]  # fmt: skip
+    with pytest.raises(ValueError, match="learning_rate=1e\\+06, this run learning_rate=0.02"):
+        nst_jax.stylize(content, style, params=params, config=config,
+                        resume=state._replace(opt_states=planted))  # fmt: skip
 
 
 OLD_COMMIT = "59cd4d2"  # saved checkpoints from nst_jax.cli.checkpoint, format version 3

@@ -191,9 +191,8 @@ def scale_start(run: Run, scale: Scale, state: RunState | None, start, resumed: 
         # L-BFGS restarts its memory at each scale: its curvature pairs are the old size's.
         states = batching.init_states(run.tx, images, run.learning_rates)
     elif resumed:
-        lrs = run.learning_rates
-        structure = jax.eval_shape(lambda x: batching.init_states(run.tx, x, lrs), images)
-        states = restore_states(structure, state.opt_states)
+        fresh = batching.init_states(run.tx, images, run.learning_rates)
+        states = restore_states(fresh, state.opt_states)
     else:
         states = multiscale.carry_state(state.opt_states, *shape)
         states = jax.vmap(restart_scale)(states, images)  # its own average and convergence

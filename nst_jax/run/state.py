@@ -97,12 +97,15 @@ def check_resume(state: RunState, n: int, scale_steps: list[int]) -> RunState:
     return state._replace(evaluations=np.array(evaluations, np.int64), scale_step=int(within))
 
 
-def restore_states(structure, saved):
-    """Saved optimiser states (maybe a checkpoint's flat list of leaves) in this run's
-    ``structure`` (shapes and dtypes from ``jax.eval_shape``), copied: the run donates them,
-    and the caller may resume from the same state again."""
+def restore_states(fresh, saved):
+    """Saved optimiser states (maybe a checkpoint's flat list of leaves) in the structure,
+    shapes and dtypes of this run's ``fresh`` ones, copied: the run donates them, and the
+    caller may resume from the same state again. Their hyperparameters
+    (``optax.inject_hyperparams``' ``hyperparams``: the learning rate) must be ``fresh``'s:
+    they are settings, checked as the checkpoint's record is, and a tampered one would run
+    on unnoticed."""
     leaves = jax.tree.leaves(saved)
-    wanted = jax.tree.leaves(structure)
+    wanted = jax.tree.leaves(fresh)
     if len(leaves) != len(wanted):
         raise ValueError(
             f"the saved optimizer state has {len(leaves)} arrays, this run's optimizer "
@@ -117,4 +120,14 @@ def restore_states(structure, saved):
     restored = [
         jnp.array(leaf, want.dtype, copy=True) for leaf, want in zip(leaves, wanted, strict=True)
     ]
-    return jax.tree.unflatten(jax.tree.structure(structure), restored)
+    for (path, want), leaf in zip(jax.tree_util.tree_leaves_with_path(fresh), restored,
+                                  strict=True):  # fmt: skip
+        hyper = any(getattr(key, "name", None) == "hyperparams" for key in path)
+        if hyper and not np.array_equal(np.asarray(leaf), np.asarray(want)):
+            name = jax.tree_util.keystr(path[-1:]).strip("[]'")
+            saved_value, value = (float(np.asarray(a).ravel()[0]) for a in (leaf, want))
+            raise ValueError(
+                f"the saved optimizer state has {name}={saved_value:g}, this run "
+                f"{name}={value:g}: it was saved with other settings"
+            )
+    return jax.tree.unflatten(jax.tree.structure(fresh), restored)

@@ -221,3 +221,16 @@ def test_fetch_offline_is_one_line_with_manual_steps(monkeypatch, capsys):
     assert err.count("\n") == 1
     assert "http://127.0.0.1:9/vgg19.h5" in err and "weights convert" in err
     assert not weights.cache_dir().exists() or not list(weights.cache_dir().iterdir())
+
+
+def test_a_named_weights_path_that_is_there_but_no_file_says_so(tmp_path):
+    # A hostile probe's finding: a link loop or a pipe was "no such weights file".
+    import os
+
+    (tmp_path / "loop.h5").symlink_to(tmp_path / "loop.h5")
+    os.mkfifo(tmp_path / "pipe.h5")
+    for name in ("loop.h5", "pipe.h5"):
+        with pytest.raises(WeightsError, match=f"{name}: not a regular file"):
+            weights.find_weights(tmp_path / name)
+    with pytest.raises(WeightsError, match="gone.h5: no such weights file"):
+        weights.find_weights(tmp_path / "gone.h5")

@@ -25,7 +25,7 @@ import numpy as np
 from flax import serialization
 
 from nst_jax.core.layers import VGG16_BLOCKS, VGG19_BLOCKS, Blocks, conv_shapes
-from nst_jax.errors import WeightsError
+from nst_jax.errors import WeightsError, shown
 from nst_jax.files import keras_h5
 from nst_jax.files.atomic import atomic_write
 from nst_jax.files.digest import download_checked, file_digest
@@ -138,7 +138,9 @@ def find_weights(path: str | os.PathLike | None = None, network: str = "vgg19") 
         if path.is_dir():
             raise WeightsError(f"{path}: is a folder, not a weights file{named}")
         if not path.is_file():
-            raise WeightsError(f"{path}: no such weights file{named}")
+            # A link loop, a pipe or a device is there, but is no file to read.
+            what = "not a regular file" if os.path.lexists(path) else "no such weights file"
+            raise WeightsError(f"{shown(path)}: {what}{named}")
         return path
     places = candidates(network)
     for _, place in places:

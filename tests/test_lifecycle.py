@@ -169,6 +169,25 @@ def test_a_stylize_run_is_checkpointed_stopped_and_resumed_from_python(params, t
                         resume=state._replace(opt_states=planted))  # fmt: skip
 
 
+def test_an_own_optimizer_whose_schedule_moves_its_hyperparameters_resumes(params):
+    """Only nst_jax's own optimizers keep constant hyperparameters (checked on resume): a
+    schedule given to optax.inject_hyperparams changes its learning rate as it runs."""
+    import optax
+
+    from conftest import into
+
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=optax.linear_schedule(0.02, 0.01, 4))
+    content, style = eight_bit_image(16, 24, seed=2), texture_image(16, 16)
+    config = nst_jax.StyleConfig(steps=4, steps_per_call=2, **SHALLOW)
+    states: list = []
+    whole = nst_jax.stylize(content, style, params=params, config=config, optimizer=tx,
+                            on_event=into(states))  # fmt: skip
+    assert states[0].step == 2
+    resumed = nst_jax.stylize(content, style, params=params, config=config, optimizer=tx,
+                              resume=states[0])  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(resumed.image), np.asarray(whole.image))
+
+
 OLD_COMMIT = "59cd4d2"  # saved checkpoints from nst_jax.cli.checkpoint, format version 3
 
 

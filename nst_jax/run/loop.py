@@ -17,7 +17,7 @@ import optax
 
 from nst_jax.config import StyleConfig
 from nst_jax.core.objective import loss_fn
-from nst_jax.core.optim import ToleranceState, find_state, restart_scale
+from nst_jax.core.optim import ToleranceState, find_state, make_optimizer, restart_scale
 from nst_jax.events import Event, Hook, tell
 from nst_jax.run import batching, multiscale, tiling
 from nst_jax.run.devices import place
@@ -192,7 +192,8 @@ def scale_start(run: Run, scale: Scale, state: RunState | None, start, resumed: 
         states = batching.init_states(run.tx, images, run.learning_rates)
     elif resumed:
         fresh = batching.init_states(run.tx, images, run.learning_rates)
-        states = restore_states(fresh, state.opt_states)
+        own = run.tx is make_optimizer(run.config)  # the same settings: the same object
+        states = restore_states(fresh, state.opt_states, constant_hyperparams=own)
     else:
         states = multiscale.carry_state(state.opt_states, *shape)
         states = jax.vmap(restart_scale)(states, images)  # its own average and convergence

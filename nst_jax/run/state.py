@@ -97,13 +97,13 @@ def check_resume(state: RunState, n: int, scale_steps: list[int]) -> RunState:
     return state._replace(evaluations=np.array(evaluations, np.int64), scale_step=int(within))
 
 
-def restore_states(fresh, saved):
+def restore_states(fresh, saved, constant_hyperparams: bool = False):
     """Saved optimiser states (maybe a checkpoint's flat list of leaves) in the structure,
     shapes and dtypes of this run's ``fresh`` ones, copied: the run donates them, and the
-    caller may resume from the same state again. Their hyperparameters
-    (``optax.inject_hyperparams``' ``hyperparams``: the learning rate) must be ``fresh``'s:
-    they are settings, checked as the checkpoint's record is, and a tampered one would run
-    on unnoticed."""
+    caller may resume from the same state again. With ``constant_hyperparams`` (nst_jax's
+    own optimizers: a schedule given to ``optax.inject_hyperparams`` changes them as it
+    runs), their hyperparameters (the learning rate) must be ``fresh``'s: they are settings,
+    checked as a checkpoint's record is, and a tampered one would run on unnoticed."""
     leaves = jax.tree.leaves(saved)
     wanted = jax.tree.leaves(fresh)
     if len(leaves) != len(wanted):
@@ -120,6 +120,13 @@ def restore_states(fresh, saved):
     restored = [
         jnp.array(leaf, want.dtype, copy=True) for leaf, want in zip(leaves, wanted, strict=True)
     ]
+    if constant_hyperparams:
+        _check_hyperparams(fresh, restored)
+    return jax.tree.unflatten(jax.tree.structure(fresh), restored)
+
+
+def _check_hyperparams(fresh, restored: list) -> None:
+    """Refuse restored leaves under a ``hyperparams`` field that differ from ``fresh``'s."""
     for (path, want), leaf in zip(jax.tree_util.tree_leaves_with_path(fresh), restored,
                                   strict=True):  # fmt: skip
         hyper = any(getattr(key, "name", None) == "hyperparams" for key in path)
@@ -130,4 +137,3 @@ def restore_states(fresh, saved):
                 f"the saved optimizer state has {name}={saved_value:g}, this run "
                 f"{name}={value:g}: it was saved with other settings"
             )
-    return jax.tree.unflatten(jax.tree.structure(fresh), restored)

@@ -122,14 +122,14 @@ def _frames(request, clip, folder: Path, made: dict, start: int, apply, control)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_parts([folder / frames.frame_name(i) for i in range(start, clip.count)])
     atomic_write(record_path(folder), lambda tmp: tmp.write_text(json.dumps(made, indent=1)))
-    spent = []
+    spent, run = [], run_digest(made)
     source = frames.read(clip, request.max_dim, start, request.max_pixels)
     for index, frame in enumerate(source, start):
         if control.stop_requested():
             return None
         began = time.perf_counter()
         result = apply(np.asarray(frame, np.float32))
-        meta = {"frame": index, "run": run_digest(made), "model": made["model"]}
+        meta = {"frame": index, "run": run, "model": made["model"]}
         image.save(folder / frames.frame_name(index), result, metadata=meta)
         spent.append(time.perf_counter() - began)
     return {"apply and write": float(np.mean(spent))} if spent else {}

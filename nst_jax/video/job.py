@@ -65,7 +65,11 @@ def finished(folder: Path, count: int) -> int:
 
 def stored_result(path: Path) -> tuple[dict[str, float], float | None]:
     """A written frame's terms and warping error, checked (the file is untrusted)."""
-    record = image.read_provenance(path)
+    return _checked_result(image.read_provenance(path), path)
+
+
+def _checked_result(record: Mapping[str, Any], path: Path) -> tuple[dict[str, float], float | None]:
+    """A frame record's terms and warping error, or one line naming the frame."""
     terms, error = record.get("terms"), record.get("warping_error")
     numbers = isinstance(terms, dict) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in terms.values()
@@ -104,7 +108,7 @@ def check_finished(
             raise InputError(f"{shown(path)}: not frame {index + 1} of this run "
                              f"({size[1]}x{size[0]} px); --force starts over")  # fmt: skip
         if optimised:
-            stored_result(path)
+            _checked_result(stored, path)
 
 
 def run_job(

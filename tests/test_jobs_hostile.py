@@ -195,6 +195,16 @@ def test_a_failed_item_is_retried_once_its_input_is_fixed(files, tmp_path, capsy
     assert code == 3 and "1 failed" in said, (said, err)
     code, said, _ = run(files, tree, out, capsys=capsys)  # unchanged: not retried
     assert code == 3 and "0 done" in said and "1 of them failed earlier" in said, said
+    # A failure record whose reason is not text is not trusted: the item is tried again
+    # (and fails again), and the index holds the new reason, not a dict's repr.
+    failed = next(e for e in stored_records(out).values() if e["status"] == "failed")
+    tampered = {**failed, "reason": {"planted": [1, 2]}}
+    with records.records_path(out, (0, 1)).open("a") as f:
+        f.write(json.dumps(tampered) + "\n")
+    code, said, _ = run(files, tree, out, capsys=capsys)
+    assert code == 3 and "1 failed" in said, said
+    index = (manifest.folder(out) / "index-0-of-1.csv").read_text()
+    assert "planted" not in index and "img1.png" in index, index
     (tree / "img1.png").write_bytes(good)
     code, said, _ = run(files, tree, out, capsys=capsys)
     assert code == 0 and "1 done" in said and "0 failed" in said, said

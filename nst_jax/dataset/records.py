@@ -187,6 +187,8 @@ def _record(line: bytes, plan: Plan, members: set[int]) -> dict | None:
     item = entry.get("item")
     if isinstance(item, bool) or not isinstance(item, int) or item not in members:
         return None
+    if entry.get("status") == "failed" and not isinstance(entry.get("reason"), str):
+        return None  # a reason is shown and written to the index as text
     return entry if entry.get("status") in STATUSES else None
 
 

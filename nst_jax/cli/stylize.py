@@ -127,9 +127,10 @@ def _add_watch(p: argparse.ArgumentParser) -> None:
 def request_from_args(args: argparse.Namespace, argv: list[str]):
     """The one :class:`~nst_jax.session.StylizeRequest` the options describe (``--from``'s
     record filling what the command line leaves out), and the replay's ignored words."""
-    from nst_jax.session import StylizeRequest, checked, plugins
+    from nst_jax.session import StylizeRequest, checked, outputs, plugins
     from nst_jax.session.provenance import replay
 
+    outputs.check_resume_or_force(args.resume, args.force)  # before a record is read
     stored = replay(args.from_png) if args.from_png else None
     if stored is not None and not args.output:
         raise InputError(f"{args.from_png}: --from replays settings; give -o for the result")

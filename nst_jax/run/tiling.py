@@ -194,6 +194,26 @@ def _add_window(total, grad, top, left):
     return jax.lax.dynamic_update_slice(total, here + grad, (top, left, 0))
 
 
+@functools.partial(jax.jit, static_argnames=("config", "height", "width"))
+def _whole_image_terms(config: StyleConfig, grams, targets, x, height: int, width: int):
+    """What a step computes on the whole image between the passes, as one program (op by
+    op, each small operation compiled a program of its own per shape, and total
+    variation's would hold several whole-image temporaries): pass 2's constants (the style
+    cotangents and the content coefficients), the style term, and total variation's value
+    and gradient."""
+    weights = targets["weights"]
+    cotangents, style = _style_cotangents(
+        config, grams, targets["style"], weights["style"], height, width
+    )
+    content_weights = config.content_layer_weights or (1.0,) * len(config.content_layers)
+    coefs = {
+        name: weights["content"] * w / len(config.content_layers) / targets["content"][name].size
+        for name, w in zip(config.content_layers, content_weights, strict=True)
+    }
+    tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
+    return cotangents, coefs, style, tv, tv_grad
+
+
 def _style_cotangents(config: StyleConfig, grams, targets, weight, height, width):
     """``dL/dG_l`` per style layer (pass 1's Grams, constants of pass 2), divided by the
     layer's positions so they multiply unnormalised Gram sums; and the style term."""
@@ -239,21 +259,13 @@ def tiled_value_and_grad(
     layers, network = used_layers(config), _network(config)
     geometry.check_tile(tile, layers, network)
     height, width = x.shape[:2]
-    weights = targets["weights"]
     deal = _Dealer(x, devices)
     params_on = deal.replicate(params)  # once a step, for both passes
     spec = feature_spec(config)
     grams = _summed_grams(deal, params_on, x, tuple(config.style_layers), spec, tile)
-    cotangents, style = _style_cotangents(
-        config, grams, targets["style"], weights["style"], height, width
-    )
-    content_weights = config.content_layer_weights or (1.0,) * len(config.content_layers)
-    coefs = {
-        name: weights["content"] * w / len(config.content_layers) / targets["content"][name].size
-        for name, w in zip(config.content_layers, content_weights, strict=True)
-    }
-    tv, tv_grad = jax.value_and_grad(losses.total_variation_loss)(x, weights["tv"])
-    grad, content = tv_grad, 0.0
+    whole = {"grams": grams, "targets": targets, "x": x, "height": height, "width": width}
+    cotangents, coefs, style, tv, grad = _whole_image_terms(program_key(config), **whole)
+    content = 0.0
     constants_on = deal.replicate((cotangents, coefs))
     # One window's pixels at a time: together the windows hold more than the whole image.
     count = sum(1 for _ in geometry.tile_edges(height, width, tile))

@@ -20,12 +20,17 @@ from nst_jax.core.targets import objective_key, step_targets
 from nst_jax.events import StopRun
 from nst_jax.files.targets import load_targets, save_targets
 
+from conftest import LIGHT_LAYERS
+
 EXACT = 1e-9
 
 
 def sw_config(**changes):
+    # VGG19 to block 2 (conftest.LIGHT_LAYERS): these tests are about the draws, resuming
+    # and batching, which do not depend on the depth; the default objective is tested in
+    # test_core and against the tutorial's code, SW's formula in test_losses.
     settings = dict(style_loss="sw", steps=6, steps_per_call=3, style_weight=1e-3, seed=3)
-    return nst_jax.StyleConfig(**{**settings, **changes})
+    return nst_jax.StyleConfig(**{**LIGHT_LAYERS, **settings, **changes})
 
 
 def small(image, n=None):

@@ -15,7 +15,7 @@ from nst_jax.core import targets as targets_mod
 from nst_jax.presets import PRESETS, gatys_weights
 from nst_jax.run import color, inputs, multiscale
 
-from conftest import into
+from conftest import LIGHT_LAYERS, into
 
 FAST = StyleConfig(steps=4, steps_per_call=2)
 
@@ -60,8 +60,11 @@ def test_lbfgs_counts_every_evaluation(params, content_image, style_image):
         jax.debug.callback(lambda: calls.append(1))
         return original(*args, **kwargs)
 
-    # A plan no other test uses, so the step is traced afresh with the counting loss.
-    config = FAST.replace(optimizer="lbfgs", lbfgs_memory=3, steps=5, steps_per_call=5)
+    # A plan no other test uses, so the step is traced afresh with the counting loss; VGG19
+    # to block 2, since counting does not depend on the depth.
+    config = FAST.replace(
+        optimizer="lbfgs", lbfgs_memory=3, steps=5, steps_per_call=5, **LIGHT_LAYERS
+    )
     result = nst_jax.stylize(content_image, style_image, params=params, config=config, loss=counted)
     jax.effects_barrier()
     terms = 1  # the chunk's one forward pass for the log's loss terms

@@ -160,8 +160,10 @@ def test_registering_is_checked():
     ]:
         with pytest.raises(ValueError, match=message):
             extractors.register_extractor(name, bad)
-    with pytest.raises(ValueError, match="unknown extractor 'nope'"):
-        nst_jax.StyleConfig(extractor="nope")
+    with pytest.raises(ValueError, match="^extractor=nope: unknown extractor; known: vgg19"):
+        nst_jax.StyleConfig(extractor="nope")  # named before the layers, which are its
+    with pytest.raises(ValueError, match=r"^extractor=3: unknown"):
+        nst_jax.StyleConfig(extractor=3)
 
 
 # --- VGG16 --------------------------------------------------------------------------------

@@ -326,6 +326,39 @@ def test_training_inputs_refused_in_one_line(place, johnson_model, tmp_path, cas
     assert snapshot(place) == before
 
 
+TRAINING_REFUSALS = {
+    # --plot is an output like any other: inputs never replaced, a file only with --force.
+    "plot_over_a_training_image": (
+        ["--plot", "{place}/data/0.png"],
+        "--plot would replace the input",
+    ),
+    "plot_over_the_style": (["--plot", "{place}/style.png"], "--plot would replace the input"),
+    "plot_over_a_file": (["--plot", "{tmp}/old.png"], "exists; --force replaces it (--plot)"),
+    # A network learns one objective: sweeps, blends and lists of losses are stylize's.
+    "weight_sweep": (["--content-weight", "1,2"], "--content-weight: a training run takes one"),
+    "blend": (["--style-blend", "1,2"], "--style-blend: johnson trains one --style"),
+    "style_losses": (["--style-loss", "gram,w2"], "--style-loss: a training run takes one"),
+    "unknown_extractor": (["--extractor", "bogus"], "--extractor bogus: unknown extractor"),
+    "dangling_link_output": (["-o", "{tmp}/dangling"], "a symbolic link to nothing"),
+    "empty_output": (["-o", ""], "-o: an empty path"),
+}
+
+
+@pytest.mark.parametrize("case", TRAINING_REFUSALS)
+def test_training_refuses_what_it_cannot_honour_or_would_replace(place, tmp_path, case, capsys):
+    """Each was a traceback, a silently dropped setting or a replaced input (a hostile
+    probe); now one line before any work, nothing changed."""
+    extra, fragment = TRAINING_REFUSALS[case]
+    (tmp_path / "old.png").write_bytes(b"a user's file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "model")
+    extra = [str(a).format(place=place, tmp=tmp_path) for a in extra]
+    before, mine = snapshot(place), snapshot(tmp_path)
+    assert exit_code(johnson_argv(place, tmp_path / "new", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and "Traceback" not in err, err
+    assert snapshot(place) == before and snapshot(tmp_path) == mine
+
+
 @pytest.mark.slow
 def test_one_image_and_crops_larger_than_it_train(place, tmp_path):
     (tmp_path / "one").mkdir()

@@ -22,6 +22,7 @@ from nst_jax.cli.options import (
     config_from_args,
     given,
     reword,
+    style_losses,
 )
 from nst_jax.core.objective import ObjectiveConfig
 from nst_jax.errors import InputError
@@ -70,6 +71,8 @@ def request_from_args(args: argparse.Namespace) -> TrainRequest:
         if refused:
             options = ", ".join("--" + f.replace("_", "-") for f in refused)
             raise InputError(f"{options}: johnson's objective; adain trains on its paper's loss")
+    if style_losses(args) is not None:
+        raise InputError("--style-loss: a training run takes one style loss, not a list")
     adain_weight = {"style_weight": args.style_weight} if args.style_weight is not None else {}
     try:
         settings = TrainSettings(**given(args, TrainSettings),

@@ -165,6 +165,12 @@ class ObjectiveConfig:
         """Raise ``ValueError`` with one line naming the first bad setting of the objective."""
         if not self.content_layers or not self.style_layers:
             raise ValueError("content_layers and style_layers must each name at least one layer")
+        if not isinstance(self.extractor, str) or self.extractor not in extractors.names():
+            # Named first: the layers are the extractor's, and would be blamed instead.
+            name = self.extractor
+            shown_as = name if isinstance(name, str) and name.isidentifier() else repr(name)
+            known = ", ".join(extractors.names())
+            raise ValueError(f"extractor={shown_as}: unknown extractor; known: {known}")
         for field in ("content_layers", "style_layers"):
             try:
                 extractors.check_layers(self.extractor, getattr(self, field))

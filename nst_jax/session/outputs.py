@@ -121,6 +121,8 @@ def check_resume_or_force(resume: bool, force: bool) -> None:
 def check_folder(path: Path, what: str) -> None:
     """A folder the run writes into (a cache): it must be, or be creatable as, a writable
     folder."""
+    if os.path.islink(path) and not path.exists():  # mkdir would fail at the run's start
+        raise OutputError(f"{path}: a symbolic link to nothing, where {what} needs a folder")
     parent = path if path.is_dir() else nearest_existing_parent(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: is a file, where {what} needs a folder")

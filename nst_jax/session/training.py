@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from nst_jax.core.objective import ObjectiveConfig
+from nst_jax.core.objective import WEIGHT_FIELDS, ObjectiveConfig
 from nst_jax.errors import InputError, shown
 from nst_jax.feedforward.train import TrainSettings
 from nst_jax.files import image, json_record, weights
@@ -94,11 +95,26 @@ def check_request(request: TrainRequest) -> TrainRequest:
     image.check_max_pixels(request.max_pixels)
     if (method == "johnson") != (request.objective is not None):
         raise InputError("an objective is johnson's; adain trains on its paper's loss")
+    if request.objective is not None:
+        check_one_objective(request.objective)
+    if not isinstance(request.output, (str, os.PathLike)) or not str(request.output):
+        raise InputError("-o: an empty path; give the model's folder")
     try:
         settings = request.settings.resolved()
     except ValueError as e:
         raise InputError(str(e)) from None
     return dataclasses.replace(request, settings=settings)
+
+
+def check_one_objective(objective) -> None:
+    """A network learns one objective: no sweep of the term weights (one result each when
+    stylising) and no blend of several styles (johnson trains one ``--style``)."""
+    swept = [f for f in WEIGHT_FIELDS.values() if isinstance(getattr(objective, f), tuple)]
+    if swept:
+        options = ", ".join("--" + f.replace("_", "-") for f in swept)
+        raise InputError(f"{options}: a training run takes one value, not a sweep")
+    if objective.style_blend is not None:
+        raise InputError("--style-blend: johnson trains one --style; a blend is stylize's")
 
 
 def files_digest(files: list[Path], folder: str) -> dict:
@@ -208,12 +224,25 @@ def prepare(request: TrainRequest, control: Control) -> Prepared:
     made = record(request, contents, styles, weights_path)
     check_folder(Path(request.output), made, request)
     if request.plot:
-        check_extras(Path(request.plot), None)
-        outputs.check_outputs([outputs.Output(Path(request.plot), "the plot")], [], force=True)
+        check_plot(request, contents, styles, weights_path)
     for passed in (found.passed, theirs.passed if theirs else []):  # once nothing is refused
         if passed:
             control.note(inputs.passed_note(passed))
     return Prepared(request, made, contents, styles, weights_path)
+
+
+def check_plot(request: TrainRequest, contents: list, styles: list | None, weights_path) -> None:
+    """``--plot`` is checked as every output is: it never replaces an input (a training
+    image, a style, the weights) nor the run's record or log, and replaces another file
+    only with ``--force`` (or, resuming, the plot the run wrote before)."""
+    check_extras(Path(request.plot), None)
+    folder = Path(request.output)
+    reads = [(Path(p), "--data") for p in contents] + [(Path(p), "--styles") for p in styles or []]
+    reads += [(Path(request.style), "--style")] if request.style is not None else []
+    reads += [(Path(weights_path), "the weights")] if weights_path is not None else []
+    reads += [(folder / RUN_FILE, "the run's record"), (folder / LOG_FILE, "the run's log")]
+    plot = outputs.Output(Path(request.plot), "--plot", own=True)
+    outputs.check_outputs([plot], reads, force=request.force, resume=request.resume)
 
 
 def check_outside_inputs(folder: Path, request: TrainRequest) -> None:

@@ -199,3 +199,26 @@ def test_a_count_argument_takes_numpy_integers_and_a_config_setting_does_not():
             as_count("rows", bad)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         nst_jax.StyleConfig(steps=np.int64(5))
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        # A string where a flag goes was read as its truth value ("no" turned it on).
+        ({"normalize_gradients": "no"}, "normalize_gradients must be True or False, got 'no'"),
+        ({"remat": 1}, "remat must be True or False, got 1"),
+        # A string where numbers go was split into its characters ("12": 1.0 and 2.0).
+        ({"style_layer_weights": "12"}, "style_layer_weights must be a number or numbers"),
+        ({"content_weight": "3"}, "content_weight must be a number or numbers, got '3'"),
+        # An empty sweep was accepted, then an IndexError at the run's start.
+        ({"tv_weight": []}, "tv_weight: an empty list"),
+        ({"learning_rate": ()}, "learning_rate: an empty list"),
+        ({"style_layers": 5}, "style_layers must be layer names, got 5"),
+    ],
+)
+def test_style_config_names_a_wrong_type_or_an_empty_sweep(changes, named):
+    """Found by a hostile probe: each was accepted (or a TypeError naming no setting)."""
+    with pytest.raises(ValueError) as caught:
+        nst_jax.StyleConfig(**changes)
+    assert str(caught.value).startswith(named), caught.value
+    assert nst_jax.StyleConfig(normalize_gradients=np.bool_(True)).normalize_gradients

@@ -100,6 +100,22 @@ def check_finite(name: str, value: Any, low: float = 0.0, strict: bool = False) 
             raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {v!r}")
 
 
+def check_flags(config: Any) -> None:
+    """Raise ``ValueError`` unless every setting whose default is a bool holds a bool
+    (NumPy's included): ``"no"`` or ``0`` would be read as a truth value, silently."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(field.default, bool) and not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{field.name} must be True or False, got {value!r}")
+
+
+def check_sweep(name: str, value: Any) -> None:
+    """Raise ``ValueError`` for an empty sweep (a list of no values), which would run no
+    image rather than one."""
+    if isinstance(value, (tuple, list)) and not value:
+        raise ValueError(f"{name}: an empty list; give one value or several (a sweep)")
+
+
 MAX_COUNT = 2**31 - 1
 
 

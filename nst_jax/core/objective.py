@@ -49,7 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax.core import extractors, losses
-from nst_jax.core.fields import check_choice, check_finite, refuse_traced, setting
+from nst_jax.core.fields import (
+    check_choice,
+    check_finite,
+    check_flags,
+    check_sweep,
+    refuse_traced,
+    setting,
+)
 from nst_jax.core.style_terms import style_term
 from nst_jax.errors import InputError
 
@@ -152,6 +159,8 @@ class ObjectiveConfig:
         refuse_traced(self)
         for field in ("content_layers", "style_layers"):
             layers = getattr(self, field)
+            if not isinstance(layers, (str, tuple, list)):
+                raise ValueError(f"{field} must be layer names, got {layers!r}")
             object.__setattr__(self, field, (layers,) if isinstance(layers, str) else tuple(layers))
         for field in ("content_layer_weights", "style_layer_weights", "style_blend"):
             _as_floats(self, field)
@@ -163,6 +172,7 @@ class ObjectiveConfig:
 
     def validate_objective(self) -> None:
         """Raise ``ValueError`` with one line naming the first bad setting of the objective."""
+        check_flags(self)
         if not self.content_layers or not self.style_layers:
             raise ValueError("content_layers and style_layers must each name at least one layer")
         if not isinstance(self.extractor, str) or self.extractor not in extractors.names():
@@ -248,6 +258,10 @@ def _as_floats(config, field: str, scalar: bool = False) -> None:
     value = getattr(config, field)
     if value is None or isinstance(value, bool):
         return  # None is "not set"; a bool is refused by the checks
+    if isinstance(value, (str, bytes)):  # a string is not its characters' numbers
+        raise ValueError(f"{field} must be a number or numbers, got {value!r}")
+    if scalar:
+        check_sweep(field, value)
     try:
         one = scalar and np.ndim(value) == 0
         value = float(value) if one else tuple(float(v) for v in value)

@@ -19,7 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nst_jax.core.fields import check_choice, check_count, check_finite, refuse_traced, setting
+from nst_jax.core.fields import (
+    check_choice,
+    check_count,
+    check_finite,
+    check_flags,
+    check_sweep,
+    refuse_traced,
+    setting,
+)
 
 OPTIMIZERS = ("adam", "optax_adam", "lbfgs")
 # Older names still accepted (provenance of earlier outputs replays with --from).
@@ -77,6 +85,7 @@ class OptimizerConfig:
         if alias:
             object.__setattr__(self, "optimizer", alias)
         rate = self.learning_rate
+        check_sweep("learning_rate", rate)
         if isinstance(rate, (list, tuple)):
             object.__setattr__(self, "learning_rate", tuple(_number(v) for v in rate))
         elif not isinstance(rate, bool) and np.ndim(rate) == 0:
@@ -84,6 +93,7 @@ class OptimizerConfig:
 
     def validate_optimizer(self) -> None:
         """Raise ``ValueError`` with one line naming the first bad setting of the optimiser."""
+        check_flags(self)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_finite("learning_rate", self.learning_rate)
         for field in ("beta1", "beta2"):

@@ -222,3 +222,34 @@ def test_style_config_names_a_wrong_type_or_an_empty_sweep(changes, named):
         nst_jax.StyleConfig(**changes)
     assert str(caught.value).startswith(named), caught.value
     assert nst_jax.StyleConfig(normalize_gradients=np.bool_(True)).normalize_gradients
+
+
+def test_the_research_core_names_a_wrong_config_optimizer_or_loss_when_called(params):
+    """Found by a hostile probe: a wrong config was an AttributeError naming no argument;
+    make_step took any tx, loss or donate and failed at the step's first call; a blend's
+    style count and a style mask per style were zip() errors."""
+    content = np.full((16, 16, 3), 0.5, np.float32)
+    cfg = nst_jax.StyleConfig(content_layers=("block1_conv2",), style_layers=("block1_conv1",))
+    tx = nst_jax.make_optimizer(cfg)
+    refused = [
+        (lambda: nst_jax.make_targets(params, content, content, None), "config must be an Obj"),
+        (lambda: nst_jax.make_optimizer({}), "config must be an OptimizerConfig"),
+        (lambda: nst_jax.make_step(None, tx), "config must be an ObjectiveConfig"),
+        (lambda: nst_jax.loss_fn(params, content, {}, "gram"), "config must be an Objective"),
+        (lambda: nst_jax.make_step(cfg, "adam"), "tx must be an optax GradientTransformation"),
+        (lambda: nst_jax.make_step(cfg, tx, loss=3), "loss must be a function"),
+        (lambda: nst_jax.make_step(cfg, tx, donate="yes"), "donate must be True or False"),
+        (lambda: nst_jax.make_targets(params, content, content, cfg.replace(style_blend=(1, 1))),
+         "style: give the styles as a list"),
+    ]  # fmt: skip
+    for call, message in refused:
+        with pytest.raises(TypeError, match=message):
+            call()
+    three = [content] * 3
+    with pytest.raises(ValueError, match="style_blend has 2 weights for 3 style images"):
+        nst_jax.make_targets(params, content, three, cfg.replace(style_blend=(1, 1)))
+    masks = np.ones((2, 16, 16), np.float32)
+    with pytest.raises(ValueError, match="style_masks has 1 entries for 2 styles"):
+        nst_jax.make_targets(params, content, three[:2], cfg, masks=masks, style_masks=[None])
+    stacked = np.stack(three[:2])  # K styles as one array stay accepted
+    nst_jax.make_targets(params, content, stacked, cfg.replace(style_blend=(1, 1)))

@@ -100,6 +100,14 @@ def check_finite(name: str, value: Any, low: float = 0.0, strict: bool = False) 
             raise ValueError(f"{name} must be a finite number {relation} {low:g}, got {v!r}")
 
 
+def check_config(config: Any, cls: type, name: str = "config") -> None:
+    """Raise ``TypeError`` unless ``config`` is a ``cls`` (a ``nst_jax.StyleConfig`` is
+    every core config): a dict or ``None`` would fail later on a missing attribute."""
+    if not isinstance(config, cls):
+        kind = type(config).__name__
+        raise TypeError(f"{name} must be an {cls.__name__} or a nst_jax.StyleConfig, got {kind}")
+
+
 def check_flags(config: Any) -> None:
     """Raise ``ValueError`` unless every setting whose default is a bool holds a bool
     (NumPy's included): ``"no"`` or ``0`` would be read as a truth value, silently."""

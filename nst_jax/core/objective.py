@@ -51,6 +51,7 @@ import numpy as np
 from nst_jax.core import extractors, losses
 from nst_jax.core.fields import (
     check_choice,
+    check_config,
     check_finite,
     check_flags,
     check_sweep,
@@ -296,6 +297,7 @@ def loss_fn(
     Returns:
       ``(loss, {"content", "style", "tv"})``, scalars; ``loss`` is their sum.
     """
+    check_config(config, ObjectiveConfig)  # at trace time: free under jit
     features = extractors.extract(params, x, used_layers(config), config)
     weights = targets["weights"]
     content_weights = _layer_weights(config.content_layers, config.content_layer_weights)

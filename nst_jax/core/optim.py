@@ -21,6 +21,7 @@ import optax
 
 from nst_jax.core.fields import (
     check_choice,
+    check_config,
     check_count,
     check_finite,
     check_flags,
@@ -369,6 +370,7 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
 
     The same settings return the same object, so :func:`make_step` compiles once for them.
     """
+    check_config(config, OptimizerConfig)
     learning_rate = config.learning_rate
     if isinstance(learning_rate, tuple):  # a sweep: each image's rate is set in its state
         learning_rate = learning_rate[0]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from nst_jax.core.fields import part_of, program_key
+from nst_jax.core.fields import check_config, part_of, program_key
 from nst_jax.core.objective import ObjectiveConfig, Params, Targets, loss_fn
 from nst_jax.core.optim import (
     AverageState,
@@ -64,7 +64,18 @@ def loss_config(config: ObjectiveConfig) -> ObjectiveConfig:
     :class:`ObjectiveConfig` or a ``nst_jax.StyleConfig``), its values that do not shape the
     program at their defaults (:func:`nst_jax.core.fields.program_key`), so configs that
     compile to one program share it."""
+    check_config(config, ObjectiveConfig)
     return program_key(part_of(config, ObjectiveConfig))
+
+
+def _check_step_arguments(tx, loss: Callable, donate: bool = False) -> None:
+    """The step's arguments, checked when it is made rather than at its first call."""
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        raise TypeError(f"tx must be an optax GradientTransformation, got {type(tx).__name__}")
+    if not callable(loss):
+        raise TypeError(f"loss must be a function like nst_jax.loss_fn, got {type(loss).__name__}")
+    if not isinstance(donate, bool):
+        raise TypeError(f"donate must be True or False, got {donate!r}")
 
 
 def optimizer_kind(config) -> str:
@@ -125,6 +136,7 @@ def make_step_fn(
       :func:`make_step`'s. ``config.optimizer == "lbfgs"`` selects the L-BFGS form, which
       passes ``value``, ``grad`` and ``value_fn`` to ``tx.update``.
     """
+    _check_step_arguments(tx, loss)
     if optimizer_kind(config) == "lbfgs":
         return _lbfgs_step(loss_config(config), tx, loss)
     return _gradient_step(loss_config(config), tx, loss)
@@ -172,4 +184,5 @@ def make_step(
       ``fold_in(key, t)`` (:func:`nst_jax.core.targets.step_targets`). The same arguments
       return the same compiled function.
     """
+    _check_step_arguments(tx, loss, donate)
     return _jitted_step(loss_config(config), optimizer_kind(config), tx, donate, loss)

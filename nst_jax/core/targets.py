@@ -18,6 +18,7 @@ import numpy as np
 
 from nst_jax.core import extractors, geometry, losses, vgg
 from nst_jax.core.extractors import FeatureSpec, feature_spec
+from nst_jax.core.fields import check_config
 from nst_jax.core.objective import (
     WEIGHT_FIELDS,
     ObjectiveConfig,
@@ -282,12 +283,19 @@ def make_targets(
       masks, ``(K, c, c)`` Grams and ``"masks"`` (see the module's docstring); ``"key"``
       and the ``extra`` entries where given.
     """
+    check_config(config, ObjectiveConfig)
     content = check_image(content, "content")
-    style = (
-        [check_image(s, "style") for s in style]
-        if masks is not None or (config.style_blend is not None)
-        else check_image(style, "style")
-    )
+    several = masks is not None or config.style_blend is not None
+    if several and not isinstance(style, (list, tuple)) and np.ndim(style) != 4:
+        raise TypeError(
+            "style: give the styles as a list or a (K, h, w, 3) array (one per blend weight "
+            "or mask)"
+        )
+    style = [check_image(s, "style") for s in style] if several else check_image(style, "style")
+    if config.style_blend is not None:
+        config.check_style_count(len(style))
+    if masks is not None and style_masks is not None and len(style_masks) != len(style):
+        raise ValueError(f"style_masks has {len(style_masks)} entries for {len(style)} styles")
     extra = checked_extra(extra)
     weights = term_weights(config, content.dtype)
     targets = {"content": content_features(params, content, config), "weights": weights}

@@ -5,6 +5,7 @@
     python scripts/bench_winograd_f4.py step --sizes 256 512    # the whole step, both
     python scripts/bench_winograd_f4.py dots --sizes 256 512    # products: XLA's or YNNPACK's
     python scripts/bench_winograd_f4.py rotated --sizes 256 512 # input gradient's kernel layout
+    python scripts/bench_winograd_f4.py bf16 --sizes 256        # products with bfloat16 inputs
 
 nst_jax computes VGG's 3x3 convolutions on CPU by Winograd F(2x2, 3x3)
 (:mod:`nst_jax.core.winograd`): 2.25x fewer multiplications than the direct algorithm.
@@ -28,6 +29,9 @@ powers of two) and measures it against the library's F(2x2, 3x3):
   (the input gradient's kernels laid out as its products read them, ``winograd_rotated``)
   against the same params without those leaves (the products contract the forward kernel's
   second axis), calls interleaved: median ms of ``--rounds`` x ``--steps`` calls each.
+- ``bf16``: the 16 channel products of one 3x3 layer per VGG block at the image size (its
+  2x2 tiles by its channels), jitted alone, float32 against bfloat16 inputs accumulated in
+  float32 (``preferred_element_type``), calls interleaved: median ms of each and their sum.
 """
 
 from __future__ import annotations
@@ -323,12 +327,46 @@ def rotated_ab(sizes, rounds: int, steps: int) -> None:
         )
 
 
+def bf16_ab(sizes, rounds: int, steps: int) -> None:
+    """The Winograd products of one layer per block, float32 against bfloat16 inputs."""
+    variants = {
+        "float32": jax.jit(lambda v, u: jnp.einsum("pti,pio->pto", v, u)),
+        "bfloat16 inputs": jax.jit(
+            lambda v, u: jnp.einsum(
+                "pti,pio->pto", v.astype(jnp.bfloat16), u.astype(jnp.bfloat16),
+                preferred_element_type=jnp.float32,
+            )
+        ),
+    }  # fmt: skip
+    for size in sizes:
+        totals = dict.fromkeys(variants, 0.0)
+        for block, channels in enumerate((64, 128, 256, 512)):
+            tiles = (size // 2 ** (block + 1)) ** 2
+            key = jax.random.key(block)
+            v = jax.random.normal(key, (16, tiles, channels), jnp.float32)
+            u = jax.random.normal(key, (16, channels, channels), jnp.float32)
+            times: dict[str, list] = {name: [] for name in variants}
+            for f in variants.values():
+                jax.block_until_ready(f(v, u))
+            for i in range(rounds * steps):
+                for name in list(variants)[:: 1 if i % 2 else -1]:
+                    t = time.perf_counter()
+                    jax.block_until_ready(variants[name](v, u))
+                    times[name].append(1000 * (time.perf_counter() - t))
+            ms = {name: statistics.median(t) for name, t in times.items()}
+            for name in variants:
+                totals[name] += ms[name]
+            print(f"{size} px, block {block + 1} ({tiles} tiles, {channels} channels): "
+                  + ", ".join(f"{name} {v:.1f} ms" for name, v in ms.items()))  # fmt: skip
+        print(f"{size} px, sum: " + ", ".join(f"{n} {v:.1f} ms" for n, v in totals.items()))
+
+
 def main() -> None:
     process.configure_for_program()
     if sys.argv[1:2] == ["child"]:
         return child(*map(int, sys.argv[2:6]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("floor", "layers", "step", "dots", "rotated"))
+    parser.add_argument("what", choices=("floor", "layers", "step", "dots", "rotated", "bf16"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--f4-max-channels", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
@@ -341,6 +379,8 @@ def main() -> None:
         layers()
     elif args.what == "rotated":
         rotated_ab(args.sizes, args.rounds, args.steps)
+    elif args.what == "bf16":
+        bf16_ab(args.sizes, args.rounds, args.steps)
     elif args.what == "dots":
         dots_ab(args.sizes, args.rounds, args.steps)
     else:

@@ -253,3 +253,27 @@ def test_the_research_core_names_a_wrong_config_optimizer_or_loss_when_called(pa
         nst_jax.make_targets(params, content, three[:2], cfg, masks=masks, style_masks=[None])
     stacked = np.stack(three[:2])  # K styles as one array stay accepted
     nst_jax.make_targets(params, content, stacked, cfg.replace(style_blend=(1, 1)))
+
+
+def test_masks_and_the_optimised_image_are_checked_as_images_are(params):
+    """Found by a hostile probe: masks of NaN or 0-255 values became targets silently, and
+    loss_fn took a uint8 or complex image (a huge or complex loss)."""
+    content = np.full((16, 16, 3), 0.5, np.float32)
+    cfg = nst_jax.StyleConfig(content_layers=("block1_conv2",), style_layers=("block1_conv1",))
+    styles = [content, content]
+    nan = np.ones((2, 16, 16), np.float32)
+    nan[1, 3, 4] = np.nan
+    for masks, message in [
+        (nan, "masks: has non-finite values"),
+        (np.full((2, 16, 16), 255, np.uint8), r"masks: values must lie in \[0, 1\], got 255"),
+        (-np.ones((2, 16, 16), np.float32), r"masks: values must lie in \[0, 1\], got -1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            nst_jax.make_targets(params, content, styles, cfg, masks=masks)
+    halves = np.ones((2, 16, 16), np.float32)
+    with pytest.raises(ValueError, match="style_masks: has non-finite values"):
+        nst_jax.make_targets(params, content, styles, cfg, masks=halves, style_masks=[None, nan[1]])
+    targets = nst_jax.make_targets(params, content, content, cfg)
+    for image in (np.full((16, 16, 3), 128, np.uint8), content.astype(np.complex64)):
+        with pytest.raises(TypeError, match="x must be a floating-point RGB image"):
+            nst_jax.loss_fn(params, image, targets, cfg)

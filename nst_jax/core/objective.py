@@ -298,6 +298,8 @@ def loss_fn(
       ``(loss, {"content", "style", "tv"})``, scalars; ``loss`` is their sum.
     """
     check_config(config, ObjectiveConfig)  # at trace time: free under jit
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):  # values: make_targets checks
+        raise TypeError(f"x must be a floating-point RGB image in [0, 1], got {jnp.result_type(x)}")
     features = extractors.extract(params, x, used_layers(config), config)
     weights = targets["weights"]
     content_weights = _layer_weights(config.content_layers, config.content_layer_weights)

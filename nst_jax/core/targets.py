@@ -50,19 +50,26 @@ def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
         raise ValueError(
             f"{what}: expected floating-point RGB in [0, 1], got {image.dtype} (divide by 255)"
         )
-    if isinstance(image, jax.core.Tracer) or image.size == 0:
-        return image
-    if isinstance(given, np.ndarray):  # read by NumPy: no program to compile
-        low, high, finite = float(np.min(given)), float(np.max(given)), np.isfinite(given).all()
+    lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
+    check_values(given if isinstance(given, np.ndarray) else image, what, lowest, highest)
+    return image
+
+
+def check_values(values, what: str, lowest: float = 0.0, highest: float = 1.0) -> None:
+    """Raise ``ValueError`` in one line naming ``what`` unless the concrete ``values`` (an
+    image, a mask) are finite and within ``[lowest, highest]`` (up to float32 rounding of a
+    resize, :data:`RANGE_SLACK`); traced values are not checked."""
+    if isinstance(values, jax.core.Tracer) or np.size(values) == 0:
+        return
+    if isinstance(values, np.ndarray):  # read by NumPy: no program to compile
+        low, high, finite = float(np.min(values)), float(np.max(values)), np.isfinite(values).all()
     else:
-        low, high, finite = jax.device_get(_device_value_range(image))
+        low, high, finite = jax.device_get(_device_value_range(values))
     if not finite:
         raise ValueError(f"{what}: has non-finite values (NaN or infinity)")
-    lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
     if low < lowest - RANGE_SLACK or high > highest + RANGE_SLACK:
         hint = " (0-255 values? divide by 255)" if high > 2 else ""
         raise ValueError(f"{what}: values must lie in [0, 1], got {low:g} to {high:g}{hint}")
-    return image
 
 
 @jax.jit
@@ -175,6 +182,7 @@ def check_masks(config: ObjectiveConfig, masks: jax.Array, n_styles: int) -> Non
         raise ValueError(f"masks: expected (K, H, W), got shape {tuple(masks.shape)}")
     if masks.shape[0] != n_styles:
         raise ValueError(f"got {masks.shape[0]} masks for {n_styles} styles; give one each")
+    check_values(masks, "masks")  # each pixel's weight in its region
 
 
 @functools.partial(jax.jit, static_argnames=("layers", "spec"))
@@ -193,6 +201,7 @@ def masked_style_targets(
         return style_targets(params, style, config)
     style = jnp.asarray(style)
     check_size(config, style.shape, "style", style=True)
+    check_values(jnp.asarray(mask, style.dtype), "style_masks")
     mask = resize_masks(jnp.asarray(mask, style.dtype)[None], *style.shape[:2])[0]
     return _guided_style(params, style, mask, config.style_layers, feature_spec(config))
 

@@ -140,6 +140,14 @@ def test_score_refuses_unpaired_folders_and_odd_outputs(tmp_path, weights_h5, ca
     assert_refused(tmp_path, into_input, "00.png", capsys=capsys)
     assert_refused(tmp_path, [*base, "--terms", "nope"], "nope", capsys=capsys)
     assert_refused(tmp_path, [*base, "--extractor", "alexnet"], "alexnet", capsys=capsys)
+    # A result that is a link to nothing is named, not passed over: with an extra file the
+    # counts would match and the pairing by names would shift (a hostile probe).
+    (tmp_path / "results" / "01.png").unlink()
+    (tmp_path / "results" / "01.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "results" / "03.png").write_bytes((tmp_path / "results" / "00.png").read_bytes())
+    (tmp_path / "contents" / "03.png").write_bytes((tmp_path / "contents" / "00.png").read_bytes())
+    assert_refused(tmp_path, [*base, "-o", tmp_path / "s.csv"], "01.png: a link to nothing",
+                   capsys=capsys)  # fmt: skip
 
 
 def test_score_library_arguments(params):

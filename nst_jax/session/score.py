@@ -35,7 +35,7 @@ from nst_jax.core.objective import CONTENT_LAYERS, STYLE_LAYERS
 from nst_jax.errors import InputError, shown
 from nst_jax.files import image, score_weights, weights
 from nst_jax.files.atomic import atomic_write
-from nst_jax.files.walk import walk_inputs
+from nst_jax.files.walk import IMAGE_SUFFIXES, walk_inputs
 from nst_jax.session import outputs
 
 Row = dict[str, Any]
@@ -128,6 +128,13 @@ def paired_files(
     found = {}
     for name, folder in (("contents", contents), ("styles", styles), ("results", results)):
         walked = walk_inputs([folder])
+        # An image's name that is no image (a link to nothing, a pipe) would shift the
+        # pairing by names if the counts still matched: refused rather than passed over.
+        named = [(p, why) for p, why in walked.passed if p.suffix.lower() in IMAGE_SUFFIXES]
+        if named:
+            path, why = named[0]
+            raise InputError(f"{shown(path)}: {why}; the {name} pair with the other folders' "
+                             "files by sorted names, so none may be missing")  # fmt: skip
         found[name] = [path for path, _ in sorted(walked.found, key=lambda item: str(item[0]))]
     n = len(found["results"])
     if len(found["contents"]) != n:

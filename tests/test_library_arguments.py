@@ -273,6 +273,8 @@ def test_masks_and_the_optimised_image_are_checked_as_images_are(params):
     halves = np.ones((2, 16, 16), np.float32)
     with pytest.raises(ValueError, match="style_masks: has non-finite values"):
         nst_jax.make_targets(params, content, styles, cfg, masks=halves, style_masks=[None, nan[1]])
+    with pytest.raises(ValueError, match="content: float16 overflows in VGG's features"):
+        nst_jax.make_targets(params, content.astype(np.float16), content, cfg)  # diverged at step 1
     targets = nst_jax.make_targets(params, content, content, cfg)
     for image in (np.full((16, 16, 3), 128, np.uint8), content.astype(np.complex64)):
         with pytest.raises(TypeError, match="x must be a floating-point RGB image"):

@@ -50,6 +50,8 @@ def check_image(image, what: str = "image", batched: bool = False) -> jax.Array:
         raise ValueError(
             f"{what}: expected floating-point RGB in [0, 1], got {image.dtype} (divide by 255)"
         )
+    if image.dtype == jnp.float16:  # 65504 at most: VGG's features and Grams overflow
+        raise ValueError(f"{what}: float16 overflows in VGG's features; give float32 (or float64)")
     lowest, highest = STYLE_RANGE if what.startswith("style") else (0.0, 1.0)
     check_values(given if isinstance(given, np.ndarray) else image, what, lowest, highest)
     return image

@@ -191,9 +191,14 @@ def scale_start(run: Run, scale: Scale, state: RunState | None, start, resumed: 
         # L-BFGS restarts its memory at each scale: its curvature pairs are the old size's.
         states = batching.init_states(run.tx, images, run.learning_rates)
     elif resumed:
-        fresh = batching.init_states(run.tx, images, run.learning_rates)
+        lrs = run.learning_rates
+        structure = jax.eval_shape(lambda x: batching.init_states(run.tx, x, lrs), images)
+        # The hyperparameters to hold against the saved ones, from a fresh state of one
+        # pixel per image: they do not depend on the size, and a whole-size state would be
+        # two more whole-image arrays at print sizes.
         own = run.tx is make_optimizer(run.config)  # the same settings: the same object
-        states = restore_states(fresh, state.opt_states, constant_hyperparams=own)
+        reference = batching.init_states(run.tx, images[:, :1, :1], lrs) if own else None
+        states = restore_states(structure, state.opt_states, reference)
     else:
         states = multiscale.carry_state(state.opt_states, *shape)
         states = jax.vmap(restart_scale)(states, images)  # its own average and convergence

@@ -97,15 +97,17 @@ def check_resume(state: RunState, n: int, scale_steps: list[int]) -> RunState:
     return state._replace(evaluations=np.array(evaluations, np.int64), scale_step=int(within))
 
 
-def restore_states(fresh, saved, constant_hyperparams: bool = False):
-    """Saved optimiser states (maybe a checkpoint's flat list of leaves) in the structure,
-    shapes and dtypes of this run's ``fresh`` ones, copied: the run donates them, and the
-    caller may resume from the same state again. With ``constant_hyperparams`` (nst_jax's
-    own optimizers: a schedule given to ``optax.inject_hyperparams`` changes them as it
-    runs), their hyperparameters (the learning rate) must be ``fresh``'s: they are settings,
-    checked as a checkpoint's record is, and a tampered one would run on unnoticed."""
+def restore_states(structure, saved, reference=None):
+    """Saved optimiser states (maybe a checkpoint's flat list of leaves) in this run's
+    ``structure`` (shapes and dtypes from ``jax.eval_shape``), copied: the run donates them,
+    and the caller may resume from the same state again. Given ``reference``, fresh states
+    of the same optimizer (of any image size; for nst_jax's own optimizers, whose
+    hyperparameters are constant: a schedule given to ``optax.inject_hyperparams`` changes
+    them as it runs), the saved hyperparameters (the learning rate) must be its: they are
+    settings, checked as a checkpoint's record is, and a tampered one would run on
+    unnoticed."""
     leaves = jax.tree.leaves(saved)
-    wanted = jax.tree.leaves(fresh)
+    wanted = jax.tree.leaves(structure)
     if len(leaves) != len(wanted):
         raise ValueError(
             f"the saved optimizer state has {len(leaves)} arrays, this run's optimizer "
@@ -120,14 +122,15 @@ def restore_states(fresh, saved, constant_hyperparams: bool = False):
     restored = [
         jnp.array(leaf, want.dtype, copy=True) for leaf, want in zip(leaves, wanted, strict=True)
     ]
-    if constant_hyperparams:
-        _check_hyperparams(fresh, restored)
-    return jax.tree.unflatten(jax.tree.structure(fresh), restored)
+    if reference is not None:
+        _check_hyperparams(reference, restored)
+    return jax.tree.unflatten(jax.tree.structure(structure), restored)
 
 
-def _check_hyperparams(fresh, restored: list) -> None:
-    """Refuse restored leaves under a ``hyperparams`` field that differ from ``fresh``'s."""
-    for (path, want), leaf in zip(jax.tree_util.tree_leaves_with_path(fresh), restored,
+def _check_hyperparams(reference, restored: list) -> None:
+    """Refuse restored leaves under a ``hyperparams`` field that differ from
+    ``reference``'s."""
+    for (path, want), leaf in zip(jax.tree_util.tree_leaves_with_path(reference), restored,
                                   strict=True):  # fmt: skip
         hyper = any(getattr(key, "name", None) == "hyperparams" for key in path)
         if hyper and not np.array_equal(np.asarray(leaf), np.asarray(want)):
